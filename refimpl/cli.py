@@ -82,7 +82,7 @@ def _verify(args: argparse.Namespace) -> int:
     problems = verify(golden, args.component)
     for problem in problems:
         print(f"DRIFT {problem}")
-    count = len(find_cases(golden))
+    count = sum(not args.component or p.parent.name in args.component for p in find_cases(golden))
     if problems:
         print(f"FAILED: {len(problems)} problems; regenerate with `refimpl golden generate --out "
               f"{golden}` only if the change is intended, and say why in the commit")

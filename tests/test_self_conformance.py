@@ -1,9 +1,10 @@
 """The NumPy reference passes every golden case through the pytest plugin, one test item per case
 (the same route a framework's own test suite takes)."""
 
+from collections.abc import Callable
+
 from refimpl.conformance.runner import Adapter, reference_adapter
 from refimpl.golden.format import GoldenCase
-from collections.abc import Callable
 
 REFERENCE = reference_adapter()
 

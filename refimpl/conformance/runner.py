@@ -23,7 +23,7 @@ from refimpl.cases._base import Tensors
 from refimpl.conformance.expectations import Expectations
 from refimpl.golden import default_golden_root
 from refimpl.golden.compare import Comparison, compare_arrays
-from refimpl.golden.format import GoldenCase, find_cases, read_case, npy_bytes
+from refimpl.golden.format import GoldenCase, find_cases, npy_bytes, read_case
 
 AdapterFn = Callable[[Tensors, Tensors, dict[str, Any], Tensors], Mapping[str, Any]]
 Adapter = Mapping[str, AdapterFn]

@@ -69,7 +69,7 @@ def compare_arrays(
         diff = np.where(both_nan | same_inf, 0.0, np.abs(a - e))
     diff = np.where(np.isnan(diff), np.inf, diff)
     allowed = atol + rtol * np.abs(np.where(np.isfinite(e), e, 0.0))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         share = np.where(diff == 0, 0.0, diff / allowed)
         rel = np.where(diff == 0, 0.0, diff / np.abs(e))
     bad = diff > allowed

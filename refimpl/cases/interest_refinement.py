@@ -1,0 +1,145 @@
+"""Golden cases and the reference adapter of `interest_refinement` (spec/interest_refinement.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refimpl.cases._base import (
+    Builder,
+    CaseSpec,
+    CaseTensors,
+    Config,
+    Result,
+    Tensors,
+    upstream_like,
+)
+from refimpl.nn.interest_refinement import (
+    PARAM_NAMES,
+    InterestRefinementParams,
+    interest_refinement_backward,
+    interest_refinement_forward,
+)
+
+SPEC = "spec/interest_refinement.md"
+
+
+def interest_refinement_reference(
+    inputs: Tensors, params: Tensors, config: Config, upstream: Tensors
+) -> Result:
+    refined, cache = interest_refinement_forward(
+        InterestRefinementParams(**params), inputs["interests"], inputs["profile"]
+    )
+    grads = interest_refinement_backward(cache, upstream["d_refined"])
+    return Result(
+        outputs={"refined": refined},
+        grads={
+            "d_interests": grads.interests,
+            "d_profile": grads.profile,
+            **{f"d_{name}": getattr(grads.params, name) for name in PARAM_NAMES},
+        },
+        intermediates={
+            "field_weights": cache.field_weights,
+            "reweighted_profile": cache.reweighted_profile,
+            "hidden": cache.output_mlp.activated[0],
+        },
+    )
+
+
+COMPONENTS = {"interest_refinement": interest_refinement_reference}
+
+
+def random_params(
+    rng: np.random.Generator,
+    d: int,
+    fields: int,
+    field_dim: int,
+    field_hidden: int,
+    hidden: int,
+    d_out: int,
+) -> Tensors:
+    """Weights ~ N(0, 1/fan_in), biases ~ N(0, 0.1^2)."""
+    profile = fields * field_dim
+    shapes = {
+        "Wd1": (d + profile, field_hidden),
+        "bd1": (field_hidden,),
+        "Wd2": (field_hidden, fields),
+        "bd2": (fields,),
+        "Wa": (profile + d, hidden),
+        "ba": (hidden,),
+        "Wb": (hidden, d_out),
+        "bb": (d_out,),
+    }
+    return {
+        name: rng.standard_normal(shape) / np.sqrt(shape[0])
+        if name.startswith("W")
+        else 0.1 * rng.standard_normal(shape)
+        for name, shape in shapes.items()
+    }
+
+
+def _build(b: int, k: int, d: int, fields: int, field_dim: int, zero_interest: bool) -> Builder:
+    def build(rng: np.random.Generator) -> CaseTensors:
+        interests = rng.standard_normal((b, k, d))
+        if zero_interest:
+            interests[0] = 0.0
+        return CaseTensors(
+            inputs={"interests": interests, "profile": rng.standard_normal((b, fields, field_dim))},
+            params=random_params(rng, d, fields, field_dim, 5, 6, d),
+            upstream=upstream_like(rng, {"refined": (b, k, d)}),
+        )
+
+    return build
+
+
+def _tiny(rng: np.random.Generator) -> CaseTensors:
+    """The hand-checked case of the spec page: D = F = H_d = H = 1, C = 2."""
+    return CaseTensors(
+        inputs={"interests": np.array([[[2.0]]]), "profile": np.array([[[1.0], [3.0]]])},
+        params={
+            "Wd1": np.array([[1.0], [0.0], [0.0]]),
+            "bd1": np.zeros(1),
+            "Wd2": np.array([[1.0, -1.0]]),
+            "bd2": np.zeros(2),
+            "Wa": np.ones((3, 1)),
+            "ba": np.zeros(1),
+            "Wb": np.ones((1, 1)),
+            "bb": np.zeros(1),
+        },
+        upstream=upstream_like(rng, {"refined": (1, 1, 1)}),
+    )
+
+
+CASES = (
+    CaseSpec(
+        "interest_refinement",
+        "tiny_hand_checked",
+        "B=K=1, D=F=H_d=H=1, C=2: the spec's worked example.",
+        f"{SPEC}#worked-example",
+        {},
+        _tiny,
+    ),
+    CaseSpec(
+        "interest_refinement",
+        "small",
+        "B=2, K=3, D=4, C=3 fields of F=2, H_d=5, H=6.",
+        f"{SPEC}#equations",
+        {},
+        _build(2, 3, 4, 3, 2, False),
+    ),
+    CaseSpec(
+        "interest_refinement",
+        "k1_zero_interests",
+        "K=1; row 0's interest is the zero vector (an all-padded history); B=3, D=4, C=2, F=3.",
+        f"{SPEC}#edge-cases",
+        {},
+        _build(3, 1, 4, 2, 3, True),
+    ),
+    CaseSpec(
+        "interest_refinement",
+        "realistic",
+        "B=4, K=4, D=8, C=4 fields of F=4.",
+        f"{SPEC}#equations",
+        {},
+        _build(4, 4, 8, 4, 4, False),
+    ),
+)

@@ -1,0 +1,144 @@
+"""Golden cases and the reference adapter of the whole PGIN model (spec/pgin.md)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from refimpl.cases._base import (
+    Builder,
+    CaseSpec,
+    CaseTensors,
+    Config,
+    Result,
+    Tensors,
+    upstream_like,
+)
+from refimpl.models.pgin import (
+    PGINBatch,
+    PGINConfig,
+    init_pgin,
+    make_batch,
+    pgin_backward,
+    pgin_forward,
+)
+
+SPEC = "spec/pgin.md"
+BATCH_FIELDS = tuple(PGINBatch.__dataclass_fields__)
+
+
+def model_config(config: Config) -> PGINConfig:
+    """The PGINConfig of a case's JSON config (mlp_hidden is a list there)."""
+    return PGINConfig(
+        num_categories=config["num_categories"],
+        num_items=config["num_items"],
+        user_feature_dim=config["user_feature_dim"],
+        dim=config["dim"],
+        num_heads=config["num_heads"],
+        mlp_hidden=tuple(config["mlp_hidden"]),
+        gate=config.get("gate", "learned"),
+    )
+
+
+def pgin_reference(inputs: Tensors, params: Tensors, config: Config, upstream: Tensors) -> Result:
+    batch = PGINBatch(**{name: inputs[name] for name in BATCH_FIELDS})
+    out, cache = pgin_forward(params, batch, model_config(config))
+    grads, d_user_features = pgin_backward(cache, upstream["d_loss"], upstream["d_y"])
+    assert out.loss is not None and out.row_loss is not None
+    return Result(
+        outputs={"y": out.y, "loss": out.loss},
+        grads={"d_user_features": d_user_features, **{f"d_{k}": v for k, v in grads.items()}},
+        intermediates={
+            "user_embedding": cache.user_embedding,
+            "long_pooled": cache.long_pooled,
+            "short_pooled": cache.short_pooled,
+            "generator_hidden": cache.generator_hidden,
+            "generator_logits": cache.generator_logits,
+            "pointer_weights": out.pointer_weights,
+            "pointer_context": out.pointer_context,
+            "y_poi": out.y_poi,
+            "y_gen": out.y_gen,
+            "P_poi": out.P_poi,
+            "row_loss": out.row_loss,
+        },
+    )
+
+
+COMPONENTS = {"pgin": pgin_reference}
+
+
+def random_batch(
+    rng: np.random.Generator, cfg: PGINConfig, b: int, long_length: int, short_length: int, p: int
+) -> PGINBatch:
+    """Random sequences (at least one valid behaviour per row in the long sequence), the merged
+    history and labels drawn half from the history, half from all categories."""
+    long_mask = rng.random((b, long_length)) < 0.8
+    long_mask[:, 0] = True
+    short_mask = rng.random((b, short_length)) < 0.8
+    batch = make_batch(
+        rng.standard_normal((b, cfg.user_feature_dim)),
+        rng.integers(0, cfg.num_items, size=(b, long_length)),
+        rng.integers(0, cfg.num_categories, size=(b, long_length)),
+        long_mask,
+        rng.integers(0, cfg.num_items, size=(b, short_length)),
+        rng.integers(0, cfg.num_categories, size=(b, short_length)),
+        short_mask,
+        p,
+    )
+    from_history = batch.history[np.arange(b), rng.integers(0, batch.history_mask.sum(axis=1))]
+    anywhere = rng.integers(0, cfg.num_categories, size=b)
+    label = np.where(rng.random(b) < 0.5, from_history, anywhere).astype(np.int64)
+    return replace(batch, label=label)
+
+
+def _draw(config: dict[str, Any], b: int, long_length: int, short_length: int, p: int, empty_short: bool) -> Builder:
+    cfg = model_config(config)
+
+    def build(rng: np.random.Generator) -> CaseTensors:
+        params = init_pgin(cfg, rng)
+        for name, value in params.items():
+            if value.ndim == 1 and name != "gate_w":
+                params[name] = 0.1 * rng.standard_normal(value.shape)
+        batch = random_batch(rng, cfg, b, long_length, short_length, p)
+        if empty_short:
+            batch.short_mask[0] = False
+        inputs: Tensors = {name: getattr(batch, name) for name in BATCH_FIELDS}
+        return CaseTensors(
+            inputs, params, upstream_like(rng, {"y": (b, cfg.num_categories), "loss": ()})
+        )
+
+    return build
+
+
+def _config(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "num_categories": 6, "num_items": 10, "user_feature_dim": 3, "dim": 4,
+        "num_heads": 2, "mlp_hidden": [5], "gate": "learned",
+    }
+    return {**base, **overrides}
+
+
+def _case(
+    name: str,
+    description: str,
+    config: dict[str, Any],
+    shape: tuple[int, int, int, int],
+    empty_short: bool = False,
+) -> CaseSpec:
+    return CaseSpec(
+        "pgin", name, description, f"{SPEC}#model", config, _draw(config, *shape, empty_short)
+    )
+
+
+CASES = (
+    _case(
+        "small", "C=6, V=10, F=3, D=4, H=2, two hidden layers (6, 5); B=3, L=6, S=3, P=4; row 0 "
+        "has an empty short sequence.", _config(mlp_hidden=[6, 5]), (3, 6, 3, 4), empty_short=True,
+    ),
+    _case(
+        "one_category", "C = 1, one head, one hidden layer of 5: y = [1] for every row.",
+        _config(num_categories=1, num_heads=1), (2, 4, 2, 2),
+    ),
+)

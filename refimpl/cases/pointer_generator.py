@@ -1,0 +1,237 @@
+"""Golden cases and the reference adapter of `pointer_generator`, PGIN's gated mixture and loss
+(spec/pointer_generator.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from refimpl._check import BoolArray, IntArray
+from refimpl.cases._base import (
+    Builder,
+    CaseSpec,
+    CaseTensors,
+    Config,
+    Result,
+    Tensors,
+    upstream_like,
+)
+from refimpl.nn.attention import PARAM_NAMES, AttentionParams
+from refimpl.nn.pointer_generator import (
+    PointerGeneratorConfig,
+    PointerGeneratorParams,
+    pointer_generator_backward,
+    pointer_generator_forward,
+)
+
+SPEC = "spec/pointer_generator.md"
+
+
+def _config(config: Config) -> PointerGeneratorConfig:
+    return PointerGeneratorConfig(num_heads=config["num_heads"], gate=config.get("gate", "learned"))
+
+
+def _params(params: Tensors) -> PointerGeneratorParams:
+    return PointerGeneratorParams(
+        attention=AttentionParams(**{name: params[name] for name in PARAM_NAMES}),
+        gate_w=params["gate_w"],
+        gate_b=params["gate_b"],
+    )
+
+
+def pointer_generator_reference(
+    inputs: Tensors, params: Tensors, config: Config, upstream: Tensors
+) -> Result:
+    out, cache = pointer_generator_forward(
+        _params(params),
+        inputs["query"],
+        inputs["history_emb"],
+        inputs["history"],
+        inputs["history_mask"],
+        inputs["generator_logits"],
+        inputs["generator_hidden"],
+        inputs["label"],
+        _config(config),
+    )
+    grads = pointer_generator_backward(cache, upstream["d_y"], upstream["d_loss"])
+    assert out.loss is not None and out.row_loss is not None
+    return Result(
+        outputs={"y": out.y, "loss": out.loss},
+        grads={
+            "d_query": grads.query,
+            "d_history_emb": grads.history_emb,
+            "d_generator_logits": grads.generator_logits,
+            "d_generator_hidden": grads.generator_hidden,
+            **{f"d_{name}": getattr(grads.params.attention, name) for name in PARAM_NAMES},
+            "d_gate_w": grads.params.gate_w,
+            "d_gate_b": grads.params.gate_b,
+        },
+        intermediates={
+            "pointer_weights": out.pointer_weights,
+            "pointer_context": out.pointer_context,
+            "y_poi": out.y_poi,
+            "y_gen": out.y_gen,
+            "P_poi": out.P_poi,
+            "row_loss": out.row_loss,
+        },
+    )
+
+
+COMPONENTS = {"pointer_generator": pointer_generator_reference}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to draw one case. `valid` fixes the number of valid history positions of the first rows;
+    `duplicates` draws history ids with repeats; rows in `single_id_rows` repeat one id at every
+    position; `label` is 'random', 'absent' or 'present'
+    (relative to each row's history); `gate_bias` fixes gate_b (None: drawn)."""
+
+    b: int
+    p: int
+    d: int
+    c: int
+    g: int
+    valid: tuple[int, ...] = ()
+    duplicates: bool = False
+    single_id_rows: tuple[int, ...] = ()
+    label: str = "random"
+    gate_bias: float | None = None
+    weight_scale: float = 1.0
+
+
+def _history(rng: np.random.Generator, r: Recipe) -> tuple[IntArray, BoolArray]:
+    counts = rng.integers(1, r.p + 1, size=r.b)
+    counts[: len(r.valid)] = r.valid
+    history = np.zeros((r.b, r.p), dtype=np.int64)
+    mask = np.arange(r.p)[None, :] < counts[:, None]
+    for row in range(r.b):
+        if r.duplicates:
+            ids = rng.integers(0, min(r.c, 3), size=r.p)
+        else:
+            ids = rng.permutation(r.c)[: r.p] if r.c >= r.p else rng.integers(0, r.c, size=r.p)
+        if row in r.single_id_rows:
+            ids = np.full(r.p, ids[0])
+        history[row] = np.where(mask[row], ids, 0)
+    return history, mask
+
+
+def _labels(rng: np.random.Generator, r: Recipe, history: IntArray, mask: BoolArray) -> IntArray:
+    labels = rng.integers(0, r.c, size=r.b)
+    for row in range(r.b):
+        present = np.unique(history[row, mask[row]])
+        absent = np.setdiff1d(np.arange(r.c), present)
+        if r.label == "present" and present.size:
+            labels[row] = rng.choice(present)
+        elif r.label == "absent" and absent.size:
+            labels[row] = rng.choice(absent)
+    return labels.astype(np.int64)
+
+
+def _draw(r: Recipe) -> Builder:
+    def build(rng: np.random.Generator) -> CaseTensors:
+        history, mask = _history(rng, r)
+        table = rng.standard_normal((r.c, r.d))
+        params: Tensors = {
+            name: rng.standard_normal((r.d, r.d)) * r.weight_scale / np.sqrt(r.d)
+            if name.startswith("W")
+            else 0.1 * rng.standard_normal(r.d)
+            for name in PARAM_NAMES
+        }
+        params["gate_w"] = rng.standard_normal(r.d + r.g) / np.sqrt(r.d + r.g)
+        bias = rng.standard_normal() if r.gate_bias is None else r.gate_bias
+        params["gate_b"] = np.array([bias])
+        inputs: Tensors = {
+            "query": rng.standard_normal((r.b, r.d)),
+            "history_emb": table[history],
+            "history": history,
+            "history_mask": mask,
+            "generator_logits": rng.standard_normal((r.b, r.c)),
+            "generator_hidden": rng.standard_normal((r.b, r.g)),
+            "label": _labels(rng, r, history, mask),
+        }
+        return CaseTensors(inputs, params, upstream_like(rng, {"y": (r.b, r.c), "loss": ()}))
+
+    return build
+
+
+def _hand(rng: np.random.Generator) -> CaseTensors:
+    """The worked example of the spec: scores (0, 0, ln 2) over history ids (2, 0, 2), C = 4."""
+    eye = np.eye(2)
+    zero = np.zeros(2)
+    params: Tensors = {name: eye if name.startswith("W") else zero for name in PARAM_NAMES}
+    params["gate_w"] = np.zeros(3)
+    params["gate_b"] = np.zeros(1)
+    inputs: Tensors = {
+        "query": np.array([[1.0, 0.0]]),
+        "history_emb": np.array([[[0.0, 1.0], [0.0, -1.0], [np.sqrt(2.0) * np.log(2.0), 0.0]]]),
+        "history": np.array([[2, 0, 2]], dtype=np.int64),
+        "history_mask": np.ones((1, 3), dtype=bool),
+        "generator_logits": np.zeros((1, 4)),
+        "generator_hidden": np.array([[0.5]]),
+        "label": np.array([1], dtype=np.int64),
+    }
+    return CaseTensors(inputs, params, upstream_like(rng, {"y": (1, 4), "loss": ()}))
+
+
+def _case(name: str, description: str, section: str, recipe: Recipe | Builder, **config: object) -> CaseSpec:
+    build = _draw(recipe) if isinstance(recipe, Recipe) else recipe
+    return CaseSpec(
+        "pointer_generator", name, description, f"{SPEC}#{section}", {"num_heads": 1, **config}, build
+    )
+
+
+CASES = (
+    _case(
+        "tiny_hand", "The spec's worked example: B=1, P=3 (ids 2, 0, 2), D=2, C=4, gate 0.5.",
+        "worked-example", _hand,
+    ),
+    _case(
+        "small", "B=4, P=5, D=4, H=2, C=7, G=3; random history lengths and labels.",
+        "equations", Recipe(4, 5, 4, 7, 3), num_heads=2,
+    ),
+    _case(
+        "duplicates", "Un-deduplicated histories with repeated ids (ids from {0, 1, 2}): the scatter "
+        "must sum them. B=4, P=6, D=4, C=5.",
+        "edge-cases", Recipe(4, 6, 4, 5, 2, valid=(6, 6), duplicates=True),
+    ),
+    _case(
+        "single_category_history", "Rows 0 and 1 have one valid history position, row 2 repeats one "
+        "category at every position. B=3, P=4, D=4, C=6.",
+        "edge-cases", Recipe(3, 4, 4, 6, 2, valid=(1, 1, 4), single_id_rows=(2,)),
+    ),
+    _case(
+        "label_absent", "Every label is absent from its row's history: y[label] comes from the "
+        "generator only. B=4, P=4, D=4, C=9.",
+        "edge-cases", Recipe(4, 4, 4, 9, 3, label="absent"),
+    ),
+    _case(
+        "gate_near_one", "gate_b = +20 saturates the gate: P_poi = 1 - O(1e-9). Labels in the history.",
+        "edge-cases", Recipe(3, 4, 4, 6, 2, label="present", gate_bias=20.0),
+    ),
+    _case(
+        "gate_near_zero", "gate_b = -20 saturates the gate: P_poi = O(1e-9). Labels in the history.",
+        "edge-cases", Recipe(3, 4, 4, 6, 2, label="present", gate_bias=-20.0),
+    ),
+    _case(
+        "one_category", "C = 1: y = [1] whatever the gate; loss -log(1 + 1e-12); zero logit grads.",
+        "edge-cases", Recipe(3, 3, 4, 1, 2, duplicates=True),
+    ),
+    _case(
+        "empty_history_row", "Row 0 has no valid history: its gate is 0 and y = y_gen. B=3, P=4, C=6.",
+        "edge-cases", Recipe(3, 4, 4, 6, 2, valid=(0,)),
+    ),
+    _case(
+        "gate_pointer", "cfg.gate = 'pointer' (ablation): P_poi = 1 on rows with a history; row 0 empty.",
+        "gate-modes", Recipe(3, 4, 4, 6, 2, valid=(0,)), gate="pointer",
+    ),
+    _case(
+        "gate_generator", "cfg.gate = 'generator' (ablation): P_poi = 0, y = y_gen.",
+        "gate-modes", Recipe(3, 4, 4, 6, 2), gate="generator",
+    ),
+    _case(
+        "realistic", "B=6, P=20, D=8, H=2, C=60, G=8 (kept small for the golden size budget).",
+        "equations", Recipe(6, 20, 8, 60, 8), num_heads=2,
+    ),
+)

@@ -1,0 +1,1 @@
+"""Data helpers: synthetic data, batching and the category histories the models read."""

@@ -1,0 +1,1 @@
+"""The models (ULIM, UMI, IFA, PGIN and the baselines), composed from the components in refimpl.nn."""

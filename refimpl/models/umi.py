@@ -1,0 +1,308 @@
+"""UMI (Chai et al., SIGIR 2022): user-guided attention, dual-attention routing, refinement.
+
+For a user with behaviours i (item ids, padded positions masked) and C profile fields:
+
+    e_i   = item_table[behaviour_id_i]                                  (B, L, D)
+    e_u^c = profile_table[profile_id_c],  e_u = concat_c e_u^c           (B, C, F) -> (B, C*F)
+    a_i   = sigmoid(w2 . relu(W1 [e_i; e_u] + b1) + b2), 0 if padded      UGANet   (UMI eq. 2)
+    v_k   = capsule routing of (e_i, a_i) into K capsules                (UMI eq. 3-6, Alg. 1)
+    o_k   = interest refinement of v_k with the profile fields            (UMI eq. 7-9)
+
+The model outputs the K interests o (B, K, D); `umi_backward` takes d_interests and returns the
+gradient of every parameter (a dict keyed like the params, ready for `refimpl.optim.adam_step`).
+`umi_loss` adds the item tower's readout (UMI eq. 10-13: `standard` or `harder_negatives`, from
+`refimpl.nn.multi_interest_readout`) and returns the loss with the gradients of every parameter.
+
+Profile ids index one shared profile table: the caller offsets field c's values into its own
+range of rows. The routing logits' initialisation is an input (`draw_initial_logits`).
+The item table embeds behaviours, positives and negatives alike (one item tower), so its
+gradient sums all three by `np.add.at` (duplicate ids accumulate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from refimpl._check import Array, BoolArray, IntArray, Shapes, require_positive_int
+from refimpl.nn._upstream import check_upstream
+from refimpl.nn.capsule_routing import (
+    CapsuleRoutingCache,
+    CapsuleRoutingConfig,
+    CapsuleRoutingParams,
+    capsule_routing_backward,
+    capsule_routing_forward,
+)
+from refimpl.nn.embedding import EmbeddingCache, embedding_backward, embedding_forward
+from refimpl.nn.interest_refinement import (
+    PARAM_NAMES as REFINE_NAMES,
+)
+from refimpl.nn.interest_refinement import (
+    InterestRefinementCache,
+    InterestRefinementParams,
+    interest_refinement_backward,
+    interest_refinement_forward,
+)
+from refimpl.nn.multi_interest_readout import (
+    ReadoutCache,
+    ReadoutConfig,
+    multi_interest_readout_backward,
+    multi_interest_readout_forward,
+)
+from refimpl.nn.user_guided_attention import (
+    UserGuidedAttentionCache,
+    UserGuidedAttentionParams,
+    user_guided_attention_backward,
+    user_guided_attention_forward,
+)
+
+Params = dict[str, Array]
+
+PARAM_NAMES = (
+    "item_table",
+    "profile_table",
+    "uga_W1",
+    "uga_b1",
+    "uga_W2",
+    "uga_b2",
+    "routing_W",
+    *(f"refine_{name}" for name in REFINE_NAMES),
+)
+
+
+@dataclass(frozen=True)
+class UserBatch:
+    """One batch of users: the arrays a multi-interest model (UMI, MIND) reads."""
+
+    behaviour_ids: IntArray  # (B, L) item ids; any valid id at padded positions
+    mask: BoolArray  # (B, L) True = a real behaviour
+    profile_ids: IntArray  # (B, C) rows of the profile table, one per field
+    initial_logits: Array  # (B, L, K) routing-logit initialisation b^0
+
+
+@dataclass(frozen=True)
+class UMIConfig:
+    num_items: int  # V, rows of the item table
+    num_profile_values: int  # V_p, rows of the profile table
+    num_fields: int  # C
+    dim: int  # D, item and interest width
+    profile_dim: int  # F, width of one profile field
+    num_interests: int  # K
+    attention_hidden: int = 16  # H_a of UGANet
+    field_hidden: int = 16  # H_d of the field-weight MLP
+    refine_hidden: int = 32  # H of the output MLP
+    routing: CapsuleRoutingConfig = field(default_factory=CapsuleRoutingConfig)
+
+
+@dataclass(frozen=True)
+class UMICache:
+    item_lookup: EmbeddingCache
+    profile_lookup: EmbeddingCache
+    attention: UserGuidedAttentionCache
+    routing: CapsuleRoutingCache
+    refinement: InterestRefinementCache
+    dtype: np.dtype[Any]
+    out_shape: tuple[int, ...]
+
+
+def draw_initial_logits(
+    rng: np.random.Generator,
+    batch: int,
+    length: int,
+    num_interests: int,
+    std: float = 1.0,
+    dtype: DTypeLike = np.float64,
+) -> Array:
+    """b^0 ~ N(0, std^2) of shape (B, L, K), drawn from the caller's generator."""
+    result: Array = (std * rng.standard_normal((batch, length, num_interests))).astype(dtype)
+    return result
+
+
+def gaussian(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> Array:
+    result: Array = scale * rng.standard_normal(shape)
+    return result
+
+
+def umi_init(rng: np.random.Generator, cfg: UMIConfig) -> Params:
+    """Parameters drawn from `rng`: weights N(0, 1/fan_in), biases 0, tables N(0, 1/D)."""
+    for name in (
+        "num_items",
+        "num_profile_values",
+        "num_fields",
+        "dim",
+        "profile_dim",
+        "num_interests",
+    ):
+        require_positive_int(f"cfg.{name}", getattr(cfg, name))
+    d, c, f, k = cfg.dim, cfg.num_fields, cfg.profile_dim, cfg.num_interests
+    profile = c * f
+    ha, hd, h = cfg.attention_hidden, cfg.field_hidden, cfg.refine_hidden
+    routing_shape = (d, d) if cfg.routing.map == "shared" else (k, d, d)
+    shapes: dict[str, tuple[int, ...]] = {
+        "item_table": (cfg.num_items, d),
+        "profile_table": (cfg.num_profile_values, f),
+        "uga_W1": (d + profile, ha),
+        "uga_b1": (ha,),
+        "uga_W2": (ha, 1),
+        "uga_b2": (1,),
+        "routing_W": routing_shape,
+        "refine_Wd1": (d + profile, hd),
+        "refine_bd1": (hd,),
+        "refine_Wd2": (hd, c),
+        "refine_bd2": (c,),
+        "refine_Wa": (profile + d, h),
+        "refine_ba": (h,),
+        "refine_Wb": (h, d),
+        "refine_bb": (d,),
+    }
+    params: Params = {}
+    for name, shape in shapes.items():
+        if len(shape) == 1:
+            params[name] = np.zeros(shape)
+        elif name.endswith("table"):
+            params[name] = gaussian(rng, shape, 1.0 / np.sqrt(d))
+        else:
+            params[name] = gaussian(rng, shape, 1.0 / np.sqrt(shape[-2]))
+    return params
+
+
+def check_param_names(params: Params, expected: tuple[str, ...], model: str) -> None:
+    """Refuse a params dict that lacks or adds a parameter (named), before any lookup fails."""
+    missing = sorted(set(expected) - set(params))
+    extra = sorted(set(params) - set(expected))
+    if missing or extra:
+        raise ValueError(f"params: the {model} parameters are {list(expected)}; missing {missing}, unexpected {extra}")
+
+
+def check_batch(batch: UserBatch, num_interests: int) -> Shapes:
+    """Validate the batch's shapes against each other and K; returns the bound shapes."""
+    shapes = Shapes(K=num_interests)
+    shapes.check_int("behaviour_ids", batch.behaviour_ids, ("B", "L"))
+    shapes.check_bool("mask", batch.mask, ("B", "L"))
+    shapes.check_int("profile_ids", batch.profile_ids, ("B", "C"))
+    shapes.check_float("initial_logits", batch.initial_logits, ("B", "L", "K"))
+    return shapes
+
+
+def lookup_user(params: Params, batch: UserBatch) -> tuple[Array, Array, EmbeddingCache, EmbeddingCache]:
+    """Behaviour embeddings (B, L, D) and profile fields (B, C, F) with their lookup caches."""
+    items, item_lookup = embedding_forward(params["item_table"], batch.behaviour_ids, "behaviour_ids")
+    profile, profile_lookup = embedding_forward(params["profile_table"], batch.profile_ids, "profile_ids")
+    return items, profile, item_lookup, profile_lookup
+
+
+def _refine_params(params: Params) -> InterestRefinementParams:
+    return InterestRefinementParams(**{name: params[f"refine_{name}"] for name in REFINE_NAMES})
+
+
+def umi_forward(params: Params, batch: UserBatch, cfg: UMIConfig) -> tuple[Array, UMICache]:
+    """The K interests (B, K, D) of every user in the batch."""
+    check_param_names(params, PARAM_NAMES, "UMI")
+    check_batch(batch, cfg.num_interests)
+    items, profile, item_lookup, profile_lookup = lookup_user(params, batch)
+    b = items.shape[0]
+    item_weights, attention = user_guided_attention_forward(
+        UserGuidedAttentionParams(W1=params["uga_W1"], b1=params["uga_b1"], W2=params["uga_W2"], b2=params["uga_b2"]),
+        items,
+        profile.reshape(b, -1),
+        batch.mask,
+    )
+    capsules, routing = capsule_routing_forward(
+        CapsuleRoutingParams(W=params["routing_W"]),
+        items,
+        item_weights,
+        batch.mask,
+        batch.initial_logits,
+        cfg.routing,
+    )
+    interests, refinement = interest_refinement_forward(_refine_params(params), capsules, profile)
+    cache = UMICache(
+        item_lookup,
+        profile_lookup,
+        attention,
+        routing,
+        refinement,
+        interests.dtype,
+        interests.shape,
+    )
+    return interests, cache
+
+
+def umi_backward_with_inputs(cache: UMICache, d_interests: Array) -> tuple[Params, Array]:
+    """The gradient of every parameter and of the initial routing logits (zero when detached)."""
+    d_interests = check_upstream("d_interests", d_interests, cache.out_shape, cache.dtype)
+    refine = interest_refinement_backward(cache.refinement, d_interests)
+    routing = capsule_routing_backward(cache.routing, refine.interests)
+    attention = user_guided_attention_backward(cache.attention, routing.item_weights)
+    d_items = routing.items + attention.items
+    d_profile = refine.profile + attention.user.reshape(refine.profile.shape)
+    grads: Params = {
+        "item_table": embedding_backward(cache.item_lookup, d_items),
+        "profile_table": embedding_backward(cache.profile_lookup, d_profile),
+        "uga_W1": attention.params.W1,
+        "uga_b1": attention.params.b1,
+        "uga_W2": attention.params.W2,
+        "uga_b2": attention.params.b2,
+        "routing_W": routing.W,
+        **{f"refine_{name}": getattr(refine.params, name) for name in REFINE_NAMES},
+    }
+    return grads, routing.initial_logits
+
+
+def umi_backward(cache: UMICache, d_interests: Array) -> Params:
+    """The gradient of every parameter (keys of `umi_init`) for upstream d_interests (B, K, D)."""
+    return umi_backward_with_inputs(cache, d_interests)[0]
+
+
+@dataclass(frozen=True)
+class ReadoutLossCache:
+    readout: ReadoutCache
+    positive_lookup: EmbeddingCache
+    negative_lookup: EmbeddingCache
+
+
+def readout_loss_forward(
+    interests: Array,
+    item_table: Array,
+    positive_ids: IntArray,
+    negative_ids: IntArray,
+    cfg: ReadoutConfig,
+) -> tuple[Array, ReadoutLossCache]:
+    """The multi-interest sampled-softmax loss () with positives and negatives from the item
+    table."""
+    positive, positive_lookup = embedding_forward(item_table, positive_ids, "positive_ids")
+    negatives, negative_lookup = embedding_forward(item_table, negative_ids, "negative_ids")
+    loss, readout = multi_interest_readout_forward(interests, positive, negatives, positive_ids, negative_ids, cfg)
+    return loss, ReadoutLossCache(readout, positive_lookup, negative_lookup)
+
+
+def readout_loss_backward(cache: ReadoutLossCache, d_loss: Array) -> tuple[Array, Array]:
+    """(d_interests, d_item_table) of the readout loss."""
+    grads = multi_interest_readout_backward(cache.readout, d_loss)
+    d_table = embedding_backward(cache.positive_lookup, grads.positive) + embedding_backward(
+        cache.negative_lookup, grads.negatives
+    )
+    return grads.interests, d_table
+
+
+def umi_loss(
+    params: Params,
+    batch: UserBatch,
+    positive_ids: IntArray,
+    negative_ids: IntArray,
+    cfg: UMIConfig,
+    readout: ReadoutConfig,
+) -> tuple[Array, Params]:
+    """The training loss () (UMI eq. 10-13 in `readout.mode`) and the gradient of every parameter.
+
+    positive_ids (B,) are the next items; negative_ids (N,) shared or (B, N) per row.
+    """
+    interests, cache = umi_forward(params, batch, cfg)
+    loss, loss_cache = readout_loss_forward(interests, params["item_table"], positive_ids, negative_ids, readout)
+    d_interests, d_table = readout_loss_backward(loss_cache, np.ones((), dtype=loss.dtype))
+    grads = umi_backward(cache, d_interests)
+    grads["item_table"] = grads["item_table"] + d_table
+    return loss, grads

@@ -1,0 +1,25 @@
+"""Validation of the upstream gradient a backward function receives.
+
+A backward pass is a public function too: an upstream gradient of the wrong shape or dtype is a
+ValueError/TypeError naming it, never a broadcast that silently produces a wrong gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from refimpl._check import Array
+
+
+def check_upstream(name: str, value: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Array:
+    """`value` must be an array of exactly `shape` and `dtype` (those of the forward's output)."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(value).__name__}")
+    if value.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape} (the forward's output), got {value.shape}")
+    if value.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype} (the forward's dtype), got {value.dtype}")
+    result: Array = value
+    return result

@@ -1,0 +1,253 @@
+"""Dual-attention capsule routing (UMI eq. 3-6, Algorithm 1); MIND's routing is the special case
+of all-ones item weights and one shared map.
+
+For a row (user) with behaviours e_i (i < L), item weights a_i and K interests j:
+
+    u_ij   = W_j e_i                      mapped items (UMI eq. 3; MIND: one shared W for every j)
+    b^0    = initial_logits               an input, the caller draws it (e.g. N(0, sigma^2))
+    repeat r = 0 .. t-1:
+      c^r_ij = exp(b^r_ij) / sum_k exp(b^r_ik)         softmax over INTERESTS (UMI eq. 4)
+      z^r_j  = sum_i a_i c^r_ij u_ij                    (UMI eq. 5; padded items have a_i = 0)
+      v^r_j  = squash(z^r_j)                            (UMI eq. 6)
+      b^{r+1}_ij = u_ij . v^r_j                         `replace` (UMI Algorithm 1, line 8)
+      b^{r+1}_ij = b^r_ij + u_ij . v^r_j                `accumulate` (Sabour et al., MIND)
+    interests v_j = v^{t-1}_j
+
+    squash(z) = |z|^2 / (1 + |z|^2) * z / sqrt(|z|^2 + 1e-9)
+
+Shapes: items (B, L, D_in), item_weights (B, L), mask (B, L) True = valid, initial_logits (B, L, K),
+W (K, D_in, D_out) per interest or (D_in, D_out) shared, interests (B, K, D_out).
+
+Gradient modes. `detach_routing=True` (default, as the MIND/ComiRec code): the final coefficients
+c^{t-1} are constants for the gradient, so the gradient is that of `frozen_routing_forward` at
+c = c^{t-1} and initial_logits get a zero gradient. `detach_routing=False`: the exact gradient
+through every iteration, including the logit updates and the initial logits.
+
+Edge cases: a padded item (mask False) enters every sum with weight 0, whatever its item weight,
+and gets exactly zero gradient; an all-padded row has z = 0, interests 0 and a finite (zero)
+gradient (the 1e-9 keeps the square root away from 0). The coefficients are stored for every
+position, padded or not: the softmax of that position's logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from refimpl._check import Array, BoolArray, Shapes, require_choice, require_positive_int
+from refimpl.nn._upstream import check_upstream
+from refimpl.nn.attention import softmax_backward
+
+SQUASH_EPS = 1e-9
+UPDATES = ("replace", "accumulate")
+MAPS = ("per_interest", "shared")
+
+
+@dataclass(frozen=True)
+class CapsuleRoutingParams:
+    W: Array  # (K, D_in, D_out) per interest, or (D_in, D_out) shared
+
+
+@dataclass(frozen=True)
+class CapsuleRoutingConfig:
+    iterations: int = 3
+    update: str = "replace"  # "replace" (UMI) or "accumulate" (MIND)
+    detach_routing: bool = True
+    map: str = "per_interest"  # "per_interest" (UMI) or "shared" (MIND)
+
+
+@dataclass(frozen=True)
+class CapsuleRoutingCache:
+    cfg: CapsuleRoutingConfig
+    W: Array
+    items: Array  # (B, L, D_in)
+    weights: Array  # (B, L) item weights with padded items zeroed
+    mask: BoolArray  # (B, L)
+    mapped: Array  # (B, L, K, D_out) u_ij (broadcast view for the shared map)
+    logits: tuple[Array, ...]  # b^r (B, L, K), r = 0 .. t-1
+    coefficients: tuple[Array, ...]  # c^r (B, L, K)
+    sums: tuple[Array, ...]  # z^r (B, K, D_out)
+    interests: tuple[Array, ...]  # v^r (B, K, D_out)
+
+
+@dataclass(frozen=True)
+class CapsuleRoutingGrads:
+    W: Array
+    items: Array
+    item_weights: Array
+    initial_logits: Array
+
+
+def squash(z: Array) -> Array:
+    """|z|^2 / (1 + |z|^2) * z / sqrt(|z|^2 + 1e-9) over the last axis (UMI eq. 6)."""
+    norm2 = np.sum(z * z, axis=-1, keepdims=True)
+    result: Array = z * (norm2 / ((1 + norm2) * np.sqrt(norm2 + SQUASH_EPS)))
+    return result
+
+
+def squash_backward(z: Array, d_v: Array) -> Array:
+    """d_z of v = g(|z|^2) z: d_z = g d_v + 2 g'(|z|^2) (z . d_v) z, finite at z = 0.
+
+    g(n) = n / ((1 + n) s) with s = sqrt(n + eps),
+    g'(n) = (1 / (1 + n) - n / (2 s^2)) / ((1 + n) s).
+    """
+    norm2 = np.sum(z * z, axis=-1, keepdims=True)
+    root = np.sqrt(norm2 + SQUASH_EPS)
+    scale = norm2 / ((1 + norm2) * root)
+    slope = (1 / (1 + norm2) - norm2 / (2 * (norm2 + SQUASH_EPS))) / ((1 + norm2) * root)
+    result: Array = scale * d_v + 2 * slope * np.sum(z * d_v, axis=-1, keepdims=True) * z
+    return result
+
+
+def softmax_interests(logits: Array) -> Array:
+    """Softmax over the last axis (interests), max-shifted so large logits do not overflow."""
+    shifted = np.exp(logits - np.max(logits, axis=-1, keepdims=True))
+    result: Array = shifted / np.sum(shifted, axis=-1, keepdims=True)
+    return result
+
+
+def _validate(
+    params: CapsuleRoutingParams,
+    items: Array,
+    item_weights: Array,
+    mask: BoolArray,
+    initial_logits: Array,
+    cfg: CapsuleRoutingConfig,
+    logits_name: str = "initial_logits",
+) -> None:
+    require_positive_int("cfg.iterations", cfg.iterations)
+    require_choice("cfg.update", cfg.update, UPDATES)
+    require_choice("cfg.map", cfg.map, MAPS)
+    if not isinstance(cfg.detach_routing, bool):
+        raise TypeError(f"cfg.detach_routing: expected a bool, got {cfg.detach_routing!r}")
+    shapes = Shapes()
+    shapes.check_float("items", items, ("B", "L", "D_in"))
+    shapes.check_float("item_weights", item_weights, ("B", "L"))
+    shapes.check_bool("mask", mask, ("B", "L"))
+    shapes.check_float(logits_name, initial_logits, ("B", "L", "K"))
+    if cfg.map == "shared":
+        shapes.check_float("W", params.W, ("D_in", "D_out"))
+    else:
+        shapes.check_float("W", params.W, ("K", "D_in", "D_out"))
+
+
+def map_items(W: Array, items: Array, num_interests: int) -> Array:
+    """u_ij = W_j e_i (B, L, K, D_out); a shared W (D_in, D_out) is broadcast over the K
+    interests."""
+    if W.ndim == 2:
+        shared: Array = items @ W
+        return np.broadcast_to(shared[:, :, None, :], (*shared.shape[:2], num_interests, W.shape[1]))
+    result: Array = np.einsum("bld,kdo->blko", items, W)
+    return result
+
+
+def map_items_backward(W: Array, items: Array, d_mapped: Array) -> tuple[Array, Array]:
+    """(d_W, d_items) from d_u (B, L, K, D_out)."""
+    if W.ndim == 2:
+        d_shared = d_mapped.sum(axis=2)
+        d_w: Array = np.einsum("bld,blo->do", items, d_shared)
+        return d_w, d_shared @ W.T
+    d_w = np.einsum("bld,blko->kdo", items, d_mapped)
+    d_items: Array = np.einsum("blko,kdo->bld", d_mapped, W)
+    return d_w, d_items
+
+
+def _aggregate(mapped: Array, weights: Array, coefficients: Array) -> Array:
+    """z_j = sum_i a_i c_ij u_ij (B, K, D_out)."""
+    result: Array = np.einsum("bl,blk,blko->bko", weights, coefficients, mapped)
+    return result
+
+
+def _aggregate_backward(
+    mapped: Array, weights: Array, coefficients: Array, d_sums: Array
+) -> tuple[Array, Array, Array]:
+    """(d_u, d_a, d_c) of z = sum_i a_i c_ij u_ij."""
+    projected = np.einsum("blko,bko->blk", mapped, d_sums)  # u_ij . d_z_j
+    d_mapped: Array = (weights[:, :, None] * coefficients)[..., None] * d_sums[:, None, :, :]
+    d_weights: Array = np.sum(coefficients * projected, axis=-1)
+    d_coefficients: Array = weights[:, :, None] * projected
+    return d_mapped, d_weights, d_coefficients
+
+
+def capsule_routing_forward(
+    params: CapsuleRoutingParams,
+    items: Array,
+    item_weights: Array,
+    mask: BoolArray,
+    initial_logits: Array,
+    cfg: CapsuleRoutingConfig,
+) -> tuple[Array, CapsuleRoutingCache]:
+    """Route L behaviours into K interest capsules; returns interests (B, K, D_out)."""
+    _validate(params, items, item_weights, mask, initial_logits, cfg)
+    weights = np.where(mask, item_weights, 0).astype(items.dtype, copy=False)
+    mapped = map_items(params.W, items, initial_logits.shape[2])
+    logits, coefficients, sums, interests = [initial_logits], [], [], []
+    for r in range(cfg.iterations):
+        coefficients.append(softmax_interests(logits[r]))
+        sums.append(_aggregate(mapped, weights, coefficients[r]))
+        interests.append(squash(sums[r]))
+        if r + 1 < cfg.iterations:
+            agreement = np.einsum("blko,bko->blk", mapped, interests[r])
+            logits.append(agreement + logits[r] if cfg.update == "accumulate" else agreement)
+    cache = CapsuleRoutingCache(
+        cfg=cfg,
+        W=params.W,
+        items=items,
+        weights=weights,
+        mask=mask,
+        mapped=mapped,
+        logits=tuple(logits),
+        coefficients=tuple(coefficients),
+        sums=tuple(sums),
+        interests=tuple(interests),
+    )
+    return interests[-1], cache
+
+
+def capsule_routing_backward(cache: CapsuleRoutingCache, d_interests: Array) -> CapsuleRoutingGrads:
+    """Gradients of W, items, item_weights and initial_logits for upstream d_interests
+    (B, K, D_out)."""
+    last_sums = cache.sums[-1]
+    d_interests = check_upstream("d_interests", d_interests, last_sums.shape, last_sums.dtype)
+    mapped, weights = cache.mapped, cache.weights
+    d_mapped = np.zeros(mapped.shape, dtype=mapped.dtype)
+    d_weights = np.zeros(weights.shape, dtype=weights.dtype)
+    d_interest = d_interests
+    d_logits_later = np.zeros(cache.logits[0].shape, dtype=mapped.dtype)  # d b^{r+1}; ends as d b^0
+    for r in range(cache.cfg.iterations - 1, -1, -1):
+        d_sums = squash_backward(cache.sums[r], d_interest)
+        d_u, d_a, d_c = _aggregate_backward(mapped, weights, cache.coefficients[r], d_sums)
+        d_mapped += d_u
+        d_weights += d_a
+        if cache.cfg.detach_routing:
+            break
+        d_logits = softmax_backward(cache.coefficients[r], d_c)
+        if cache.cfg.update == "accumulate":  # b^{r+1} = b^r + ...: its gradient reaches b^r too
+            d_logits = d_logits + d_logits_later
+        if r > 0:  # b^r = u . v^{r-1} (+ b^{r-1}): route d b^r into u and v^{r-1}
+            d_mapped += d_logits[..., None] * cache.interests[r - 1][:, None, :, :]
+            d_interest = np.einsum("blk,blko->bko", d_logits, mapped)
+        d_logits_later = d_logits
+    d_w, d_items = map_items_backward(cache.W, cache.items, d_mapped)
+    return CapsuleRoutingGrads(
+        W=d_w,
+        items=d_items,
+        item_weights=np.where(cache.mask, d_weights, 0).astype(d_weights.dtype, copy=False),
+        initial_logits=d_logits_later,
+    )
+
+
+def frozen_routing_forward(
+    params: CapsuleRoutingParams,
+    items: Array,
+    item_weights: Array,
+    mask: BoolArray,
+    coefficients: Array,
+) -> Array:
+    """squash(sum_i a_i c_ij W_j e_i) with the coefficients c (B, L, K) given: the function whose
+    gradient `detach_routing=True` returns (at c = the final iteration's coefficients)."""
+    mapping = "shared" if isinstance(params.W, np.ndarray) and params.W.ndim == 2 else "per_interest"
+    _validate(params, items, item_weights, mask, coefficients, CapsuleRoutingConfig(map=mapping), "coefficients")
+    weights = np.where(mask, item_weights, 0).astype(items.dtype, copy=False)
+    return squash(_aggregate(map_items(params.W, items, coefficients.shape[2]), weights, coefficients))

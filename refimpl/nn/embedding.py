@@ -1,0 +1,58 @@
+"""Embedding lookup: rows of a table gathered by integer id (spec/embedding.md). Every model
+embeds item ids, category ids and users this way (ULIM's item tower, UMI's e_i and e_u).
+
+    out[..., :] = table[ids[...], :]
+
+Shapes: table (V, D), ids (...) integer in [0, V), out (..., D).
+Backward: d_table[v] = sum of d_out over every position whose id is v. Repeated ids accumulate
+(`np.add.at`): a fancy-index `d_table[ids] += d_out` keeps only one of the duplicates.
+An id outside [0, V) is a ValueError naming the first offending position, never an IndexError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from refimpl._check import Array, IntArray, Shapes
+from refimpl.nn._upstream import check_upstream
+
+
+@dataclass(frozen=True)
+class EmbeddingCache:
+    ids: IntArray  # (...)
+    vocab: int
+    # The table's dtype and width D; None in a cache built by hand, then d_out's own are taken.
+    dtype: np.dtype[Any] | None = None
+    width: int | None = None
+
+
+def embedding_forward(table: Array, ids: IntArray, name: str = "ids") -> tuple[Array, EmbeddingCache]:
+    """out = table[ids]: table (V, D), ids (...) -> out (..., D); `name` names ids in errors."""
+    shapes = Shapes()
+    shapes.check_float("table", table, ("V", "D"))
+    if not isinstance(ids, np.ndarray) or not np.issubdtype(ids.dtype, np.integer):
+        got = getattr(ids, "dtype", type(ids).__name__)
+        raise TypeError(f"{name}: expected an integer numpy array, got {got}")
+    vocab = table.shape[0]
+    bad = (ids < 0) | (ids >= vocab)
+    if bad.any():
+        position = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name}: id {int(ids[position])} at position {position} is outside the table's "
+            f"[0, {vocab}) rows (table shape {table.shape})"
+        )
+    out: Array = table[ids]
+    return out, EmbeddingCache(ids=ids, vocab=vocab, dtype=table.dtype, width=table.shape[1])
+
+
+def embedding_backward(cache: EmbeddingCache, d_out: Array) -> Array:
+    """d_table (V, D): d_out scattered onto the rows it was gathered from, duplicates summed."""
+    width = cache.width if cache.width is not None else int(np.shape(d_out)[-1])
+    dtype = cache.dtype if cache.dtype is not None else getattr(d_out, "dtype", None)
+    check_upstream("d_out", d_out, (*cache.ids.shape, width), np.dtype(dtype))
+    d_table = np.zeros((cache.vocab, width), dtype=d_out.dtype)
+    np.add.at(d_table, cache.ids.reshape(-1), d_out.reshape(-1, width))
+    return d_table

@@ -1,0 +1,65 @@
+"""Affine map `y = x W + b`, the building block of every projection and MLP layer (spec/linear.md).
+
+The papers use it everywhere without an equation of its own (e.g. the item tower of ULIM, the
+interest refinement `o_k = W_b relu(W_a [e_u^k; v_k] + b_a) + b_b` of UMI eq. 9).
+
+Shapes: x (..., D_in), W (D_in, D_out), b (D_out,), y (..., D_out).
+Backward: d_x = d_y W^T, d_W = sum over leading axes of x^T d_y, d_b = sum over leading axes of d_y.
+
+Weight layout: W is (in, out), so `y = x @ W`. `torch.nn.Linear` stores (out, in) and computes
+`x @ weight.T`; map with `weight = W.T`, `bias = b`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from refimpl._check import Array, Shapes
+from refimpl.nn._upstream import check_upstream
+
+
+@dataclass(frozen=True)
+class LinearParams:
+    W: Array  # (D_in, D_out)
+    b: Array  # (D_out,)
+
+
+@dataclass(frozen=True)
+class LinearCache:
+    x: Array  # (..., D_in)
+    W: Array  # (D_in, D_out)
+
+
+def check_linear_params(params: LinearParams, shapes: Shapes, prefix: str = "") -> None:
+    """Validate W (D_in, D_out) and b (D_out,) against `shapes`, naming them with `prefix`."""
+    shapes.check_float(f"{prefix}W", params.W, ("D_in", "D_out"))
+    shapes.check_float(f"{prefix}b", params.b, ("D_out",))
+
+
+def check_features(shapes: Shapes, name: str, x: object, width: str) -> Array:
+    """Validate x (..., width): any number (>= 0) of leading axes, the last one named `width`."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(x).__name__}")
+    if x.ndim < 1:
+        raise ValueError(f"{name}: expected an array of shape (..., {width}), got shape {x.shape}")
+    return shapes.check_float(name, x, (*(f"{name}.axis{i}" for i in range(x.ndim - 1)), width))
+
+
+def linear_forward(params: LinearParams, x: Array, name: str = "x") -> tuple[Array, LinearCache]:
+    """y = x W + b over the last axis of x (any number of leading axes)."""
+    shapes = Shapes()
+    check_linear_params(params, shapes)
+    check_features(shapes, name, x, "D_in")
+    y: Array = x @ params.W + params.b
+    return y, LinearCache(x=x, W=params.W)
+
+
+def linear_backward(cache: LinearCache, d_y: Array) -> tuple[LinearParams, Array]:
+    """Gradients (as LinearParams: d_W, d_b) and d_x for upstream d_y (..., D_out)."""
+    check_upstream("d_y", d_y, (*cache.x.shape[:-1], cache.W.shape[1]), cache.x.dtype)
+    d_x: Array = d_y @ cache.W.T
+    x2 = cache.x.reshape(-1, cache.x.shape[-1])
+    d_y2 = d_y.reshape(-1, d_y.shape[-1])
+    return LinearParams(W=x2.T @ d_y2, b=d_y2.sum(axis=0)), d_x

@@ -1,0 +1,183 @@
+"""Multi-interest readout: K user interests scored against a positive and negatives (UMI eq. 10-14).
+
+With interests v_bk (B, K, D), positive e_b and negatives e_bn (shared: e_n):
+
+    k*_b  = argmax_k <v_bk, e_b>                               the positive's interest
+    standard (MIND, ComiRec):  every item scores against v_{b k*_b}
+        s_b = <v_{b k*_b}, e_b> / tau,    s_bn = <v_{b k*_b}, e_bn> / tau
+    harder_negatives (UMI eq. 12-13): every item scores against its own argmax interest
+        k_bn = argmax_k <v_bk, e_bn>,     s_bn = <v_{b k_bn}, e_bn> / tau = max_k <v_bk, e_bn> / tau
+    loss = sampled softmax over (s_b, s_bn) (refimpl.nn.sampled_softmax: logQ, accidental hits,
+           denominator, mean over counted rows all as there)
+
+Ties break to the lowest interest index (numpy argmax). The gradient of a score flows to its
+chosen interest only: the argmax is piecewise constant, so away from ties this is the exact
+gradient. Since s_b is the same in both modes and each harder-negative logit is a max over
+interests, which is >= its standard logit, and the loss increases in every negative logit, the
+harder_negatives loss is >= the standard loss for every input (spec/multi_interest_readout.md).
+
+Shapes: interests (B, K, D), positive (B, D), negatives (N, D) or (B, N, D), positive_ids (B,),
+negative_ids (N,) or (B, N), positive_q (B,), negative_q like negative_ids; intermediates
+positive_interest (B,) int64 and negative_interests (B, N) int64 (in `standard` the positive's
+interest repeated); loss () scalar array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from refimpl._check import Array, IntArray, Shapes, require_choice
+from refimpl.nn.sampled_softmax import (
+    LogitLoss,
+    SampledSoftmaxConfig,
+    accidental_hits_kept,
+    check_config,
+    check_negative_ids,
+    check_probabilities,
+    logq_backward,
+    softmax_loss_backward,
+    softmax_loss_forward,
+)
+
+MODES = ("standard", "harder_negatives")
+
+
+@dataclass(frozen=True)
+class ReadoutConfig:
+    mode: str = "standard"
+    loss: SampledSoftmaxConfig = field(default_factory=SampledSoftmaxConfig)
+
+
+@dataclass(frozen=True)
+class ReadoutCache:
+    interests: Array  # (B, K, D)
+    positive: Array  # (B, D)
+    negatives: Array  # (N, D) or (B, N, D)
+    shared: bool
+    temperature: float
+    positive_q: Array | None
+    negative_q: Array | None
+    positive_interest: IntArray  # (B,) int64
+    negative_interests: IntArray  # (B, N) int64
+    positive_logits: Array  # (B,)
+    negative_logits: Array  # (B, N), before accidental-hit removal
+    logit_loss: LogitLoss
+
+
+@dataclass(frozen=True)
+class ReadoutGrads:
+    interests: Array  # (B, K, D), nonzero only at chosen interests
+    positive: Array  # (B, D)
+    negatives: Array  # like negatives
+    positive_q: Array | None
+    negative_q: Array | None
+
+
+def _check_inputs(
+    interests: Array,
+    positive: Array,
+    negatives: Array,
+    positive_ids: IntArray,
+    negative_ids: IntArray,
+    positive_q: Array | None,
+    negative_q: Array | None,
+) -> bool:
+    shapes = Shapes()
+    shapes.check_float("interests", interests, ("B", "K", "D"))
+    shapes.check_float("positive", positive, ("B", "D"))
+    if not isinstance(negatives, np.ndarray) or negatives.ndim not in (2, 3):
+        shape = getattr(negatives, "shape", type(negatives).__name__)
+        raise ValueError(f"negatives: expected shape (N, D) or (B, N, D), got {shape}")
+    shared = negatives.ndim == 2
+    shapes.check_float("negatives", negatives, ("N", "D") if shared else ("B", "N", "D"))
+    shapes.check_int("positive_ids", positive_ids, ("B",))
+    check_negative_ids(shapes, negative_ids, shared)
+    if (positive_q is None) != (negative_q is None):
+        raise ValueError("positive_q, negative_q: give both (logQ correction) or neither")
+    if positive_q is not None and negative_q is not None:
+        shapes.check_float("positive_q", positive_q, ("B",))
+        shapes.check_float("negative_q", negative_q, ("N",) if shared else ("B", "N"))
+        check_probabilities("positive_q", positive_q)
+        check_probabilities("negative_q", negative_q)
+    return shared
+
+
+def interest_scores(interests: Array, negatives: Array) -> Array:
+    """<v_bk, e_bn> for every row, negative and interest: (B, N, K)."""
+    if negatives.ndim == 2:
+        scores: Array = np.einsum("bkd,nd->bnk", interests, negatives)
+    else:
+        scores = np.einsum("bkd,bnd->bnk", interests, negatives)
+    return scores
+
+
+def multi_interest_readout_forward(
+    interests: Array,
+    positive: Array,
+    negatives: Array,
+    positive_ids: IntArray,
+    negative_ids: IntArray,
+    cfg: ReadoutConfig,
+    positive_q: Array | None = None,
+    negative_q: Array | None = None,
+) -> tuple[Array, ReadoutCache]:
+    """The sampled-softmax loss () of the multi-interest readout in `cfg.mode`."""
+    shared = _check_inputs(
+        interests, positive, negatives, positive_ids, negative_ids, positive_q, negative_q
+    )
+    require_choice("cfg.mode", cfg.mode, MODES)
+    check_config(cfg.loss)
+    b, n = positive.shape[0], negatives.shape[-2]
+    rows = np.arange(b)
+    inv_tau = interests.dtype.type(1.0 / cfg.loss.temperature)
+    positive_scores = np.einsum("bkd,bd->bk", interests, positive)
+    positive_interest = np.argmax(positive_scores, axis=1).astype(np.int64)
+    positive_logits: Array = positive_scores[rows, positive_interest] * inv_tau
+    scores = interest_scores(interests, negatives)
+    if cfg.mode == "standard":
+        negative_interests = np.broadcast_to(positive_interest[:, None], (b, n)).astype(np.int64)
+    else:
+        negative_interests = np.argmax(scores, axis=2).astype(np.int64)
+    chosen = np.take_along_axis(scores, negative_interests[:, :, None], axis=2)[:, :, 0]
+    negative_logits: Array = chosen * inv_tau
+    if positive_q is not None and negative_q is not None:
+        positive_logits = positive_logits - np.log(positive_q)
+        negative_logits = negative_logits - np.log(negative_q)
+    kept = accidental_hits_kept(positive_ids, negative_ids, cfg.loss.remove_accidental_hits)
+    logit_loss = softmax_loss_forward(positive_logits, negative_logits, kept, cfg.loss.denominator)
+    cache = ReadoutCache(
+        interests, positive, negatives, shared, float(cfg.loss.temperature), positive_q,
+        negative_q, positive_interest, negative_interests, positive_logits, negative_logits,
+        logit_loss,
+    )
+    return logit_loss.loss, cache
+
+
+def multi_interest_readout_backward(cache: ReadoutCache, d_loss: Array | float) -> ReadoutGrads:
+    """Gradients: d_interests (B, K, D) only at the chosen interests, d_positive, d_negatives."""
+    d_pos_logit, d_neg_logit = softmax_loss_backward(cache.logit_loss.cache, d_loss)
+    interests = cache.interests
+    b, k, _ = interests.shape
+    rows = np.arange(b)
+    inv_tau = interests.dtype.type(1.0 / cache.temperature)
+    d_pos_score = d_pos_logit * inv_tau
+    d_neg_score = d_neg_logit * inv_tau
+    # Each score routes its gradient to one interest: a (B, N, K) one-hot weighting.
+    negative_routing = d_neg_score[:, :, None] * (
+        cache.negative_interests[:, :, None] == np.arange(k)
+    )
+    chosen_vectors = interests[rows[:, None], cache.negative_interests]  # (B, N, D)
+    if cache.shared:
+        d_interests = np.einsum("bnk,nd->bkd", negative_routing, cache.negatives)
+        d_negatives: Array = np.einsum("bn,bnd->nd", d_neg_score, chosen_vectors)
+    else:
+        d_interests = np.einsum("bnk,bnd->bkd", negative_routing, cache.negatives)
+        d_negatives = d_neg_score[:, :, None] * chosen_vectors
+    d_interests[rows, cache.positive_interest] += d_pos_score[:, None] * cache.positive
+    d_positive: Array = d_pos_score[:, None] * interests[rows, cache.positive_interest]
+    d_positive_q, d_negative_q = logq_backward(
+        cache.positive_q, cache.negative_q, d_pos_logit, d_neg_logit, cache.shared
+    )
+    return ReadoutGrads(d_interests, d_positive, d_negatives, d_positive_q, d_negative_q)

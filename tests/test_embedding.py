@@ -1,0 +1,96 @@
+"""Embedding lookup and its scatter-add backward (spec/embedding.md), with negative controls."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from refimpl.cases._base import CaseTensors, Config, Result, Tensors
+from refimpl.cases.embedding import embedding_reference
+from refimpl.gradcheck import check_component
+from refimpl.nn.embedding import EmbeddingCache, embedding_backward, embedding_forward
+
+Array = np.ndarray[Any, Any]
+
+
+@st.composite
+def setups(draw: st.DrawFn) -> CaseTensors:
+    """ids of 1 or 2 axes from a vocabulary small enough that they repeat."""
+    vocab, d = draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    shape = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=2)))
+    ids = np.array(
+        draw(st.lists(st.integers(0, vocab - 1), min_size=int(np.prod(shape)), max_size=int(np.prod(shape)))),
+        dtype=np.int64,
+    ).reshape(shape)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return CaseTensors(
+        {"ids": ids}, {"table": rng.standard_normal((vocab, d))}, {"d_out": rng.standard_normal((*shape, d))}
+    )
+
+
+@given(tensors=setups())
+def test_gradients_match_finite_differences(tensors: CaseTensors) -> None:
+    assert check_component(embedding_reference, tensors, {}) == []
+
+
+def _fancy_index_backward(inputs: Tensors, params: Tensors, config: Config, upstream: Tensors) -> Result:
+    """The classic bug: `d_table[ids] += d_out` keeps one of the repeated ids' contributions."""
+    result = embedding_reference(inputs, params, config, upstream)
+    d_table = np.zeros_like(params["table"])
+    d_table[inputs["ids"]] += upstream["d_out"]
+    return Result(result.outputs, {"d_table": d_table})
+
+
+def test_negative_control_finite_differences_catch_the_fancy_index_scatter() -> None:
+    rng = np.random.default_rng(0)
+    tensors = CaseTensors(
+        {"ids": np.array([[1, 3, 1], [0, 1, 1]])},
+        {"table": rng.standard_normal((4, 2))},
+        {"d_out": rng.standard_normal((2, 3, 2))},
+    )
+    assert check_component(embedding_reference, tensors, {}) == []
+    problems = check_component(_fancy_index_backward, tensors, {})
+    assert problems and all(p.startswith("table[1") for p in problems)
+
+
+Backward = Callable[[EmbeddingCache, Array], Array]
+
+
+def scatter_error(backward: Backward, ids: Array, d_out: Array, vocab: int) -> float:
+    """Against the definition: d_table[v] = sum of d_out[p] over positions p with ids[p] = v."""
+    _, cache = embedding_forward(np.zeros((vocab, d_out.shape[-1])), ids)
+    expected = np.zeros((vocab, d_out.shape[-1]))
+    for position in np.ndindex(ids.shape):
+        expected[ids[position]] += d_out[position]
+    return float(np.max(np.abs(backward(cache, d_out) - expected)))
+
+
+def _last_write_wins(cache: EmbeddingCache, d_out: Array) -> Array:
+    d_table = np.zeros((cache.vocab, d_out.shape[-1]))
+    d_table[cache.ids] += d_out
+    return d_table
+
+
+def test_scatter_sums_duplicates_and_the_control_is_caught() -> None:
+    ids = np.array([[2, 2, 0], [2, 1, 0]])
+    d_out = np.random.default_rng(1).standard_normal((2, 3, 3))
+    assert scatter_error(embedding_backward, ids, d_out, vocab=4) < 1e-15
+    assert scatter_error(_last_write_wins, ids, d_out, vocab=4) > 1e-3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_computes_in_the_table_dtype(dtype: Any) -> None:
+    out, cache = embedding_forward(np.ones((3, 2), dtype), np.array([0, 2, 2]))
+    assert out.dtype == dtype and embedding_backward(cache, np.ones((3, 2), dtype)).dtype == dtype
+
+
+def test_tiny_hand_case_matches_the_spec_numbers() -> None:
+    out, cache = embedding_forward(np.arange(8.0).reshape(4, 2), np.array([[1, 3, 1]]))
+    d_table = embedding_backward(cache, np.array([[[1.0, -1.0], [2.0, 0.5], [10.0, 20.0]]]))
+    assert out.tolist() == [[[2.0, 3.0], [6.0, 7.0], [2.0, 3.0]]]
+    assert d_table.tolist() == [[0.0, 0.0], [11.0, 19.0], [0.0, 0.0], [2.0, 0.5]]

@@ -1,0 +1,137 @@
+"""Golden cases and the reference adapter of the whole IFA model (`ifa`, spec/ifa.md): the loss, the
+named intermediates of every stage and the gradient of every parameter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from refimpl.cases._base import (
+    Builder,
+    CaseSpec,
+    CaseTensors,
+    Config,
+    Result,
+    Tensors,
+    upstream_like,
+)
+from refimpl.models.ifa import (
+    IFAConfig,
+    ifa_backward,
+    ifa_batch_from_dict,
+    ifa_forward,
+    ifa_params_from_dict,
+    ifa_params_to_dict,
+    init_ifa_params,
+)
+
+SPEC = "spec/ifa.md"
+
+
+def ifa_config(config: Config) -> IFAConfig:
+    return IFAConfig(
+        num_heads=config["num_heads"], phi=config.get("phi", "softplus"), eps=config.get("eps", 1e-6)
+    )
+
+
+def ifa_reference(inputs: Tensors, params: Tensors, config: Config, upstream: Tensors) -> Result:
+    output, cache = ifa_forward(ifa_params_from_dict(params), ifa_batch_from_dict(inputs), ifa_config(config))
+    grads = ifa_params_to_dict(ifa_backward(cache, upstream["d_loss"]))
+    return Result(
+        outputs={"loss": output.loss},
+        grads={f"d_{name}": value for name, value in grads.items()},
+        intermediates={
+            "fsm_out": output.fsm_out,
+            "ram_out": output.ram_out,
+            "impression_logit": output.impression_logit,
+            "click_logit": output.click_logit,
+            "p_imp": output.p_imp,
+            "p_clk": output.p_clk,
+            "score": output.score,
+            "per_candidate_loss": output.per_candidate_loss,
+        },
+    )
+
+
+COMPONENTS = {"ifa": ifa_reference}
+
+
+@dataclass(frozen=True)
+class Shape:
+    batch: int = 2
+    candidates: int = 4
+    length: int = 6
+    width: int = 8
+    items: int = 12
+    users: int = 3
+    cross: int = 4
+    hidden: tuple[int, ...] = (8,)
+    scale: float = 1.0  # multiplies the embedding tables (large inputs)
+    logit_scale: float = 1.0  # multiplies the towers' output layers (large logits)
+
+
+def _mask(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
+    mask = rng.random((b, n)) < 0.75
+    mask[:, 0] = True
+    return mask
+
+
+def _build(shape: Shape, empty_sequence_rows: int = 0) -> Builder:
+    def build(rng: np.random.Generator) -> CaseTensors:
+        b, m, length = shape.batch, shape.candidates, shape.length
+        impression = (rng.random((b, m)) < 0.5).astype(np.int64)
+        click = impression * (rng.random((b, m)) < 0.5)
+        seq_mask = _mask(rng, b, length)
+        seq_mask[:empty_sequence_rows] = False
+        params = ifa_params_to_dict(
+            init_ifa_params(rng, shape.items, shape.users, shape.cross, shape.width, shape.hidden)
+        )
+        for name in ("item_table", "user_table", "cross_table"):
+            params[name] = params[name] * shape.scale
+        last = len(shape.hidden)
+        for tower in ("impression", "click"):
+            params[f"{tower}_W{last}"] = params[f"{tower}_W{last}"] * shape.logit_scale
+        for name in params:
+            if "_b" in name:
+                params[name] = params[name] + 0.1 * rng.standard_normal(params[name].shape)
+        return CaseTensors(
+            inputs={
+                "user_ids": rng.integers(0, shape.users, size=b),
+                "cand_ids": rng.integers(0, shape.items, size=(b, m)),
+                "cross_ids": rng.integers(0, shape.cross, size=(b, m)),
+                "cand_mask": _mask(rng, b, m),
+                "seq_ids": rng.integers(0, shape.items, size=(b, length)),
+                "seq_mask": seq_mask,
+                "impression": impression,
+                "click": click.astype(np.int64),
+            },
+            params=params,
+            upstream=upstream_like(rng, {"loss": ()}),
+        )
+
+    return build
+
+
+def _case(name: str, description: str, section: str, config: Config, build: Builder) -> CaseSpec:
+    return CaseSpec("ifa", name, description, f"{SPEC}#{section}", config, build)
+
+
+CASES = (
+    _case("small_softplus", "B=2, M=4, L=6, E=8, H=2, one hidden layer of 8, masked candidates.",
+          "the-model", {"num_heads": 2, "phi": "softplus"}, _build(Shape())),
+    _case("small_elu1", "As small_softplus with phi = elu+1 and two hidden layers (8, 4).",
+          "the-model", {"num_heads": 2, "phi": "elu+1"}, _build(Shape(hidden=(8, 4)))),
+    _case("fully_masked_sequence", "Batch row 0 has no valid behaviour: its FSM rows are zero.",
+          "edge-cases", {"num_heads": 2}, _build(Shape(), empty_sequence_rows=1)),
+    _case("single_candidate_single_behaviour", "M = 1 and L = 1: B=3, E=4, H=1.",
+          "edge-cases", {"num_heads": 1},
+          _build(Shape(batch=3, candidates=1, length=1, width=4))),
+    _case("large_inputs",
+          "Tables scaled by 10, tower outputs by 20: logits in the tens, the BCE stays finite.",
+          "edge-cases", {"num_heads": 2}, _build(Shape(scale=10.0, logit_scale=20.0))),
+    _case("realistic", "B=2, M=16 candidates, L=48 behaviours, E=8, H=2, hidden (16,).",
+          "the-model", {"num_heads": 2},
+          _build(Shape(batch=2, candidates=16, length=48, width=8, items=40, users=5,
+                       cross=6, hidden=(16,)))),
+)

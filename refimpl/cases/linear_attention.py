@@ -1,0 +1,212 @@
+"""Golden cases and reference adapters of IFA's degree-normalized linear attention:
+`linear_attention` (the O((Q + L) D_h^2) form) and `linear_attention_explicit` (the executable
+definition diag(A 1 + eps)^-1 A V), both in spec/linear_attention.md."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refimpl._check import BoolArray
+from refimpl.cases._base import (
+    Builder,
+    CaseSpec,
+    CaseTensors,
+    Config,
+    Result,
+    Tensors,
+    upstream_like,
+)
+from refimpl.nn.attention import PARAM_NAMES, AttentionParams
+from refimpl.nn.linear_attention import (
+    LinearAttentionConfig,
+    linear_attention_backward,
+    linear_attention_explicit_backward,
+    linear_attention_explicit_forward,
+    linear_attention_forward,
+)
+
+SPEC = "spec/linear_attention.md"
+
+
+def _param_grads(grads: AttentionParams) -> Tensors:
+    return {f"d_{name}": getattr(grads, name) for name in PARAM_NAMES}
+
+
+def linear_attention_config(config: Config) -> LinearAttentionConfig:
+    """The component config from a case's JSON config (phi and eps optional)."""
+    return LinearAttentionConfig(
+        num_heads=config["num_heads"],
+        phi=config.get("phi", "softplus"),
+        eps=config.get("eps", 1e-6),
+    )
+
+
+def linear_attention_reference(
+    inputs: Tensors, params: Tensors, config: Config, upstream: Tensors
+) -> Result:
+    out, cache = linear_attention_forward(
+        AttentionParams(**params),
+        inputs["q_in"],
+        inputs["kv_in"],
+        inputs["key_mask"],
+        linear_attention_config(config),
+        query_mask=inputs["query_mask"],
+    )
+    grads, d_q_in, d_kv_in = linear_attention_backward(cache, upstream["d_out"])
+    return Result(
+        outputs={"out": out},
+        grads={"d_q_in": d_q_in, "d_kv_in": d_kv_in, **_param_grads(grads)},
+        intermediates={
+            "phi_q": cache.proj.phi_q,
+            "phi_k": cache.proj.phi_k,
+            "kv_summary": cache.kv_summary,
+            "key_sum": cache.key_sum,
+            "degree": cache.degree,
+        },
+    )
+
+
+def linear_attention_explicit_reference(
+    inputs: Tensors, params: Tensors, config: Config, upstream: Tensors
+) -> Result:
+    out, cache = linear_attention_explicit_forward(
+        AttentionParams(**params),
+        inputs["q_in"],
+        inputs["kv_in"],
+        inputs["key_mask"],
+        linear_attention_config(config),
+        query_mask=inputs["query_mask"],
+    )
+    grads, d_q_in, d_kv_in = linear_attention_explicit_backward(cache, upstream["d_out"])
+    return Result(
+        outputs={"out": out},
+        grads={"d_q_in": d_q_in, "d_kv_in": d_kv_in, **_param_grads(grads)},
+        intermediates={
+            "phi_q": cache.proj.phi_q,
+            "phi_k": cache.proj.phi_k,
+            "degree": cache.degree,
+            "attn_weights": cache.weights,
+        },
+    )
+
+
+COMPONENTS = {
+    "linear_attention": linear_attention_reference,
+    "linear_attention_explicit": linear_attention_explicit_reference,
+}
+
+
+def random_params(rng: np.random.Generator, d: int, scale: float = 1.0) -> Tensors:
+    """Weights ~ N(0, scale^2 / D), biases ~ N(0, 0.1^2)."""
+    return {
+        name: rng.standard_normal((d, d)) * scale / np.sqrt(d)
+        if name.startswith("W")
+        else 0.1 * rng.standard_normal(d)
+        for name in PARAM_NAMES
+    }
+
+
+def _random_mask(rng: np.random.Generator, b: int, n: int) -> BoolArray:
+    """At least one valid position per row."""
+    mask = rng.random((b, n)) < 0.7
+    mask[np.arange(b), rng.integers(0, n, size=b)] = True
+    return mask
+
+
+def _cross(
+    b: int, q: int, length: int, d: int, scale: float = 1.0, empty_rows: int = 0
+) -> Builder:
+    """Random queries/keys/masks; the first `empty_rows` batch rows have no valid key."""
+
+    def build(rng: np.random.Generator) -> CaseTensors:
+        key_mask = _random_mask(rng, b, length)
+        key_mask[:empty_rows] = False
+        return CaseTensors(
+            inputs={
+                "q_in": rng.standard_normal((b, q, d)),
+                "kv_in": rng.standard_normal((b, length, d)),
+                "key_mask": key_mask,
+                "query_mask": _random_mask(rng, b, q),
+            },
+            params=random_params(rng, d, scale),
+            upstream=upstream_like(rng, {"out": (b, q, d)}),
+        )
+
+    return build
+
+
+def _identity_params(d: int) -> Tensors:
+    return {
+        name: np.eye(d) if name.startswith("W") else np.zeros(d) for name in PARAM_NAMES
+    }
+
+
+def _hand_checkable(rng: np.random.Generator) -> CaseTensors:
+    """Identity projections, relu: the numbers in spec/linear_attention.md#worked-example."""
+    return CaseTensors(
+        inputs={
+            "q_in": np.array([[[1.0, -1.0], [-1.0, 2.0]]]),
+            "kv_in": np.array([[[1.0, 1.0], [2.0, -1.0], [-1.0, 3.0]]]),
+            "key_mask": np.array([[True, True, False]]),
+            "query_mask": np.array([[True, True]]),
+        },
+        params=_identity_params(2),
+        upstream=upstream_like(rng, {"out": (1, 2, 2)}),
+    )
+
+
+def _zero_degree(rng: np.random.Generator) -> CaseTensors:
+    """relu, D=4, H=2: bk[0] = -1 and Wk[:, 0] = 0 make feature 0 of every key zero after relu.
+
+    Query row 0 is positive only in feature 0 (degree 0 although phi(q) != 0 in head 0, and
+    phi(q) = 0 in head 1); query row 1 is all negative (phi(q) = 0 in both heads)."""
+    params = random_params(rng, 4)
+    params["Wq"] = np.eye(4)
+    params["bq"] = np.zeros(4)
+    params["Wk"][:, 0] = 0.0
+    params["bk"][0] = -1.0
+    q_in = rng.standard_normal((2, 3, 4))
+    q_in[0, 0] = [2.0, -1.0, -1.0, -0.5]
+    q_in[0, 1] = [-1.0, -2.0, -0.5, -1.5]
+    return CaseTensors(
+        inputs={
+            "q_in": q_in,
+            "kv_in": rng.standard_normal((2, 5, 4)),
+            "key_mask": _random_mask(rng, 2, 5),
+            "query_mask": np.ones((2, 3), dtype=bool),
+        },
+        params=params,
+        upstream=upstream_like(rng, {"out": (2, 3, 4)}),
+    )
+
+
+def _cases(component: str) -> tuple[CaseSpec, ...]:
+    def case(name: str, description: str, section: str, config: Config, build: Builder) -> CaseSpec:
+        return CaseSpec(component, name, description, f"{SPEC}#{section}", config, build)
+
+    return (
+        case("hand_checkable", "relu, identity projections, B=1, Q=2, L=3 (third key masked), D=2.",
+             "worked-example", {"num_heads": 1, "phi": "relu"}, _hand_checkable),
+        case("softplus_multihead", "Default phi: B=2, Q=4, L=6, D=8, H=2, random masks.",
+             "the-component", {"num_heads": 2, "phi": "softplus"}, _cross(2, 4, 6, 8)),
+        case("relu_multihead", "phi = relu: B=2, Q=4, L=6, D=8, H=2, random masks.",
+             "the-component", {"num_heads": 2, "phi": "relu"}, _cross(2, 4, 6, 8)),
+        case("elu1_multihead", "phi = elu+1, eps = 1e-3: B=2, Q=4, L=6, D=8, H=2.",
+             "the-component", {"num_heads": 2, "phi": "elu+1", "eps": 1e-3}, _cross(2, 4, 6, 8)),
+        case("relu_zero_degree", "relu with queries of degree 0 (context 0 / eps = 0).",
+             "edge-cases", {"num_heads": 2, "phi": "relu"}, _zero_degree),
+        case("fully_masked_sequence", "Batch row 0 has no valid key: its output rows are zero.",
+             "edge-cases", {"num_heads": 2, "phi": "softplus"}, _cross(2, 3, 5, 4, empty_rows=1)),
+        case("single_candidate_single_key", "M = 1 query, L = 1 key: B=2, D=4, H=2.",
+             "edge-cases", {"num_heads": 2, "phi": "softplus"}, _cross(2, 1, 1, 4)),
+        case("large_inputs", "Weights scaled by 30: phi values in the tens, degrees in the hundreds.",
+             "edge-cases", {"num_heads": 2, "phi": "softplus"}, _cross(2, 3, 6, 8, scale=30.0)),
+        case("realistic", "B=2, M=16 candidates, L=40 behaviours, D=12, H=3.",
+             "the-component", {"num_heads": 3, "phi": "softplus"}, _cross(2, 16, 40, 12)),
+    )
+
+
+CASES = _cases("linear_attention") + tuple(
+    c for c in _cases("linear_attention_explicit")
+    if c.name in ("hand_checkable", "softplus_multihead", "relu_zero_degree", "fully_masked_sequence")
+)

@@ -1,0 +1,331 @@
+"""Kernelized linear attention with degree normalization (IFA's FSM and RAM).
+
+For each head h (width D_h = D / H), with the projections of the attention kernel
+(refimpl/nn/attention.py) and a feature map phi applied element-wise:
+
+    q = q_in Wq + bq,   k = kv_in Wk + bk,   v = kv_in Wv + bv          split into H heads
+    Q' = phi(q),        K' = m * phi(k)                                  masked AFTER phi
+    S  = K'^T v          (D_h, D_h)   kv_summary: sum_j phi(k_j) v_j^T
+    z  = K'^T 1          (D_h,)       key_sum:    sum_j phi(k_j)
+    deg_i = Q'_i . z                  degree of query i (row sum of A = Q' K'^T)
+    ctx_i = Q'_i S / (deg_i + eps)
+    out_i = r_i (ctx_i Wo + bo)
+
+This is IFA's degree-normalized linear attention `D^-1 phi(Q) (phi(K)^T V)` with
+`D = diag(phi(Q) phi(K)^T 1)`, computed in O((Q + L) D_h^2) per head instead of O(Q L D_h).
+It equals, up to round-off, the explicit form (the executable definition, below):
+
+    A = Q' K'^T   (Q, L),   ctx = diag(A 1 + eps)^-1 A v.
+
+phi: softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^-|x|) (default, strictly positive), relu(x) = max(x, 0),
+elu+1(x) = x + 1 for x > 0 else e^x. No 1/sqrt(D_h) scaling. eps = 1e-6 by default.
+
+Shapes: q_in (B, Q, D), kv_in (B, L, D), key_mask (B, L), query_mask (B, Q), Wq, Wk, Wv, Wo (D, D)
+used as `x @ W`, biases (D,), out (B, Q, D). Params are `AttentionParams`, the same layout as the
+softmax attention kernel.
+
+Edge cases: masked keys contribute nothing (their phi(k) rows are zeroed after phi, because
+phi(0) != 0 for softplus and elu+1). A masked query row, and every row of a batch element whose
+keys are all masked, is zero and passes no gradient (as in the softmax kernel). A query whose
+degree is zero (possible with relu) gets context 0 / eps = 0 and stays finite; its gradient is
+finite because every feature where phi(q) > 0 has zero key mass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from refimpl._check import Array, BoolArray, Shapes, require_choice, require_positive_int
+from refimpl.nn.attention import (
+    AttentionParams,
+    _merge_heads,
+    _split_heads,
+    check_attention_params,
+)
+
+PHI_CHOICES = ("softplus", "relu", "elu+1")
+
+
+@dataclass(frozen=True)
+class LinearAttentionConfig:
+    num_heads: int = 1
+    phi: str = "softplus"
+    eps: float = 1e-6
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The shared front of both forms: projected heads and their feature maps."""
+
+    params: AttentionParams
+    q_in: Array  # (B, Q, D)
+    kv_in: Array  # (B, L, D)
+    v: Array  # (B, H, L, D_h)
+    phi_q: Array  # (B, H, Q, D_h)
+    phi_k: Array  # (B, H, L, D_h), masked rows zero
+    key_mask: BoolArray  # (B, L)
+    row_valid: BoolArray  # (B, Q)
+    phi: str
+    heads: int
+
+
+@dataclass(frozen=True)
+class LinearAttentionCache:
+    proj: Projection
+    kv_summary: Array  # (B, H, D_h, D_h)  S = phi(K)^T V
+    key_sum: Array  # (B, H, D_h)         z = phi(K)^T 1
+    degree: Array  # (B, H, Q)           phi(q_i) . z
+    denominator: Array  # (B, H, Q)      degree + eps
+    context: Array  # (B, Q, D), heads merged
+
+
+@dataclass(frozen=True)
+class ExplicitCache:
+    proj: Projection
+    weights: Array  # (B, H, Q, L)  A / (A 1 + eps)
+    degree: Array  # (B, H, Q)     A 1
+    denominator: Array  # (B, H, Q)
+    context: Array  # (B, Q, D)
+
+
+def feature_map(name: str, x: Array) -> Array:
+    """phi(x) element-wise, in the dtype of x."""
+    if name == "softplus":
+        # max(x, 0) + log1p(e^-|x|): no overflow, and ~10x faster than np.logaddexp (scalar loop)
+        result: Array = np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+        return result
+    if name == "relu":
+        return np.maximum(x, 0)
+    return np.where(x > 0, x + 1, np.exp(np.minimum(x, 0)))
+
+
+def feature_map_derivative(name: str, phi: Array) -> Array:
+    """phi'(x) from phi(x) itself, one pass each: softplus' = sigmoid(x) = 1 - e^-phi (as -expm1,
+    accurate for tiny phi), relu' = [phi > 0] (0 at x = 0), elu+1' = min(phi, 1) (e^x below 0).
+    A masked (zeroed) row of phi gets derivative 0, which is what the mask needs anyway."""
+    if name == "softplus":
+        derivative = np.negative(phi)  # one buffer, transformed in place: -expm1(-phi)
+        np.expm1(derivative, out=derivative)
+        np.negative(derivative, out=derivative)
+        return derivative
+    if name == "relu":
+        return (phi > 0).astype(phi.dtype)
+    return np.minimum(phi, 1)
+
+
+def _check_config(cfg: LinearAttentionConfig, d: int) -> tuple[int, str, float]:
+    heads = require_positive_int("cfg.num_heads", cfg.num_heads)
+    if d % heads != 0:
+        raise ValueError(f"cfg.num_heads: {heads} heads do not divide the width D = {d}")
+    phi = require_choice("cfg.phi", cfg.phi, PHI_CHOICES)
+    eps = cfg.eps
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not np.isfinite(eps) or eps <= 0:
+        raise ValueError(f"cfg.eps: expected a positive finite float, got {eps!r}")
+    return heads, phi, float(eps)
+
+
+def project(
+    params: AttentionParams,
+    q_in: Array,
+    kv_in: Array,
+    key_mask: BoolArray,
+    cfg: LinearAttentionConfig,
+    query_mask: BoolArray | None = None,
+) -> tuple[Projection, float]:
+    """Validate, project into heads, apply phi and the key mask (after phi). Returns eps too."""
+    shapes = Shapes()
+    shapes.check_float("q_in", q_in, ("B", "Q", "D"))
+    shapes.check_float("kv_in", kv_in, ("B", "L", "D"))
+    shapes.check_bool("key_mask", key_mask, ("B", "L"))
+    if query_mask is None:
+        query_mask = np.ones(q_in.shape[:2], dtype=bool)
+    shapes.check_bool("query_mask", query_mask, ("B", "Q"))
+    check_attention_params(params, shapes)
+    heads, phi, eps = _check_config(cfg, shapes.size("D"))
+
+    # q and k before phi are not kept: phi' is computed from phi (feature_map_derivative)
+    phi_q = feature_map(phi, _split_heads(q_in @ params.Wq + params.bq, heads))
+    phi_k = feature_map(phi, _split_heads(kv_in @ params.Wk + params.bk, heads))
+    phi_k = np.where(key_mask[:, None, :, None], phi_k, 0)
+    v = _split_heads(kv_in @ params.Wv + params.bv, heads)
+    row_valid = query_mask & key_mask.any(axis=1, keepdims=True)
+    proj = Projection(params, q_in, kv_in, v, phi_q, phi_k, key_mask, row_valid, phi, heads)
+    return proj, eps
+
+
+def project_output(proj: Projection, context: Array) -> Array:
+    """out = r (context Wo + bo): masked query rows, and rows without a valid key, are zero."""
+    out: Array = context @ proj.params.Wo + proj.params.bo
+    out[~proj.row_valid] = 0
+    return out
+
+
+def linear_attention_forward(
+    params: AttentionParams,
+    q_in: Array,
+    kv_in: Array,
+    key_mask: BoolArray,
+    cfg: LinearAttentionConfig,
+    query_mask: BoolArray | None = None,
+) -> tuple[Array, LinearAttentionCache]:
+    """IFA's linear attention, O((Q + L) D_h^2) per head; returns out (B, Q, D)."""
+    proj, eps = project(params, q_in, kv_in, key_mask, cfg, query_mask)
+    return attend_linear(proj, eps)
+
+
+def attend_linear(proj: Projection, eps: float) -> tuple[Array, LinearAttentionCache]:
+    """The linear form from projected, feature-mapped heads."""
+    kv_summary = proj.phi_k.transpose(0, 1, 3, 2) @ proj.v
+    key_sum = proj.phi_k.sum(axis=2)
+    degree = (proj.phi_q @ key_sum[..., None])[..., 0]
+    denominator = degree + eps
+    numerator = proj.phi_q @ kv_summary
+    numerator /= denominator[..., None]
+    context = _merge_heads(numerator)
+    cache = LinearAttentionCache(proj, kv_summary, key_sum, degree, denominator, context)
+    return project_output(proj, context), cache
+
+
+def _sum_outer(x: Array, d_y: Array) -> Array:
+    """sum over (B, N) of x^T d_y, as one BLAS matmul (einsum would not use BLAS here)."""
+    result: Array = x.reshape(-1, x.shape[-1]).T @ d_y.reshape(-1, d_y.shape[-1])
+    return result
+
+
+def _output_backward(proj: Projection, context: Array, d_out: Array) -> tuple[Array, Array, Array]:
+    """d_Wo, d_bo and d_context (B, H, Q, D_h) of out = r (context Wo + bo)."""
+    d_projected = np.where(proj.row_valid[:, :, None], d_out, 0)
+    d_Wo = _sum_outer(context, d_projected)
+    d_bo = d_projected.sum(axis=(0, 1))
+    d_context = _split_heads(d_projected @ proj.params.Wo.T, proj.heads)
+    return d_Wo, d_bo, d_context
+
+
+def _query_backward(proj: Projection, d_phi_q: Array) -> tuple[Array, Array, Array]:
+    """d_Wq, d_bq and d_q_in from d_phi_q, which is this backward's own buffer and is scaled by
+    phi' in place."""
+    d_phi_q *= feature_map_derivative(proj.phi, proj.phi_q)
+    d_q = _merge_heads(d_phi_q)
+    d_q_in: Array = d_q @ proj.params.Wq.T
+    return _sum_outer(proj.q_in, d_q), d_q.sum(axis=(0, 1)), d_q_in
+
+
+def _value_backward(proj: Projection, d_v: Array) -> tuple[Array, Array, Array]:
+    """d_Wv, d_bv and the value path's share of d_kv_in."""
+    d_v_merged = _merge_heads(d_v)
+    d_kv_in: Array = d_v_merged @ proj.params.Wv.T
+    return _sum_outer(proj.kv_in, d_v_merged), d_v_merged.sum(axis=(0, 1)), d_kv_in
+
+
+def _key_backward(proj: Projection, d_phi_k: Array, d_kv_in: Array) -> tuple[Array, Array]:
+    """d_Wk and d_bk; adds the key path's share to d_kv_in (this backward's own buffer).
+    d_phi_k (also our own) is scaled in place by phi' and the key mask."""
+    d_phi_k *= feature_map_derivative(proj.phi, proj.phi_k)
+    d_phi_k *= proj.key_mask[:, None, :, None]
+    d_k = _merge_heads(d_phi_k)
+    d_kv_in += d_k @ proj.params.Wk.T
+    return _sum_outer(proj.kv_in, d_k), d_k.sum(axis=(0, 1))
+
+
+def linear_attention_backward(
+    cache: LinearAttentionCache, d_out: Array
+) -> tuple[AttentionParams, Array, Array]:
+    """Gradients of the params (as AttentionParams), d_q_in (B, Q, D) and d_kv_in (B, L, D).
+
+    With ctx = n / den, n = Q' S, den = Q' z + eps:
+    d_n = d_ctx / den, d_den = -sum(d_ctx * ctx) / den,
+    d_Q' = d_n S^T + d_den z^T, d_S = Q'^T d_n, d_z = Q'^T d_den,
+    d_K' = v d_S^T + 1 d_z^T, d_v = K' d_S.
+
+    Stage by stage (output, normalization, query, value, key), each stage's (B, N, D) buffers are
+    released before the next: the peak memory stays a few (B, N, D) arrays for any N.
+    """
+    proj = cache.proj
+    d_Wo, d_bo, d_context = _output_backward(proj, cache.context, d_out)
+    d_numerator, d_denominator = _normalization_backward(cache, d_context)
+    del d_context
+    d_kv_summary = proj.phi_q.transpose(0, 1, 3, 2) @ d_numerator
+    d_key_sum = (d_denominator[:, :, None, :] @ proj.phi_q)[:, :, 0, :]
+    d_phi_q = d_numerator @ cache.kv_summary.transpose(0, 1, 3, 2)
+    del d_numerator
+    d_phi_q += d_denominator[..., None] * cache.key_sum[:, :, None, :]
+    d_Wq, d_bq, d_q_in = _query_backward(proj, d_phi_q)
+    del d_phi_q
+    d_Wv, d_bv, d_kv_in = _value_backward(proj, proj.phi_k @ d_kv_summary)
+    d_phi_k = proj.v @ d_kv_summary.transpose(0, 1, 3, 2)
+    d_phi_k += d_key_sum[:, :, None, :]
+    d_Wk, d_bk = _key_backward(proj, d_phi_k, d_kv_in)
+    grads = AttentionParams(Wq=d_Wq, bq=d_bq, Wk=d_Wk, bk=d_bk, Wv=d_Wv, bv=d_bv, Wo=d_Wo, bo=d_bo)
+    return grads, d_q_in, d_kv_in
+
+
+def _normalization_backward(cache: LinearAttentionCache, d_context: Array) -> tuple[Array, Array]:
+    """d_numerator (B, H, Q, D_h) and d_denominator (B, H, Q) of ctx = numerator / denominator."""
+    context = _split_heads(cache.context, cache.proj.heads)
+    d_numerator = d_context / cache.denominator[..., None]
+    d_denominator = -np.sum(d_context * context, axis=-1) / cache.denominator
+    return d_numerator, d_denominator
+
+
+def linear_attention_explicit_forward(
+    params: AttentionParams,
+    q_in: Array,
+    kv_in: Array,
+    key_mask: BoolArray,
+    cfg: LinearAttentionConfig,
+    query_mask: BoolArray | None = None,
+) -> tuple[Array, ExplicitCache]:
+    """The executable definition: A = phi(Q) phi(K)^T, ctx = diag(A 1 + eps)^-1 A V; O(Q L D_h)."""
+    proj, eps = project(params, q_in, kv_in, key_mask, cfg, query_mask)
+    return attend_explicit(proj, eps)
+
+
+def attend_explicit(proj: Projection, eps: float) -> tuple[Array, ExplicitCache]:
+    """The explicit form from projected, feature-mapped heads."""
+    affinity = proj.phi_q @ proj.phi_k.transpose(0, 1, 3, 2)
+    degree = affinity.sum(axis=-1)
+    denominator = degree + eps
+    weights = affinity  # normalized in place: the (Q, L) matrices dominate this form's memory
+    weights /= denominator[..., None]
+    context = _merge_heads(weights @ proj.v)
+    cache = ExplicitCache(proj, weights, degree, denominator, context)
+    return project_output(proj, context), cache
+
+
+def linear_attention_explicit_backward(
+    cache: ExplicitCache, d_out: Array
+) -> tuple[AttentionParams, Array, Array]:
+    """Gradients of the explicit form: with W = A / (A 1 + eps),
+    d_A = (d_W - sum_j(d_W * W)) / (A 1 + eps), d_Q' = d_A K', d_K' = d_A^T Q'."""
+    proj = cache.proj
+    d_Wo, d_bo, d_context = _output_backward(proj, cache.context, d_out)
+    d_weights = d_context @ proj.v.transpose(0, 1, 3, 2)
+    d_v = cache.weights.transpose(0, 1, 3, 2) @ d_context
+    d_affinity = d_weights  # in place, as in the forward
+    d_affinity -= np.sum(d_weights * cache.weights, axis=-1, keepdims=True)
+    d_affinity /= cache.denominator[..., None]
+    d_Wq, d_bq, d_q_in = _query_backward(proj, d_affinity @ proj.phi_k)
+    d_Wv, d_bv, d_kv_in = _value_backward(proj, d_v)
+    d_Wk, d_bk = _key_backward(proj, d_affinity.transpose(0, 1, 3, 2) @ proj.phi_q, d_kv_in)
+    grads = AttentionParams(Wq=d_Wq, bq=d_bq, Wk=d_Wk, bk=d_bk, Wv=d_Wv, bv=d_bv, Wo=d_Wo, bo=d_bo)
+    return grads, d_q_in, d_kv_in
+
+
+def linear_self_attention_forward(
+    params: AttentionParams, x: Array, mask: BoolArray, cfg: LinearAttentionConfig
+) -> tuple[Array, LinearAttentionCache]:
+    """Linear self attention (IFA's RAM over the candidate set): x feeds queries, keys and values."""
+    shapes = Shapes()
+    shapes.check_float("x", x, ("B", "L", "D"))
+    shapes.check_bool("mask", mask, ("B", "L"))
+    return linear_attention_forward(params, x, x, mask, cfg, query_mask=mask)
+
+
+def linear_self_attention_backward(
+    cache: LinearAttentionCache, d_out: Array
+) -> tuple[AttentionParams, Array]:
+    """Gradients of the params and d_x (the sum of its query and key/value paths)."""
+    grads, d_q_in, d_kv_in = linear_attention_backward(cache, d_out)
+    return grads, d_q_in + d_kv_in

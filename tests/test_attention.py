@@ -27,6 +27,7 @@ from refimpl.nn.attention import (
     masked_softmax,
     mhsa_backward,
     mhsa_forward,
+    target_attention_backward,
     target_attention_forward,
 )
 
@@ -347,6 +348,18 @@ def test_all_masked_rows_give_zeros_without_nan_or_warning(dtype: Any) -> None:
     assert out.dtype == dtype and d_x.dtype == dtype
     assert np.all(out[0] == 0) and np.all(d_x[0] == 0) and np.all(cache.weights[0] == 0)
     assert all(np.all(np.isfinite(getattr(grads, name))) for name in PARAM_NAMES)
+
+
+def test_zero_keys_behave_as_all_masked_rows() -> None:
+    """L = 0 (e.g. a batch whose category subsequences are all empty): zeros, no error."""
+    rng = np.random.default_rng(8)
+    params = AttentionParams(**_params(rng, 4))
+    out, cache = target_attention_forward(
+        params, rng.standard_normal((2, 4)), np.zeros((2, 0, 4)), np.zeros((2, 0), dtype=bool), AttentionConfig(2)
+    )
+    grads, d_query, d_seq = target_attention_backward(cache, rng.standard_normal((2, 4)))
+    assert np.all(out == 0) and np.all(d_query == 0) and d_seq.shape == (2, 0, 4)
+    assert all(np.all(getattr(grads, name) == 0) for name in PARAM_NAMES)
 
 
 def test_negative_control_empty_row_check_catches_a_naive_softmax() -> None:

@@ -157,6 +157,14 @@ def test_mixed_batch_is_refused_naming_the_offending_ids() -> None:
     require_category_pure(0, item_categories, np.array([0, 1]), np.array([3, 1]))
 
 
+def test_non_integer_ids_or_categories_are_a_type_error_not_an_index_error() -> None:
+    item_categories = np.array([0, 0, 1, 0, 2], dtype=np.int64)
+    with pytest.raises(TypeError, match="negative_ids: expected integer item ids"):
+        require_category_pure(0, item_categories, np.array([0, 1]), np.array([3.0]))
+    with pytest.raises(TypeError, match="item_categories"):
+        require_category_pure(0, item_categories.astype(float), np.array([0, 1]), np.array([3]))
+
+
 def _ulim_inputs(positive_ids: Arr, negative_ids: Arr, d: int = 4) -> dict[str, Any]:
     rng = np.random.Generator(np.random.PCG64(0))
     b, n = positive_ids.size, negative_ids.size

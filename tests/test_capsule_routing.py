@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import refimpl.nn.capsule_routing as routing_module
-from refimpl.cases._base import CaseTensors, upstream_like
-from refimpl.cases.capsule_routing import capsule_routing_reference
+from refimpl.cases._base import CaseTensors
+from refimpl.cases.capsule_routing import CASES, capsule_routing_reference
 from refimpl.conformance import reference_adapter, run_conformance
 from refimpl.gradcheck import assert_gradients_match, check_component, check_gradients
 from refimpl.nn.capsule_routing import (
@@ -374,6 +374,8 @@ def test_bad_inputs_raise_errors_naming_the_argument() -> None:
         run(dict(x, mask=x["mask"].astype(np.int64)), CapsuleRoutingConfig())
     with pytest.raises(TypeError, match="item_weights"):
         run(dict(x, item_weights=x["item_weights"].astype(np.float32)), CapsuleRoutingConfig())
+    with pytest.raises(ValueError, match="initial_logits: expected at least one interest"):
+        run(dict(x, initial_logits=x["initial_logits"][:, :, :0], W=x["W"][:0]), CapsuleRoutingConfig())
     with pytest.raises(ValueError, match="cfg.iterations"):
         run(x, CapsuleRoutingConfig(iterations=0))
     with pytest.raises(ValueError, match="cfg.update"):
@@ -388,17 +390,8 @@ def test_bad_inputs_raise_errors_naming_the_argument() -> None:
 
 
 def test_tiny_case_matches_the_hand_computed_numbers_of_the_spec() -> None:
-    tensors = CaseTensors(
-        inputs={
-            "items": np.array([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]]),
-            "item_weights": np.array([[1.0, 0.5, 1.0]]),
-            "mask": np.ones((1, 3), dtype=bool),
-            "initial_logits": np.zeros((1, 3, 2)),
-        },
-        params={"W": np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]])},
-        upstream=upstream_like(np.random.default_rng(0), {"interests": (1, 2, 2)}),
-    )
-    config = {"iterations": 1, "update": "replace", "detach_routing": True, "map": "per_interest"}
+    tiny = next(case for case in CASES if case.name == "tiny_hand_checked")
+    tensors, config = tiny.draw(), tiny.config
     result = capsule_routing_reference(tensors.inputs, tensors.params, config, tensors.upstream)
     np.testing.assert_allclose(result.intermediates["weighted_sums_iter0"], [[[1.0, 0.75], [0.75, 1.0]]], rtol=1e-15)
     v = 1.5625 / 2.5625 / 1.25  # |z|^2 / (1 + |z|^2) / |z| with |z| = 1.25

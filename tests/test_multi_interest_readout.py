@@ -227,6 +227,7 @@ def test_reference_passes_its_own_goldens() -> None:
     (lambda x: x.update(interests=x["interests"][0]), ValueError, "interests"),
     (lambda x: x.update(negatives=x["negatives"].astype(np.float32)), TypeError, "negatives"),
     (lambda x: x.update(negative_ids=x["negative_ids"][None]), ValueError, "negative_ids"),
+    (lambda x: x.update(interests=x["interests"][:, :0]), ValueError, "interests: expected at least one"),
 ])
 def test_bad_inputs_are_refused_by_name(mutate: Any, error: type, words: str) -> None:
     x = _draw(0, 3, 2, 4, 5, True)

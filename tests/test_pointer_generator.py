@@ -34,7 +34,7 @@ class Draw:
     """One random call of the component."""
 
     params: PointerGeneratorParams
-    args: tuple[Any, ...]  # query, history_emb, history, history_mask, logits, hidden, label
+    args: tuple[Any, Any, Any, Any, Any, Any, Any]  # query, history_emb, history, history_mask, logits, hidden, label
     cfg: PointerGeneratorConfig
 
     def run(self) -> PointerGeneratorOutput:
@@ -204,7 +204,7 @@ def test_float32_in_float32_out_and_inputs_untouched() -> None:
     d = make_draw(11, b=2, p=4, d=4, c=5, g=2, heads=2, duplicates=True, dtype=np.float32)
     before = [np.copy(a) for a in d.args]
     out, cache = pointer_generator_forward(d.params, *d.args, d.cfg)
-    grads = pointer_generator_backward(cache, np.ones_like(out.y), np.float32(0.5))
+    grads = pointer_generator_backward(cache, np.ones_like(out.y), np.array(0.5, dtype=np.float32))
     assert out.y.dtype == np.float32 and out.loss is not None and out.loss.dtype == np.float32
     assert grads.query.dtype == np.float32 and grads.params.gate_w.dtype == np.float32
     for a, b in zip(before, d.args, strict=True):
@@ -220,6 +220,8 @@ def test_serving_without_labels_has_no_loss() -> None:
         pointer_generator_backward(cache, None, 1.0)
     with pytest.raises(ValueError, match="d_y"):
         pointer_generator_backward(cache, np.ones((2, 5)), None)
+    with pytest.raises(TypeError, match="d_y"):
+        pointer_generator_backward(cache, np.ones(out.y.shape, dtype=np.float32), None)
     labelled = pointer_generator_forward(d.params, *d.args, d.cfg)[1]
     with pytest.raises(ValueError, match="d_loss"):
         pointer_generator_backward(labelled, None, np.ones(2))
@@ -242,8 +244,9 @@ def test_bad_input_is_refused_naming_the_argument(index: int, value: Any, error:
     args[3] = np.ones((2, 3), dtype=bool)
     args[2] = np.zeros((2, 3), dtype=np.int64)
     args[index] = value
+    query, history_emb, history, history_mask, logits, hidden, label = args
     with pytest.raises(error, match=match):
-        pointer_generator_forward(d.params, *args, d.cfg)
+        pointer_generator_forward(d.params, query, history_emb, history, history_mask, logits, hidden, label, d.cfg)
 
 
 def test_bad_gate_params_and_mode_are_refused() -> None:

@@ -268,3 +268,10 @@ def test_bad_config_and_q_are_refused_by_name(
 ) -> None:
     with pytest.raises(ValueError, match=words):
         _loss(_draw(0, 3, 4, 5, True), cfg, **q)
+
+
+def test_an_upstream_gradient_that_is_not_a_scalar_is_refused() -> None:
+    _, cache = _loss(_draw(0, 3, 4, 5, True), SampledSoftmaxConfig())
+    sampled_softmax_backward(cache, np.float64(0.5))
+    with pytest.raises(ValueError, match=r"d_loss: expected a scalar"):
+        sampled_softmax_backward(cache, np.ones(3))

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from refimpl.cases._base import (
-    Builder,
-    CaseSpec,
-    CaseTensors,
-    Config,
-    Result,
-    Tensors,
-    upstream_like,
-)
+from refimpl.cases._base import Builder, CaseSpec, Config, Result, Tensors
 from refimpl.cases.capsule_routing import routing_config
-from refimpl.cases.umi import batch_of, model_inputs
+from refimpl.cases.umi import (
+    FIELD_DIM,
+    FIELDS,
+    PROFILE_VALUES,
+    batch_of,
+    capsule_intermediates,
+    model_builder,
+    model_grads,
+)
 from refimpl.models.mind import MINDConfig, mind_backward_with_inputs, mind_forward, mind_init
 
 SPEC = "spec/mind.md"
@@ -37,16 +35,10 @@ def mind_config(inputs: Tensors, params: Tensors, config: Config) -> MINDConfig:
 def mind_reference(inputs: Tensors, params: Tensors, config: Config, upstream: Tensors) -> Result:
     interests, cache = mind_forward(params, batch_of(inputs), mind_config(inputs, params, config))
     grads, d_logits = mind_backward_with_inputs(cache, upstream["d_interests"])
-    routing = cache.routing
-    coefficients = {f"routing_coefficients_iter{r}": c for r, c in enumerate(routing.coefficients)}
     return Result(
         outputs={"interests": interests},
-        grads={"d_initial_logits": d_logits, **{f"d_{name}": g for name, g in grads.items()}},
-        intermediates={
-            **coefficients,
-            "capsules": routing.interests[-1],
-            "hidden": cache.output.activated[0],
-        },
+        grads=model_grads(grads, d_logits),
+        intermediates={**capsule_intermediates(cache.routing), "hidden": cache.output.activated[0]},
     )
 
 
@@ -54,29 +46,16 @@ COMPONENTS = {"mind": mind_reference}
 
 
 def _build(b: int, length: int, k: int, vocab: int, d: int, hidden: int) -> Builder:
-    fields, field_dim, profile_values = 2, 3, 5
-
-    def build(rng: np.random.Generator) -> CaseTensors:
-        cfg = MINDConfig(
-            num_items=vocab,
-            num_profile_values=profile_values,
-            num_fields=fields,
-            dim=d,
-            profile_dim=field_dim,
-            num_interests=k,
-            hidden=hidden,
-        )
-        params = mind_init(rng, cfg)
-        for name, value in params.items():
-            if value.ndim == 1:
-                params[name] = 0.1 * rng.standard_normal(value.shape)
-        return CaseTensors(
-            inputs=model_inputs(rng, b, length, k, vocab, fields, profile_values),
-            params=params,
-            upstream=upstream_like(rng, {"interests": (b, k, d)}),
-        )
-
-    return build
+    cfg = MINDConfig(
+        num_items=vocab,
+        num_profile_values=PROFILE_VALUES,
+        num_fields=FIELDS,
+        dim=d,
+        profile_dim=FIELD_DIM,
+        num_interests=k,
+        hidden=hidden,
+    )
+    return model_builder(lambda rng: mind_init(rng, cfg), b, length, k, vocab, d)
 
 
 def _config(detach: bool) -> Config:

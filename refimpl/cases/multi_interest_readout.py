@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl.cases._base import Builder, CaseSpec, CaseTensors, Config, Result, Tensors, upstream_like
+from refimpl.cases._base import Builder, CaseSpec, Config, Result, Tensors
 from refimpl.cases.sampled_softmax import (
     DEFAULT,
     Hits,
-    draw_ids,
-    draw_q,
     fixed_case,
     loss_config,
     q_grads,
     q_inputs,
+    random_case,
 )
 from refimpl.nn.multi_interest_readout import (
     ReadoutConfig,
@@ -63,22 +62,7 @@ def readout_case(
 ) -> Builder:
     """Interests, positive and negatives ~ N(0, 1/sqrt(D)): scores O(1), argmax gaps >> float32 eps
     for these seeds (checked by tests/test_multi_interest_readout.py)."""
-
-    def build(rng: np.random.Generator) -> CaseTensors:
-        std = 1.0 / d**0.25
-        positive_ids, negative_ids = draw_ids(rng, b, n, shared, hits)
-        inputs = {
-            "interests": std * rng.standard_normal((b, k, d)),
-            "positive": std * rng.standard_normal((b, d)),
-            "negatives": std * rng.standard_normal((n, d) if shared else (b, n, d)),
-            "positive_ids": positive_ids,
-            "negative_ids": negative_ids,
-        }
-        if logq:
-            inputs |= draw_q(rng, b, n, shared)
-        return CaseTensors(inputs=inputs, params={}, upstream=upstream_like(rng, {"loss": ()}))
-
-    return build
+    return random_case(b, n, d, shared, hits, logq, interests=k)
 
 
 def _ties() -> Tensors:

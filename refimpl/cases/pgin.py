@@ -16,6 +16,7 @@ from refimpl.cases._base import (
     Tensors,
     upstream_like,
 )
+from refimpl.cases.pointer_generator import pointer_generator_intermediates
 from refimpl.models.pgin import (
     PGINBatch,
     PGINConfig,
@@ -46,7 +47,7 @@ def pgin_reference(inputs: Tensors, params: Tensors, config: Config, upstream: T
     batch = PGINBatch(**{name: inputs[name] for name in BATCH_FIELDS})
     out, cache = pgin_forward(params, batch, model_config(config))
     grads, d_user_features = pgin_backward(cache, upstream["d_loss"], upstream["d_y"])
-    assert out.loss is not None and out.row_loss is not None
+    assert out.loss is not None
     return Result(
         outputs={"y": out.y, "loss": out.loss},
         grads={"d_user_features": d_user_features, **{f"d_{k}": v for k, v in grads.items()}},
@@ -56,12 +57,7 @@ def pgin_reference(inputs: Tensors, params: Tensors, config: Config, upstream: T
             "short_pooled": cache.short_pooled,
             "generator_hidden": cache.generator_hidden,
             "generator_logits": cache.generator_logits,
-            "pointer_weights": out.pointer_weights,
-            "pointer_context": out.pointer_context,
-            "y_poi": out.y_poi,
-            "y_gen": out.y_gen,
-            "P_poi": out.P_poi,
-            "row_loss": out.row_loss,
+            **pointer_generator_intermediates(out),
         },
     )
 

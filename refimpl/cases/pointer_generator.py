@@ -20,6 +20,7 @@ from refimpl.cases._base import (
 from refimpl.nn.attention import PARAM_NAMES, AttentionParams
 from refimpl.nn.pointer_generator import (
     PointerGeneratorConfig,
+    PointerGeneratorOutput,
     PointerGeneratorParams,
     pointer_generator_backward,
     pointer_generator_forward,
@@ -55,7 +56,7 @@ def pointer_generator_reference(
         _config(config),
     )
     grads = pointer_generator_backward(cache, upstream["d_y"], upstream["d_loss"])
-    assert out.loss is not None and out.row_loss is not None
+    assert out.loss is not None
     return Result(
         outputs={"y": out.y, "loss": out.loss},
         grads={
@@ -67,15 +68,21 @@ def pointer_generator_reference(
             "d_gate_w": grads.params.gate_w,
             "d_gate_b": grads.params.gate_b,
         },
-        intermediates={
-            "pointer_weights": out.pointer_weights,
-            "pointer_context": out.pointer_context,
-            "y_poi": out.y_poi,
-            "y_gen": out.y_gen,
-            "P_poi": out.P_poi,
-            "row_loss": out.row_loss,
-        },
+        intermediates=pointer_generator_intermediates(out),
     )
+
+
+def pointer_generator_intermediates(out: PointerGeneratorOutput) -> Tensors:
+    """The named intermediates of the pointer-generator, in computation order."""
+    assert out.row_loss is not None
+    return {
+        "pointer_weights": out.pointer_weights,
+        "pointer_context": out.pointer_context,
+        "y_poi": out.y_poi,
+        "y_gen": out.y_gen,
+        "P_poi": out.P_poi,
+        "row_loss": out.row_loss,
+    }
 
 
 COMPONENTS = {"pointer_generator": pointer_generator_reference}

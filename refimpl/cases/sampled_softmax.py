@@ -108,15 +108,17 @@ def draw_q(rng: np.random.Generator, b: int, n: int, shared: bool) -> Tensors:
 
 def random_case(
     b: int, n: int, d: int, shared: bool = True, hits: Hits = (), logq: bool = False,
-    scale: float = 1.0,
+    scale: float = 1.0, interests: int | None = None,
 ) -> Builder:
-    """User, positive and negatives ~ N(0, scale^2 / sqrt(D)) so scores are O(scale)."""
+    """User, positive and negatives ~ N(0, scale^2 / sqrt(D)) so scores are O(scale); with
+    `interests` = K the user is K interest vectors (B, K, D), as the multi-interest readout reads."""
 
     def build(rng: np.random.Generator) -> CaseTensors:
         std = scale / d**0.25
         positive_ids, negative_ids = draw_ids(rng, b, n, shared, hits)
+        user_name, user_shape = ("user", (b, d)) if interests is None else ("interests", (b, interests, d))
         inputs = {
-            "user": std * rng.standard_normal((b, d)),
+            user_name: std * rng.standard_normal(user_shape),
             "positive": std * rng.standard_normal((b, d)),
             "negatives": std * rng.standard_normal((n, d) if shared else (b, n, d)),
             "positive_ids": positive_ids,

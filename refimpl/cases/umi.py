@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from refimpl._check import Array
 from refimpl.cases._base import (
     Builder,
     CaseSpec,
@@ -14,9 +17,11 @@ from refimpl.cases._base import (
     upstream_like,
 )
 from refimpl.cases.capsule_routing import random_mask, routing_config
-from refimpl.models.umi import UMIConfig, UserBatch, umi_backward_with_inputs, umi_forward, umi_init
+from refimpl.models.umi import Params, UMIConfig, UserBatch, umi_backward_with_inputs, umi_forward, umi_init
+from refimpl.nn.capsule_routing import CapsuleRoutingCache
 
 SPEC = "spec/umi.md"
+FIELDS, FIELD_DIM, PROFILE_VALUES = 2, 3, 5  # C profile fields of width F, V_p profile rows
 
 
 def batch_of(inputs: Tensors) -> UserBatch:
@@ -45,18 +50,27 @@ def umi_config(inputs: Tensors, params: Tensors, config: Config) -> UMIConfig:
     )
 
 
+def capsule_intermediates(routing: CapsuleRoutingCache) -> Tensors:
+    """Each routing iteration's coefficients, then the capsules, in computation order."""
+    coefficients = {f"routing_coefficients_iter{r}": c for r, c in enumerate(routing.coefficients)}
+    return {**coefficients, "capsules": routing.interests[-1]}
+
+
+def model_grads(grads: Params, d_initial_logits: Array) -> Tensors:
+    """The golden grads of a multi-interest model: the routing-logit initialisation's, then every
+    parameter's."""
+    return {"d_initial_logits": d_initial_logits, **{f"d_{name}": g for name, g in grads.items()}}
+
+
 def umi_reference(inputs: Tensors, params: Tensors, config: Config, upstream: Tensors) -> Result:
     interests, cache = umi_forward(params, batch_of(inputs), umi_config(inputs, params, config))
     grads, d_logits = umi_backward_with_inputs(cache, upstream["d_interests"])
-    routing = cache.routing
-    coefficients = {f"routing_coefficients_iter{r}": c for r, c in enumerate(routing.coefficients)}
     return Result(
         outputs={"interests": interests},
-        grads={"d_initial_logits": d_logits, **{f"d_{name}": g for name, g in grads.items()}},
+        grads=model_grads(grads, d_logits),
         intermediates={
-            "item_weights": routing.weights,
-            **coefficients,
-            "capsules": routing.interests[-1],
+            "item_weights": cache.routing.weights,
+            **capsule_intermediates(cache.routing),
             "field_weights": cache.refinement.field_weights,
         },
     )
@@ -90,33 +104,40 @@ def model_inputs(
     }
 
 
-def _build(b: int, length: int, k: int, vocab: int, d: int, hidden: int) -> Builder:
-    fields, field_dim, profile_values = 2, 3, 5
+def model_builder(
+    init: Callable[[np.random.Generator], Params], b: int, length: int, k: int, vocab: int, d: int
+) -> Builder:
+    """A multi-interest model case: params from `init` with N(0, 0.1^2) biases, `model_inputs`
+    of FIELDS profile fields, and the upstream d_interests (B, K, D)."""
 
     def build(rng: np.random.Generator) -> CaseTensors:
-        cfg = UMIConfig(
-            num_items=vocab,
-            num_profile_values=profile_values,
-            num_fields=fields,
-            dim=d,
-            profile_dim=field_dim,
-            num_interests=k,
-            attention_hidden=hidden,
-            field_hidden=hidden,
-            refine_hidden=hidden,
-        )
-        params = umi_init(rng, cfg)
+        params = init(rng)
         # Nonzero biases so a transposed or dropped bias shows.
         for name, value in params.items():
             if value.ndim == 1:
                 params[name] = 0.1 * rng.standard_normal(value.shape)
         return CaseTensors(
-            inputs=model_inputs(rng, b, length, k, vocab, fields, profile_values),
+            inputs=model_inputs(rng, b, length, k, vocab, FIELDS, PROFILE_VALUES),
             params=params,
             upstream=upstream_like(rng, {"interests": (b, k, d)}),
         )
 
     return build
+
+
+def _build(b: int, length: int, k: int, vocab: int, d: int, hidden: int) -> Builder:
+    cfg = UMIConfig(
+        num_items=vocab,
+        num_profile_values=PROFILE_VALUES,
+        num_fields=FIELDS,
+        dim=d,
+        profile_dim=FIELD_DIM,
+        num_interests=k,
+        attention_hidden=hidden,
+        field_hidden=hidden,
+        refine_hidden=hidden,
+    )
+    return model_builder(lambda rng: umi_init(rng, cfg), b, length, k, vocab, d)
 
 
 def _config(detach: bool) -> Config:

@@ -74,19 +74,16 @@ def require_category_pure(
     """Raise ValueError naming every positive and negative id not of `batch_category`.
 
     item_categories (I,) maps item id to category; the ids may have any shape. Ids outside
-    [0, I) are refused too, by name.
+    [0, I) are refused too, by name, and non-integer ids or categories are a TypeError.
     """
+    Shapes().check_int("item_categories", item_categories, ("I",))
     num_items = item_categories.shape[0]
-    for name, ids in (("positive_ids", positive_ids), ("negative_ids", negative_ids)):
-        flat = np.asarray(ids).reshape(-1)
-        outside = flat[(flat < 0) | (flat >= num_items)]
-        if outside.size:
-            raise ValueError(
-                f"{name}: ids {sorted(set(outside.tolist()))} are outside the catalogue [0, {num_items})"
-            )
+    named = {
+        "positive_ids": _catalogue_ids("positive_ids", positive_ids, num_items),
+        "negative_ids": _catalogue_ids("negative_ids", negative_ids, num_items),
+    }
     problems = []
-    for name, ids in (("positive_ids", positive_ids), ("negative_ids", negative_ids)):
-        flat = np.asarray(ids).reshape(-1)
+    for name, flat in named.items():
         foreign = flat[item_categories[flat] != batch_category]
         if foreign.size:
             unique = np.unique(foreign)
@@ -97,6 +94,17 @@ def require_category_pure(
         raise ValueError(
             f"batch of category {batch_category} is not category-pure: " + "; ".join(problems)
         )
+
+
+def _catalogue_ids(name: str, ids: IntArray, num_items: int) -> IntArray:
+    """`ids` flattened, refused unless they are integers in the catalogue [0, I)."""
+    flat: IntArray = np.asarray(ids).reshape(-1)
+    if not np.issubdtype(flat.dtype, np.integer):
+        raise TypeError(f"{name}: expected integer item ids, got {flat.dtype}")
+    outside = flat[(flat < 0) | (flat >= num_items)]
+    if outside.size:
+        raise ValueError(f"{name}: ids {sorted(set(outside.tolist()))} are outside the catalogue [0, {num_items})")
+    return flat
 
 
 def check_batching_config(cfg: BatchingConfig) -> BatchingConfig:

@@ -50,6 +50,30 @@ def _check_ids(name: str, ids: IntArray, mask: BoolArray, num_categories: int | 
         )
 
 
+def _check_sequences(
+    long_categories: IntArray,
+    long_mask: BoolArray,
+    short_categories: IntArray,
+    short_mask: BoolArray,
+    max_history: int,
+    long_times: NDArray[Any] | None,
+    short_times: NDArray[Any] | None,
+    num_categories: int | None,
+) -> int:
+    """Validate both sequences against each other (B), P and the category range; returns P."""
+    shapes = Shapes()
+    shapes.check_int("long_categories", long_categories, ("B", "L"))
+    shapes.check_bool("long_mask", long_mask, ("B", "L"))
+    shapes.check_int("short_categories", short_categories, ("B", "S"))
+    shapes.check_bool("short_mask", short_mask, ("B", "S"))
+    p = require_positive_int("max_history", max_history)
+    if (long_times is None) != (short_times is None):
+        raise ValueError("long_times, short_times: give timestamps for both sequences or for neither")
+    _check_ids("long_categories", long_categories, long_mask, num_categories)
+    _check_ids("short_categories", short_categories, short_mask, num_categories)
+    return p
+
+
 def _newest_first_distinct(
     categories: IntArray, valid: BoolArray, times: NDArray[Any], source: IntArray, position: IntArray
 ) -> tuple[IntArray, IntArray]:
@@ -94,16 +118,10 @@ def merge_category_history(
     Returns (history (B, P) int64, history_mask (B, P) bool) with P = max_history.
     `num_categories` (C), when given, refuses ids outside [0, C).
     """
-    shapes = Shapes()
-    shapes.check_int("long_categories", long_categories, ("B", "L"))
-    shapes.check_bool("long_mask", long_mask, ("B", "L"))
-    shapes.check_int("short_categories", short_categories, ("B", "S"))
-    shapes.check_bool("short_mask", short_mask, ("B", "S"))
-    p = require_positive_int("max_history", max_history)
-    if (long_times is None) != (short_times is None):
-        raise ValueError("long_times, short_times: give timestamps for both sequences or for neither")
-    _check_ids("long_categories", long_categories, long_mask, num_categories)
-    _check_ids("short_categories", short_categories, short_mask, num_categories)
+    p = _check_sequences(
+        long_categories, long_mask, short_categories, short_mask, max_history, long_times, short_times,
+        num_categories,
+    )
     b, length = long_categories.shape
     short_length = short_categories.shape[1]
     if long_times is None or short_times is None:

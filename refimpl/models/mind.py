@@ -20,6 +20,7 @@ API (what a baseline needs): `mind_init(rng, cfg) -> params`, `mind_forward(para
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -32,8 +33,7 @@ from refimpl.models.umi import (
     check_param_names,
     gaussian,
     lookup_user,
-    readout_loss_backward,
-    readout_loss_forward,
+    readout_loss_and_grads,
 )
 from refimpl.nn._upstream import check_upstream
 from refimpl.nn.capsule_routing import (
@@ -178,8 +178,6 @@ def mind_loss(
     """The training loss () (multi-interest readout in `readout.mode`) and every parameter's
     gradient."""
     interests, cache = mind_forward(params, batch, cfg)
-    loss, loss_cache = readout_loss_forward(interests, params["item_table"], positive_ids, negative_ids, readout)
-    d_interests, d_table = readout_loss_backward(loss_cache, np.ones((), dtype=loss.dtype))
-    grads = mind_backward(cache, d_interests)
-    grads["item_table"] = grads["item_table"] + d_table
-    return loss, grads
+    return readout_loss_and_grads(
+        interests, partial(mind_backward, cache), params["item_table"], positive_ids, negative_ids, readout
+    )

@@ -21,7 +21,9 @@ gradient sums all three by `np.add.at` (duplicate ids accumulate).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -61,13 +63,11 @@ from refimpl.nn.user_guided_attention import (
 
 Params = dict[str, Array]
 
+UGA_NAMES = ("W1", "b1", "W2", "b2")
 PARAM_NAMES = (
     "item_table",
     "profile_table",
-    "uga_W1",
-    "uga_b1",
-    "uga_W2",
-    "uga_b2",
+    *(f"uga_{name}" for name in UGA_NAMES),
     "routing_W",
     *(f"refine_{name}" for name in REFINE_NAMES),
 )
@@ -122,6 +122,7 @@ def draw_initial_logits(
 
 
 def gaussian(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> Array:
+    """scale * N(0, 1) of `shape`, float64, drawn from the caller's generator."""
     result: Array = scale * rng.standard_normal(shape)
     return result
 
@@ -194,6 +195,10 @@ def lookup_user(params: Params, batch: UserBatch) -> tuple[Array, Array, Embeddi
     return items, profile, item_lookup, profile_lookup
 
 
+def _uga_params(params: Params) -> UserGuidedAttentionParams:
+    return UserGuidedAttentionParams(**{name: params[f"uga_{name}"] for name in UGA_NAMES})
+
+
 def _refine_params(params: Params) -> InterestRefinementParams:
     return InterestRefinementParams(**{name: params[f"refine_{name}"] for name in REFINE_NAMES})
 
@@ -205,10 +210,7 @@ def umi_forward(params: Params, batch: UserBatch, cfg: UMIConfig) -> tuple[Array
     items, profile, item_lookup, profile_lookup = lookup_user(params, batch)
     b = items.shape[0]
     item_weights, attention = user_guided_attention_forward(
-        UserGuidedAttentionParams(W1=params["uga_W1"], b1=params["uga_b1"], W2=params["uga_W2"], b2=params["uga_b2"]),
-        items,
-        profile.reshape(b, -1),
-        batch.mask,
+        _uga_params(params), items, profile.reshape(b, -1), batch.mask
     )
     capsules, routing = capsule_routing_forward(
         CapsuleRoutingParams(W=params["routing_W"]),
@@ -242,10 +244,7 @@ def umi_backward_with_inputs(cache: UMICache, d_interests: Array) -> tuple[Param
     grads: Params = {
         "item_table": embedding_backward(cache.item_lookup, d_items),
         "profile_table": embedding_backward(cache.profile_lookup, d_profile),
-        "uga_W1": attention.params.W1,
-        "uga_b1": attention.params.b1,
-        "uga_W2": attention.params.W2,
-        "uga_b2": attention.params.b2,
+        **{f"uga_{name}": getattr(attention.params, name) for name in UGA_NAMES},
         "routing_W": routing.W,
         **{f"refine_{name}": getattr(refine.params, name) for name in REFINE_NAMES},
     }
@@ -288,6 +287,24 @@ def readout_loss_backward(cache: ReadoutLossCache, d_loss: Array) -> tuple[Array
     return grads.interests, d_table
 
 
+def readout_loss_and_grads(
+    interests: Array,
+    model_backward: Callable[[Array], Params],
+    item_table: Array,
+    positive_ids: IntArray,
+    negative_ids: IntArray,
+    readout: ReadoutConfig,
+) -> tuple[Array, Params]:
+    """The readout loss () of a model's interests and every parameter's gradient: `model_backward`
+    maps d_interests to the model's gradients, and the item table (one item tower) also gets the
+    gradient of the positives and negatives it embedded."""
+    loss, loss_cache = readout_loss_forward(interests, item_table, positive_ids, negative_ids, readout)
+    d_interests, d_table = readout_loss_backward(loss_cache, np.ones((), dtype=loss.dtype))
+    grads = model_backward(d_interests)
+    grads["item_table"] = grads["item_table"] + d_table
+    return loss, grads
+
+
 def umi_loss(
     params: Params,
     batch: UserBatch,
@@ -301,8 +318,6 @@ def umi_loss(
     positive_ids (B,) are the next items; negative_ids (N,) shared or (B, N) per row.
     """
     interests, cache = umi_forward(params, batch, cfg)
-    loss, loss_cache = readout_loss_forward(interests, params["item_table"], positive_ids, negative_ids, readout)
-    d_interests, d_table = readout_loss_backward(loss_cache, np.ones((), dtype=loss.dtype))
-    grads = umi_backward(cache, d_interests)
-    grads["item_table"] = grads["item_table"] + d_table
-    return loss, grads
+    return readout_loss_and_grads(
+        interests, partial(umi_backward, cache), params["item_table"], positive_ids, negative_ids, readout
+    )

@@ -97,7 +97,8 @@ def masked_softmax(scores: Array, mask: BoolArray) -> Array:
         broadcast = ()
     if broadcast != scores.shape:
         raise ValueError(f"mask: shape {mask.shape} does not broadcast to scores {scores.shape}")
-    valid_max = np.max(np.where(mask, scores, -np.inf), axis=-1, keepdims=True)
+    # initial=-inf: a zero-length axis (no keys at all) is an all-masked row, not an error.
+    valid_max = np.max(np.where(mask, scores, -np.inf), axis=-1, keepdims=True, initial=-np.inf)
     shift = np.where(np.isfinite(valid_max), valid_max, 0)
     exp = np.where(mask, np.exp(np.where(mask, scores - shift, 0)), 0).astype(scores.dtype)
     total = exp.sum(axis=-1, keepdims=True)

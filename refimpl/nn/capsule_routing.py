@@ -126,6 +126,8 @@ def _validate(
     shapes.check_float("item_weights", item_weights, ("B", "L"))
     shapes.check_bool("mask", mask, ("B", "L"))
     shapes.check_float(logits_name, initial_logits, ("B", "L", "K"))
+    if shapes.size("K") == 0:
+        raise ValueError(f"{logits_name}: expected at least one interest (B, L, K >= 1), got {initial_logits.shape}")
     if cfg.map == "shared":
         shapes.check_float("W", params.W, ("D_in", "D_out"))
     else:

@@ -32,13 +32,10 @@ from refimpl._check import Array, IntArray, Shapes, require_choice
 from refimpl.nn.sampled_softmax import (
     LogitLoss,
     SampledSoftmaxConfig,
-    accidental_hits_kept,
     check_config,
-    check_negative_ids,
-    check_probabilities,
-    logq_backward,
-    softmax_loss_backward,
-    softmax_loss_forward,
+    check_scored_items,
+    scores_loss_backward,
+    scores_loss_forward,
 )
 
 MODES = ("standard", "harder_negatives")
@@ -75,35 +72,6 @@ class ReadoutGrads:
     negative_q: Array | None
 
 
-def _check_inputs(
-    interests: Array,
-    positive: Array,
-    negatives: Array,
-    positive_ids: IntArray,
-    negative_ids: IntArray,
-    positive_q: Array | None,
-    negative_q: Array | None,
-) -> bool:
-    shapes = Shapes()
-    shapes.check_float("interests", interests, ("B", "K", "D"))
-    shapes.check_float("positive", positive, ("B", "D"))
-    if not isinstance(negatives, np.ndarray) or negatives.ndim not in (2, 3):
-        shape = getattr(negatives, "shape", type(negatives).__name__)
-        raise ValueError(f"negatives: expected shape (N, D) or (B, N, D), got {shape}")
-    shared = negatives.ndim == 2
-    shapes.check_float("negatives", negatives, ("N", "D") if shared else ("B", "N", "D"))
-    shapes.check_int("positive_ids", positive_ids, ("B",))
-    check_negative_ids(shapes, negative_ids, shared)
-    if (positive_q is None) != (negative_q is None):
-        raise ValueError("positive_q, negative_q: give both (logQ correction) or neither")
-    if positive_q is not None and negative_q is not None:
-        shapes.check_float("positive_q", positive_q, ("B",))
-        shapes.check_float("negative_q", negative_q, ("N",) if shared else ("B", "N"))
-        check_probabilities("positive_q", positive_q)
-        check_probabilities("negative_q", negative_q)
-    return shared
-
-
 def interest_scores(interests: Array, negatives: Array) -> Array:
     """<v_bk, e_bn> for every row, negative and interest: (B, N, K)."""
     if negatives.ndim == 2:
@@ -111,6 +79,19 @@ def interest_scores(interests: Array, negatives: Array) -> Array:
     else:
         scores = np.einsum("bkd,bnd->bnk", interests, negatives)
     return scores
+
+
+def choose_interests(
+    positive_scores: Array, negative_scores: Array, mode: str
+) -> tuple[IntArray, IntArray]:
+    """k*_b (B,) from positive scores (B, K), and k_bn (B, N) from negative scores (B, N, K): the
+    positive's interest repeated (`standard`) or each negative's own argmax (`harder_negatives`).
+    int64, ties to the lowest index."""
+    positive_interest = np.argmax(positive_scores, axis=1).astype(np.int64)
+    if mode == "standard":
+        shape = negative_scores.shape[:2]
+        return positive_interest, np.broadcast_to(positive_interest[:, None], shape).astype(np.int64)
+    return positive_interest, np.argmax(negative_scores, axis=2).astype(np.int64)
 
 
 def multi_interest_readout_forward(
@@ -124,29 +105,21 @@ def multi_interest_readout_forward(
     negative_q: Array | None = None,
 ) -> tuple[Array, ReadoutCache]:
     """The sampled-softmax loss () of the multi-interest readout in `cfg.mode`."""
-    shared = _check_inputs(
-        interests, positive, negatives, positive_ids, negative_ids, positive_q, negative_q
-    )
+    shapes = Shapes()
+    shapes.check_float("interests", interests, ("B", "K", "D"))
+    if shapes.size("K") == 0:
+        raise ValueError(f"interests: expected at least one interest (B, K >= 1, D), got {interests.shape}")
+    shared = check_scored_items(shapes, positive, negatives, positive_ids, negative_ids, positive_q, negative_q)
     require_choice("cfg.mode", cfg.mode, MODES)
     check_config(cfg.loss)
-    b, n = positive.shape[0], negatives.shape[-2]
-    rows = np.arange(b)
-    inv_tau = interests.dtype.type(1.0 / cfg.loss.temperature)
     positive_scores = np.einsum("bkd,bd->bk", interests, positive)
-    positive_interest = np.argmax(positive_scores, axis=1).astype(np.int64)
-    positive_logits: Array = positive_scores[rows, positive_interest] * inv_tau
-    scores = interest_scores(interests, negatives)
-    if cfg.mode == "standard":
-        negative_interests = np.broadcast_to(positive_interest[:, None], (b, n)).astype(np.int64)
-    else:
-        negative_interests = np.argmax(scores, axis=2).astype(np.int64)
-    chosen = np.take_along_axis(scores, negative_interests[:, :, None], axis=2)[:, :, 0]
-    negative_logits: Array = chosen * inv_tau
-    if positive_q is not None and negative_q is not None:
-        positive_logits = positive_logits - np.log(positive_q)
-        negative_logits = negative_logits - np.log(negative_q)
-    kept = accidental_hits_kept(positive_ids, negative_ids, cfg.loss.remove_accidental_hits)
-    logit_loss = softmax_loss_forward(positive_logits, negative_logits, kept, cfg.loss.denominator)
+    negative_scores = interest_scores(interests, negatives)
+    positive_interest, negative_interests = choose_interests(positive_scores, negative_scores, cfg.mode)
+    chosen_positive = np.take_along_axis(positive_scores, positive_interest[:, None], axis=1)[:, 0]
+    chosen_negative = np.take_along_axis(negative_scores, negative_interests[:, :, None], axis=2)[:, :, 0]
+    positive_logits, negative_logits, _, logit_loss = scores_loss_forward(
+        chosen_positive, chosen_negative, positive_ids, negative_ids, cfg.loss, positive_q, negative_q
+    )
     cache = ReadoutCache(
         interests, positive, negatives, shared, float(cfg.loss.temperature), positive_q,
         negative_q, positive_interest, negative_interests, positive_logits, negative_logits,
@@ -157,13 +130,12 @@ def multi_interest_readout_forward(
 
 def multi_interest_readout_backward(cache: ReadoutCache, d_loss: Array | float) -> ReadoutGrads:
     """Gradients: d_interests (B, K, D) only at the chosen interests, d_positive, d_negatives."""
-    d_pos_logit, d_neg_logit = softmax_loss_backward(cache.logit_loss.cache, d_loss)
+    d_pos_score, d_neg_score, d_positive_q, d_negative_q = scores_loss_backward(
+        cache.logit_loss.cache, d_loss, cache.temperature, cache.positive_q, cache.negative_q, cache.shared
+    )
     interests = cache.interests
     b, k, _ = interests.shape
     rows = np.arange(b)
-    inv_tau = interests.dtype.type(1.0 / cache.temperature)
-    d_pos_score = d_pos_logit * inv_tau
-    d_neg_score = d_neg_logit * inv_tau
     # Each score routes its gradient to one interest: a (B, N, K) one-hot weighting.
     negative_routing = d_neg_score[:, :, None] * (
         cache.negative_interests[:, :, None] == np.arange(k)
@@ -177,7 +149,4 @@ def multi_interest_readout_backward(cache: ReadoutCache, d_loss: Array | float) 
         d_negatives = d_neg_score[:, :, None] * chosen_vectors
     d_interests[rows, cache.positive_interest] += d_pos_score[:, None] * cache.positive
     d_positive: Array = d_pos_score[:, None] * interests[rows, cache.positive_interest]
-    d_positive_q, d_negative_q = logq_backward(
-        cache.positive_q, cache.negative_q, d_pos_logit, d_neg_logit, cache.shared
-    )
     return ReadoutGrads(d_interests, d_positive, d_negatives, d_positive_q, d_negative_q)

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice
+from refimpl.nn._upstream import check_upstream
 from refimpl.nn.attention import (
     AttentionCache,
     AttentionConfig,
@@ -187,12 +188,12 @@ class PointerGeneratorGrads:
 
 
 def _d_y_total(cache: PointerGeneratorCache, d_y: Array | None, d_loss: Array | float | None) -> Array:
+    """The total gradient on y (B, C): d_y plus the loss's, -d_loss / (B (y[b, label_b] + eps)) at
+    each row's label (PG-7)."""
     out = cache.out
-    if d_y is not None:
-        Shapes(B=out.y.shape[0], C=out.y.shape[1]).check_float("d_y", d_y, ("B", "C"))
+    total = np.zeros_like(out.y) if d_y is None else check_upstream("d_y", d_y, out.y.shape, out.y.dtype).copy()
     if d_loss is not None and np.shape(d_loss) != ():
         raise ValueError(f"d_loss: expected a scalar (shape ()), got shape {np.shape(d_loss)}")
-    total = np.zeros_like(out.y) if d_y is None else d_y.astype(out.y.dtype, copy=True)
     if d_loss is not None:
         if cache.label is None:
             raise ValueError("d_loss: the forward pass had no labels, so there is no loss")

@@ -115,10 +115,6 @@ def check_probabilities(name: str, q: Array) -> None:
         raise ValueError(f"{name}: expected probabilities in (0, 1], got {q[bad]!r} at {bad}")
 
 
-def check_negative_ids(shapes: Shapes, negative_ids: IntArray, shared: bool) -> None:
-    shapes.check_int("negative_ids", negative_ids, ("N",) if shared else ("B", "N"))
-
-
 def accidental_hits_kept(
     positive_ids: IntArray, negative_ids: IntArray, remove: bool
 ) -> BoolArray:
@@ -163,6 +159,8 @@ def softmax_loss_forward(
 
 def softmax_loss_backward(cache: LogitLossCache, d_loss: Array | float) -> tuple[Array, Array]:
     """d_positive_logits (B,) and d_negative_logits (B, N) from the scalar d_loss."""
+    if np.shape(d_loss) != ():
+        raise ValueError(f"d_loss: expected a scalar (shape ()), got shape {np.shape(d_loss)}")
     dtype = cache.negative_probs.dtype
     d_rows = (np.asarray(d_loss, dtype=dtype) * cache.row_counted / max(cache.count, 1)).astype(dtype)
     d_positive_logits: Array = d_rows * (cache.positive_probs - 1)
@@ -170,8 +168,8 @@ def softmax_loss_backward(cache: LogitLossCache, d_loss: Array | float) -> tuple
     return d_positive_logits, d_negative_logits
 
 
-def _check_inputs(
-    user: Array,
+def check_scored_items(
+    shapes: Shapes,
     positive: Array,
     negatives: Array,
     positive_ids: IntArray,
@@ -179,9 +177,8 @@ def _check_inputs(
     positive_q: Array | None,
     negative_q: Array | None,
 ) -> bool:
-    """Validate shapes and dtypes; returns whether the negatives are shared."""
-    shapes = Shapes()
-    shapes.check_float("user", user, ("B", "D"))
+    """Validate the items a user vector is scored against, B and D bound by the caller's `shapes`;
+    returns whether the negatives are shared."""
     shapes.check_float("positive", positive, ("B", "D"))
     if not isinstance(negatives, np.ndarray) or negatives.ndim not in (2, 3):
         shape = getattr(negatives, "shape", type(negatives).__name__)
@@ -189,7 +186,7 @@ def _check_inputs(
     shared = negatives.ndim == 2
     shapes.check_float("negatives", negatives, ("N", "D") if shared else ("B", "N", "D"))
     shapes.check_int("positive_ids", positive_ids, ("B",))
-    check_negative_ids(shapes, negative_ids, shared)
+    shapes.check_int("negative_ids", negative_ids, ("N",) if shared else ("B", "N"))
     if (positive_q is None) != (negative_q is None):
         raise ValueError("positive_q, negative_q: give both (logQ correction) or neither")
     if positive_q is not None and negative_q is not None:
@@ -200,57 +197,27 @@ def _check_inputs(
     return shared
 
 
-def sampled_softmax_forward(
-    user: Array,
-    positive: Array,
-    negatives: Array,
+def scores_loss_forward(
+    positive_scores: Array,
+    negative_scores: Array,
     positive_ids: IntArray,
     negative_ids: IntArray,
     cfg: SampledSoftmaxConfig,
-    positive_q: Array | None = None,
-    negative_q: Array | None = None,
-) -> tuple[Array, SampledSoftmaxCache]:
-    """The mean sampled-softmax loss () of user vectors against positives and negatives."""
-    shared = _check_inputs(user, positive, negatives, positive_ids, negative_ids, positive_q, negative_q)
-    check_config(cfg)
-    dtype = user.dtype
-    inv_tau = dtype.type(1.0 / cfg.temperature)
-    positive_logits: Array = np.einsum("bd,bd->b", user, positive) * inv_tau
-    if shared:
-        negative_logits: Array = (user @ negatives.T) * inv_tau
-    else:
-        negative_logits = np.einsum("bd,bnd->bn", user, negatives) * inv_tau
+    positive_q: Array | None,
+    negative_q: Array | None,
+) -> tuple[Array, Array, BoolArray, LogitLoss]:
+    """Scores <u, e> (B,), (B, N) to logits s / tau - [log q], then the loss over the kept ones.
+
+    Returns (positive_logits (B,), negative_logits (B, N) before removal, kept (B, N), loss)."""
+    inv_tau = positive_scores.dtype.type(1.0 / cfg.temperature)
+    positive_logits: Array = positive_scores * inv_tau
+    negative_logits: Array = negative_scores * inv_tau
     if positive_q is not None and negative_q is not None:
         positive_logits = positive_logits - np.log(positive_q)
         negative_logits = negative_logits - np.log(negative_q)
     kept = accidental_hits_kept(positive_ids, negative_ids, cfg.remove_accidental_hits)
     logit_loss = softmax_loss_forward(positive_logits, negative_logits, kept, cfg.denominator)
-    cache = SampledSoftmaxCache(
-        user, positive, negatives, shared, float(cfg.temperature), positive_q, negative_q,
-        positive_logits, negative_logits, kept, logit_loss,
-    )
-    return logit_loss.loss, cache
-
-
-def sampled_softmax_backward(cache: SampledSoftmaxCache, d_loss: Array | float) -> SampledSoftmaxGrads:
-    """Gradients of user, positive, negatives (and of q when it was given)."""
-    d_pos_logit, d_neg_logit = softmax_loss_backward(cache.logit_loss.cache, d_loss)
-    inv_tau = cache.user.dtype.type(1.0 / cache.temperature)
-    d_pos_score = d_pos_logit * inv_tau
-    d_neg_score = d_neg_logit * inv_tau
-    if cache.shared:
-        d_user = d_pos_score[:, None] * cache.positive + d_neg_score @ cache.negatives
-        d_negatives: Array = d_neg_score.T @ cache.user
-    else:
-        d_user = d_pos_score[:, None] * cache.positive + np.einsum(
-            "bn,bnd->bd", d_neg_score, cache.negatives
-        )
-        d_negatives = d_neg_score[:, :, None] * cache.user[:, None, :]
-    d_positive: Array = d_pos_score[:, None] * cache.user
-    d_positive_q, d_negative_q = logq_backward(
-        cache.positive_q, cache.negative_q, d_pos_logit, d_neg_logit, cache.shared
-    )
-    return SampledSoftmaxGrads(d_user, d_positive, d_negatives, d_positive_q, d_negative_q)
+    return positive_logits, negative_logits, kept, logit_loss
 
 
 def logq_backward(
@@ -265,3 +232,62 @@ def logq_backward(
         return None, None
     d_negative_sum = d_negative_logits.sum(axis=0) if shared else d_negative_logits
     return -d_positive_logits / positive_q, -d_negative_sum / negative_q
+
+
+def scores_loss_backward(
+    logit_loss: LogitLossCache,
+    d_loss: Array | float,
+    temperature: float,
+    positive_q: Array | None,
+    negative_q: Array | None,
+    shared: bool,
+) -> tuple[Array, Array, Array | None, Array | None]:
+    """(d_positive_scores (B,), d_negative_scores (B, N), d_positive_q, d_negative_q)."""
+    d_pos_logit, d_neg_logit = softmax_loss_backward(logit_loss, d_loss)
+    inv_tau = d_pos_logit.dtype.type(1.0 / temperature)
+    d_positive_q, d_negative_q = logq_backward(positive_q, negative_q, d_pos_logit, d_neg_logit, shared)
+    return d_pos_logit * inv_tau, d_neg_logit * inv_tau, d_positive_q, d_negative_q
+
+
+def sampled_softmax_forward(
+    user: Array,
+    positive: Array,
+    negatives: Array,
+    positive_ids: IntArray,
+    negative_ids: IntArray,
+    cfg: SampledSoftmaxConfig,
+    positive_q: Array | None = None,
+    negative_q: Array | None = None,
+) -> tuple[Array, SampledSoftmaxCache]:
+    """The mean sampled-softmax loss () of user vectors against positives and negatives."""
+    shapes = Shapes()
+    shapes.check_float("user", user, ("B", "D"))
+    shared = check_scored_items(shapes, positive, negatives, positive_ids, negative_ids, positive_q, negative_q)
+    check_config(cfg)
+    positive_scores = np.einsum("bd,bd->b", user, positive)
+    negative_scores = user @ negatives.T if shared else np.einsum("bd,bnd->bn", user, negatives)
+    positive_logits, negative_logits, kept, logit_loss = scores_loss_forward(
+        positive_scores, negative_scores, positive_ids, negative_ids, cfg, positive_q, negative_q
+    )
+    cache = SampledSoftmaxCache(
+        user, positive, negatives, shared, float(cfg.temperature), positive_q, negative_q,
+        positive_logits, negative_logits, kept, logit_loss,
+    )
+    return logit_loss.loss, cache
+
+
+def sampled_softmax_backward(cache: SampledSoftmaxCache, d_loss: Array | float) -> SampledSoftmaxGrads:
+    """Gradients of user, positive, negatives (and of q when it was given)."""
+    d_pos_score, d_neg_score, d_positive_q, d_negative_q = scores_loss_backward(
+        cache.logit_loss.cache, d_loss, cache.temperature, cache.positive_q, cache.negative_q, cache.shared
+    )
+    if cache.shared:
+        d_user = d_pos_score[:, None] * cache.positive + d_neg_score @ cache.negatives
+        d_negatives: Array = d_neg_score.T @ cache.user
+    else:
+        d_user = d_pos_score[:, None] * cache.positive + np.einsum(
+            "bn,bnd->bd", d_neg_score, cache.negatives
+        )
+        d_negatives = d_neg_score[:, :, None] * cache.user[:, None, :]
+    d_positive: Array = d_pos_score[:, None] * cache.user
+    return SampledSoftmaxGrads(d_user, d_positive, d_negatives, d_positive_q, d_negative_q)

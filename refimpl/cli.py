@@ -6,6 +6,7 @@
     refimpl golden generate --out DIR    write every golden case
     refimpl golden verify                regenerate into a scratch folder, compare with golden/
     refimpl golden list                  the committed cases
+    refimpl demo [--quick]               ULIM end to end: train every model, retrieve, print the tables
 """
 
 from __future__ import annotations
@@ -99,6 +100,13 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from refimpl.demo import main as demo_main  # imported here: the demo pulls in every model
+
+    demo_args = list(args.demo_args)
+    return demo_main(demo_args[1:] if demo_args[:1] == ["--"] else demo_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refimpl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,11 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     lst = golden_commands.add_parser("list", help="list the committed cases")
     lst.add_argument("--golden", help="golden folder (default: the checkout's golden/)")
     lst.set_defaults(run=_list)
+    demo = commands.add_parser("demo", add_help=False,
+                               help="train every model on synthetic data, retrieve, print the ULIM tables "
+                                    "(`refimpl demo --help` for its options)")
+    demo.add_argument("demo_args", nargs=argparse.REMAINDER)
+    demo.set_defaults(run=_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["demo"]:  # the demo parses its own options (argparse would eat `--help`)
+        arguments = ["demo", "--", *arguments[1:]]
+    args = build_parser().parse_args(arguments)
     try:
         result: int = args.run(args)
     except (GoldenError, ValueError, ImportError) as error:

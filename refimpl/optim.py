@@ -23,6 +23,16 @@ class AdamConfig:
     beta2: float = 0.999
     eps: float = 1e-8
 
+    def __post_init__(self) -> None:
+        # beta = 1 would make the bias correction 1 - beta^t zero: a division by zero, not an error
+        if not self.lr > 0:
+            raise ValueError(f"AdamConfig.lr: expected > 0, got {self.lr!r}")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"AdamConfig.{name}: expected [0, 1), got {getattr(self, name)!r}")
+        if not self.eps >= 0:
+            raise ValueError(f"AdamConfig.eps: expected >= 0, got {self.eps!r}")
+
 
 @dataclass(frozen=True)
 class AdamState:
@@ -48,10 +58,17 @@ def adam_step(
         missing = sorted(set(params) - set(grads))
         extra = sorted(set(grads) - set(params))
         raise ValueError(f"grads: keys must match params (missing {missing}, unexpected {extra})")
+    for moments in ("m", "v"):
+        if set(getattr(state, moments)) != set(params):
+            raise ValueError(f"state.{moments}: keys must match params ({sorted(params)})")
     for name, p in params.items():
         if grads[name].shape != p.shape:
             raise ValueError(
                 f"grads[{name!r}]: expected shape {p.shape} like the param, got {grads[name].shape}"
+            )
+        if grads[name].dtype != p.dtype:
+            raise TypeError(
+                f"grads[{name!r}]: dtype {grads[name].dtype} differs from the param's {p.dtype}"
             )
     step = state.step + 1
     correction1 = 1.0 - cfg.beta1**step

@@ -1,0 +1,122 @@
+"""Golden cases and the reference adapter of the whole ULIM model's training step (spec/ulim.md).
+
+One case = one category-homogeneous batch: the short sequences, the category subsequences, the
+positives and the shared in-category negatives, through the item tower, both encoders and ULIM's
+loss (eq. 1); the gradient of every parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from refimpl.cases._base import Builder, CaseSpec, CaseTensors, Config, Result, Tensors, upstream_like
+from refimpl.losses import UlimLossConfig
+from refimpl.models.ulim import ULIMBatch, ULIMConfig, init_ulim, ulim_loss_and_grads
+
+SPEC = "spec/ulim.md"
+BATCH_FIELDS = ("short_items", "short_mask", "long_items", "long_mask")
+
+
+def model_config(config: Config) -> ULIMConfig:
+    """The ULIMConfig of a case's JSON config."""
+    return ULIMConfig(
+        num_items=config["num_items"],
+        num_categories=config["num_categories"],
+        dim=config["dim"],
+        num_heads=config["num_heads"],
+        long_encoder=config["long_encoder"],
+        loss=UlimLossConfig(alpha=config["alpha"], beta=config["beta"]),
+    )
+
+
+def ulim_reference(inputs: Tensors, params: Tensors, config: Config, upstream: Tensors) -> Result:
+    batch = ULIMBatch(**{name: inputs[name] for name in BATCH_FIELDS})
+    dtype = params["tower_W"].dtype
+    out = ulim_loss_and_grads(
+        params, batch, inputs["positive_ids"], inputs["negative_ids"],
+        int(config["batch_category"]), inputs["item_category"], model_config(config),
+        d_loss=float(upstream["d_loss"]),
+    )
+    return Result(
+        outputs={"loss": np.asarray(out.loss, dtype=dtype)},
+        grads={f"d_{name}": grad for name, grad in out.grads.items()},
+        intermediates={"short_user": out.short_user, "long_user": out.long_user},
+    )
+
+
+COMPONENTS = {"ulim": ulim_reference}
+
+
+def _draw(
+    config: dict[str, Any], b: int, s: int, length: int, n: int, empty_long_row: bool
+) -> Builder:
+    cfg = model_config(config)
+    items, categories, category = cfg.num_items, cfg.num_categories, config["batch_category"]
+
+    def build(rng: np.random.Generator) -> CaseTensors:
+        params = init_ulim(cfg, rng)
+        for name, value in params.items():
+            if value.ndim == 1:
+                params[name] = 0.1 * rng.standard_normal(value.shape)
+        item_category = (np.arange(items) % categories).astype(np.int64)
+        in_category = np.flatnonzero(item_category == category)
+        short_mask = rng.random((b, s)) < 0.8
+        short_mask[:, 0] = True
+        long_mask = rng.random((b, length)) < 0.8
+        long_mask[:, 0] = True
+        if empty_long_row:
+            long_mask[0] = False
+        inputs: Tensors = {
+            "short_items": rng.integers(0, items, size=(b, s)).astype(np.int64),
+            "short_mask": short_mask,
+            "long_items": rng.choice(in_category, size=(b, length)).astype(np.int64),
+            "long_mask": long_mask,
+            "positive_ids": rng.choice(in_category, size=b).astype(np.int64),
+            "negative_ids": rng.choice(in_category, size=n, replace=False).astype(np.int64),
+            "item_category": item_category,
+        }
+        return CaseTensors(inputs, params, upstream_like(rng, {"loss": ()}))
+
+    return build
+
+
+def _config(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "num_items": 12, "num_categories": 3, "dim": 4, "num_heads": 2,
+        "long_encoder": "target", "alpha": 1.0, "beta": 1.0, "batch_category": 1,
+    }
+    return {**base, **overrides}
+
+
+def _case(
+    name: str, description: str, config: dict[str, Any], shape: tuple[int, int, int, int],
+    empty_long_row: bool = False,
+) -> CaseSpec:
+    return CaseSpec(
+        "ulim", name, description, f"{SPEC}#golden-cases", config,
+        _draw(config, *shape, empty_long_row), atol=1e-8,
+    )
+
+
+CASES = (
+    _case(
+        "small", "I=12 items in C=3 categories (item i has category i mod 3), D=4, H=2; a batch "
+        "of category 1: B=3, S=4, L=5, N=3 shared negatives; target attention; alpha=beta=1.",
+        _config(), (3, 4, 5, 3),
+    ),
+    _case(
+        "self_attention", "The ULIM-self-attention ablation (MHSA + masked mean over the "
+        "subsequence); otherwise as `small`.", _config(long_encoder="self"), (3, 4, 5, 3),
+    ),
+    _case(
+        "empty_subsequence", "Row 0 has no behaviour of the batch's category: v_l = 0 for that "
+        "row and its long-term loss is log(1 + N) (every score 0); one head; alpha=1, beta=0.5.",
+        _config(num_heads=1, beta=0.5), (2, 3, 4, 2), empty_long_row=True,
+    ),
+    _case(
+        "accidental_hit", "A negative equal to a row's positive is removed from that row; "
+        "alpha=0.3, beta=1.", _config(alpha=0.3), (4, 3, 3, 4),
+    ),
+)

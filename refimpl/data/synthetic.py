@@ -1,0 +1,287 @@
+"""Planted-interest synthetic data for ULIM (spec/data.md has the generative process as equations).
+
+A catalogue of items, each with a category and a latent vector, and users whose time-ordered
+behaviour sequences are chains of visits. A visit either visits one of the user's few
+long-term categories with the user's persistent taste inside that category, or follows the
+user's drifting short-term interest. The held-out next event of each user is the first event of
+the visit after the sequence: the short-term context says little about it, the user's
+long-ago history in its category says a lot, which is the regime ULIM is built for.
+
+Everything is drawn from one `numpy.random.Generator(PCG64(seed))`: the same config gives the
+same data, bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from refimpl._check import Array, IntArray, require_positive_int
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Sizes and the knobs of the generative process (symbols of spec/data.md in brackets)."""
+
+    num_categories: int = 50  # [C]
+    num_items: int = 20_000  # [I]
+    num_users: int = 2_000  # [U]
+    latent_dim: int = 32  # [d]
+    min_length: int = 1_500  # [T_min] shortest behaviour sequence
+    max_length: int = 2_000  # [T_max] longest behaviour sequence
+    min_interests: int = 4  # [k_min] long-term categories per user
+    max_interests: int = 6  # [k_max]
+    interest_concentration: float = 2.0  # [a] Dirichlet parameter of the interest weights
+    long_term_rate: float = 0.6  # [rho] share of visits to a long-term interest
+    mean_visit_length: float = 80.0  # [lambda] visits are 1 + Poisson(lambda - 1) long
+    taste_sharpness: float = 2.0  # [kappa] how strongly taste picks items inside a category
+    popularity_scale: float = 0.5  # [sigma_b] std of the item popularity logits
+    category_skew: float = 0.5  # [s] category popularity ~ rank^-s
+    short_term_jump: float = 0.3  # [j] chance a short-term visit moves to a new category
+    seed: int = 0
+
+
+QUICK_CONFIG = SyntheticConfig(
+    num_categories=20,
+    num_items=1_000,
+    num_users=400,
+    min_length=350,
+    max_length=400,
+    mean_visit_length=20.0,
+)
+"""Seconds end to end: `refimpl demo --quick` and the tests. The same process at a fifth of the
+sequence length, with visits shortened in proportion, so each interest is visited as often."""
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    """A generated catalogue and its users.
+
+    Sequences are stored flat: user u's events are `events[offsets[u]:offsets[u + 1]]`, oldest
+    first. `visit_start` marks the first event of each visit. `heldout` (U,) is each user's
+    next event; `heldout_category` its category. The planted truth (`interests`, `tastes`) is
+    kept for diagnostics and tests, never for training.
+    """
+
+    config: SyntheticConfig
+    item_category: IntArray  # (I,)
+    item_latent: Array  # (I, d)
+    item_popularity: Array  # (I,) popularity logits b_i
+    events: IntArray  # (sum_u T_u,)
+    offsets: IntArray  # (U + 1,)
+    visit_start: np.ndarray  # (sum_u T_u,) bool
+    heldout: IntArray  # (U,)
+    interests: tuple[IntArray, ...]  # per user: its long-term categories (k_u,)
+    interest_weights: tuple[Array, ...]  # per user: pi_u (k_u,)
+    tastes: tuple[Array, ...]  # per user: (k_u, d) taste inside each long-term category
+
+    @property
+    def num_users(self) -> int:
+        return int(self.offsets.shape[0] - 1)
+
+    @property
+    def num_items(self) -> int:
+        return int(self.item_category.shape[0])
+
+    @property
+    def num_categories(self) -> int:
+        return self.config.num_categories
+
+    @property
+    def heldout_category(self) -> IntArray:
+        result: IntArray = self.item_category[self.heldout]
+        return result
+
+    def sequence(self, user: int) -> IntArray:
+        """User `user`'s behaviour sequence (T_u,), oldest first."""
+        result: IntArray = self.events[self.offsets[user] : self.offsets[user + 1]]
+        return result
+
+    def lengths(self) -> IntArray:
+        result: IntArray = np.diff(self.offsets)
+        return result
+
+    def category_items(self) -> tuple[IntArray, ...]:
+        """The ids of each category's items, ascending."""
+        return tuple(np.flatnonzero(self.item_category == c) for c in range(self.num_categories))
+
+
+def validate_config(cfg: SyntheticConfig) -> None:
+    """Refuse configs the generator cannot honour, naming the field."""
+    for name in ("num_categories", "num_items", "num_users", "latent_dim", "min_length",
+                 "max_length", "min_interests", "max_interests"):
+        require_positive_int(f"config.{name}", getattr(cfg, name))
+    if cfg.num_items < cfg.num_categories:
+        raise ValueError(
+            f"config.num_items: need at least one item per category ({cfg.num_categories}), "
+            f"got {cfg.num_items}"
+        )
+    if cfg.max_length < cfg.min_length:
+        raise ValueError(f"config.max_length: {cfg.max_length} < min_length {cfg.min_length}")
+    if not cfg.min_interests <= cfg.max_interests <= cfg.num_categories:
+        raise ValueError(
+            f"config.max_interests: need min_interests <= max_interests <= num_categories, got "
+            f"{cfg.min_interests}, {cfg.max_interests}, {cfg.num_categories}"
+        )
+    for name in ("long_term_rate", "short_term_jump"):
+        value = getattr(cfg, name)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"config.{name}: expected a probability in [0, 1], got {value}")
+    if cfg.mean_visit_length < 1.0:
+        raise ValueError(f"config.mean_visit_length: expected >= 1, got {cfg.mean_visit_length}")
+    for name in ("interest_concentration", "taste_sharpness"):
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"config.{name}: expected > 0, got {getattr(cfg, name)}")
+
+
+@dataclass
+class _Catalogue:
+    category: IntArray  # (I,)
+    latent: Array  # (I, d)
+    popularity: Array  # (I,)
+    category_popularity: Array  # (C,)
+    members: IntArray  # (C, S) item ids of each category, padded with -1
+    padded_latent: Array  # (C, S, d) zero where padded
+    padded_popularity: Array  # (C, S) -inf where padded
+
+
+def _catalogue(cfg: SyntheticConfig, rng: np.random.Generator) -> _Catalogue:
+    ranks = np.arange(1, cfg.num_categories + 1, dtype=np.float64)
+    category_popularity = ranks ** (-cfg.category_skew)
+    category_popularity /= category_popularity.sum()
+    # Every category gets at least one item; the rest are spread uniformly.
+    category = np.concatenate([
+        np.arange(cfg.num_categories),
+        rng.integers(0, cfg.num_categories, size=cfg.num_items - cfg.num_categories),
+    ]).astype(np.int64)
+    rng.shuffle(category)
+    latent = rng.standard_normal((cfg.num_items, cfg.latent_dim))
+    popularity = cfg.popularity_scale * rng.standard_normal(cfg.num_items)
+    groups = [np.flatnonzero(category == c) for c in range(cfg.num_categories)]
+    width = max(g.shape[0] for g in groups)
+    members = np.full((cfg.num_categories, width), -1, dtype=np.int64)
+    for c, group in enumerate(groups):
+        members[c, : group.shape[0]] = group
+    valid = members >= 0
+    padded_latent = np.where(valid[:, :, None], latent[np.maximum(members, 0)], 0.0)
+    padded_popularity = np.where(valid, popularity[np.maximum(members, 0)], -np.inf)
+    return _Catalogue(
+        category, latent, popularity, category_popularity, members, padded_latent, padded_popularity
+    )
+
+
+@dataclass
+class _User:
+    events: IntArray
+    starts: np.ndarray
+    heldout: int
+    interests: IntArray
+    weights: Array
+    tastes: Array
+
+
+def _visit_lengths(rng: np.random.Generator, cfg: SyntheticConfig, total: int) -> IntArray:
+    """Visit lengths 1 + Poisson(lambda - 1) (eq. D2), enough of them to exceed `total` events."""
+    count = int(total / cfg.mean_visit_length * 1.5) + 8
+    while True:
+        lengths = 1 + rng.poisson(cfg.mean_visit_length - 1.0, size=count)
+        if lengths.sum() > total:
+            result: IntArray = lengths.astype(np.int64)
+            return result
+        count *= 2
+
+
+def _visit_sources(
+    rng: np.random.Generator, cfg: SyntheticConfig, cat: _Catalogue, weights: Array, count: int
+) -> tuple[IntArray, IntArray]:
+    """Which source each visit draws from (eq. D3): a long-term interest j in [0, k), or a
+    short-term episode k + e. Returns (source per visit, each episode's category)."""
+    k = weights.shape[0]
+    is_long = rng.random(count) < cfg.long_term_rate
+    interest = rng.choice(k, size=count, p=weights)
+    # A short-term visit continues the current episode unless it jumps (prob j); the first
+    # short-term visit always opens one.
+    short = np.flatnonzero(~is_long)
+    jumps = rng.random(short.shape[0]) < cfg.short_term_jump
+    if short.shape[0] > 0:
+        jumps[0] = True
+    episode = np.cumsum(jumps) - 1
+    episodes = int(jumps.sum())
+    episode_category = rng.choice(cfg.num_categories, size=episodes, p=cat.category_popularity)
+    source = interest.copy()
+    source[short] = k + episode
+    return source, episode_category.astype(np.int64)
+
+
+def _draw_events(
+    rng: np.random.Generator,
+    cfg: SyntheticConfig,
+    cat: _Catalogue,
+    source_category: IntArray,
+    source_taste: Array,
+    event_source: IntArray,
+) -> IntArray:
+    """Every event's item by inverse CDF of P(i | c, tau) of its source (eq. D4)."""
+    logits = cfg.taste_sharpness * np.einsum(
+        "sd,smd->sm", source_taste, cat.padded_latent[source_category]
+    ) + cat.padded_popularity[source_category]
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    cdf = np.cumsum(weights, axis=1)
+    draws = rng.random(event_source.shape[0]) * cdf[event_source, -1]
+    index = np.sum(cdf[event_source] <= draws[:, None], axis=1)
+    index = np.minimum(index, cdf.shape[1] - 1)
+    result: IntArray = cat.members[source_category[event_source], index]
+    return result
+
+
+def _user(rng: np.random.Generator, cfg: SyntheticConfig, cat: _Catalogue) -> _User:
+    length = int(rng.integers(cfg.min_length, cfg.max_length + 1))
+    k = int(rng.integers(cfg.min_interests, cfg.max_interests + 1))
+    interests = rng.choice(cfg.num_categories, size=k, replace=False, p=cat.category_popularity)
+    weights = rng.dirichlet(np.full(k, cfg.interest_concentration))
+    scale = 1.0 / np.sqrt(cfg.latent_dim)
+    tastes = scale * rng.standard_normal((k, cfg.latent_dim))
+
+    lengths = _visit_lengths(rng, cfg, length)
+    source, episode_category = _visit_sources(rng, cfg, cat, weights, lengths.shape[0])
+    episode_taste = scale * rng.standard_normal((episode_category.shape[0], cfg.latent_dim))
+    # Keep whole visits while they fit in `length`; the next visit's first event is held out.
+    kept = int(np.searchsorted(np.cumsum(lengths), length, side="right"))
+    kept = max(kept, 1)
+    total = int(lengths[:kept].sum())
+    event_visit = np.repeat(np.arange(kept + 1), lengths[: kept + 1])[: total + 1]
+    items = _draw_events(
+        rng,
+        cfg,
+        cat,
+        np.concatenate([interests, episode_category]).astype(np.int64),
+        np.concatenate([tastes, episode_taste]),
+        source[event_visit],
+    )
+    starts = np.zeros(total, dtype=bool)
+    starts[np.concatenate([[0], np.cumsum(lengths[: kept - 1])])] = True
+    return _User(items[:total], starts, int(items[total]), interests.astype(np.int64), weights, tastes)
+
+
+def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticData:
+    """Draw a catalogue and its users from the process of spec/data.md, seeded by `cfg.seed`."""
+    validate_config(cfg)
+    rng = np.random.Generator(np.random.PCG64(cfg.seed))
+    cat = _catalogue(cfg, rng)
+    users = [_user(rng, cfg, cat) for _ in range(cfg.num_users)]
+    offsets = np.concatenate([[0], np.cumsum([u.events.shape[0] for u in users])]).astype(np.int64)
+    return SyntheticData(
+        config=cfg,
+        item_category=cat.category,
+        item_latent=cat.latent,
+        item_popularity=cat.popularity,
+        events=np.concatenate([u.events for u in users]).astype(np.int64),
+        offsets=offsets,
+        visit_start=np.concatenate([u.starts for u in users]),
+        heldout=np.array([u.heldout for u in users], dtype=np.int64),
+        interests=tuple(u.interests for u in users),
+        interest_weights=tuple(u.weights for u in users),
+        tastes=tuple(u.tastes for u in users),
+    )
+

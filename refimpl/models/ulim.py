@@ -1,0 +1,392 @@
+"""ULIM's dual-interest retrieval model (ULIM 2.1; spec/ulim.md), composed from refimpl.nn.
+
+    e(i)   = [item_table[i]; category_table[cat(i)]] W_t + b_t                item tower (D)
+    v_s    = masked_mean(MHSA_short(e(short), short_mask))                      short-term (B, D)
+    v_l(c) = TA_long(query = v_s, keys = e(S_c), mask)                          long-term (B, D)
+    L      = alpha * L_long(v_l(c), e(pos), e(neg)) + beta * L_short(v_s, ...)  ULIM eq. 1
+
+S_c is the category subsequence of the long sequence: the user's behaviours of category c (the
+positive's category in training, each PGIN category in serving), most recent last. The same item
+tower embeds behaviours, positives, negatives and the retrieval catalogue. L_long and L_short are
+sampled softmaxes over one category-homogeneous batch with one shared set of in-category negatives
+(refimpl.losses.ulim_loss_forward, which refuses a batch that is not category-pure).
+
+`long_encoder="self"` is the ULIM-self-attention ablation: v_l(c) = masked_mean(MHSA_long(e(S_c)))
+replaces the target attention (the short-term vector no longer steers the long-term one).
+
+Edge cases: an empty category subsequence gives v_l = 0 (the attention kernel's all-masked row)
+and its rows pass no gradient to the long-term encoder; an empty short sequence gives v_s = 0.
+Ids at masked positions are ignored (replaced by 0 before the lookup; they get no gradient).
+
+Params are a flat `dict[str, Array]` so that refimpl.optim.adam_step updates them as they are;
+`param_shapes(cfg)` lists every name and shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice, require_positive_int
+from refimpl.losses import UlimLossConfig, ulim_loss_backward, ulim_loss_forward
+from refimpl.nn.attention import (
+    PARAM_NAMES,
+    AttentionCache,
+    AttentionConfig,
+    AttentionParams,
+    mhsa_backward,
+    mhsa_forward,
+    target_attention_backward,
+    target_attention_forward,
+)
+from refimpl.nn.embedding import EmbeddingCache, embedding_backward, embedding_forward
+from refimpl.nn.linear import LinearCache, LinearParams, linear_backward, linear_forward
+from refimpl.nn.pooling import PoolCache, masked_mean_pool_backward, masked_mean_pool_forward
+
+Params = dict[str, Array]
+LONG_ENCODERS = ("target", "self")
+
+
+@dataclass(frozen=True)
+class ULIMConfig:
+    num_items: int  # I
+    num_categories: int  # C
+    dim: int = 32  # D
+    num_heads: int = 2  # H of both attention blocks
+    long_encoder: str = "target"  # "self" is the ULIM-self-attention ablation
+    loss: UlimLossConfig = field(default_factory=UlimLossConfig)
+
+
+@dataclass(frozen=True)
+class ULIMBatch:
+    """The user side of one batch. Ids at masked positions are ignored.
+
+    short_items/short_mask (B, S): the most recent behaviours, oldest first;
+    long_items/long_mask (B, L): the category subsequence S_c, oldest first.
+    """
+
+    short_items: IntArray
+    short_mask: BoolArray
+    long_items: IntArray
+    long_mask: BoolArray
+
+
+def param_shapes(cfg: ULIMConfig) -> dict[str, tuple[int, ...]]:
+    d = cfg.dim
+    shapes: dict[str, tuple[int, ...]] = {
+        "item_table": (cfg.num_items, d),
+        "category_table": (cfg.num_categories, d),
+        "tower_W": (2 * d, d),
+        "tower_b": (d,),
+    }
+    for block in ("short", "long"):
+        for name in PARAM_NAMES:
+            shapes[f"{block}_{name}"] = (d, d) if name.startswith("W") else (d,)
+    return shapes
+
+
+def check_config(cfg: ULIMConfig) -> ULIMConfig:
+    for name in ("num_items", "num_categories", "dim", "num_heads"):
+        require_positive_int(f"cfg.{name}", getattr(cfg, name))
+    require_choice("cfg.long_encoder", cfg.long_encoder, LONG_ENCODERS)
+    if cfg.dim % cfg.num_heads:
+        raise ValueError(f"cfg.num_heads: {cfg.num_heads} heads do not divide dim {cfg.dim}")
+    return cfg
+
+
+def init_ulim(cfg: ULIMConfig, rng: np.random.Generator, dtype: Any = np.float64) -> Params:
+    """Weights N(0, 1/fan_in), biases 0, tables N(0, 1/D), drawn from `rng` in `dtype`."""
+    check_config(cfg)
+    params: Params = {}
+    for name, shape in param_shapes(cfg).items():
+        if len(shape) == 1:
+            params[name] = np.zeros(shape, dtype=dtype)
+        else:
+            fan = shape[1] if name.endswith("table") else shape[0]
+            params[name] = (rng.standard_normal(shape) / np.sqrt(fan)).astype(dtype)
+    return params
+
+
+def check_params(params: Params, cfg: ULIMConfig) -> Shapes:
+    shapes = Shapes()
+    for name, shape in param_shapes(cfg).items():
+        if name not in params:
+            raise ValueError(f"params: missing {name!r} of shape {shape}")
+        shapes.check_float(name, params[name], shape)
+    return shapes
+
+
+def _attention(params: Params, block: str) -> AttentionParams:
+    return AttentionParams(**{name: params[f"{block}_{name}"] for name in PARAM_NAMES})
+
+
+def _attention_grads(grads: AttentionParams, block: str) -> Params:
+    return {f"{block}_{name}": getattr(grads, name) for name in PARAM_NAMES}
+
+
+@dataclass(frozen=True)
+class TowerCache:
+    items: EmbeddingCache
+    categories: EmbeddingCache
+    linear: LinearCache
+    dim: int
+
+
+def item_tower_forward(
+    params: Params, items: IntArray, categories: IntArray, mask: BoolArray | None = None
+) -> tuple[Array, TowerCache]:
+    """e = [item_table[items]; category_table[categories]] W_t + b_t, shape (..., D)."""
+    if mask is not None:
+        items = np.where(mask, items, 0)
+        categories = np.where(mask, categories, 0)
+    item_part, item_cache = embedding_forward(params["item_table"], items, "items")
+    category_part, category_cache = embedding_forward(
+        params["category_table"], categories, "categories"
+    )
+    joint = np.concatenate([item_part, category_part], axis=-1)
+    out, linear_cache = linear_forward(LinearParams(params["tower_W"], params["tower_b"]), joint)
+    return out, TowerCache(item_cache, category_cache, linear_cache, item_part.shape[-1])
+
+
+def item_tower_backward(cache: TowerCache, d_out: Array) -> Params:
+    grads, d_joint = linear_backward(cache.linear, d_out)
+    return {
+        "item_table": embedding_backward(cache.items, d_joint[..., : cache.dim]),
+        "category_table": embedding_backward(cache.categories, d_joint[..., cache.dim :]),
+        "tower_W": grads.W,
+        "tower_b": grads.b,
+    }
+
+
+@dataclass(frozen=True)
+class CatalogueTowerCache:
+    categories: EmbeddingCache
+    linear: LinearCache
+    dim: int
+
+
+def catalogue_tower_forward(
+    params: Params, item_category: IntArray
+) -> tuple[Array, CatalogueTowerCache]:
+    """E (I, D): the tower applied to every item, E[i] = e(i). A model gathers its behaviours,
+    positives and negatives from E (refimpl.nn.embedding), which equals embedding each of them
+    with item_tower_forward but runs the affine map once per item instead of once per use."""
+    category_part, category_cache = embedding_forward(
+        params["category_table"], item_category.astype(np.int64), "item_category"
+    )
+    joint = np.concatenate([params["item_table"], category_part], axis=-1)
+    out, linear_cache = linear_forward(LinearParams(params["tower_W"], params["tower_b"]), joint)
+    return out, CatalogueTowerCache(category_cache, linear_cache, category_part.shape[-1])
+
+
+def catalogue_tower_backward(cache: CatalogueTowerCache, d_out: Array) -> Params:
+    grads, d_joint = linear_backward(cache.linear, d_out)
+    return {
+        "item_table": d_joint[:, : cache.dim],
+        "category_table": embedding_backward(cache.categories, d_joint[:, cache.dim :]),
+        "tower_W": grads.W,
+        "tower_b": grads.b,
+    }
+
+
+def catalogue_vectors(params: Params, item_category: IntArray) -> Array:
+    """Every item's tower vector (I, D): what retrieval searches."""
+    vectors, _ = catalogue_tower_forward(params, item_category)
+    return vectors
+
+
+@dataclass(frozen=True)
+class EncoderCache:
+    short_attention: AttentionCache
+    short_pool: PoolCache
+    long_attention: AttentionCache
+    long_pool: PoolCache | None  # only for long_encoder="self"
+    long_encoder: str
+
+
+def _check_batch(batch: ULIMBatch, num_items: int) -> None:
+    shapes = Shapes()
+    shapes.check_int("short_items", batch.short_items, ("B", "S"))
+    shapes.check_bool("short_mask", batch.short_mask, ("B", "S"))
+    shapes.check_int("long_items", batch.long_items, ("B", "L"))
+    shapes.check_bool("long_mask", batch.long_mask, ("B", "L"))
+    for name in ("short", "long"):
+        ids = getattr(batch, f"{name}_items")[getattr(batch, f"{name}_mask")]
+        if ids.size and (ids.min() < 0 or ids.max() >= num_items):
+            raise ValueError(f"{name}_items: ids at valid positions must be in [0, {num_items})")
+
+
+def _short_forward(
+    params: Params, emb: Array, mask: BoolArray, cfg: ULIMConfig
+) -> tuple[Array, AttentionCache, PoolCache]:
+    hidden, attention = mhsa_forward(
+        _attention(params, "short"), emb, mask, AttentionConfig(num_heads=cfg.num_heads)
+    )
+    v_s, pool = masked_mean_pool_forward(hidden, mask)
+    return v_s, attention, pool
+
+
+def _long_forward(
+    params: Params, v_s: Array, emb: Array, mask: BoolArray, cfg: ULIMConfig
+) -> tuple[Array, AttentionCache, PoolCache | None]:
+    attention_cfg = AttentionConfig(num_heads=cfg.num_heads)
+    if cfg.long_encoder == "target":
+        v_l, attention = target_attention_forward(
+            _attention(params, "long"), v_s, emb, mask, attention_cfg
+        )
+        return v_l, attention, None
+    hidden, attention = mhsa_forward(_attention(params, "long"), emb, mask, attention_cfg)
+    v_l, pool = masked_mean_pool_forward(hidden, mask)
+    return v_l, attention, pool
+
+
+def encode_forward(
+    params: Params, short_emb: Array, short_mask: BoolArray, long_emb: Array,
+    long_mask: BoolArray, cfg: ULIMConfig,
+) -> tuple[Array, Array, EncoderCache]:
+    """(v_l (B, D), v_s (B, D), cache) from the embedded short (B, S, D) and long (B, L, D)
+    sequences."""
+    v_s, short_attention, short_pool = _short_forward(params, short_emb, short_mask, cfg)
+    v_l, long_attention, long_pool = _long_forward(params, v_s, long_emb, long_mask, cfg)
+    cache = EncoderCache(short_attention, short_pool, long_attention, long_pool, cfg.long_encoder)
+    return v_l, v_s, cache
+
+
+def _add(total: Params, part: Params) -> None:
+    for name, value in part.items():
+        total[name] = total[name] + value if name in total else value
+
+
+def encode_backward(
+    cache: EncoderCache, d_long: Array, d_short: Array
+) -> tuple[Params, Array, Array]:
+    """(param grads, d_short_emb, d_long_emb) for upstream dL/dv_l and dL/dv_s (B, D)."""
+    grads: Params = {}
+    if cache.long_encoder == "target":
+        long_grads, d_query, d_long_emb = target_attention_backward(cache.long_attention, d_long)
+        d_short = d_short + d_query
+    else:
+        assert cache.long_pool is not None
+        long_grads, d_long_emb = mhsa_backward(
+            cache.long_attention, masked_mean_pool_backward(cache.long_pool, d_long)
+        )
+    _add(grads, _attention_grads(long_grads, "long"))
+    d_short_hidden = masked_mean_pool_backward(cache.short_pool, d_short)
+    short_grads, d_short_emb = mhsa_backward(cache.short_attention, d_short_hidden)
+    _add(grads, _attention_grads(short_grads, "short"))
+    return grads, d_short_emb, d_long_emb
+
+
+@dataclass(frozen=True)
+class ULIMLoss:
+    loss: float
+    long_loss: float
+    short_loss: float
+    grads: Params  # of `d_loss * loss`
+    long_user: Array  # (B, D) v_l
+    short_user: Array  # (B, D) v_s
+
+
+def _gather(
+    table: Array, parts: list[IntArray]
+) -> tuple[list[Array], EmbeddingCache]:
+    """Rows of `table` for several id arrays in one lookup; each part keeps its shape (..., D)."""
+    flat, cache = embedding_forward(
+        table, np.concatenate([p.reshape(-1) for p in parts]).astype(np.int64), "ids"
+    )
+    splits = np.cumsum([p.size for p in parts])[:-1]
+    return [
+        chunk.reshape(*p.shape, -1) for chunk, p in zip(np.split(flat, splits), parts, strict=True)
+    ], cache
+
+
+def ulim_loss_and_grads(
+    params: Params,
+    batch: ULIMBatch,
+    positive_ids: IntArray,
+    negative_ids: IntArray,
+    batch_category: int,
+    item_category: IntArray,
+    cfg: ULIMConfig,
+    d_loss: float = 1.0,
+) -> ULIMLoss:
+    """ULIM eq. 1 over one category-homogeneous batch, and the gradient of every param.
+
+    positive_ids (B,), negative_ids (N,) shared by every row, all of `batch_category`
+    (ValueError naming the ids otherwise); item_category (I,) the category of every item.
+    The gradients are of `d_loss * loss` (the upstream gradient; 1 when training).
+    """
+    check_config(cfg)
+    check_params(params, cfg)
+    _check_batch(batch, cfg.num_items)
+    catalogue, tower = catalogue_tower_forward(params, item_category)
+    (short_emb, long_emb, positive, negatives), lookup = _gather(
+        catalogue,
+        [
+            np.where(batch.short_mask, batch.short_items, 0),
+            np.where(batch.long_mask, batch.long_items, 0),
+            positive_ids,
+            negative_ids,
+        ],
+    )
+    v_l, v_s, encoder = encode_forward(
+        params, short_emb, batch.short_mask, long_emb, batch.long_mask, cfg
+    )
+    loss, loss_cache = ulim_loss_forward(
+        v_l, v_s, positive, negatives, positive_ids, negative_ids, batch_category,
+        item_category, cfg.loss,
+    )
+    loss_grads = ulim_loss_backward(loss_cache, np.asarray(d_loss, dtype=loss.dtype))
+    grads, d_short_emb, d_long_emb = encode_backward(
+        encoder, loss_grads.long_user, loss_grads.short_user
+    )
+    d_rows = np.concatenate([
+        d_short_emb.reshape(-1, cfg.dim),
+        d_long_emb.reshape(-1, cfg.dim),
+        loss_grads.positive,
+        loss_grads.negatives,
+    ])
+    _add(grads, catalogue_tower_backward(tower, embedding_backward(lookup, d_rows)))
+    return ULIMLoss(
+        float(loss), float(loss_cache.long_loss), float(loss_cache.short_loss), grads, v_l, v_s
+    )
+
+
+def encode_for_serving(
+    params: Params,
+    short_items: IntArray,
+    short_mask: BoolArray,
+    long_items: IntArray,
+    long_mask: BoolArray,
+    item_category: IntArray,
+    cfg: ULIMConfig,
+) -> tuple[Array, Array]:
+    """Serving: v_s (B, D) and one long-term vector per route, v_l (B, K, D).
+
+    short_* (B, S); long_* (B, K, L): the subsequence of each of the K predicted categories, so
+    that v_l(c) reads only category c's behaviours. A route with no behaviour gets v_l = 0.
+    """
+    check_config(cfg)
+    check_params(params, cfg)
+    shapes = Shapes()
+    shapes.check_int("short_items", short_items, ("B", "S"))
+    shapes.check_bool("short_mask", short_mask, ("B", "S"))
+    shapes.check_int("long_items", long_items, ("B", "K", "L"))
+    shapes.check_bool("long_mask", long_mask, ("B", "K", "L"))
+    b, k, length = long_items.shape
+    catalogue = catalogue_vectors(params, item_category)
+    (short_emb, long_emb), _ = _gather(
+        catalogue,
+        [np.where(short_mask, short_items, 0), np.where(long_mask, long_items, 0)],
+    )
+    v_s, _, _ = _short_forward(params, short_emb, short_mask, cfg)
+    v_l, _, _ = _long_forward(
+        params,
+        np.repeat(v_s, k, axis=0),
+        long_emb.reshape(b * k, length, -1),
+        long_mask.reshape(b * k, length),
+        cfg,
+    )
+    return v_s, v_l.reshape(b, k, -1)

@@ -1,0 +1,179 @@
+"""The YouTube DNN baseline (Covington et al. 2016) as ULIM Table 1 uses it: one user vector.
+
+    x_l  = [item_table[i_l]; category_table[cat(i_l)]]                    (B, L, 2D)
+    u    = MLP(masked_mean(x) W_t + b_t)   (ReLU hidden layer, identity output)   (B, D)
+    L    = sampled softmax of u against e(pos) and N shared negatives (refimpl.nn.sampled_softmax)
+
+The item tower (item and category embeddings through one linear layer, W_t, b_t) is ULIM's
+(refimpl.models.ulim.item_tower_forward), so both models have the same item side and embedding
+size. Mean pooling commutes with the affine tower (mean_l (x_l W + b) = (mean_l x_l) W + b for a
+row with at least one behaviour), so the pooled history goes through the tower once; a row with
+no behaviour pools to 0 and the tower gives b_t. The pooling is one sparse product (bag_matrix).
+The negatives are drawn from the whole catalogue (this vector searches the whole pool), shared by
+every row of a batch; accidental hits are removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import sparse  # type: ignore[import-untyped]
+
+from refimpl._check import Array, BoolArray, IntArray, Shapes, require_positive_int
+from refimpl.models.ulim import Params, item_tower_backward, item_tower_forward
+from refimpl.nn.embedding import EmbeddingCache, embedding_backward, embedding_forward
+from refimpl.nn.linear import LinearCache, LinearParams, linear_backward, linear_forward
+from refimpl.nn.mlp import MLPCache, MLPConfig, MLPParams, mlp_backward, mlp_forward
+from refimpl.nn.sampled_softmax import (
+    SampledSoftmaxConfig,
+    sampled_softmax_backward,
+    sampled_softmax_forward,
+)
+
+USER_MLP = MLPConfig(activations=("relu", "identity"))
+
+
+@dataclass(frozen=True)
+class YouTubeDNNConfig:
+    num_items: int  # I
+    num_categories: int  # C
+    dim: int = 32  # D
+    hidden: int = 64  # width of the MLP's ReLU layer
+    loss: SampledSoftmaxConfig = field(default_factory=SampledSoftmaxConfig)
+
+
+def param_shapes(cfg: YouTubeDNNConfig) -> dict[str, tuple[int, ...]]:
+    d = cfg.dim
+    return {
+        "item_table": (cfg.num_items, d),
+        "category_table": (cfg.num_categories, d),
+        "tower_W": (2 * d, d),
+        "tower_b": (d,),
+        "mlp_W0": (d, cfg.hidden),
+        "mlp_b0": (cfg.hidden,),
+        "mlp_W1": (cfg.hidden, d),
+        "mlp_b1": (d,),
+    }
+
+
+def init_youtube_dnn(
+    cfg: YouTubeDNNConfig, rng: np.random.Generator, dtype: Any = np.float64
+) -> Params:
+    """Weights N(0, 1/fan_in), biases 0, tables N(0, 1/D), drawn from `rng` in `dtype`."""
+    for name in ("num_items", "num_categories", "dim", "hidden"):
+        require_positive_int(f"cfg.{name}", getattr(cfg, name))
+    params: Params = {}
+    for name, shape in param_shapes(cfg).items():
+        if len(shape) == 1:
+            params[name] = np.zeros(shape, dtype=dtype)
+        else:
+            fan = shape[1] if name.endswith("table") else shape[0]
+            params[name] = (rng.standard_normal(shape) / np.sqrt(fan)).astype(dtype)
+    return params
+
+
+def _mlp(params: Params) -> MLPParams:
+    return MLPParams(
+        (
+            LinearParams(params["mlp_W0"], params["mlp_b0"]),
+            LinearParams(params["mlp_W1"], params["mlp_b1"]),
+        )
+    )
+
+
+@dataclass(frozen=True)
+class UserCache:
+    bag: Any  # scipy.sparse (B, I): row b holds 1/n_b at each behaviour of row b (repeats add up)
+    categories: EmbeddingCache  # category_table gathered for every item
+    tower: LinearCache
+    mlp: MLPCache
+    dim: int
+
+
+def bag_matrix(items: IntArray, mask: BoolArray, num_items: int) -> Any:
+    """The (B, I) sparse averaging matrix A with A @ T = masked_mean(T[items], mask) for any
+    table T (I, ...): an item repeated in a row counts once per occurrence; an empty row is 0."""
+    counts = mask.sum(axis=1)
+    rows = np.repeat(np.arange(items.shape[0]), counts)
+    weights = np.repeat(1.0 / np.maximum(counts, 1), counts)
+    return sparse.csr_matrix(
+        (weights, (rows, items[mask])), shape=(items.shape[0], num_items)
+    )
+
+
+def user_forward(
+    params: Params, items: IntArray, mask: BoolArray, item_category: IntArray
+) -> tuple[Array, UserCache]:
+    """The user vector u (B, D) from the behaviours (B, L), their mask, and every item's category.
+
+    The masked mean of the gathered [item; category] embeddings is computed as one sparse
+    product with the averaging matrix (bag_matrix): equal to refimpl.nn.pooling's masked mean
+    of refimpl.nn.embedding's lookup, without materialising (B, L, 2D) (tests hold them equal).
+    """
+    shapes = Shapes()
+    shapes.check_int("items", items, ("B", "L"))
+    shapes.check_bool("mask", mask, ("B", "L"))
+    num_items = params["item_table"].shape[0]
+    valid = items[mask]
+    if valid.size and (valid.min() < 0 or valid.max() >= num_items):
+        raise ValueError(f"items: ids at valid positions must be in [0, {num_items})")
+    category_part, category_cache = embedding_forward(
+        params["category_table"], item_category.astype(np.int64), "item_category"
+    )
+    joint = np.concatenate([params["item_table"], category_part], axis=-1)
+    bag = bag_matrix(items, mask, num_items)
+    pooled = np.asarray(bag @ joint, dtype=joint.dtype)
+    tower_out, tower = linear_forward(LinearParams(params["tower_W"], params["tower_b"]), pooled)
+    user, mlp = mlp_forward(_mlp(params), tower_out, USER_MLP)
+    return user, UserCache(bag, category_cache, tower, mlp, category_part.shape[-1])
+
+
+def user_backward(cache: UserCache, d_user: Array) -> Params:
+    mlp_grads, d_tower_out = mlp_backward(cache.mlp, d_user)
+    tower_grads, d_pooled = linear_backward(cache.tower, d_tower_out)
+    d_joint = np.asarray(cache.bag.T @ d_pooled, dtype=d_pooled.dtype)
+    first, second = mlp_grads.layers
+    return {
+        "item_table": d_joint[:, : cache.dim],
+        "category_table": embedding_backward(cache.categories, d_joint[:, cache.dim :]),
+        "tower_W": tower_grads.W,
+        "tower_b": tower_grads.b,
+        "mlp_W0": first.W,
+        "mlp_b0": first.b,
+        "mlp_W1": second.W,
+        "mlp_b1": second.b,
+    }
+
+
+def youtube_dnn_loss_and_grads(
+    params: Params,
+    items: IntArray,
+    mask: BoolArray,
+    positive_ids: IntArray,
+    negative_ids: IntArray,
+    item_category: IntArray,
+    cfg: YouTubeDNNConfig,
+) -> tuple[float, Params]:
+    """The sampled-softmax loss of one batch and the gradient of every param.
+
+    items, mask (B, L) the behaviours; positive_ids (B,); negative_ids (N,) shared by the rows.
+    """
+    user, cache = user_forward(params, items, mask, item_category)
+    positive, positive_tower = item_tower_forward(params, positive_ids, item_category[positive_ids])
+    negatives, negative_tower = item_tower_forward(
+        params, negative_ids, item_category[negative_ids]
+    )
+    loss, loss_cache = sampled_softmax_forward(
+        user, positive, negatives, positive_ids, negative_ids, cfg.loss
+    )
+    loss_grads = sampled_softmax_backward(loss_cache, np.ones((), dtype=loss.dtype))
+    grads = user_backward(cache, loss_grads.user)
+    for part in (
+        item_tower_backward(positive_tower, loss_grads.positive),
+        item_tower_backward(negative_tower, loss_grads.negatives),
+    ):
+        for name, value in part.items():
+            grads[name] = grads[name] + value
+    return float(loss), grads

@@ -1,0 +1,238 @@
+"""Cascaded category-to-item retrieval (ULIM 2.2.2; spec/retrieval.md#the-cascade).
+
+PGIN predicts the top-K categories of a user; the long-term vector of the k-th category searches only
+that category's items; the short-term vector searches the whole pool; the results are merged,
+de-duplicated and cut to N. The quotas:
+
+1. Routes. A long-term route k is live when its mask is True, its category did not already occur at
+   a better (lower) PGIN rank in the row (a duplicate prediction is dropped: the same category gives
+   the same subsequence, hence the same vector), and its category has at least one item.
+2. Short-term share. q_s = floor(short_share * N), or floor(N / (R + 1)) when short_share is None
+   (every route, the R live long-term ones and the short-term one, gets an equal share).
+3. Long-term split. N - q_s is split evenly over the live long-term routes, each capped by its
+   category's size (max-min fair allocation): with L the largest level such that
+   sum_k min(size_k, L) <= N - q_s, route k gets min(size_k, L), and the units left over go one
+   each to the best-ranked routes whose category holds more than L items.
+4. Whatever the long-term routes could not place goes to the short-term route: it takes the best
+   q = N - (long-term total) items of the whole pool that no long-term route already returned.
+5. Merge order: the N (or fewer) items are sorted by their score (the inner product with the vector
+   of the route that retrieved them) descending, ties by the lower item id. The set, not the order,
+   is what the quotas fix: a prefix of the result is NOT the cascade at a smaller N.
+A row returns fewer than N items only if the catalogue has fewer than N items; the missing slots
+are padding (id -1, score -inf, route PAD_ROUTE, valid False).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from refimpl._check import Array, BoolArray, IntArray, Shapes, require_positive_int
+from refimpl.retrieval.catalogue import Int64Array
+from refimpl.retrieval.index import SearchIndex
+
+SHORT_ROUTE = -1
+"""`routes` value of an item retrieved by the short-term vector (long-term routes are 0..K-1)."""
+PAD_ROUTE = -2
+"""`routes` value of a padding slot (only when the catalogue has fewer than N items)."""
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """n: N, the number of items retrieved per user; short_share: the share of N reserved for the
+    short-term vector in [0, 1], or None for an equal share with each live long-term route."""
+
+    n: int
+    short_share: float | None = None
+
+    def __post_init__(self) -> None:
+        require_positive_int("CascadeConfig.n", self.n)
+        share = self.short_share
+        if share is not None and not (isinstance(share, float | int) and 0.0 <= share <= 1.0):
+            raise ValueError(f"CascadeConfig.short_share: expected None or [0, 1], got {share!r}")
+
+
+@dataclass(frozen=True)
+class CascadeResult:
+    """ids (B, N) int64, scores (B, N) catalogue dtype, routes (B, N) int64 (PGIN rank 0..K-1 of
+    the long-term route, SHORT_ROUTE, or PAD_ROUTE), valid (B, N) bool; quotas (B, K + 1) int64:
+    the number of items each long-term route (by rank) and, last, the short-term route returned."""
+
+    ids: Int64Array
+    scores: Array
+    routes: Int64Array
+    valid: BoolArray
+    quotas: Int64Array
+
+
+def split_evenly(total: int, capacities: Sequence[int]) -> list[int]:
+    """Max-min fair split of `total` over routes in priority order, each capped by its capacity.
+
+    The level L is the largest integer with sum(min(cap, L)) <= total; each route gets min(cap, L)
+    and the units left over go one each to the best-ranked routes whose capacity exceeds L.
+    """
+    caps = [int(c) for c in capacities]
+    if total >= sum(caps):
+        return caps
+    low, high = 0, max(caps)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if sum(min(c, middle) for c in caps) <= total:
+            low = middle
+        else:
+            high = middle - 1
+    quotas = [min(c, low) for c in caps]
+    left = total - sum(quotas)
+    for route, cap in enumerate(caps):
+        if left and cap > low:
+            quotas[route] += 1
+            left -= 1
+    return quotas
+
+
+def live_routes(categories: IntArray, mask: BoolArray, category_sizes: Int64Array) -> BoolArray:
+    """(B, K): masked in, first occurrence of its category in the row, and a non-empty category."""
+    first = mask.copy()
+    for rank in range(1, categories.shape[1]):
+        earlier = mask[:, :rank] & (categories[:, :rank] == categories[:, rank : rank + 1])
+        first[:, rank] &= ~earlier.any(axis=1)
+    safe = np.where(mask, categories, 0)
+    live: BoolArray = first & (category_sizes[safe] > 0)
+    return live
+
+
+def route_quotas(live: BoolArray, capacities: Int64Array, catalogue_size: int, cfg: CascadeConfig) -> Int64Array:
+    """(B, K + 1) quotas: long-term routes by rank, then the short-term route (steps 2-4)."""
+    batch, k = live.shape
+    quotas = np.zeros((batch, k + 1), dtype=np.int64)
+    for row in range(batch):
+        ranks = np.flatnonzero(live[row])
+        if cfg.short_share is None:
+            short = cfg.n // (ranks.size + 1)
+        else:
+            short = int(np.floor(cfg.short_share * cfg.n))
+        long_quotas = split_evenly(cfg.n - short, [int(c) for c in capacities[row, ranks]])
+        quotas[row, ranks] = long_quotas
+        long_total = sum(long_quotas)
+        quotas[row, k] = min(cfg.n - long_total, catalogue_size - long_total)
+    return quotas
+
+
+def cascade_retrieve(
+    index: SearchIndex,
+    categories: IntArray,
+    long_vectors: Array,
+    short_vectors: Array,
+    cfg: CascadeConfig,
+    long_mask: BoolArray | None = None,
+) -> CascadeResult:
+    """Cascaded retrieval for B users.
+
+    categories (B, K) int: PGIN's top-K categories, best first; long_vectors (B, K, D): the
+    long-term vector of each predicted category; short_vectors (B, D); long_mask (B, K) bool
+    (True = valid; False for a category the user has no history in, or padding when K exceeds
+    the number of categories: its category id is then ignored). Unknown category ids at valid
+    positions raise ValueError naming them. Vectors must have the catalogue's width and dtype.
+    """
+    catalogue = index.catalogue
+    shapes = Shapes(D=catalogue.dim)
+    shapes.check_float("catalogue.vectors", catalogue.vectors, ("I", "D"))
+    shapes.check_int("categories", categories, ("B", "K"))
+    shapes.check_float("long_vectors", long_vectors, ("B", "K", "D"))
+    shapes.check_float("short_vectors", short_vectors, ("B", "D"))
+    mask = np.ones(categories.shape, dtype=bool) if long_mask is None else long_mask
+    shapes.check_bool("long_mask", mask, ("B", "K"))
+    catalogue.check_categories("categories", categories[mask])
+    _check_finite("long_vectors", long_vectors[mask])
+    _check_finite("short_vectors", short_vectors)
+
+    cats = categories.astype(np.int64)
+    sizes = catalogue.category_sizes()
+    live = live_routes(cats, mask, sizes)
+    capacities = np.where(live, sizes[np.where(mask, cats, 0)], 0)
+    quotas = route_quotas(live, capacities, catalogue.size, cfg)
+    picks = _long_term_picks(index, cats, long_vectors, quotas)
+    _add_short_term_picks(index, short_vectors, quotas, picks)
+    return _merge(picks, quotas, cfg.n, catalogue.vectors.dtype)
+
+
+Pick = tuple[int, float, int]  # (item id, score, route)
+
+
+def _check_finite(name: str, values: NDArray[Any]) -> None:
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{name}: every valid vector must be finite (found NaN or inf)")
+
+
+def _long_term_picks(
+    index: SearchIndex, categories: Int64Array, long_vectors: Array, quotas: Int64Array
+) -> list[list[Pick]]:
+    """Each long-term route's quota of its own category's best items, one search per category."""
+    batch, k = categories.shape
+    picks: list[list[Pick]] = [[] for _ in range(batch)]
+    wanted = quotas[:, :k] > 0
+    for category in np.unique(categories[wanted]):
+        rows, ranks = np.nonzero(wanted & (categories == category))
+        route_quota = quotas[rows, ranks]
+        ids, scores = index.search(long_vectors[rows, ranks], int(route_quota.max()), category=int(category))
+        for row, rank, quota, row_ids, row_scores in zip(rows, ranks, route_quota, ids, scores, strict=True):
+            picks[row].extend(
+                (int(i), float(s), int(rank)) for i, s in zip(row_ids[:quota], row_scores[:quota], strict=True)
+            )
+    return picks
+
+
+def _add_short_term_picks(
+    index: SearchIndex, short_vectors: Array, quotas: Int64Array, picks: list[list[Pick]]
+) -> None:
+    """The short-term route's quota of the best whole-pool items not already picked."""
+    rows = np.flatnonzero(quotas[:, -1] > 0)
+    if rows.size == 0:
+        return
+    taken = quotas[rows, :-1].sum(axis=1)
+    depth = int(min(index.catalogue.size, int((quotas[rows, -1] + taken).max())))
+    ids, scores = index.search(short_vectors[rows], depth)
+    for row, row_ids, row_scores in zip(rows, ids, scores, strict=True):
+        already = {pick[0] for pick in picks[row]}
+        quota = int(quotas[row, -1])
+        fresh = [(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if int(i) not in already]
+        picks[row].extend((i, s, SHORT_ROUTE) for i, s in fresh[:quota])
+
+
+def _merge(picks: list[list[Pick]], quotas: Int64Array, n: int, dtype: Any) -> CascadeResult:
+    batch = len(picks)
+    ids = np.full((batch, n), -1, dtype=np.int64)
+    scores = np.full((batch, n), -np.inf, dtype=dtype)
+    routes = np.full((batch, n), PAD_ROUTE, dtype=np.int64)
+    valid = np.zeros((batch, n), dtype=bool)
+    counts = np.zeros_like(quotas)
+    short_column = quotas.shape[1] - 1
+    for row, row_picks in enumerate(picks):
+        ordered = sorted(row_picks, key=lambda pick: (-pick[1], pick[0]))
+        width = len(ordered)
+        ids[row, :width] = [pick[0] for pick in ordered]
+        scores[row, :width] = [pick[1] for pick in ordered]
+        routes[row, :width] = [pick[2] for pick in ordered]
+        valid[row, :width] = True
+        for pick in ordered:
+            counts[row, short_column if pick[2] == SHORT_ROUTE else pick[2]] += 1
+    return CascadeResult(ids=ids, scores=scores, routes=routes, valid=valid, quotas=counts)
+
+
+def cascade_recall(approximate: CascadeResult, exact: CascadeResult) -> float:
+    """Share of the exact cascade's items (over all users) that the approximate one also returned."""
+    if approximate.ids.shape != exact.ids.shape:
+        raise ValueError(
+            f"approximate: expected ids of shape {exact.ids.shape} like exact, got {approximate.ids.shape}"
+        )
+    found = 0
+    for approx_row, approx_valid, exact_row, exact_valid in zip(
+        approximate.ids, approximate.valid, exact.ids, exact.valid, strict=True
+    ):
+        found += np.intersect1d(approx_row[approx_valid], exact_row[exact_valid]).size
+    total = int(exact.valid.sum())
+    return 1.0 if total == 0 else found / total

@@ -1,0 +1,165 @@
+"""Approximate search on hnswlib: one index per category plus one global index
+(spec/retrieval.md#back-ends).
+
+Spaces. `space="ip"` (the default, as DESIGN.md says) indexes the item vectors in hnswlib's
+inner-product space. `space="l2_augmented"` indexes the standard MIPS-to-nearest-neighbour
+reduction (Bachrach et al. 2014): per pool, with R the largest item norm, an item e becomes
+[e, sqrt(R^2 - |e|^2)] and a query q becomes [q, 0], so |q' - e'|^2 = |q|^2 + R^2 - 2 <q, e> and
+the L2 neighbours are exactly the inner-product ones, on a metric graph.
+Scores. hnswlib computes in float32; the back end only takes the ids from it and recomputes every
+score exactly, <q, e> in the catalogue's dtype, and orders each row by score descending then lower
+item id (as the exact back end does).
+Three hnswlib behaviours are hidden here:
+- `knn_query` raises when asked for more neighbours than the index holds: k is clipped to the
+  pool size, so a small category returns what it has and an empty one returns (Q, 0);
+- it finds fewer than k neighbours (and then raises) when ef < k: every query runs with
+  ef = max(config.ef, k);
+- in inner-product space the graph does not reach every node (an item of small norm is nobody's
+  nearest neighbour, so neighbour pruning leaves it without in-edges): asking for most of a pool
+  raises even with ef = pool size, and recall stalls below 1 however large ef is. A search whose
+  k is at least `exact_fraction` (default 0.5) of its pool is answered by exact NumPy search (no
+  slower over so few items), and a query row for which hnswlib still comes short is answered
+  exactly too. `stats` counts both.
+Determinism: `seed` fixes hnswlib's level draws, and a build with `build_threads=1` inserts in id
+order, so the graph (and every result) is reproducible. With more build threads the insertion
+order, hence the graph, depends on scheduling. Query threads do not change results.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from typing import Any
+
+import hnswlib
+import numpy as np
+
+from refimpl._check import Array, require_choice, require_positive_int
+from refimpl.retrieval.catalogue import Catalogue, Int64Array
+from refimpl.retrieval.exact import ExactIndex
+from refimpl.retrieval.index import check_search_args
+
+SPACES = ("ip", "l2_augmented")
+
+
+@dataclass(frozen=True)
+class HnswConfig:
+    """hnswlib parameters: the space (see the module docstring), graph degree M, build beam
+    ef_construction, query beam ef (raised to k per query), the level seed, the threads used to
+    build and to query, and the share of a pool from which k is answered by exact search."""
+
+    space: str = "ip"
+    M: int = 16
+    ef_construction: int = 200
+    ef: int = 200
+    seed: int = 0
+    build_threads: int = 1
+    query_threads: int = 1
+    exact_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        require_choice("HnswConfig.space", self.space, SPACES)
+        for name in ("M", "ef_construction", "ef", "build_threads", "query_threads"):
+            require_positive_int(f"HnswConfig.{name}", getattr(self, name))
+        if not 0.0 < self.exact_fraction <= 1.0:
+            raise ValueError(f"HnswConfig.exact_fraction: expected (0, 1], got {self.exact_fraction!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"HnswConfig.seed: expected an int >= 0, got {self.seed!r}")
+
+
+class HnswIndex:
+    """hnswlib indexes of a catalogue: `category_indexes[c]` (None for an empty category) and
+    `global_index` (None for an empty catalogue), labelled by item id.
+
+    Not thread-safe: `search` sets the index's ef before querying (views made by
+    `with_query_settings` share the graphs, hence this state, and `stats`).
+    """
+
+    name = "hnsw"
+
+    def __init__(self, catalogue: Catalogue, config: HnswConfig | None = None) -> None:
+        self.catalogue = catalogue
+        self.config = config if config is not None else HnswConfig()
+        self.category_indexes: list[Any] = [self._build(*self._block(c)) for c in range(catalogue.num_categories)]
+        self.global_index: Any = self._build(catalogue.item_ids, catalogue.vectors)
+        self._exact = ExactIndex(catalogue)
+        self.stats: dict[str, int] = {"exact_pool_searches": 0, "exact_row_fallbacks": 0}
+
+    def with_query_settings(self, ef: int | None = None, query_threads: int | None = None) -> HnswIndex:
+        """A view of the same built graphs with another query beam and/or query thread count."""
+        view = copy.copy(self)
+        view.config = replace(
+            self.config,
+            ef=self.config.ef if ef is None else ef,
+            query_threads=self.config.query_threads if query_threads is None else query_threads,
+        )
+        return view
+
+    def _block(self, category: int) -> tuple[Int64Array, Array]:
+        start, stop = self.catalogue.starts[category], self.catalogue.starts[category + 1]
+        return self.catalogue.item_ids[start:stop], self.catalogue.vectors[start:stop]
+
+    def _build(self, ids: Int64Array, vectors: Array) -> Any:
+        if ids.size == 0:
+            return None
+        data = np.asarray(vectors, dtype=np.float32)
+        space, dim = "ip", self.catalogue.dim
+        if self.config.space == "l2_augmented":
+            squared = np.einsum("id,id->i", data, data)
+            data = np.hstack([data, np.sqrt(np.maximum(squared.max() - squared, 0.0))[:, None]])
+            space, dim = "l2", dim + 1
+        index = hnswlib.Index(space=space, dim=dim)
+        index.init_index(
+            max_elements=int(ids.size),
+            M=self.config.M,
+            ef_construction=self.config.ef_construction,
+            random_seed=self.config.seed,
+        )
+        index.add_items(np.ascontiguousarray(data), ids.astype(np.uint64), num_threads=self.config.build_threads)
+        return index
+
+    def search(self, queries: Array, k: int, category: int | None = None) -> tuple[Int64Array, Array]:
+        """Approximate top-k, same contract as `SearchIndex.search`."""
+        check_search_args(self.catalogue, queries, k, category)
+        index = self.global_index if category is None else self.category_indexes[category]
+        pool = 0 if index is None else int(index.get_current_count())
+        width = min(k, pool)
+        if width == 0:
+            dtype = self.catalogue.vectors.dtype
+            return np.empty((queries.shape[0], 0), np.int64), np.empty((queries.shape[0], 0), dtype)
+        if width >= self.config.exact_fraction * pool:
+            self.stats["exact_pool_searches"] += 1
+            return self._exact.search(queries, width, category)
+        index.set_ef(max(self.config.ef, width))
+        try:
+            ids = self._query(index, queries, width)
+        except RuntimeError:
+            ids = self._row_by_row(index, queries, width, category)
+        return self._rescore(queries, ids)
+
+    def _query(self, index: Any, queries: Array, width: int) -> Int64Array:
+        data = np.asarray(queries, dtype=np.float32)
+        if self.config.space == "l2_augmented":
+            data = np.hstack([data, np.zeros((data.shape[0], 1), np.float32)])
+        labels, _ = index.knn_query(np.ascontiguousarray(data), k=width, num_threads=self.config.query_threads)
+        ids: Int64Array = labels.astype(np.int64)
+        return ids
+
+    def _row_by_row(self, index: Any, queries: Array, width: int, category: int | None) -> Int64Array:
+        """hnswlib found fewer than `width` neighbours for some query (the graph does not reach
+        every node): those rows are answered exactly, the others by hnswlib."""
+        ids = np.empty((queries.shape[0], width), np.int64)
+        for row in range(queries.shape[0]):
+            try:
+                ids[row] = self._query(index, queries[row : row + 1], width)[0]
+            except RuntimeError:
+                self.stats["exact_row_fallbacks"] += 1
+                ids[row] = self._exact.search(queries[row : row + 1], width, category)[0][0]
+        return ids
+
+    def _rescore(self, queries: Array, ids: Int64Array) -> tuple[Int64Array, Array]:
+        """Exact scores <q, e> in the catalogue's dtype; rows by score descending, then id."""
+        vectors = self.catalogue.vectors[self.catalogue.positions(ids)]
+        scores: Array = np.einsum("qd,qkd->qk", queries, vectors)
+        order = np.lexsort((ids, -scores), axis=1)
+        return np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)

@@ -1,0 +1,39 @@
+"""The one interface both retrieval back ends implement (spec/retrieval.md#back-ends)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from refimpl._check import Array, Shapes, require_positive_int
+from refimpl.retrieval.catalogue import Catalogue, Int64Array
+
+
+class SearchIndex(Protocol):
+    """Top-k maximum-inner-product search over one category's items or the whole catalogue.
+
+    `search(queries (Q, D), k, category)` returns ids (Q, k') int64 and scores (Q, k') in the
+    catalogue's dtype, each row by score descending, with k' = min(k, pool size): a category with
+    fewer than k items returns all it has, an empty category returns (Q, 0). `category=None`
+    searches the whole catalogue. Queries must have the catalogue's width D and dtype.
+    """
+
+    name: str
+    catalogue: Catalogue
+
+    def search(self, queries: Array, k: int, category: int | None = None) -> tuple[Int64Array, Array]: ...
+
+
+def check_search_args(catalogue: Catalogue, queries: Any, k: Any, category: Any) -> None:
+    """ValueError/TypeError naming the bad argument of a `search` call."""
+    shapes = Shapes(D=catalogue.dim)
+    shapes.check_float("catalogue.vectors", catalogue.vectors, ("I", "D"))
+    shapes.check_float("queries", queries, ("Q", "D"))
+    if not np.all(np.isfinite(queries)):
+        raise ValueError("queries: every query vector must be finite (found NaN or inf)")
+    require_positive_int("k", k)
+    if category is not None:
+        if isinstance(category, bool) or not isinstance(category, int | np.integer):
+            raise TypeError(f"category: expected an int or None, got {category!r}")
+        catalogue.check_categories("category", np.asarray([category]))

@@ -1,0 +1,264 @@
+"""ULIM and the YouTube DNN baseline: gradients, no category leakage, serving, reproducibility,
+and the learning check (spec/ulim.md)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+
+import refimpl.models.ulim as ulim
+from refimpl.data.synthetic import QUICK_CONFIG, generate
+from refimpl.demo import QUICK
+from refimpl.gradcheck import assert_gradients_match, check_gradients
+from refimpl.models import youtube_dnn as ytdnn
+from refimpl.nn.embedding import embedding_forward
+from refimpl.nn.pooling import masked_mean_pool_forward
+from refimpl.train import (
+    EvalConfig,
+    Progress,
+    category_subsequences,
+    evaluate_ulim,
+    evaluate_youtube_dnn,
+    heldout_samples,
+    pgin_top_categories,
+    recent_window,
+    train_pgin,
+    train_ulim,
+    train_youtube_dnn,
+    training_samples,
+)
+
+NUM_ITEMS, NUM_CATEGORIES, DIM = 12, 3, 4
+ITEM_CATEGORY = (np.arange(NUM_ITEMS) % NUM_CATEGORIES).astype(np.int64)
+IN_CATEGORY_1 = np.flatnonzero(ITEM_CATEGORY == 1)
+
+
+def tiny_instance(
+    long_encoder: str, seed: int = 0
+) -> tuple[ulim.ULIMConfig, dict[str, np.ndarray], ulim.ULIMBatch, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    cfg = ulim.ULIMConfig(num_items=NUM_ITEMS, num_categories=NUM_CATEGORIES, dim=DIM, num_heads=2,
+                          long_encoder=long_encoder)
+    params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in ulim.init_ulim(cfg, rng).items()}
+    b, s, length = 3, 4, 5
+    short_mask = rng.random((b, s)) < 0.8
+    long_mask = rng.random((b, length)) < 0.7
+    long_mask[2] = False  # an empty category subsequence
+    batch = ulim.ULIMBatch(
+        rng.integers(0, NUM_ITEMS, (b, s)), short_mask, rng.choice(IN_CATEGORY_1, (b, length)), long_mask
+    )
+    positives = rng.choice(IN_CATEGORY_1, b)
+    negatives = IN_CATEGORY_1[:3]
+    return cfg, params, batch, positives, negatives
+
+
+def ulim_problems(long_encoder: str) -> list[str]:
+    cfg, params, batch, positives, negatives = tiny_instance(long_encoder)
+
+    def loss(p: dict[str, np.ndarray]) -> float:
+        return ulim.ulim_loss_and_grads(p, batch, positives, negatives, 1, ITEM_CATEGORY, cfg).loss
+
+    out = ulim.ulim_loss_and_grads(params, batch, positives, negatives, 1, ITEM_CATEGORY, cfg)
+    return check_gradients(loss, params, out.grads)
+
+
+@pytest.mark.parametrize("long_encoder", ["target", "self"])
+def test_whole_model_gradients_equal_finite_differences(long_encoder: str) -> None:
+    assert_gradients_match(ulim_problems(long_encoder))
+
+
+def test_gradient_check_catches_a_backward_that_drops_the_query_gradient(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Negative control: v_s steers the long-term attention; a backward that forgets d_query
+    leaves the short-term encoder's gradient short, and the check names its params."""
+    real = ulim.target_attention_backward
+
+    def forgetful(cache: Any, d_out: np.ndarray) -> Any:
+        grads, d_query, d_seq = real(cache, d_out)
+        return grads, np.zeros_like(d_query), d_seq
+
+    monkeypatch.setattr(ulim, "target_attention_backward", forgetful)
+    problems = ulim_problems("target")
+    assert any(p.startswith("short_W") for p in problems)
+
+
+def test_youtube_dnn_gradients_equal_finite_differences() -> None:
+    rng = np.random.default_rng(1)
+    cfg = ytdnn.YouTubeDNNConfig(num_items=NUM_ITEMS, num_categories=NUM_CATEGORIES, dim=DIM, hidden=5)
+    params = {k: v + 0.1 * rng.standard_normal(v.shape)
+              for k, v in ytdnn.init_youtube_dnn(cfg, rng).items()}
+    items = rng.integers(0, NUM_ITEMS, (3, 6))
+    mask = rng.random((3, 6)) < 0.7
+    mask[1] = False  # an empty history
+    positives, negatives = rng.integers(0, NUM_ITEMS, 3), np.array([0, 4, 7])
+
+    def loss(p: dict[str, np.ndarray]) -> float:
+        return ytdnn.youtube_dnn_loss_and_grads(
+            p, items, mask, positives, negatives, ITEM_CATEGORY, cfg)[0]
+
+    _, grads = ytdnn.youtube_dnn_loss_and_grads(
+        params, items, mask, positives, negatives, ITEM_CATEGORY, cfg)
+    assert_gradients_match(check_gradients(loss, params, grads))
+
+
+def component_mean_pool(table: np.ndarray, items: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    gathered, _ = embedding_forward(table, np.where(mask, items, 0))
+    pooled, _ = masked_mean_pool_forward(gathered, mask)
+    return pooled
+
+
+def test_sparse_bag_pooling_equals_the_components_and_a_sum_is_caught() -> None:
+    rng = np.random.default_rng(2)
+    table = rng.standard_normal((NUM_ITEMS, 3))
+    items = rng.integers(0, NUM_ITEMS, (4, 7))
+    items[0, :3] = 5  # repeats count once per occurrence
+    mask = rng.random((4, 7)) < 0.6
+    mask[0, :3] = True
+    mask[3] = False
+    expected = component_mean_pool(table, items, mask)
+    np.testing.assert_allclose(ytdnn.bag_matrix(items, mask, NUM_ITEMS) @ table, expected, atol=1e-12)
+    summed = (ytdnn.bag_matrix(items, mask, NUM_ITEMS) @ table) * mask.sum(axis=1, keepdims=True)
+    assert not np.allclose(summed, expected)
+
+
+def test_catalogue_tower_equals_the_tower_applied_item_by_item() -> None:
+    cfg, params, *_ = tiny_instance("target")
+    ids = np.arange(NUM_ITEMS)
+    one_by_one, _ = ulim.item_tower_forward(params, ids, ITEM_CATEGORY)
+    np.testing.assert_allclose(ulim.catalogue_vectors(params, ITEM_CATEGORY), one_by_one, atol=1e-12)
+
+
+def test_a_batch_with_a_foreign_item_is_refused() -> None:
+    cfg, params, batch, positives, negatives = tiny_instance("target")
+    foreign = negatives.copy()
+    foreign[0] = 0  # category 0
+    with pytest.raises(ValueError, match="not category-pure"):
+        ulim.ulim_loss_and_grads(params, batch, positives, foreign, 1, ITEM_CATEGORY, cfg)
+
+
+SMALL = replace(QUICK_CONFIG, num_users=20, num_items=200, num_categories=8,
+                min_length=80, max_length=120, mean_visit_length=8.0)
+
+
+def test_subsequences_hold_only_their_category_and_ignore_other_categories() -> None:
+    """No category leakage: S_c holds only category c, and v_l(c) does not change when every
+    behaviour of another category is replaced."""
+    data = generate(SMALL)
+    held = heldout_samples(data)
+    routes = np.stack([held.categories, (held.categories + 1) % SMALL.num_categories], axis=1)
+    items, mask = category_subsequences(data, held, routes, QUICK.seq, QUICK.seq.long_length)
+    assert np.all(data.item_category[items][mask] == np.repeat(routes[:, :, None], items.shape[2], 2)[mask])
+
+    cfg = ulim.ULIMConfig(num_items=SMALL.num_items, num_categories=SMALL.num_categories, dim=8)
+    params = ulim.init_ulim(cfg, np.random.default_rng(0))
+    short, short_mask = recent_window(data, held, QUICK.seq.short_length)
+    _, v_l = ulim.encode_for_serving(params, short, short_mask, items, mask, data.item_category, cfg)
+    # Replace every event outside the first route's category by another item of its category.
+    events = data.events.copy()
+    for u in range(data.num_users):
+        span = slice(data.offsets[u], data.offsets[u + 1])
+        seq = events[span]
+        other = data.item_category[seq] != routes[u, 0]
+        seq[other] = np.array([np.flatnonzero(data.item_category == data.item_category[e])[0]
+                               for e in seq[other]])
+        events[span] = seq
+    changed = replace(data, events=events)
+    items2, mask2 = category_subsequences(changed, held, routes[:, :1], QUICK.seq,
+                                          QUICK.seq.long_length)
+    _, v_l2 = ulim.encode_for_serving(params, short, short_mask, items2, mask2,
+                                      data.item_category, cfg)
+    np.testing.assert_allclose(v_l2[:, 0], v_l[:, 0], atol=1e-12)
+    # Negative control: the unfiltered long window (no clustering) does change.
+    window, window_mask = recent_window(changed, held, QUICK.seq.long_length)
+    original, original_mask = recent_window(data, held, QUICK.seq.long_length)
+    _, leaky = ulim.encode_for_serving(params, short, short_mask, window[:, None],
+                                       window_mask[:, None], data.item_category, cfg)
+    _, leaky_before = ulim.encode_for_serving(params, short, short_mask, original[:, None],
+                                              original_mask[:, None], data.item_category, cfg)
+    assert not np.allclose(leaky, leaky_before)
+
+
+def test_category_subsequence_keeps_the_most_recent_behaviours_of_its_category() -> None:
+    """spec/ulim.md's worked example: [a1, b1, a2, c1, a3], cap 2 -> S_a = [a2, a3], S_d = []."""
+    item_category = np.array([0, 1, 0, 2, 0, 3])  # items a1 b1 a2 c1 a3 d1
+    data = replace(
+        generate(SMALL),
+        item_category=item_category,
+        events=np.array([0, 1, 2, 3, 4]),
+        offsets=np.array([0, 5]),
+        visit_start=np.ones(5, dtype=bool),
+        heldout=np.array([5]),
+    )
+    held = heldout_samples(data)
+    seq = replace(QUICK.seq, max_subsequence=2)
+    items, mask = category_subsequences(data, held, np.array([[0, 3]]), seq, 400)
+    assert items[0, 0][mask[0, 0]].tolist() == [2, 4]
+    assert not mask[0, 1].any()
+
+
+def test_serving_vectors_equal_the_training_forward() -> None:
+    cfg, params, batch, positives, negatives = tiny_instance("target")
+    out = ulim.ulim_loss_and_grads(params, batch, positives, negatives, 1, ITEM_CATEGORY, cfg)
+    v_s, v_l = ulim.encode_for_serving(
+        params, batch.short_items, batch.short_mask, batch.long_items[:, None],
+        batch.long_mask[:, None], ITEM_CATEGORY, cfg,
+    )
+    np.testing.assert_allclose(v_s, out.short_user, atol=1e-12)
+    np.testing.assert_allclose(v_l[:, 0], out.long_user, atol=1e-12)
+    assert np.all(v_l[2] == 0)  # the empty subsequence
+
+
+def test_training_is_reproducible_and_prints_a_progress_bar() -> None:
+    data = generate(SMALL)
+    samples = training_samples(data, QUICK.seq)
+    cfg = replace(QUICK.train, steps=4, batch_size=8, num_negatives=4, dim=8)
+    stream = io.StringIO()
+    first = train_ulim(data, samples, QUICK.seq, cfg, stream=stream)
+    second = train_ulim(data, samples, QUICK.seq, cfg, stream=None)
+    assert first.losses == second.losses
+    for name in first.params:
+        np.testing.assert_array_equal(first.params[name], second.params[name])
+    other = train_ulim(data, samples, QUICK.seq, replace(cfg, seed=1), stream=None)
+    assert other.losses != first.losses
+    lines = stream.getvalue().splitlines()
+    assert lines[-1].startswith("        ULIM [####################]     4/4")
+
+
+def test_progress_bar_reports_about_every_tenth_of_the_run() -> None:
+    stream = io.StringIO()
+    progress = Progress("x", 100, stream)
+    for step in range(1, 101):
+        progress.update(step, 1.0)
+    assert len(stream.getvalue().splitlines()) == 11
+
+
+LEARNING = replace(QUICK_CONFIG, num_users=600, seed=3)
+
+
+def test_learning_check_ulim_beats_youtube_dnn_and_the_full_sequence_beats_half() -> None:
+    """A seeded small run (spec/ulim.md#learning-check): ULIM's cascade from PGIN's top-4
+    categories beats YouTube DNN on HR@N; given the next category, the long-term vectors of the
+    whole sequence beat those of its recent half."""
+    data = generate(LEARNING)
+    samples = training_samples(data, QUICK.seq)
+    held = heldout_samples(data)
+    ev = EvalConfig(cutoffs=QUICK.cutoffs, num_routes=4)
+    seq, cfg = QUICK.seq, QUICK.train
+    pgin = train_pgin(data, samples, seq, cfg, stream=None)
+    routes = pgin_top_categories(pgin, data, held, seq, 4)
+    youtube = evaluate_youtube_dnn(train_youtube_dnn(data, samples, seq, cfg, stream=None),
+                                   data, held, seq, ev)
+    full = train_ulim(data, samples, seq, cfg, stream=None)
+    half = train_ulim(data, samples, seq, cfg, long_length=seq.long_length // 2, stream=None)
+    ulim_hr = evaluate_ulim(full, data, held, routes, seq, ev)
+    true_category = held.categories[:, None]
+    full_given = evaluate_ulim(full, data, held, true_category, seq, ev)
+    half_given = evaluate_ulim(half, data, held, true_category, seq, ev)
+    report = f"ULIM {ulim_hr} YouTube DNN {youtube} full {full_given} half {half_given}"
+    assert np.mean(list(ulim_hr.values())) > np.mean(list(youtube.values())) + 0.03, report
+    assert np.mean(list(full_given.values())) > np.mean(list(half_given.values())) + 0.01, report

@@ -23,9 +23,11 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from refimpl._check import IntArray
 from refimpl.data.synthetic import QUICK_CONFIG, SyntheticConfig, SyntheticData, generate
 from refimpl.train import (
     EvalConfig,
+    Samples,
     SequenceConfig,
     TrainConfig,
     Trained,
@@ -143,74 +145,102 @@ def _training(model: Trained) -> dict[str, float]:
     return {"seconds": round(model.seconds, 2), "first_loss": head, "last_loss": tail}
 
 
+@dataclass(frozen=True)
+class _Setting:
+    """What every stage of a run reads: the config, the data, the training samples and the
+    held-out targets, how to evaluate, and where progress goes."""
+
+    cfg: DemoConfig
+    data: SyntheticData
+    samples: Samples
+    held: Samples
+    ev: EvalConfig
+    stream: TextIO | None
+
+
 def run(cfg: DemoConfig, stream: TextIO | None = sys.stderr) -> Run:
     """Generate, train, retrieve, measure."""
     start = time.perf_counter()
     data = generate(cfg.data)
-    samples = training_samples(data, cfg.seq)
-    held = heldout_samples(data)
-    result = Run(config=_config_dict(cfg), data=_data_summary(data, cfg))
-    ev = EvalConfig(cutoffs=cfg.cutoffs, num_routes=cfg.num_routes, backend=cfg.backend)
-    half = cfg.seq.long_length // 2
-
-    pgin = train_pgin(data, samples, cfg.seq, cfg.train, stream)
-    max_k = min(max((cfg.num_routes, *cfg.k_values)), data.num_categories)
-    routes = pgin_top_categories(pgin, data, held, cfg.seq, max_k)
-    half_routes = pgin_top_categories(pgin, data, held, cfg.seq, max_k, long_length=half)
-    result.training["PGIN"] = _training(pgin)
-    for k in sorted({cfg.num_routes, *cfg.k_values}):
-        kk = min(k, max_k)
-        hit = np.any(routes[:, :kk] == held.categories[:, None], axis=1)
-        result.pgin[f"top{k}_accuracy"] = round(100.0 * float(hit.mean()), 2)
-
-    youtube = train_youtube_dnn(data, samples, cfg.seq, cfg.train, stream)
-    result.training["YouTube DNN"] = _training(youtube)
-    result.table1["YouTube DNN"] = _percent(evaluate_youtube_dnn(youtube, data, held, cfg.seq, ev))
-    mind = train_mind(data, samples, cfg.seq, cfg.train, stream)
-    result.training["MIND"] = _training(mind)
-    result.table1["MIND"] = _percent(evaluate_mind(mind, data, held, cfg.seq, ev))
-
-    k = min(cfg.num_routes, max_k)
-    variants = (
-        ("ULIM", "target", cfg.seq.long_length, routes),
-        ("ULIM-half-sequence", "target", half, half_routes),
-        ("ULIM-self-attention", "self", cfg.seq.long_length, routes),
+    setting = _Setting(
+        cfg, data, training_samples(data, cfg.seq), heldout_samples(data),
+        EvalConfig(cutoffs=cfg.cutoffs, backend=cfg.backend), stream,
     )
-    for name, encoder, length, variant_routes in variants:
-        model = train_ulim(
-            data, samples, cfg.seq, cfg.train, name=name, long_encoder=encoder,
-            long_length=length, stream=stream,
-        )
-        result.training[name] = _training(model)
-        hr = _percent(evaluate_ulim(model, data, held, variant_routes[:, :k], cfg.seq, ev))
-        result.table2[name] = hr
-        if variant_routes is not routes:
-            result.table2[f"{name} (ULIM's routes)"] = _percent(
-                evaluate_ulim(model, data, held, routes[:, :k], cfg.seq, ev)
-            )
-        if name == "ULIM":
-            result.table1[name] = hr
-            result.hr_vs_k = _hr_vs_k(model, data, held, routes, cfg, ev)
-        result.given_category[name] = _percent(
-            evaluate_ulim(model, data, held, held.categories[:, None], cfg.seq, ev)
-        )
+    result = Run(config=asdict(cfg), data=_data_summary(data, cfg))
+    routes, half_routes = _pgin_routes(setting, result)
+    _baselines(setting, result)
+    _ulim_variants(setting, result, routes, half_routes)
     result.seconds = round(time.perf_counter() - start, 1)
     return result
 
 
-def _hr_vs_k(
-    model: Trained, data: SyntheticData, held: Any, routes: Any, cfg: DemoConfig, ev: EvalConfig
-) -> dict[str, dict[str, float]]:
+def _pgin_routes(setting: _Setting, result: Run) -> tuple[IntArray, IntArray]:
+    """Trains PGIN, records its top-K accuracy; PGIN's top categories (S, max K) reading the whole
+    long sequence and reading its recent half (ULIM-half-sequence's routes)."""
+    cfg, data, held = setting.cfg, setting.data, setting.held
+    pgin = train_pgin(data, setting.samples, cfg.seq, cfg.train, setting.stream)
+    max_k = min(max((cfg.num_routes, *cfg.k_values)), data.num_categories)
+    routes = pgin_top_categories(pgin, data, held, cfg.seq, max_k)
+    half = cfg.seq.long_length // 2
+    half_routes = pgin_top_categories(pgin, data, held, cfg.seq, max_k, long_length=half)
+    result.training["PGIN"] = _training(pgin)
+    for k in sorted({cfg.num_routes, *cfg.k_values}):
+        hit = np.any(routes[:, : min(k, max_k)] == held.categories[:, None], axis=1)
+        result.pgin[f"top{k}_accuracy"] = round(100.0 * float(hit.mean()), 2)
+    return routes, half_routes
+
+
+def _baselines(setting: _Setting, result: Run) -> None:
+    """Trains and evaluates YouTube DNN and MIND (Table 1)."""
+    cfg, data, held = setting.cfg, setting.data, setting.held
+    youtube = train_youtube_dnn(data, setting.samples, cfg.seq, cfg.train, setting.stream)
+    result.training["YouTube DNN"] = _training(youtube)
+    result.table1["YouTube DNN"] = _percent(
+        evaluate_youtube_dnn(youtube, data, held, cfg.seq, setting.ev)
+    )
+    mind = train_mind(data, setting.samples, cfg.seq, cfg.train, setting.stream)
+    result.training["MIND"] = _training(mind)
+    result.table1["MIND"] = _percent(evaluate_mind(mind, data, held, cfg.seq, setting.ev))
+
+
+def _ulim_variants(setting: _Setting, result: Run, routes: IntArray, half_routes: IntArray) -> None:
+    """Trains and evaluates ULIM and its ablations (Tables 1 and 2, HR against K, and each
+    given the true next category)."""
+    cfg, data, held = setting.cfg, setting.data, setting.held
+    k = min(cfg.num_routes, routes.shape[1])
+    variants = (
+        ("ULIM", "target", cfg.seq.long_length, routes),
+        ("ULIM-half-sequence", "target", cfg.seq.long_length // 2, half_routes),
+        ("ULIM-self-attention", "self", cfg.seq.long_length, routes),
+    )
+    for name, encoder, length, variant_routes in variants:
+        model = train_ulim(
+            data, setting.samples, cfg.seq, cfg.train, name=name, long_encoder=encoder,
+            long_length=length, stream=setting.stream,
+        )
+        result.training[name] = _training(model)
+        hr = _percent(evaluate_ulim(model, data, held, variant_routes[:, :k], cfg.seq, setting.ev))
+        result.table2[name] = hr
+        if variant_routes is not routes:
+            result.table2[f"{name} (ULIM's routes)"] = _percent(
+                evaluate_ulim(model, data, held, routes[:, :k], cfg.seq, setting.ev)
+            )
+        if name == "ULIM":
+            result.table1[name] = hr
+            result.hr_vs_k = _hr_vs_k(model, setting, routes)
+        result.given_category[name] = _percent(
+            evaluate_ulim(model, data, held, held.categories[:, None], cfg.seq, setting.ev)
+        )
+
+
+def _hr_vs_k(model: Trained, setting: _Setting, routes: IntArray) -> dict[str, dict[str, float]]:
     table = {}
-    for k in cfg.k_values:
-        kk = min(k, routes.shape[1])
-        table[str(k)] = _percent(evaluate_ulim(model, data, held, routes[:, :kk], cfg.seq, ev))
+    for k in setting.cfg.k_values:
+        top_k = routes[:, : min(k, routes.shape[1])]
+        table[str(k)] = _percent(
+            evaluate_ulim(model, setting.data, setting.held, top_k, setting.cfg.seq, setting.ev)
+        )
     return table
-
-
-def _config_dict(cfg: DemoConfig) -> dict[str, Any]:
-    out: dict[str, Any] = asdict(cfg)
-    return out
 
 
 def _row(name: str, values: dict[str, float], width: int) -> str:

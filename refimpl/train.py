@@ -34,27 +34,41 @@ from refimpl.models import mind as mind_model
 from refimpl.models import pgin as pgin_model
 from refimpl.models import ulim as ulim_model
 from refimpl.models import youtube_dnn as ytdnn
+from refimpl.models._params import Params
 from refimpl.models.umi import UserBatch, draw_initial_logits
 from refimpl.nn.multi_interest_readout import ReadoutConfig
 from refimpl.optim import AdamConfig, adam_init, adam_step
 from refimpl.retrieval import CascadeConfig, Catalogue, ExactIndex, HnswConfig, HnswIndex, cascade_retrieve
 from refimpl.retrieval.index import SearchIndex
 
-Params = dict[str, Array]
+SET_THREADS_SYMBOLS = (
+    "openblas_set_num_threads",
+    "openblas_set_num_threads64_",
+    "scipy_openblas_set_num_threads64_",
+    "scipy_openblas_set_num_threads",
+)
 
 
 def limit_blas_threads(threads: int = 1) -> bool:
-    """Ask the OpenBLAS that NumPy loaded to use `threads` threads; True if it could.
+    """Best effort: set the thread count of the OpenBLAS this process has loaded; True if it could.
 
-    The matrices here are small; on a shared 2-core machine a threaded OpenBLAS spends most of
-    its time waiting for a core (measured: a (1200 x 64)^T (1200 x 32) product 40x slower than
-    single-threaded under load). Setting OPENBLAS_NUM_THREADS before NumPy starts does the same.
+    What it does: reads /proc/self/maps (Linux only) for the paths of the shared libraries
+    mapped into this process whose name contains "openblas", opens each with ctypes and calls
+    the first of SET_THREADS_SYMBOLS it exports with `threads`. It returns False, changing
+    nothing, when there is no /proc (not Linux), NumPy uses another BLAS (MKL, Accelerate) or no
+    known symbol is exported; it never raises for those. Setting OPENBLAS_NUM_THREADS before
+    NumPy is imported is the portable way to get the same effect.
+
+    Why: the matrices here are small; on a shared 2-core machine a threaded OpenBLAS spends most
+    of its time waiting for a core (measured: a (1200 x 64)^T (1200 x 32) product 40x slower
+    than single-threaded under load).
     """
     try:
-        maps = open("/proc/self/maps", encoding="utf-8").read().splitlines()
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            lines = maps.read().splitlines()
     except OSError:
         return False
-    paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower()})
+    paths = sorted({line.split()[-1] for line in lines if "openblas" in line.lower()})
     for path in paths:
         try:
             library = ctypes.CDLL(path)
@@ -65,14 +79,6 @@ def limit_blas_threads(threads: int = 1) -> bool:
                 getattr(library, symbol)(int(threads))
                 return True
     return False
-
-
-SET_THREADS_SYMBOLS = (
-    "openblas_set_num_threads",
-    "openblas_set_num_threads64_",
-    "scipy_openblas_set_num_threads64_",
-    "scipy_openblas_set_num_threads",
-)
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,7 @@ def heldout_samples(data: SyntheticData) -> Samples:
 
 
 def _history(data: SyntheticData, user: int, position: int, length: int) -> IntArray:
+    """The user's (at most) `length` behaviours before `position`, oldest first."""
     start = data.offsets[user]
     result: IntArray = data.events[start + max(0, position - length) : start + position]
     return result
@@ -282,9 +289,7 @@ def _category_batch_stream(
     """Endless category-homogeneous batches (samples, shared negatives, category)."""
     batching = BatchingConfig(batch_size=cfg.batch_size, num_negatives=cfg.num_negatives)
     while True:
-        pick = rng.choice(samples.size, size=min(samples.size, cfg.steps * cfg.batch_size),
-                          replace=False)
-        chosen = samples.take(np.sort(pick))
+        chosen = samples.take(_random_rows(samples, cfg.steps * cfg.batch_size, rng))
         for batch in category_batches(
             chosen.users, chosen.targets, chosen.categories, data.item_category, batching, rng
         ):
@@ -296,20 +301,49 @@ def _uniform_batches(
 ) -> Iterator[tuple[Samples, IntArray]]:
     """Endless batches of random samples with N negatives shared, from the whole catalogue."""
     while True:
-        rows = rng.choice(samples.size, size=min(cfg.batch_size, samples.size), replace=False)
+        rows = _random_rows(samples, cfg.batch_size, rng)
         negatives = rng.choice(data.num_items, size=min(cfg.num_negatives, data.num_items),
                                replace=False).astype(np.int64)
-        yield samples.take(np.sort(rows)), negatives
+        yield samples.take(rows), negatives
+
+
+def _random_rows(samples: Samples, count: int, rng: np.random.Generator) -> IntArray:
+    """`count` distinct sample rows (all of them if fewer), drawn from `rng`, sorted."""
+    rows: IntArray = np.sort(rng.choice(samples.size, size=min(count, samples.size), replace=False))
+    return rows
 
 
 @dataclass(frozen=True)
 class Trained:
+    """A trained model: its params, loss curve, model config and training time."""
+
     name: str
     params: Params
     losses: list[float]
-    config: Any
+    config: Any  # the model's config (ULIMConfig, YouTubeDNNConfig, MINDConfig or PGINConfig)
     seconds: float
-    long_length: int = 0
+    long_length: int = 0  # ULIM's long window (0 for the others)
+
+
+def _seeded(cfg: TrainConfig) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(cfg.seed))
+
+
+def _timed_fit(
+    name: str,
+    params: Params,
+    model_cfg: Any,
+    step_fn: StepFn,
+    steps: int,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    stream: TextIO | None,
+    long_length: int = 0,
+) -> Trained:
+    """`fit` timed and packed with the model config into a Trained."""
+    start = time.perf_counter()
+    params, losses = fit(name, params, step_fn, steps, cfg.lr, rng, stream)
+    return Trained(name, params, losses, model_cfg, time.perf_counter() - start, long_length)
 
 
 def train_ulim(
@@ -329,8 +363,8 @@ def train_ulim(
         num_items=data.num_items, num_categories=data.num_categories, dim=cfg.dim,
         num_heads=cfg.num_heads, long_encoder=long_encoder,
     )
-    rng = np.random.Generator(np.random.PCG64(cfg.seed))
-    params = ulim_model.init_ulim(model_cfg, rng)
+    rng = _seeded(cfg)
+    params = ulim_model.ulim_init(rng, model_cfg)
     batches = _category_batch_stream(samples, data, cfg, rng)
 
     def step(p: Params, _: np.random.Generator) -> tuple[float, Params]:
@@ -341,9 +375,7 @@ def train_ulim(
         )
         return out.loss, out.grads
 
-    start = time.perf_counter()
-    params, losses = fit(name, params, step, cfg.steps, cfg.lr, rng, stream)
-    return Trained(name, params, losses, model_cfg, time.perf_counter() - start, length)
+    return _timed_fit(name, params, model_cfg, step, cfg.steps, cfg, rng, stream, length)
 
 
 def train_youtube_dnn(
@@ -357,8 +389,8 @@ def train_youtube_dnn(
     model_cfg = ytdnn.YouTubeDNNConfig(
         num_items=data.num_items, num_categories=data.num_categories, dim=cfg.dim
     )
-    rng = np.random.Generator(np.random.PCG64(cfg.seed))
-    params = ytdnn.init_youtube_dnn(model_cfg, rng)
+    rng = _seeded(cfg)
+    params = ytdnn.youtube_dnn_init(rng, model_cfg)
     batches = _uniform_batches(samples, data, cfg, rng)
 
     def step(p: Params, _: np.random.Generator) -> tuple[float, Params]:
@@ -368,14 +400,14 @@ def train_youtube_dnn(
             p, items, mask, rows.targets, negatives, data.item_category, model_cfg
         )
 
-    start = time.perf_counter()
-    params, losses = fit("YouTube DNN", params, step, cfg.steps, cfg.lr, rng, stream)
-    return Trained("YouTube DNN", params, losses, model_cfg, time.perf_counter() - start)
+    return _timed_fit("YouTube DNN", params, model_cfg, step, cfg.steps, cfg, rng, stream)
 
 
 def _mind_batch(
     data: SyntheticData, rows: Samples, seq: SequenceConfig, k: int, rng: np.random.Generator
 ) -> UserBatch:
+    """MIND's recent `mind_length` behaviours, no profile (one constant field), and the routing
+    logits' initialisation (B, L, K) drawn from `rng`."""
     items, mask = recent_window(data, rows, seq.mind_length)
     return UserBatch(
         behaviour_ids=items,
@@ -398,7 +430,7 @@ def train_mind(
         num_items=data.num_items, num_profile_values=1, num_fields=1, dim=cfg.dim,
         profile_dim=4, num_interests=cfg.num_interests,
     )
-    rng = np.random.Generator(np.random.PCG64(cfg.seed))
+    rng = _seeded(cfg)
     params = mind_model.mind_init(rng, model_cfg)
     batches = _uniform_batches(samples, data, cfg, rng)
 
@@ -410,9 +442,7 @@ def train_mind(
         )
         return float(loss), grads
 
-    start = time.perf_counter()
-    params, losses = fit("MIND", params, step, cfg.steps, cfg.lr, rng, stream)
-    return Trained("MIND", params, losses, model_cfg, time.perf_counter() - start)
+    return _timed_fit("MIND", params, model_cfg, step, cfg.steps, cfg, rng, stream)
 
 
 def train_pgin(
@@ -427,17 +457,14 @@ def train_pgin(
         num_categories=data.num_categories, num_items=data.num_items, user_feature_dim=1,
         dim=cfg.pgin_dim,
     )
-    rng = np.random.Generator(np.random.PCG64(cfg.seed))
-    params = pgin_model.init_pgin(model_cfg, rng)
+    rng = _seeded(cfg)
+    params = pgin_model.pgin_init(rng, model_cfg)
 
     def step(p: Params, r: np.random.Generator) -> tuple[float, Params]:
-        rows = samples.take(np.sort(r.choice(samples.size, size=min(cfg.batch_size, samples.size),
-                                             replace=False)))
+        rows = samples.take(_random_rows(samples, cfg.batch_size, r))
         return pgin_model.pgin_loss_and_grads(p, pgin_batch(data, rows, seq), model_cfg)
 
-    start = time.perf_counter()
-    params, losses = fit("PGIN", params, step, cfg.pgin_steps, cfg.lr, rng, stream)
-    return Trained("PGIN", params, losses, model_cfg, time.perf_counter() - start)
+    return _timed_fit("PGIN", params, model_cfg, step, cfg.pgin_steps, cfg, rng, stream)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -445,14 +472,16 @@ def train_pgin(
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """How the trained models are evaluated: the HR@N cut-offs and the retrieval back end."""
+
     cutoffs: tuple[int, ...] = (50, 100, 200)
-    num_routes: int = 4  # K, PGIN's top-K categories
     backend: str = "exact"  # or "hnsw"
     hnsw: HnswConfig = field(default_factory=HnswConfig)
     chunk: int = 256  # users encoded at once
 
 
 def build_index(vectors: Array, item_category: IntArray, ev: EvalConfig) -> SearchIndex:
+    """The search index of ev.backend over the catalogue vectors (I, D) and their categories."""
     catalogue = Catalogue.build(vectors, item_category, num_categories=int(item_category.max()) + 1)
     if ev.backend == "hnsw":
         return HnswIndex(catalogue, ev.hnsw)
@@ -461,9 +490,10 @@ def build_index(vectors: Array, item_category: IntArray, ev: EvalConfig) -> Sear
     raise ValueError(f"backend: expected 'exact' or 'hnsw', got {ev.backend!r}")
 
 
-def _chunks(samples: Samples, size: int) -> Iterator[Samples]:
+def _chunks(samples: Samples, size: int) -> Iterator[IntArray]:
+    """Consecutive rows of `samples`, at most `size` at a time (bounds the memory of a batch)."""
     for start in range(0, samples.size, size):
-        yield samples.take(np.arange(start, min(start + size, samples.size)))
+        yield np.arange(start, min(start + size, samples.size))
 
 
 def pgin_top_categories(
@@ -480,14 +510,15 @@ def pgin_top_categories(
     k = min(k, data.num_categories)
     parts = [
         pgin_model.top_k_categories(
-            pgin.params, pgin_batch(data, rows, seq, long_length), k, pgin.config
+            pgin.params, pgin_batch(data, samples.take(rows), seq, long_length), k, pgin.config
         )
         for rows in _chunks(samples, chunk)
     ]
     return np.concatenate(parts)
 
 
-def hit_rates(ids: IntArray, valid: BoolArray, targets: IntArray, cutoff: int) -> float:
+def hit_rate(ids: IntArray, valid: BoolArray, targets: IntArray, cutoff: int) -> float:
+    """HR@cutoff of the retrieved ids (S, n) at their valid positions against one target each."""
     retrieved = [row[ok] for row, ok in zip(ids, valid, strict=True)]
     return hit_rate_at_n(retrieved, [[int(t)] for t in targets], cutoff)
 
@@ -502,11 +533,12 @@ def ulim_vectors(
 ) -> tuple[Array, Array, BoolArray]:
     """(v_s (S, D), v_l (S, K, D), has_history (S, K)) for the given route categories (S, K)."""
     shorts, longs, present = [], [], []
-    for start in range(0, samples.size, chunk):
-        rows = samples.take(np.arange(start, min(start + chunk, samples.size)))
-        cats = categories[start : start + rows.size]
-        short, short_mask = recent_window(data, rows, seq.short_length)
-        long, long_mask = category_subsequences(data, rows, cats, seq, model.long_length)
+    for rows in _chunks(samples, chunk):
+        users = samples.take(rows)
+        short, short_mask = recent_window(data, users, seq.short_length)
+        long, long_mask = category_subsequences(
+            data, users, categories[rows], seq, model.long_length
+        )
         v_s, v_l = ulim_model.encode_for_serving(
             model.params, short, short_mask, long, long_mask, data.item_category, model.config
         )
@@ -532,7 +564,7 @@ def evaluate_ulim(
     result = {}
     for n in ev.cutoffs:
         out = cascade_retrieve(index, categories, v_l, v_s, CascadeConfig(n=n), long_mask=present)
-        result[n] = hit_rates(out.ids, out.valid, samples.targets, n)
+        result[n] = hit_rate(out.ids, out.valid, samples.targets, n)
     return result
 
 
@@ -555,11 +587,12 @@ def merged_search(index: SearchIndex, queries: Array, n: int) -> IntArray:
 def evaluate_youtube_dnn(
     model: Trained, data: SyntheticData, samples: Samples, seq: SequenceConfig, ev: EvalConfig
 ) -> dict[int, float]:
+    """HR@N per cut-off of the single user vector searching the whole pool."""
     tower = ulim_model.catalogue_vectors(model.params, data.item_category)
     index = build_index(tower, data.item_category, ev)
     users = []
     for rows in _chunks(samples, ev.chunk):
-        items, mask = recent_window(data, rows, seq.long_length)
+        items, mask = recent_window(data, samples.take(rows), seq.long_length)
         user, _ = ytdnn.user_forward(model.params, items, mask, data.item_category)
         users.append(user)
     vectors = np.concatenate(users)[:, None, :]
@@ -569,21 +602,25 @@ def evaluate_youtube_dnn(
 def _merged_hit_rates(
     index: SearchIndex, vectors: Array, samples: Samples, ev: EvalConfig
 ) -> dict[int, float]:
+    """HR@N per cut-off of merged_search with the user vectors (S, K, D)."""
     result = {}
     for n in ev.cutoffs:
         ids = merged_search(index, vectors, n)
-        result[n] = hit_rates(ids, ids >= 0, samples.targets, n)
+        result[n] = hit_rate(ids, ids >= 0, samples.targets, n)
     return result
 
 
 def evaluate_mind(
     model: Trained, data: SyntheticData, samples: Samples, seq: SequenceConfig, ev: EvalConfig
 ) -> dict[int, float]:
+    """HR@N per cut-off of MIND's K interests, each searching the whole pool, merged by score."""
     index = build_index(model.params["item_table"], data.item_category, ev)
+    # Serving draws the routing logits' initialisation too; a fixed seed keeps evaluation
+    # reproducible whatever the training seed.
     rng = np.random.Generator(np.random.PCG64(0))
     interests = []
     for rows in _chunks(samples, ev.chunk):
-        batch = _mind_batch(data, rows, seq, model.config.num_interests, rng)
+        batch = _mind_batch(data, samples.take(rows), seq, model.config.num_interests, rng)
         vectors, _ = mind_model.mind_forward(model.params, batch, model.config)
         interests.append(vectors)
     return _merged_hit_rates(index, np.concatenate(interests), samples, ev)

@@ -380,6 +380,8 @@ def test_bad_inputs_raise_errors_naming_the_argument() -> None:
         run(x, CapsuleRoutingConfig(iterations=0))
     with pytest.raises(ValueError, match="cfg.update"):
         run(x, CapsuleRoutingConfig(update="sum"))
+    with pytest.raises(TypeError, match="cfg.detach_routing"):
+        run(x, CapsuleRoutingConfig(detach_routing=1))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="coefficients"):
         frozen_routing_forward(
             CapsuleRoutingParams(x["W"]), x["items"], x["item_weights"], x["mask"], x["initial_logits"][:, 1:]

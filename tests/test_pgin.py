@@ -18,11 +18,11 @@ from refimpl.gradcheck import assert_gradients_match, check_component
 from refimpl.models.pgin import (
     PGINBatch,
     PGINConfig,
-    init_pgin,
     make_batch,
     param_shapes,
     pgin_backward,
     pgin_forward,
+    pgin_init,
     pgin_loss_and_grads,
     top_k_categories,
     top_k_from_distribution,
@@ -63,7 +63,7 @@ def test_y_is_a_distribution_with_pointer_mass_on_the_history(
 ) -> None:
     cfg = replace(SMALL, num_categories=c, gate=gate)
     rng = _rng(seed)
-    params = init_pgin(cfg, rng, dtype)
+    params = pgin_init(rng, cfg, dtype)
     batch = random_batch(rng, cfg, 3, 5, 2, 3)
     batch = replace(batch, user_features=batch.user_features.astype(dtype))
     out, _ = pgin_forward(params, batch, cfg)
@@ -77,7 +77,7 @@ def test_y_is_a_distribution_with_pointer_mass_on_the_history(
 
 def test_masked_ids_are_ignored() -> None:
     rng = _rng(1)
-    params = init_pgin(SMALL, rng)
+    params = pgin_init(rng, SMALL)
     batch = random_batch(rng, SMALL, 3, 6, 3, 4)
     batch.short_mask[0] = False
     garbage = replace(
@@ -99,7 +99,7 @@ def test_top_k_breaks_ties_to_the_lowest_id() -> None:
 
 def test_top_k_categories_serves_the_most_probable_categories() -> None:
     rng = _rng(2)
-    params = init_pgin(SMALL, rng)
+    params = pgin_init(rng, SMALL)
     batch = random_batch(rng, SMALL, 4, 6, 3, 4)
     top = top_k_categories(params, batch, 3, SMALL)
     assert top.shape == (4, 3) and top.dtype == np.int64
@@ -114,7 +114,7 @@ def test_top_k_categories_serves_the_most_probable_categories() -> None:
 
 def test_bad_params_and_batches_are_refused() -> None:
     rng = _rng(3)
-    params = init_pgin(SMALL, rng)
+    params = pgin_init(rng, SMALL)
     batch = random_batch(rng, SMALL, 2, 4, 2, 3)
     missing = {k: v for k, v in params.items() if k != "gate_b"}
     with pytest.raises(ValueError, match="gate_b"):
@@ -128,12 +128,12 @@ def test_bad_params_and_batches_are_refused() -> None:
     with pytest.raises(ValueError, match="short_mask"):
         pgin_forward(params, replace(batch, short_mask=np.ones((2, 5), dtype=bool)), SMALL)
     with pytest.raises(ValueError, match="cfg.num_heads"):
-        init_pgin(replace(SMALL, num_heads=3), rng)
+        pgin_init(rng, replace(SMALL, num_heads=3))
 
 
 def test_backward_returns_a_gradient_for_every_param_in_their_dtype() -> None:
     rng = _rng(4)
-    params = init_pgin(SMALL, rng, np.float32)
+    params = pgin_init(rng, SMALL, np.float32)
     batch = random_batch(rng, SMALL, 2, 4, 2, 3)
     batch = replace(batch, user_features=batch.user_features.astype(np.float32))
     out, cache = pgin_forward(params, batch, SMALL)
@@ -186,7 +186,7 @@ def train_and_score(gate: str, steps: int = 200) -> float:
     """Top-5 accuracy on 1000 held-out users after `steps` Adam steps on fresh batches of 32."""
     cfg = replace(TASK, gate=gate)
     rng = _rng(0)
-    params = init_pgin(cfg, rng)
+    params = pgin_init(rng, cfg)
     state = adam_init(params)
     adam = AdamConfig(lr=0.02)
     for _ in range(steps):

@@ -270,6 +270,12 @@ def test_bad_config_and_q_are_refused_by_name(
         _loss(_draw(0, 3, 4, 5, True), cfg, **q)
 
 
+def test_a_flag_that_is_not_a_bool_is_a_type_error() -> None:
+    cfg = SampledSoftmaxConfig(remove_accidental_hits=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cfg.remove_accidental_hits"):
+        _loss(_draw(0, 3, 4, 5, True), cfg)
+
+
 def test_an_upstream_gradient_that_is_not_a_scalar_is_refused() -> None:
     _, cache = _loss(_draw(0, 3, 4, 5, True), SampledSoftmaxConfig())
     sampled_softmax_backward(cache, np.float64(0.5))

@@ -43,7 +43,7 @@ def tiny_instance(
     rng = np.random.default_rng(seed)
     cfg = ulim.ULIMConfig(num_items=NUM_ITEMS, num_categories=NUM_CATEGORIES, dim=DIM, num_heads=2,
                           long_encoder=long_encoder)
-    params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in ulim.init_ulim(cfg, rng).items()}
+    params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in ulim.ulim_init(rng, cfg).items()}
     b, s, length = 3, 4, 5
     short_mask = rng.random((b, s)) < 0.8
     long_mask = rng.random((b, length)) < 0.7
@@ -91,7 +91,7 @@ def test_youtube_dnn_gradients_equal_finite_differences() -> None:
     rng = np.random.default_rng(1)
     cfg = ytdnn.YouTubeDNNConfig(num_items=NUM_ITEMS, num_categories=NUM_CATEGORIES, dim=DIM, hidden=5)
     params = {k: v + 0.1 * rng.standard_normal(v.shape)
-              for k, v in ytdnn.init_youtube_dnn(cfg, rng).items()}
+              for k, v in ytdnn.youtube_dnn_init(rng, cfg).items()}
     items = rng.integers(0, NUM_ITEMS, (3, 6))
     mask = rng.random((3, 6)) < 0.7
     mask[1] = False  # an empty history
@@ -141,6 +141,29 @@ def test_a_batch_with_a_foreign_item_is_refused() -> None:
         ulim.ulim_loss_and_grads(params, batch, positives, foreign, 1, ITEM_CATEGORY, cfg)
 
 
+def test_missing_extra_and_mixed_dtype_params_are_refused_by_name() -> None:
+    cfg, params, batch, positives, negatives = tiny_instance("target")
+
+    def run(p: dict[str, np.ndarray]) -> None:
+        ulim.ulim_loss_and_grads(p, batch, positives, negatives, 1, ITEM_CATEGORY, cfg)
+
+    run(params)
+    without = {k: v for k, v in params.items() if k != "long_Wq"}
+    with pytest.raises(ValueError, match=r"missing \['long_Wq'\]"):
+        run(without)
+    with pytest.raises(ValueError, match=r"unexpected \['tower_W2'\]"):
+        run({**params, "tower_W2": params["tower_W"]})
+    with pytest.raises(TypeError, match="tower_b"):
+        run({**params, "tower_b": params["tower_b"].astype(np.float32)})
+    yt_cfg = ytdnn.YouTubeDNNConfig(num_items=NUM_ITEMS, num_categories=NUM_CATEGORIES, dim=DIM, hidden=5)
+    yt_params = ytdnn.youtube_dnn_init(np.random.default_rng(0), yt_cfg)
+    del yt_params["mlp_b1"]
+    with pytest.raises(ValueError, match=r"missing \['mlp_b1'\]"):
+        ytdnn.youtube_dnn_loss_and_grads(
+            yt_params, batch.short_items, batch.short_mask, positives, negatives, ITEM_CATEGORY, yt_cfg
+        )
+
+
 SMALL = replace(QUICK_CONFIG, num_users=20, num_items=200, num_categories=8,
                 min_length=80, max_length=120, mean_visit_length=8.0)
 
@@ -155,7 +178,7 @@ def test_subsequences_hold_only_their_category_and_ignore_other_categories() -> 
     assert np.all(data.item_category[items][mask] == np.repeat(routes[:, :, None], items.shape[2], 2)[mask])
 
     cfg = ulim.ULIMConfig(num_items=SMALL.num_items, num_categories=SMALL.num_categories, dim=8)
-    params = ulim.init_ulim(cfg, np.random.default_rng(0))
+    params = ulim.ulim_init(np.random.default_rng(0), cfg)
     short, short_mask = recent_window(data, held, QUICK.seq.short_length)
     _, v_l = ulim.encode_for_serving(params, short, short_mask, items, mask, data.item_category, cfg)
     # Replace every event outside the first route's category by another item of its category.
@@ -247,7 +270,7 @@ def test_learning_check_ulim_beats_youtube_dnn_and_the_full_sequence_beats_half(
     data = generate(LEARNING)
     samples = training_samples(data, QUICK.seq)
     held = heldout_samples(data)
-    ev = EvalConfig(cutoffs=QUICK.cutoffs, num_routes=4)
+    ev = EvalConfig(cutoffs=QUICK.cutoffs)
     seq, cfg = QUICK.seq, QUICK.train
     pgin = train_pgin(data, samples, seq, cfg, stream=None)
     routes = pgin_top_categories(pgin, data, held, seq, 4)

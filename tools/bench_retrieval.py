@@ -183,35 +183,13 @@ def bench_filter(w: Workload, hnsw: HnswIndex, args: argparse.Namespace) -> dict
     size) gets the same number of queries (near its centroid), because the filter's cost grows as
     the category's share of the catalogue shrinks."""
     k = args.n // (args.k + 1)
-    lookup = np.zeros(int(w.catalogue.item_ids.max()) + 1, dtype=np.int64)
-    lookup[w.catalogue.item_ids] = w.catalogue.item_categories
-    exact = ExactIndex(w.catalogue)
     ef = max(args.ef, k)
-    hnsw.global_index.set_ef(ef)
     sizes = w.catalogue.category_sizes()
     eligible = np.flatnonzero(sizes >= 2 * k)
     eligible = eligible[np.argsort(sizes[eligible], kind="stable")]
     reps = max(1, args.filter_queries // eligible.size)
     rng = np.random.default_rng(args.seed + 1)
-    times = np.zeros((eligible.size, 2))
-    found = np.zeros(2)
-    total = 0
-    for position, category in enumerate(eligible):
-        own = hnsw.category_indexes[category]
-        own.set_ef(ef)
-        vectors = w.centroids[category] + 0.7 * rng.standard_normal((reps, DIM))
-        for vector in vectors:
-            truth, _ = exact.search(vector[None], k, int(category))
-            data = query_data(hnsw, vector[None])
-            own_ids, own_s = timed(lambda i=own, d=data: i.knn_query(d, k=k, num_threads=1)[0])
-            filtered_ids, filter_s = timed(
-                lambda c=category, d=data: hnsw.global_index.knn_query(
-                    d, k=k, num_threads=1, filter=lambda label: bool(lookup[label] == c)
-                )[0]
-            )
-            times[position] += (own_s, filter_s)
-            found += (np.intersect1d(own_ids, truth).size, np.intersect1d(filtered_ids, truth).size)
-            total += truth.size
+    times, found, total = time_filter_queries(w, hnsw, eligible, reps, k, ef, rng)
     count = eligible.size * reps
     tenth = max(1, eligible.size // 10)
     return {
@@ -232,12 +210,36 @@ def bench_filter(w: Workload, hnsw: HnswIndex, args: argparse.Namespace) -> dict
     }
 
 
-def query_data(hnsw: HnswIndex, vector: Any) -> Any:
-    """The float32 query as the index stores it (a zero appended in the augmented L2 space)."""
-    data = vector.astype(np.float32)
-    if hnsw.config.space == "l2_augmented":
-        data = np.hstack([data, np.zeros((data.shape[0], 1), np.float32)])
-    return np.ascontiguousarray(data)
+def time_filter_queries(
+    w: Workload, hnsw: HnswIndex, eligible: Any, reps: int, k: int, ef: int, rng: np.random.Generator
+) -> tuple[Any, Any, int]:
+    """`reps` queries near each eligible category's centroid, each searched by the category's own
+    index and by the global index with a filter callback: the seconds of each (E, 2), the exact
+    top-k items each found (2,) and the number of exact top-k items in all."""
+    lookup = np.zeros(int(w.catalogue.item_ids.max()) + 1, dtype=np.int64)
+    lookup[w.catalogue.item_ids] = w.catalogue.item_categories
+    exact = ExactIndex(w.catalogue)
+    hnsw.global_index.set_ef(ef)
+    times = np.zeros((eligible.size, 2))
+    found = np.zeros(2)
+    total = 0
+    for position, category in enumerate(eligible):
+        own = hnsw.category_indexes[category]
+        own.set_ef(ef)
+        vectors = w.centroids[category] + 0.7 * rng.standard_normal((reps, DIM))
+        for vector in vectors:
+            truth, _ = exact.search(vector[None], k, int(category))
+            data = hnsw.index_queries(vector[None])
+            own_ids, own_s = timed(lambda i=own, d=data: i.knn_query(d, k=k, num_threads=1)[0])
+            filtered_ids, filter_s = timed(
+                lambda c=category, d=data: hnsw.global_index.knn_query(
+                    d, k=k, num_threads=1, filter=lambda label: bool(lookup[label] == c)
+                )[0]
+            )
+            times[position] += (own_s, filter_s)
+            found += (np.intersect1d(own_ids, truth).size, np.intersect1d(filtered_ids, truth).size)
+            total += truth.size
+    return times, found, total
 
 
 def table(rows: list[Row]) -> str:
@@ -288,6 +290,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def filter_summary(f: dict[str, float], space: str) -> str:
+    """One paragraph of bench_filter's numbers."""
+    return (
+        f"filter= callback on the global index vs one index per category "
+        f"({space} space, ef={int(f['ef'])}), {int(f['items']):,} items, k={int(f['k'])}, "
+        f"{int(f['queries'])} long-term queries spread evenly over {int(f['categories'])} categories, "
+        f"1 thread: per-category {f['per_category_ms']:.2f} ms/query (recall "
+        f"{f['per_category_recall']:.4f}), filter {f['filter_ms']:.2f} ms/query (recall "
+        f"{f['filter_recall']:.4f}): {f['slowdown']:.1f}x slower overall, "
+        f"{f['slowdown_smallest_tenth']:.1f}x in the smallest tenth of the categories "
+        f"({100 * f['smallest_share']:.2f}% of the items and up), "
+        f"{f['slowdown_largest_tenth']:.1f}x in the largest tenth (up to {100 * f['largest_share']:.1f}%)."
+    )
+
+
 def build_seconds(rows: list[Row], items: int) -> float:
     """The longest build among the spaces at one catalogue size."""
     return max(r.build_s for r in rows if r.items == items)
@@ -318,18 +335,7 @@ def main(argv: list[str] | None = None) -> None:
         print("\nRecall against the query beam ef (same graphs; ef is raised to k per search):")
         print(sweep_table(rows))
     if filter_report:
-        f = filter_report
-        print(
-            f"\nfilter= callback on the global index vs one index per category "
-            f"({args.filter_space} space, ef={int(f['ef'])}), {int(f['items']):,} items, k={int(f['k'])}, "
-            f"{int(f['queries'])} long-term queries spread evenly over {int(f['categories'])} categories, "
-            f"1 thread: per-category {f['per_category_ms']:.2f} ms/query (recall "
-            f"{f['per_category_recall']:.4f}), filter {f['filter_ms']:.2f} ms/query (recall "
-            f"{f['filter_recall']:.4f}): {f['slowdown']:.1f}x slower overall, "
-            f"{f['slowdown_smallest_tenth']:.1f}x in the smallest tenth of the categories "
-            f"({100 * f['smallest_share']:.2f}% of the items and up), "
-            f"{f['slowdown_largest_tenth']:.1f}x in the largest tenth (up to {100 * f['largest_share']:.1f}%)."
-        )
+        print("\n" + filter_summary(filter_report, args.filter_space))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump({"rows": [asdict(r) for r in rows], "filter": filter_report, "args": vars(args)}, out, indent=2)

@@ -28,14 +28,17 @@ SPEC = "spec/optim.md"
 PARAMS = ("w", "b")
 
 
+AdamStepFn = Callable[
+    [dict[str, Array], dict[str, Array], AdamState, AdamConfig], tuple[dict[str, Array], AdamState]
+]
+"""refimpl.optim.adam_step's signature: (params, grads, state, cfg) -> (new params, new state)."""
+
+
 def adam_reference(inputs: Tensors, params: Tensors, config: Config, upstream: Tensors) -> Result:
     return run_adam_steps(inputs, params, config, adam_step)
 
 
-StepFn = Callable[[dict[str, Array], dict[str, Array], AdamState, AdamConfig], tuple[dict[str, Array], AdamState]]
-
-
-def run_adam_steps(inputs: Tensors, params: Tensors, config: Config, step: StepFn) -> Result:
+def run_adam_steps(inputs: Tensors, params: Tensors, config: Config, step: AdamStepFn) -> Result:
     """The case's T updates with a given step function (the reference's, or a test's variant)."""
     cfg = AdamConfig(lr=config["lr"], beta1=config["beta1"], beta2=config["beta2"], eps=config["eps"])
     state = AdamState(

@@ -20,10 +20,10 @@ from refimpl.cases.pointer_generator import pointer_generator_intermediates
 from refimpl.models.pgin import (
     PGINBatch,
     PGINConfig,
-    init_pgin,
     make_batch,
     pgin_backward,
     pgin_forward,
+    pgin_init,
 )
 
 SPEC = "spec/pgin.md"
@@ -93,7 +93,7 @@ def _draw(config: dict[str, Any], b: int, long_length: int, short_length: int, p
     cfg = model_config(config)
 
     def build(rng: np.random.Generator) -> CaseTensors:
-        params = init_pgin(cfg, rng)
+        params = pgin_init(rng, cfg)
         for name, value in params.items():
             if value.ndim == 1 and name != "gate_w":
                 params[name] = 0.1 * rng.standard_normal(value.shape)

@@ -13,7 +13,7 @@ import numpy as np
 
 from refimpl.cases._base import Builder, CaseSpec, CaseTensors, Config, Result, Tensors, upstream_like
 from refimpl.losses import UlimLossConfig
-from refimpl.models.ulim import ULIMBatch, ULIMConfig, init_ulim, ulim_loss_and_grads
+from refimpl.models.ulim import ULIMBatch, ULIMConfig, ulim_init, ulim_loss_and_grads
 
 SPEC = "spec/ulim.md"
 BATCH_FIELDS = ("short_items", "short_mask", "long_items", "long_mask")
@@ -56,7 +56,7 @@ def _draw(
     items, categories, category = cfg.num_items, cfg.num_categories, config["batch_category"]
 
     def build(rng: np.random.Generator) -> CaseTensors:
-        params = init_ulim(cfg, rng)
+        params = ulim_init(rng, cfg)
         for name, value in params.items():
             if value.ndim == 1:
                 params[name] = 0.1 * rng.standard_normal(value.shape)

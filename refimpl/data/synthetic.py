@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refimpl._check import Array, IntArray, require_positive_int
+from refimpl._check import Array, BoolArray, IntArray, require_positive_int
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class SyntheticData:
     item_popularity: Array  # (I,) popularity logits b_i
     events: IntArray  # (sum_u T_u,)
     offsets: IntArray  # (U + 1,)
-    visit_start: np.ndarray  # (sum_u T_u,) bool
+    visit_start: BoolArray  # (sum_u T_u,)
     heldout: IntArray  # (U,)
     interests: tuple[IntArray, ...]  # per user: its long-term categories (k_u,)
     interest_weights: tuple[Array, ...]  # per user: pi_u (k_u,)
@@ -135,7 +135,7 @@ def validate_config(cfg: SyntheticConfig) -> None:
             raise ValueError(f"config.{name}: expected > 0, got {getattr(cfg, name)}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Catalogue:
     category: IntArray  # (I,)
     latent: Array  # (I, d)
@@ -171,14 +171,14 @@ def _catalogue(cfg: SyntheticConfig, rng: np.random.Generator) -> _Catalogue:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class _User:
-    events: IntArray
-    starts: np.ndarray
+    events: IntArray  # (T_u,) oldest first
+    starts: BoolArray  # (T_u,) True at the first event of each visit
     heldout: int
-    interests: IntArray
-    weights: Array
-    tastes: Array
+    interests: IntArray  # (k_u,) the long-term categories c_u
+    weights: Array  # (k_u,) pi_u
+    tastes: Array  # (k_u, d) tau_u
 
 
 def _visit_lengths(rng: np.random.Generator, cfg: SyntheticConfig, total: int) -> IntArray:
@@ -235,13 +235,22 @@ def _draw_events(
     return result
 
 
-def _user(rng: np.random.Generator, cfg: SyntheticConfig, cat: _Catalogue) -> _User:
-    length = int(rng.integers(cfg.min_length, cfg.max_length + 1))
+def _long_term_interests(
+    rng: np.random.Generator, cfg: SyntheticConfig, cat: _Catalogue
+) -> tuple[IntArray, Array, Array]:
+    """A user's k_u long-term categories (by popularity, without replacement), their weights
+    pi_u ~ Dirichlet(a 1_k) and the persistent tastes tau_uj ~ N(0, I_d / d) (k_u, d)."""
     k = int(rng.integers(cfg.min_interests, cfg.max_interests + 1))
     interests = rng.choice(cfg.num_categories, size=k, replace=False, p=cat.category_popularity)
     weights = rng.dirichlet(np.full(k, cfg.interest_concentration))
+    tastes = (1.0 / np.sqrt(cfg.latent_dim)) * rng.standard_normal((k, cfg.latent_dim))
+    return interests.astype(np.int64), weights, tastes
+
+
+def _user(rng: np.random.Generator, cfg: SyntheticConfig, cat: _Catalogue) -> _User:
+    length = int(rng.integers(cfg.min_length, cfg.max_length + 1))
+    interests, weights, tastes = _long_term_interests(rng, cfg, cat)
     scale = 1.0 / np.sqrt(cfg.latent_dim)
-    tastes = scale * rng.standard_normal((k, cfg.latent_dim))
 
     lengths = _visit_lengths(rng, cfg, length)
     source, episode_category = _visit_sources(rng, cfg, cat, weights, lengths.shape[0])
@@ -255,13 +264,13 @@ def _user(rng: np.random.Generator, cfg: SyntheticConfig, cat: _Catalogue) -> _U
         rng,
         cfg,
         cat,
-        np.concatenate([interests, episode_category]).astype(np.int64),
+        np.concatenate([interests, episode_category]),
         np.concatenate([tastes, episode_taste]),
         source[event_visit],
     )
     starts = np.zeros(total, dtype=bool)
     starts[np.concatenate([[0], np.cumsum(lengths[: kept - 1])])] = True
-    return _User(items[:total], starts, int(items[total]), interests.astype(np.int64), weights, tastes)
+    return _User(items[:total], starts, int(items[total]), interests, weights, tastes)
 
 
 def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticData:

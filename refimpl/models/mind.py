@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 
 from refimpl._check import Array, IntArray, require_choice, require_positive_int
+from refimpl.models._params import check_param_names
 from refimpl.models.umi import (
     Params,
     UserBatch,
     check_batch,
-    check_param_names,
     gaussian,
     lookup_user,
     readout_loss_and_grads,

@@ -34,11 +34,15 @@ from numpy.typing import NDArray
 
 from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice, require_positive_int
 from refimpl.data.category_history import merge_category_history
+from refimpl.models._params import (
+    attention_block,
+    attention_block_grads,
+    attention_block_shapes,
+    check_param_shapes,
+)
 from refimpl.nn.attention import (
-    PARAM_NAMES,
     AttentionCache,
     AttentionConfig,
-    AttentionParams,
     mhsa_backward,
     mhsa_forward,
     target_attention_backward,
@@ -128,8 +132,7 @@ def param_shapes(cfg: PGINConfig) -> dict[str, tuple[int, ...]]:
         "user_b": (d,),
     }
     for block in ATTENTION_BLOCKS:
-        for name in PARAM_NAMES:
-            shapes[f"{block}_{name}"] = (d, d) if name.startswith("W") else (d,)
+        shapes.update(attention_block_shapes(block, d))
     widths = _mlp_widths(cfg)
     for layer in range(len(widths) - 1):
         shapes[f"mlp_W{layer}"] = (widths[layer], widths[layer + 1])
@@ -149,7 +152,7 @@ def _check_config(cfg: PGINConfig) -> None:
         raise ValueError(f"cfg.num_heads: {cfg.num_heads} heads do not divide cfg.dim = {cfg.dim}")
 
 
-def init_pgin(cfg: PGINConfig, rng: np.random.Generator, dtype: type = np.float64) -> Params:
+def pgin_init(rng: np.random.Generator, cfg: PGINConfig, dtype: Any = np.float64) -> Params:
     """Fresh params: tables ~ N(0, 1/D), weights ~ N(0, 1/fan_in), biases and gate_b 0."""
     _check_config(cfg)
     params: Params = {}
@@ -162,22 +165,6 @@ def init_pgin(cfg: PGINConfig, rng: np.random.Generator, dtype: type = np.float6
             value = np.zeros(shape)
         params[name] = value.astype(dtype)
     return params
-
-
-def check_params(params: Params, cfg: PGINConfig) -> None:
-    """Refuse missing, unexpected or misshapen params, or params of mixed dtypes."""
-    expected = param_shapes(cfg)
-    if set(params) != set(expected):
-        missing = sorted(set(expected) - set(params))
-        extra = sorted(set(params) - set(expected))
-        raise ValueError(f"params: missing {missing}, unexpected {extra}")
-    shapes = Shapes()
-    for name, shape in expected.items():
-        shapes.check_float(name, params[name], shape)
-
-
-def _attention(params: Params, block: str) -> AttentionParams:
-    return AttentionParams(**{name: params[f"{block}_{name}"] for name in PARAM_NAMES})
 
 
 def _mlp(params: Params, cfg: PGINConfig) -> tuple[MLPParams, MLPConfig]:
@@ -210,8 +197,6 @@ class PGINCache:
     short_pooled: Array  # (B, D) v_short
     generator_hidden: Array  # (B, D) g
     generator_logits: Array  # (B, C)
-    num_categories: int
-    num_items: int
 
 
 def _check_batch(batch: PGINBatch, cfg: PGINConfig, dtype: Any) -> None:
@@ -242,7 +227,7 @@ def _encode_sequence(
     cat_emb, cat_cache = embedding_forward(
         params["category_table"], _valid_ids(categories, mask), f"{block}_categories"
     )
-    hidden, mhsa_cache = mhsa_forward(_attention(params, block), item_emb + cat_emb, mask, AttentionConfig(heads))
+    hidden, mhsa_cache = mhsa_forward(attention_block(params, block), item_emb + cat_emb, mask, AttentionConfig(heads))
     pooled, pool_cache = masked_mean_pool_forward(hidden, mask)
     return pooled, SequenceCache(item_cache, cat_cache, mhsa_cache, pool_cache)
 
@@ -252,7 +237,7 @@ def pgin_forward(
 ) -> tuple[PointerGeneratorOutput, PGINCache]:
     """y (B, C), the loss when batch.label is given, and every named intermediate."""
     _check_config(cfg)
-    check_params(params, cfg)
+    check_param_shapes(params, param_shapes(cfg), "PGIN")
     _check_batch(batch, cfg, params["user_W"].dtype)
     heads = cfg.num_heads
     long_pooled, long_cache = _encode_sequence(
@@ -270,27 +255,23 @@ def pgin_forward(
         axis=1,
     )
     hidden, fusion_cache = target_attention_forward(
-        _attention(params, "fusion"), user_embedding, tokens, token_mask, AttentionConfig(heads)
+        attention_block(params, "fusion"), user_embedding, tokens, token_mask, AttentionConfig(heads)
     )
     mlp_params, mlp_cfg = _mlp(params, cfg)
     logits, mlp_cache = mlp_forward(mlp_params, hidden, mlp_cfg)
     history_emb, history_cache = embedding_forward(
         params["category_table"], _valid_ids(batch.history, batch.history_mask), "history"
     )
-    pg_params = PointerGeneratorParams(_attention(params, "pointer"), params["gate_w"], params["gate_b"])
+    pg_params = PointerGeneratorParams(attention_block(params, "pointer"), params["gate_w"], params["gate_b"])
     out, pg_cache = pointer_generator_forward(
         pg_params, hidden, history_emb, batch.history, batch.history_mask, logits, hidden,
         batch.label, PointerGeneratorConfig(heads, cfg.gate),
     )
     cache = PGINCache(
         long_cache, short_cache, user_cache, fusion_cache, mlp_cache, history_cache, pg_cache,
-        user_embedding, long_pooled, short_pooled, hidden, logits, cfg.num_categories, cfg.num_items,
+        user_embedding, long_pooled, short_pooled, hidden, logits,
     )
     return out, cache
-
-
-def _attention_grads(grads: AttentionParams, block: str) -> Params:
-    return {f"{block}_{name}": getattr(grads, name) for name in PARAM_NAMES}
 
 
 def _sequence_backward(cache: SequenceCache, block: str, d_pooled: Array) -> tuple[Params, Array, Array]:
@@ -298,7 +279,7 @@ def _sequence_backward(cache: SequenceCache, block: str, d_pooled: Array) -> tup
     d_hidden = masked_mean_pool_backward(cache.pool, d_pooled)
     mhsa_grads, d_embedded = mhsa_backward(cache.mhsa, d_hidden)
     return (
-        _attention_grads(mhsa_grads, block),
+        attention_block_grads(mhsa_grads, block),
         embedding_backward(cache.item, d_embedded),
         embedding_backward(cache.category, d_embedded),
     )
@@ -322,8 +303,8 @@ def pgin_backward(
         "user_b": user_grads.b,
         **long_grads,
         **short_grads,
-        **_attention_grads(fusion_grads, "fusion"),
-        **_attention_grads(pg.params.attention, "pointer"),
+        **attention_block_grads(fusion_grads, "fusion"),
+        **attention_block_grads(pg.params.attention, "pointer"),
     }
     for index, layer in enumerate(mlp_grads.layers):
         grads[f"mlp_W{index}"] = layer.W

@@ -31,11 +31,18 @@ import numpy as np
 
 from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice, require_positive_int
 from refimpl.losses import UlimLossConfig, ulim_loss_backward, ulim_loss_forward
+from refimpl.models._params import (
+    Params,
+    add_grads,
+    attention_block,
+    attention_block_grads,
+    attention_block_shapes,
+    check_param_shapes,
+    normal_init,
+)
 from refimpl.nn.attention import (
-    PARAM_NAMES,
     AttentionCache,
     AttentionConfig,
-    AttentionParams,
     mhsa_backward,
     mhsa_forward,
     target_attention_backward,
@@ -45,7 +52,6 @@ from refimpl.nn.embedding import EmbeddingCache, embedding_backward, embedding_f
 from refimpl.nn.linear import LinearCache, LinearParams, linear_backward, linear_forward
 from refimpl.nn.pooling import PoolCache, masked_mean_pool_backward, masked_mean_pool_forward
 
-Params = dict[str, Array]
 LONG_ENCODERS = ("target", "self")
 
 
@@ -82,8 +88,7 @@ def param_shapes(cfg: ULIMConfig) -> dict[str, tuple[int, ...]]:
         "tower_b": (d,),
     }
     for block in ("short", "long"):
-        for name in PARAM_NAMES:
-            shapes[f"{block}_{name}"] = (d, d) if name.startswith("W") else (d,)
+        shapes.update(attention_block_shapes(block, d))
     return shapes
 
 
@@ -96,34 +101,13 @@ def check_config(cfg: ULIMConfig) -> ULIMConfig:
     return cfg
 
 
-def init_ulim(cfg: ULIMConfig, rng: np.random.Generator, dtype: Any = np.float64) -> Params:
+def ulim_init(rng: np.random.Generator, cfg: ULIMConfig, dtype: Any = np.float64) -> Params:
     """Weights N(0, 1/fan_in), biases 0, tables N(0, 1/D), drawn from `rng` in `dtype`."""
-    check_config(cfg)
-    params: Params = {}
-    for name, shape in param_shapes(cfg).items():
-        if len(shape) == 1:
-            params[name] = np.zeros(shape, dtype=dtype)
-        else:
-            fan = shape[1] if name.endswith("table") else shape[0]
-            params[name] = (rng.standard_normal(shape) / np.sqrt(fan)).astype(dtype)
-    return params
+    return normal_init(param_shapes(check_config(cfg)), rng, dtype)
 
 
 def check_params(params: Params, cfg: ULIMConfig) -> Shapes:
-    shapes = Shapes()
-    for name, shape in param_shapes(cfg).items():
-        if name not in params:
-            raise ValueError(f"params: missing {name!r} of shape {shape}")
-        shapes.check_float(name, params[name], shape)
-    return shapes
-
-
-def _attention(params: Params, block: str) -> AttentionParams:
-    return AttentionParams(**{name: params[f"{block}_{name}"] for name in PARAM_NAMES})
-
-
-def _attention_grads(grads: AttentionParams, block: str) -> Params:
-    return {f"{block}_{name}": getattr(grads, name) for name in PARAM_NAMES}
+    return check_param_shapes(params, param_shapes(cfg), "ULIM")
 
 
 @dataclass(frozen=True)
@@ -161,10 +145,34 @@ def item_tower_backward(cache: TowerCache, d_out: Array) -> Params:
 
 
 @dataclass(frozen=True)
-class CatalogueTowerCache:
+class CatalogueFeaturesCache:
     categories: EmbeddingCache
-    linear: LinearCache
     dim: int
+
+
+def catalogue_features_forward(
+    params: Params, item_category: IntArray
+) -> tuple[Array, CatalogueFeaturesCache]:
+    """The tower's input for every item, [item_table[i]; category_table[cat(i)]] (I, 2D)."""
+    category_part, category_cache = embedding_forward(
+        params["category_table"], item_category.astype(np.int64), "item_category"
+    )
+    joint = np.concatenate([params["item_table"], category_part], axis=-1)
+    return joint, CatalogueFeaturesCache(category_cache, category_part.shape[-1])
+
+
+def catalogue_features_backward(cache: CatalogueFeaturesCache, d_joint: Array) -> Params:
+    """d_item_table (I, D) and d_category_table (C, D) for upstream d_joint (I, 2D)."""
+    return {
+        "item_table": d_joint[:, : cache.dim],
+        "category_table": embedding_backward(cache.categories, d_joint[:, cache.dim :]),
+    }
+
+
+@dataclass(frozen=True)
+class CatalogueTowerCache:
+    features: CatalogueFeaturesCache
+    linear: LinearCache
 
 
 def catalogue_tower_forward(
@@ -173,19 +181,15 @@ def catalogue_tower_forward(
     """E (I, D): the tower applied to every item, E[i] = e(i). A model gathers its behaviours,
     positives and negatives from E (refimpl.nn.embedding), which equals embedding each of them
     with item_tower_forward but runs the affine map once per item instead of once per use."""
-    category_part, category_cache = embedding_forward(
-        params["category_table"], item_category.astype(np.int64), "item_category"
-    )
-    joint = np.concatenate([params["item_table"], category_part], axis=-1)
+    joint, features = catalogue_features_forward(params, item_category)
     out, linear_cache = linear_forward(LinearParams(params["tower_W"], params["tower_b"]), joint)
-    return out, CatalogueTowerCache(category_cache, linear_cache, category_part.shape[-1])
+    return out, CatalogueTowerCache(features, linear_cache)
 
 
 def catalogue_tower_backward(cache: CatalogueTowerCache, d_out: Array) -> Params:
     grads, d_joint = linear_backward(cache.linear, d_out)
     return {
-        "item_table": d_joint[:, : cache.dim],
-        "category_table": embedding_backward(cache.categories, d_joint[:, cache.dim :]),
+        **catalogue_features_backward(cache.features, d_joint),
         "tower_W": grads.W,
         "tower_b": grads.b,
     }
@@ -222,7 +226,7 @@ def _short_forward(
     params: Params, emb: Array, mask: BoolArray, cfg: ULIMConfig
 ) -> tuple[Array, AttentionCache, PoolCache]:
     hidden, attention = mhsa_forward(
-        _attention(params, "short"), emb, mask, AttentionConfig(num_heads=cfg.num_heads)
+        attention_block(params, "short"), emb, mask, AttentionConfig(num_heads=cfg.num_heads)
     )
     v_s, pool = masked_mean_pool_forward(hidden, mask)
     return v_s, attention, pool
@@ -234,10 +238,10 @@ def _long_forward(
     attention_cfg = AttentionConfig(num_heads=cfg.num_heads)
     if cfg.long_encoder == "target":
         v_l, attention = target_attention_forward(
-            _attention(params, "long"), v_s, emb, mask, attention_cfg
+            attention_block(params, "long"), v_s, emb, mask, attention_cfg
         )
         return v_l, attention, None
-    hidden, attention = mhsa_forward(_attention(params, "long"), emb, mask, attention_cfg)
+    hidden, attention = mhsa_forward(attention_block(params, "long"), emb, mask, attention_cfg)
     v_l, pool = masked_mean_pool_forward(hidden, mask)
     return v_l, attention, pool
 
@@ -254,11 +258,6 @@ def encode_forward(
     return v_l, v_s, cache
 
 
-def _add(total: Params, part: Params) -> None:
-    for name, value in part.items():
-        total[name] = total[name] + value if name in total else value
-
-
 def encode_backward(
     cache: EncoderCache, d_long: Array, d_short: Array
 ) -> tuple[Params, Array, Array]:
@@ -272,10 +271,10 @@ def encode_backward(
         long_grads, d_long_emb = mhsa_backward(
             cache.long_attention, masked_mean_pool_backward(cache.long_pool, d_long)
         )
-    _add(grads, _attention_grads(long_grads, "long"))
+    add_grads(grads, attention_block_grads(long_grads, "long"))
     d_short_hidden = masked_mean_pool_backward(cache.short_pool, d_short)
     short_grads, d_short_emb = mhsa_backward(cache.short_attention, d_short_hidden)
-    _add(grads, _attention_grads(short_grads, "short"))
+    add_grads(grads, attention_block_grads(short_grads, "short"))
     return grads, d_short_emb, d_long_emb
 
 
@@ -348,7 +347,7 @@ def ulim_loss_and_grads(
         loss_grads.positive,
         loss_grads.negatives,
     ])
-    _add(grads, catalogue_tower_backward(tower, embedding_backward(lookup, d_rows)))
+    add_grads(grads, catalogue_tower_backward(tower, embedding_backward(lookup, d_rows)))
     return ULIMLoss(
         float(loss), float(loss_cache.long_loss), float(loss_cache.short_loss), grads, v_l, v_s
     )

@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from refimpl._check import Array, BoolArray, IntArray, Shapes, require_positive_int
+from refimpl.models._params import check_param_names
 from refimpl.nn._upstream import check_upstream
 from refimpl.nn.capsule_routing import (
     CapsuleRoutingCache,
@@ -168,14 +169,6 @@ def umi_init(rng: np.random.Generator, cfg: UMIConfig) -> Params:
         else:
             params[name] = gaussian(rng, shape, 1.0 / np.sqrt(shape[-2]))
     return params
-
-
-def check_param_names(params: Params, expected: tuple[str, ...], model: str) -> None:
-    """Refuse a params dict that lacks or adds a parameter (named), before any lookup fails."""
-    missing = sorted(set(expected) - set(params))
-    extra = sorted(set(params) - set(expected))
-    if missing or extra:
-        raise ValueError(f"params: the {model} parameters are {list(expected)}; missing {missing}, unexpected {extra}")
 
 
 def check_batch(batch: UserBatch, num_interests: int) -> Shapes:

@@ -22,8 +22,14 @@ import numpy as np
 from scipy import sparse  # type: ignore[import-untyped]
 
 from refimpl._check import Array, BoolArray, IntArray, Shapes, require_positive_int
-from refimpl.models.ulim import Params, item_tower_backward, item_tower_forward
-from refimpl.nn.embedding import EmbeddingCache, embedding_backward, embedding_forward
+from refimpl.models._params import Params, add_grads, check_param_shapes, normal_init
+from refimpl.models.ulim import (
+    CatalogueFeaturesCache,
+    catalogue_features_backward,
+    catalogue_features_forward,
+    item_tower_backward,
+    item_tower_forward,
+)
 from refimpl.nn.linear import LinearCache, LinearParams, linear_backward, linear_forward
 from refimpl.nn.mlp import MLPCache, MLPConfig, MLPParams, mlp_backward, mlp_forward
 from refimpl.nn.sampled_softmax import (
@@ -58,20 +64,13 @@ def param_shapes(cfg: YouTubeDNNConfig) -> dict[str, tuple[int, ...]]:
     }
 
 
-def init_youtube_dnn(
-    cfg: YouTubeDNNConfig, rng: np.random.Generator, dtype: Any = np.float64
+def youtube_dnn_init(
+    rng: np.random.Generator, cfg: YouTubeDNNConfig, dtype: Any = np.float64
 ) -> Params:
     """Weights N(0, 1/fan_in), biases 0, tables N(0, 1/D), drawn from `rng` in `dtype`."""
     for name in ("num_items", "num_categories", "dim", "hidden"):
         require_positive_int(f"cfg.{name}", getattr(cfg, name))
-    params: Params = {}
-    for name, shape in param_shapes(cfg).items():
-        if len(shape) == 1:
-            params[name] = np.zeros(shape, dtype=dtype)
-        else:
-            fan = shape[1] if name.endswith("table") else shape[0]
-            params[name] = (rng.standard_normal(shape) / np.sqrt(fan)).astype(dtype)
-    return params
+    return normal_init(param_shapes(cfg), rng, dtype)
 
 
 def _mlp(params: Params) -> MLPParams:
@@ -86,10 +85,9 @@ def _mlp(params: Params) -> MLPParams:
 @dataclass(frozen=True)
 class UserCache:
     bag: Any  # scipy.sparse (B, I): row b holds 1/n_b at each behaviour of row b (repeats add up)
-    categories: EmbeddingCache  # category_table gathered for every item
+    features: CatalogueFeaturesCache  # [item_table; category_table[cat(i)]] for every item
     tower: LinearCache
     mlp: MLPCache
-    dim: int
 
 
 def bag_matrix(items: IntArray, mask: BoolArray, num_items: int) -> Any:
@@ -119,15 +117,12 @@ def user_forward(
     valid = items[mask]
     if valid.size and (valid.min() < 0 or valid.max() >= num_items):
         raise ValueError(f"items: ids at valid positions must be in [0, {num_items})")
-    category_part, category_cache = embedding_forward(
-        params["category_table"], item_category.astype(np.int64), "item_category"
-    )
-    joint = np.concatenate([params["item_table"], category_part], axis=-1)
+    joint, features = catalogue_features_forward(params, item_category)
     bag = bag_matrix(items, mask, num_items)
     pooled = np.asarray(bag @ joint, dtype=joint.dtype)
     tower_out, tower = linear_forward(LinearParams(params["tower_W"], params["tower_b"]), pooled)
     user, mlp = mlp_forward(_mlp(params), tower_out, USER_MLP)
-    return user, UserCache(bag, category_cache, tower, mlp, category_part.shape[-1])
+    return user, UserCache(bag, features, tower, mlp)
 
 
 def user_backward(cache: UserCache, d_user: Array) -> Params:
@@ -136,8 +131,7 @@ def user_backward(cache: UserCache, d_user: Array) -> Params:
     d_joint = np.asarray(cache.bag.T @ d_pooled, dtype=d_pooled.dtype)
     first, second = mlp_grads.layers
     return {
-        "item_table": d_joint[:, : cache.dim],
-        "category_table": embedding_backward(cache.categories, d_joint[:, cache.dim :]),
+        **catalogue_features_backward(cache.features, d_joint),
         "tower_W": tower_grads.W,
         "tower_b": tower_grads.b,
         "mlp_W0": first.W,
@@ -160,6 +154,7 @@ def youtube_dnn_loss_and_grads(
 
     items, mask (B, L) the behaviours; positive_ids (B,); negative_ids (N,) shared by the rows.
     """
+    check_param_shapes(params, param_shapes(cfg), "YouTube DNN")
     user, cache = user_forward(params, items, mask, item_category)
     positive, positive_tower = item_tower_forward(params, positive_ids, item_category[positive_ids])
     negatives, negative_tower = item_tower_forward(
@@ -170,10 +165,6 @@ def youtube_dnn_loss_and_grads(
     )
     loss_grads = sampled_softmax_backward(loss_cache, np.ones((), dtype=loss.dtype))
     grads = user_backward(cache, loss_grads.user)
-    for part in (
-        item_tower_backward(positive_tower, loss_grads.positive),
-        item_tower_backward(negative_tower, loss_grads.negatives),
-    ):
-        for name, value in part.items():
-            grads[name] = grads[name] + value
+    add_grads(grads, item_tower_backward(positive_tower, loss_grads.positive))
+    add_grads(grads, item_tower_backward(negative_tower, loss_grads.negatives))
     return float(loss), grads

@@ -23,7 +23,7 @@ from refimpl.nn._upstream import check_upstream
 @dataclass(frozen=True)
 class PoolCache:
     weights: Array  # (B, L): m_bl / max(1, count_b)
-    D: int
+    width: int  # D
 
 
 def masked_mean_pool_forward(x: Array, mask: BoolArray) -> tuple[Array, PoolCache]:
@@ -35,11 +35,11 @@ def masked_mean_pool_forward(x: Array, mask: BoolArray) -> tuple[Array, PoolCach
     # 1/count is exact to the dtype's rounding whichever dtype divides, so cast the (B, L) weights.
     weights = (mask / np.maximum(count, 1)).astype(x.dtype)
     out: Array = np.einsum("bl,bld->bd", weights, x)
-    return out, PoolCache(weights=weights, D=x.shape[2])
+    return out, PoolCache(weights=weights, width=x.shape[2])
 
 
 def masked_mean_pool_backward(cache: PoolCache, d_out: Array) -> Array:
     """d_x (B, L, D) for upstream d_out (B, D)."""
-    check_upstream("d_out", d_out, (cache.weights.shape[0], cache.D), cache.weights.dtype)
+    check_upstream("d_out", d_out, (cache.weights.shape[0], cache.width), cache.weights.dtype)
     d_x: Array = cache.weights[:, :, None] * d_out[:, None, :]
     return d_x

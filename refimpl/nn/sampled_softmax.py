@@ -89,13 +89,14 @@ class SampledSoftmaxGrads:
 
 
 def check_config(cfg: SampledSoftmaxConfig) -> SampledSoftmaxConfig:
-    """Refuse a non-positive or non-finite temperature and an unknown denominator."""
+    """Refuse a non-positive or non-finite temperature, an unknown denominator (ValueError) and a
+    non-bool remove_accidental_hits (TypeError)."""
     tau = cfg.temperature
     if not is_finite_number(tau) or tau <= 0:
         raise ValueError(f"cfg.temperature: expected a finite number > 0, got {tau!r}")
     require_choice("cfg.denominator", cfg.denominator, DENOMINATORS)
     if not isinstance(cfg.remove_accidental_hits, bool):
-        raise ValueError(
+        raise TypeError(
             f"cfg.remove_accidental_hits: expected a bool, got {cfg.remove_accidental_hits!r}"
         )
     return cfg

@@ -95,6 +95,12 @@ class Catalogue:
         self.check_categories("category", np.asarray([category]))
         return int(self.starts[category + 1] - self.starts[category])
 
+    def category_block(self, category: int) -> tuple[Int64Array, Array]:
+        """The ids (n,) ascending and vectors (n, D) of one category's items (views). The
+        category is not checked: callers pass one that `check_categories` accepted."""
+        start, stop = self.starts[category], self.starts[category + 1]
+        return self.item_ids[start:stop], self.vectors[start:stop]
+
     def category_sizes(self) -> Int64Array:
         """(C,) the number of items of every category."""
         sizes: Int64Array = np.diff(self.starts)
@@ -116,7 +122,8 @@ class Catalogue:
         (`catalogue.item_categories[catalogue.positions(ids)]`).
         """
         if not isinstance(item_ids, np.ndarray) or not np.issubdtype(item_ids.dtype, np.integer):
-            raise TypeError("item_ids: expected an integer numpy array")
+            got = getattr(item_ids, "dtype", type(item_ids).__name__)
+            raise TypeError(f"item_ids: expected an integer numpy array, got {got}")
         order, sorted_ids = self._id_order
         wanted = item_ids.reshape(-1)
         slot = np.minimum(np.searchsorted(sorted_ids, wanted), self.size - 1)

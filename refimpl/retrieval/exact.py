@@ -48,8 +48,7 @@ class ExactIndex:
     def _pool(self, category: int | None) -> tuple[Int64Array, Array]:
         if category is None:
             return self._global_ids, self._global_vectors
-        start, stop = self.catalogue.starts[category], self.catalogue.starts[category + 1]
-        return self.catalogue.item_ids[start:stop], self.catalogue.vectors[start:stop]
+        return self.catalogue.category_block(category)
 
 
 def top_k_inner_product(queries: Array, vectors: Array, ids: Int64Array, k: int) -> tuple[Int64Array, Array]:

@@ -33,6 +33,7 @@ from typing import Any
 
 import hnswlib
 import numpy as np
+from numpy.typing import NDArray
 
 from refimpl._check import Array, require_choice, require_positive_int
 from refimpl.retrieval.catalogue import Catalogue, Int64Array
@@ -80,7 +81,9 @@ class HnswIndex:
     def __init__(self, catalogue: Catalogue, config: HnswConfig | None = None) -> None:
         self.catalogue = catalogue
         self.config = config if config is not None else HnswConfig()
-        self.category_indexes: list[Any] = [self._build(*self._block(c)) for c in range(catalogue.num_categories)]
+        self.category_indexes: list[Any] = [
+            self._build(*catalogue.category_block(c)) for c in range(catalogue.num_categories)
+        ]
         self.global_index: Any = self._build(catalogue.item_ids, catalogue.vectors)
         self._exact = ExactIndex(catalogue)
         self.stats: dict[str, int] = {"exact_pool_searches": 0, "exact_row_fallbacks": 0}
@@ -94,10 +97,6 @@ class HnswIndex:
             query_threads=self.config.query_threads if query_threads is None else query_threads,
         )
         return view
-
-    def _block(self, category: int) -> tuple[Int64Array, Array]:
-        start, stop = self.catalogue.starts[category], self.catalogue.starts[category + 1]
-        return self.catalogue.item_ids[start:stop], self.catalogue.vectors[start:stop]
 
     def _build(self, ids: Int64Array, vectors: Array) -> Any:
         if ids.size == 0:
@@ -137,11 +136,16 @@ class HnswIndex:
             ids = self._row_by_row(index, queries, width, category)
         return self._rescore(queries, ids)
 
-    def _query(self, index: Any, queries: Array, width: int) -> Int64Array:
+    def index_queries(self, queries: Array) -> NDArray[np.float32]:
+        """The queries (Q, D) as the graphs take them: contiguous float32, with the augmented L2
+        space's zero coordinate appended (Q, D + 1)."""
         data = np.asarray(queries, dtype=np.float32)
         if self.config.space == "l2_augmented":
             data = np.hstack([data, np.zeros((data.shape[0], 1), np.float32)])
-        labels, _ = index.knn_query(np.ascontiguousarray(data), k=width, num_threads=self.config.query_threads)
+        return np.ascontiguousarray(data)
+
+    def _query(self, index: Any, queries: Array, width: int) -> Int64Array:
+        labels, _ = index.knn_query(self.index_queries(queries), k=width, num_threads=self.config.query_threads)
         ids: Int64Array = labels.astype(np.int64)
         return ids
 

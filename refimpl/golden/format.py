@@ -269,5 +269,7 @@ def load_tensor(directory: Path, entry: TensorEntry) -> NDArray[Any]:
 def find_cases(root: Path) -> list[Path]:
     """Every case folder under `root` (`<component>/<case>/case.json`), sorted."""
     if not root.is_dir():
-        raise GoldenError(f"{root}: no golden folder here")
+        raise GoldenError(
+            f"{root}: no golden folder here (pass --golden DIR: the golden/ folder of a refimpl checkout)"
+        )
     return sorted(p.parent for p in root.glob("*/*/case.json"))

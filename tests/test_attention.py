@@ -411,3 +411,17 @@ def test_tiny_hand_case_matches_the_spec_numbers() -> None:
     out, cache = mhsa_forward(p, eye[None], np.ones((1, 2), bool), AttentionConfig(1))
     assert np.allclose(out[0], [[a + 0.5, 1 + a], [1.5 - a, 2 - a]], atol=1e-15)
     assert round(a, 6) == 0.669762
+
+
+def test_negative_control_one_query_check_catches_target_attention_ignoring_the_mask(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broken target attention that lets padded keys in: it no longer equals the kernel."""
+    real = target_attention_forward
+
+    def unmasked(p: AttentionParams, query: Any, seq: Any, mask: Any, cfg: AttentionConfig) -> Any:
+        return real(p, query, seq, np.ones_like(mask), cfg)
+
+    monkeypatch.setitem(globals(), "target_attention_forward", unmasked)
+    with pytest.raises(AssertionError):
+        test_target_attention_is_the_kernel_with_one_query()

@@ -397,6 +397,21 @@ def test_ulim_loss_gradients_match_finite_differences(case: Any) -> None:
     assert_gradients_match(check_component(ulim_cases.ulim_loss_reference, case.draw(), case.config))
 
 
+
+def test_negative_control_ulim_loss_gradient_check_catches_a_dropped_short_term_gradient() -> None:
+    """A backward that forgets the short-term loss's gradient is caught by the same check."""
+    case = ulim_cases.CASES[0]
+
+    def drops_short_term(inputs: Any, params: Any, config: Any, upstream: Any) -> Any:
+        result = ulim_cases.ulim_loss_reference(inputs, params, config, upstream)
+        d_short = np.zeros_like(result.grads["d_short_user"])
+        return replace(result, grads={**result.grads, "d_short_user": d_short})
+
+    problems = check_component(drops_short_term, case.draw(), case.config)
+    assert any("short_user" in p for p in problems)
+    with pytest.raises(AssertionError):
+        assert_gradients_match(problems)
+
 def test_ulim_loss_is_alpha_long_plus_beta_short() -> None:
     x = _ulim_inputs(np.array([0, 1, 3]), np.array([3, 1, 0, 5]))
     item_categories = np.zeros(6, dtype=np.int64)

@@ -320,3 +320,19 @@ def test_bad_inputs_are_refused_with_the_argument_named() -> None:
         ifa_params_from_dict({k: v for k, v in t.params.items() if k != "click_W0"})
     with pytest.raises(ValueError, match="cfg.phi"):
         ifa_forward(params, ifa_batch_from_dict(t.inputs), replace(cfg, phi="tanh"))
+
+
+def test_negative_control_zero_check_catches_an_fsm_that_ignores_the_sequence_mask(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broken FSM that attends over padded behaviours: a user without a sequence gets a
+    non-zero FSM output, which the check above reports."""
+    from refimpl.nn.linear_attention import linear_attention_forward as real
+
+
+    def unmasked_fsm(params: Any, queries: Any, keys: Any, key_mask: Any, cfg: Any, **kwargs: Any) -> Any:
+        return real(params, queries, keys, np.ones_like(key_mask), cfg, **kwargs)
+
+    monkeypatch.setattr(ifa, "linear_attention_forward", unmasked_fsm)
+    with pytest.raises(AssertionError):
+        test_outputs_are_finite_and_masked_candidates_score_zero()

@@ -419,3 +419,32 @@ def test_edge_cases_are_finite_and_zero_where_specified() -> None:
     t = zero.draw()
     result = cases.linear_attention_reference(t.inputs, t.params, zero.config, t.upstream)
     assert (result.intermediates["degree"][0, :, :2] == 0).all()
+
+
+def test_negative_control_self_attention_gradient_check_catches_a_half_gradient(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broken backward whose d_x is off by a factor 1/2 (e.g. averaging the query and key/value
+    paths instead of summing them): the same finite-difference check fails."""
+    real = linear_self_attention_backward
+
+    def halves_d_x(cache: Any, d_out: Any) -> Any:
+        grads, d_x = real(cache, d_out)
+        return grads, 0.5 * d_x
+
+    monkeypatch.setitem(globals(), "linear_self_attention_backward", halves_d_x)
+    with pytest.raises(AssertionError):
+        test_self_attention_gradient_sums_both_paths()
+
+
+def test_negative_control_edge_case_check_catches_outputs_at_masked_queries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken component that computes every query row, masked ones included."""
+    for name, real in list(cases.COMPONENTS.items()):
+
+        def ignores_query_mask(inputs: Tensors, params: Tensors, config: Any, upstream: Tensors,
+                               real: Any = real) -> Any:
+            return real({**inputs, "query_mask": np.ones_like(inputs["query_mask"])}, params, config, upstream)
+
+        monkeypatch.setitem(cases.COMPONENTS, name, ignores_query_mask)
+    with pytest.raises(AssertionError):
+        test_edge_cases_are_finite_and_zero_where_specified()

@@ -6,6 +6,7 @@ Every property has a negative control: a deliberately broken variant the same ch
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -239,3 +240,40 @@ def test_bad_inputs_are_refused_by_name(mutate: Any, error: type, words: str) ->
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="cfg.mode"):
         _readout(_draw(0, 3, 2, 4, 5, True), "hardest")
+
+
+# --- negative controls for the two properties above without one ----------------------------
+
+
+def test_negative_control_one_interest_check_catches_a_readout_ignoring_the_temperature(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broken readout that scores with temperature 1 whatever the config: the comparison with
+    the plain sampled softmax (temperature 0.5) fails."""
+    real = _readout
+
+    def ignores_temperature(x: Mapping[str, Arr], mode: str, loss: SampledSoftmaxConfig | None = None,
+                            **q: Arr) -> Any:
+        return real(x, mode, replace(loss or SampledSoftmaxConfig(), temperature=1.0), **q)
+
+    monkeypatch.setitem(globals(), "_readout", ignores_temperature)
+    check = test_one_interest_equals_plain_sampled_softmax.hypothesis.inner_test
+    with pytest.raises(AssertionError):
+        check("standard", seed=0, shared=False, logq=False, denominator="with_positive")
+
+
+def test_negative_control_chosen_interest_check_catches_a_gradient_spread_over_every_interest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broken backward that leaks a share of the gradient to every interest."""
+    real = multi_interest_readout_backward
+
+    def spreads(cache: Any, d_loss: Any) -> Any:
+        grads = real(cache, d_loss)
+        leak = grads.interests.mean(axis=1, keepdims=True)
+        return replace(grads, interests=grads.interests + 0.1 * leak)
+
+    monkeypatch.setitem(globals(), "multi_interest_readout_backward", spreads)
+    check = test_gradient_reaches_only_the_chosen_interests.hypothesis.inner_test  # type: ignore[attr-defined]
+    with pytest.raises(AssertionError):
+        check(seed=0, shared=True, mode="standard")

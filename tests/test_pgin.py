@@ -205,3 +205,79 @@ def test_the_model_learns_to_blend_pointer_and_generator() -> None:
     # Half the targets are returns, half new: each ablation can only be good at one half.
     assert full > 0.9, (full, pointer_only, generator_only)
     assert full > pointer_only + 0.25 and full > generator_only + 0.25, (full, pointer_only, generator_only)
+
+
+# --- negative controls: each check above applied to a deliberately broken variant -----------
+
+
+def test_negative_control_gradient_check_catches_a_wrong_pgin_backward() -> None:
+    """A backward that halves the gating weight's gradient is caught by the same check."""
+    case = next(c for c in CASES if c.name == "small")
+
+    def halves_gate_gradient(inputs: Any, params: Any, config: Any, upstream: Any) -> Any:
+        result = COMPONENTS["pgin"](inputs, params, config, upstream)
+        return replace(result, grads={**result.grads, "d_gate_w": 0.5 * result.grads["d_gate_w"]})
+
+    problems = check_component(halves_gate_gradient, case.draw(), case.config, **FD_OPTIONS["small"])
+    assert any("gate_w" in p for p in problems)
+    with pytest.raises(AssertionError):
+        assert_gradients_match(problems)
+
+
+def _unnormalised_mixture(real: Any) -> Any:
+    """A broken gate: y = P_poi y_poi + y_gen (forgets the 1 - P_poi)."""
+
+    def mixture(*args: Any) -> Any:
+        out, cache = real(*args)
+        return replace(out, y=out.P_poi[:, None] * out.y_poi + out.y_gen), cache
+
+    return mixture
+
+
+def _pointer_reading_padded_history(real: Any) -> Any:
+    """A broken pointer: attends over every history slot, padded ones included."""
+
+    def pointer(*args: Any) -> Any:
+        params, query, history_emb, history, history_mask, *rest = args
+        return real(params, query, history_emb, np.where(history_mask, history, 0),
+                    np.ones_like(history_mask), *rest)
+
+    return pointer
+
+
+@pytest.mark.parametrize("broken", [_unnormalised_mixture, _pointer_reading_padded_history])
+def test_negative_control_distribution_check_catches_a_broken_mixture(
+    broken: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import refimpl.models.pgin as pgin_module
+    from refimpl.nn.pointer_generator import pointer_generator_forward
+
+    monkeypatch.setattr(pgin_module, "pointer_generator_forward", broken(pointer_generator_forward))
+    check = test_y_is_a_distribution_with_pointer_mass_on_the_history.hypothesis.inner_test  # type: ignore[attr-defined]
+    with pytest.raises(AssertionError):
+        for seed in range(5):
+            check(seed, 6, "learned", np.float64)
+
+
+def test_negative_control_masked_id_check_catches_a_raw_lookup_of_padded_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken lookup that does not sanitise padded ids: the garbage ids make the check fail."""
+    import refimpl.models.pgin as pgin_module
+
+    monkeypatch.setattr(pgin_module, "_valid_ids", lambda ids, mask: ids)
+    with pytest.raises(ValueError, match="long_items"):
+        test_masked_ids_are_ignored()
+
+
+def test_negative_control_masked_id_check_catches_an_encoder_reading_padded_items(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broken encoder: padded ids are looked up (wrapped into range) and MHSA ignores the mask."""
+    import refimpl.models.pgin as pgin_module
+    from refimpl.nn.attention import mhsa_forward as real_mhsa
+
+    monkeypatch.setattr(pgin_module, "_valid_ids", lambda ids, mask: np.where(mask, ids, np.abs(ids) % 3))
+    monkeypatch.setattr(
+        pgin_module, "mhsa_forward", lambda p, x, mask, c: real_mhsa(p, x, np.ones_like(mask), c)
+    )
+    with pytest.raises(AssertionError):
+        test_masked_ids_are_ignored()

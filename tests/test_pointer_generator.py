@@ -4,7 +4,7 @@ and the goldens catch a dropping scatter and a swapped gate through the conforma
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -199,6 +199,20 @@ def test_gradients_match_finite_differences(case: Any) -> None:
     fn = COMPONENTS[case.component]
     assert_gradients_match(check_component(fn, case.draw(), case.config, max_full_elements=24))
 
+
+
+def test_negative_control_gradient_check_catches_a_dropped_gate_bias_gradient() -> None:
+    """A backward that drops the gate bias's gradient is caught by the same check."""
+    case = next(c for c in CASES if c.name == "small")
+
+    def drops_gate_bias(inputs: Any, params: Any, config: Any, upstream: Any) -> Any:
+        result = COMPONENTS[case.component](inputs, params, config, upstream)
+        return replace(result, grads={**result.grads, "d_gate_b": np.zeros_like(result.grads["d_gate_b"])})
+
+    problems = check_component(drops_gate_bias, case.draw(), case.config, max_full_elements=24)
+    assert any("gate_b" in p for p in problems)
+    with pytest.raises(AssertionError):
+        assert_gradients_match(problems)
 
 def test_float32_in_float32_out_and_inputs_untouched() -> None:
     d = make_draw(11, b=2, p=4, d=4, c=5, g=2, heads=2, duplicates=True, dtype=np.float32)

@@ -5,6 +5,7 @@ Every property has a negative control: a deliberately broken variant the same ch
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -281,3 +282,50 @@ def test_an_upstream_gradient_that_is_not_a_scalar_is_refused() -> None:
     sampled_softmax_backward(cache, np.float64(0.5))
     with pytest.raises(ValueError, match=r"d_loss: expected a scalar"):
         sampled_softmax_backward(cache, np.ones(3))
+
+
+def test_negative_control_shared_negative_check_catches_an_averaged_shared_gradient(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broken backward that averages the shared negatives' gradient over the rows instead of
+    summing it: the shared-vs-per-row comparison fails."""
+    real = sampled_softmax_backward
+
+    def averages_shared(cache: Any, d_loss: Any) -> Any:
+        grads = real(cache, d_loss)
+        if grads.negatives.ndim == 2:
+            return replace(grads, negatives=grads.negatives / grads.user.shape[0])
+        return grads
+
+    monkeypatch.setitem(globals(), "sampled_softmax_backward", averages_shared)
+    check = test_shared_negatives_equal_the_same_negatives_per_row.hypothesis.inner_test  # type: ignore[attr-defined]
+    with pytest.raises(AssertionError):
+        check(seed=0, logq=False)
+
+
+def test_negative_control_removed_hit_check_catches_a_loss_keeping_the_hit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken loss that keeps accidental hits: the hit's slot receives a gradient."""
+    real = _loss
+
+    def keeps_hits(x: dict[str, Arr], cfg: SampledSoftmaxConfig, **q: Arr) -> tuple[Arr, Any]:
+        return real(x, replace(cfg, remove_accidental_hits=False), **q)
+
+    monkeypatch.setitem(globals(), "_loss", keeps_hits)
+    with pytest.raises(AssertionError):
+        test_removed_hit_passes_no_gradient_to_its_row()
+
+
+def test_negative_control_uniform_logq_check_catches_a_correction_of_the_negatives_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broken correction that leaves the positive's logit uncorrected (q = 1 for it)."""
+    real = _loss
+
+    def negatives_only_correction(x: dict[str, Arr], cfg: SampledSoftmaxConfig, **q: Arr) -> tuple[Arr, Any]:
+        if "positive_q" in q:
+            q = {**q, "positive_q": np.ones_like(q["positive_q"])}
+        return real(x, cfg, **q)
+
+    monkeypatch.setitem(globals(), "_loss", negatives_only_correction)
+    with pytest.raises(AssertionError):
+        test_uniform_logq_changes_nothing_under_with_positive()

@@ -394,3 +394,43 @@ def test_learning_check_fails_when_full_and_half_read_the_same_window(
         half_given = run.given_category(replace(run.half, long_length=seq.long_length))
     assert (full_given, half_given) != (run.full_given, run.half_given)
     assert not full_beats_half(full_given, half_given), f"full {full_given} half {half_given}"
+
+
+def test_negative_control_youtube_dnn_gradient_check_catches_a_wrong_gradient(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broken backward that halves every parameter's gradient but the first: the same check fails."""
+    real = ytdnn.youtube_dnn_loss_and_grads
+
+    def halved_gradients(*args: Any) -> Any:
+        loss, grads = real(*args)
+        first = next(iter(grads))
+        return loss, {k: g if k == first else 0.5 * g for k, g in grads.items()}
+
+    monkeypatch.setattr(ytdnn, "youtube_dnn_loss_and_grads", halved_gradients)
+    with pytest.raises(AssertionError):
+        test_youtube_dnn_gradients_equal_finite_differences()
+
+
+def test_negative_control_serving_check_catches_an_encoder_ignoring_the_short_mask(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broken serving encoder that treats padded short-term positions as behaviours."""
+    real = ulim.encode_for_serving
+
+    def ignores_short_mask(params: Any, short_items: Any, short_mask: Any, *rest: Any) -> Any:
+        return real(params, short_items, np.ones_like(short_mask), *rest)
+
+    monkeypatch.setattr(ulim, "encode_for_serving", ignores_short_mask)
+    with pytest.raises(AssertionError):
+        test_serving_vectors_equal_the_training_forward()
+
+
+def test_negative_control_catalogue_check_catches_items_paired_with_the_wrong_category(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broken catalogue tower that shifts the item -> category table by one."""
+    real = ulim.catalogue_vectors
+    monkeypatch.setattr(ulim, "catalogue_vectors", lambda params, cats: real(params, np.roll(cats, 1)))
+    with pytest.raises(AssertionError):
+        test_catalogue_tower_equals_the_tower_applied_item_by_item()

@@ -252,3 +252,35 @@ def test_mind_without_profile_fields() -> None:
     assert_gradients_match(check_gradients(f, point, mind_backward(cache, upstream), max_full_elements=30))
     with pytest.raises(ValueError, match="num_fields"):
         umi_init(np.random.default_rng(0), replace(umi_cfg(), num_fields=0))
+
+
+@pytest.mark.parametrize("name", ["umi", "mind"])
+def test_negative_control_padding_check_catches_routing_that_ignores_the_mask(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broken model whose routing weighs and routes padded positions like real behaviours."""
+    module = umi_module if name == "umi" else mind_module
+    real_routing = module.capsule_routing_forward
+
+    def unmasked_routing(p: Any, items: Any, weights: Any, mask: Any, logits: Any, c: Any) -> Any:
+        padded_weighted = np.where(mask, weights, np.ones_like(weights))
+        return real_routing(p, items, padded_weighted, np.ones_like(mask), logits, c)
+
+    monkeypatch.setattr(module, "capsule_routing_forward", unmasked_routing)
+    with pytest.raises(AssertionError):
+        test_padded_behaviours_change_nothing_and_get_zero_gradient(name)
+
+
+def test_negative_control_training_loss_check_catches_a_wrong_item_table_gradient(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broken training loss whose item-table gradient is halved: the same check fails."""
+    init, forward, backward, real_loss, make_cfg = MODELS["umi"]
+
+    def halves_item_table(*args: Any) -> Any:
+        loss, grads = real_loss(*args)
+        return loss, {**grads, "item_table": 0.5 * grads["item_table"]}
+
+    monkeypatch.setitem(MODELS, "umi", (init, forward, backward, halves_item_table, make_cfg))
+    with pytest.raises(AssertionError):
+        test_training_loss_gradient_matches_finite_differences("umi", "standard")

@@ -36,7 +36,8 @@ from refimpl.nn.attention import (
 SPEC = "spec/attention.md"
 
 
-def _param_grads(grads: AttentionParams) -> Tensors:
+def param_grads(grads: AttentionParams) -> Tensors:
+    """d_Wq, ..., d_bo by the golden names of the attention params."""
     return {f"d_{name}": getattr(grads, name) for name in PARAM_NAMES}
 
 
@@ -62,7 +63,7 @@ def attention_reference(inputs: Tensors, params: Tensors, config: Config, upstre
     grads, d_q_in, d_kv_in = attention_backward(cache, upstream["d_out"])
     return Result(
         outputs={"out": out},
-        grads={"d_q_in": d_q_in, "d_kv_in": d_kv_in, **_param_grads(grads)},
+        grads={"d_q_in": d_q_in, "d_kv_in": d_kv_in, **param_grads(grads)},
         intermediates=_intermediates(cache),
     )
 
@@ -72,7 +73,7 @@ def mhsa_reference(inputs: Tensors, params: Tensors, config: Config, upstream: T
     grads, d_x = mhsa_backward(cache, upstream["d_out"])
     return Result(
         outputs={"out": out},
-        grads={"d_x": d_x, **_param_grads(grads)},
+        grads={"d_x": d_x, **param_grads(grads)},
         intermediates=_intermediates(cache),
     )
 
@@ -85,7 +86,7 @@ def target_attention_reference(inputs: Tensors, params: Tensors, config: Config,
     # One query per row: the query axis is dropped, attn_weights (B, H, L) and context (B, D).
     return Result(
         outputs={"out": out},
-        grads={"d_query": d_query, "d_seq": d_seq, **_param_grads(grads)},
+        grads={"d_query": d_query, "d_seq": d_seq, **param_grads(grads)},
         intermediates={k: v.squeeze(-2) for k, v in _intermediates(cache).items()},
     )
 
@@ -97,7 +98,7 @@ COMPONENTS = {
 }
 
 
-def _params(rng: np.random.Generator, d: int, scale: float = 1.0) -> Tensors:
+def random_params(rng: np.random.Generator, d: int, scale: float = 1.0) -> Tensors:
     """Weights ~ N(0, scale^2 / D) (unit-variance projections), biases ~ N(0, 0.1^2)."""
     return {
         name: rng.standard_normal((d, d)) * scale / np.sqrt(d) if name.startswith("W") else 0.1 * rng.standard_normal(d)
@@ -105,7 +106,7 @@ def _params(rng: np.random.Generator, d: int, scale: float = 1.0) -> Tensors:
     }
 
 
-def _random_mask(rng: np.random.Generator, b: int, n: int) -> BoolArray:
+def random_mask(rng: np.random.Generator, b: int, n: int) -> BoolArray:
     """A mask with a random number (at least one) of valid positions per row."""
     mask = rng.random((b, n)) < 0.7
     mask[np.arange(b), rng.integers(0, n, size=b)] = True
@@ -128,10 +129,10 @@ def _mhsa(b: int, length: int, d: int, mask_rows: tuple[str, ...] = (), scale: f
 
     def build(rng: np.random.Generator) -> CaseTensors:
         x = rng.standard_normal((b, length, d))
-        mask = _special_rows(_random_mask(rng, b, length), mask_rows)
+        mask = _special_rows(random_mask(rng, b, length), mask_rows)
         return CaseTensors(
             inputs={"x": x, "mask": mask},
-            params=_params(rng, d, scale),
+            params=random_params(rng, d, scale),
             upstream=upstream_like(rng, {"out": (b, length, d)}),
         )
 
@@ -142,8 +143,8 @@ def _cross(b: int, q: int, length: int, d: int, key_rows: tuple[str, ...] = (), 
     """Cross attention, Q queries over L keys; key_rows as in `_special_rows`."""
 
     def build(rng: np.random.Generator) -> CaseTensors:
-        key_mask = _special_rows(_random_mask(rng, b, length), key_rows)
-        query_mask = _random_mask(rng, b, q)
+        key_mask = _special_rows(random_mask(rng, b, length), key_rows)
+        query_mask = random_mask(rng, b, q)
         if all_queries:
             query_mask[:] = True
         return CaseTensors(
@@ -153,7 +154,7 @@ def _cross(b: int, q: int, length: int, d: int, key_rows: tuple[str, ...] = (), 
                 "key_mask": key_mask,
                 "query_mask": query_mask,
             },
-            params=_params(rng, d),
+            params=random_params(rng, d),
             upstream=upstream_like(rng, {"out": (b, q, d)}),
         )
 
@@ -164,14 +165,14 @@ def _target(b: int, length: int, d: int, mask_rows: tuple[str, ...] = (), scale:
     """Target attention, one query per row; mask_rows as in `_special_rows`."""
 
     def build(rng: np.random.Generator) -> CaseTensors:
-        mask = _special_rows(_random_mask(rng, b, length), mask_rows)
+        mask = _special_rows(random_mask(rng, b, length), mask_rows)
         return CaseTensors(
             inputs={
                 "query": rng.standard_normal((b, d)),
                 "seq": rng.standard_normal((b, length, d)),
                 "mask": mask,
             },
-            params=_params(rng, d, scale),
+            params=random_params(rng, d, scale),
             upstream=upstream_like(rng, {"out": (b, d)}),
         )
 

@@ -4,20 +4,28 @@ definition diag(A 1 + eps)^-1 A V), both in spec/linear_attention.md."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 
-from refimpl._check import BoolArray
+from refimpl._check import Array
 from refimpl.cases._base import (
     Builder,
     CaseSpec,
     CaseTensors,
+    ComponentFn,
     Config,
     Result,
     Tensors,
     upstream_like,
 )
+from refimpl.cases.attention import param_grads, random_mask
+from refimpl.cases.attention import random_params as random_params  # re-exported for the tests
 from refimpl.nn.attention import PARAM_NAMES, AttentionParams
 from refimpl.nn.linear_attention import (
+    ExplicitCache,
+    LinearAttentionCache,
     LinearAttentionConfig,
     linear_attention_backward,
     linear_attention_explicit_backward,
@@ -27,9 +35,7 @@ from refimpl.nn.linear_attention import (
 
 SPEC = "spec/linear_attention.md"
 
-
-def _param_grads(grads: AttentionParams) -> Tensors:
-    return {f"d_{name}": getattr(grads, name) for name in PARAM_NAMES}
+Cache = TypeVar("Cache", LinearAttentionCache, ExplicitCache)
 
 
 def linear_attention_config(config: Config) -> LinearAttentionConfig:
@@ -41,53 +47,55 @@ def linear_attention_config(config: Config) -> LinearAttentionConfig:
     )
 
 
-def linear_attention_reference(
-    inputs: Tensors, params: Tensors, config: Config, upstream: Tensors
-) -> Result:
-    out, cache = linear_attention_forward(
-        AttentionParams(**params),
-        inputs["q_in"],
-        inputs["kv_in"],
-        inputs["key_mask"],
-        linear_attention_config(config),
-        query_mask=inputs["query_mask"],
-    )
-    grads, d_q_in, d_kv_in = linear_attention_backward(cache, upstream["d_out"])
-    return Result(
-        outputs={"out": out},
-        grads={"d_q_in": d_q_in, "d_kv_in": d_kv_in, **_param_grads(grads)},
-        intermediates={
-            "phi_q": cache.proj.phi_q,
-            "phi_k": cache.proj.phi_k,
-            "kv_summary": cache.kv_summary,
-            "key_sum": cache.key_sum,
-            "degree": cache.degree,
-        },
-    )
+def _reference(
+    forward: Callable[..., tuple[Array, Cache]],
+    backward: Callable[[Cache, Array], tuple[AttentionParams, Array, Array]],
+    intermediates: Callable[[Cache], Tensors],
+) -> ComponentFn:
+    """The reference adapter of one form: both forms share inputs, params, outputs and grads and
+    differ only in their forward/backward pair and the intermediates their caches hold."""
+
+    def reference(inputs: Tensors, params: Tensors, config: Config, upstream: Tensors) -> Result:
+        out, cache = forward(
+            AttentionParams(**params),
+            inputs["q_in"],
+            inputs["kv_in"],
+            inputs["key_mask"],
+            linear_attention_config(config),
+            query_mask=inputs["query_mask"],
+        )
+        grads, d_q_in, d_kv_in = backward(cache, upstream["d_out"])
+        return Result(
+            outputs={"out": out},
+            grads={"d_q_in": d_q_in, "d_kv_in": d_kv_in, **param_grads(grads)},
+            intermediates=intermediates(cache),
+        )
+
+    return reference
 
 
-def linear_attention_explicit_reference(
-    inputs: Tensors, params: Tensors, config: Config, upstream: Tensors
-) -> Result:
-    out, cache = linear_attention_explicit_forward(
-        AttentionParams(**params),
-        inputs["q_in"],
-        inputs["kv_in"],
-        inputs["key_mask"],
-        linear_attention_config(config),
-        query_mask=inputs["query_mask"],
-    )
-    grads, d_q_in, d_kv_in = linear_attention_explicit_backward(cache, upstream["d_out"])
-    return Result(
-        outputs={"out": out},
-        grads={"d_q_in": d_q_in, "d_kv_in": d_kv_in, **_param_grads(grads)},
-        intermediates={
-            "phi_q": cache.proj.phi_q,
-            "phi_k": cache.proj.phi_k,
-            "degree": cache.degree,
-            "attn_weights": cache.weights,
-        },
-    )
+linear_attention_reference = _reference(
+    linear_attention_forward,
+    linear_attention_backward,
+    lambda cache: {
+        "phi_q": cache.proj.phi_q,
+        "phi_k": cache.proj.phi_k,
+        "kv_summary": cache.kv_summary,
+        "key_sum": cache.key_sum,
+        "degree": cache.degree,
+    },
+)
+
+linear_attention_explicit_reference = _reference(
+    linear_attention_explicit_forward,
+    linear_attention_explicit_backward,
+    lambda cache: {
+        "phi_q": cache.proj.phi_q,
+        "phi_k": cache.proj.phi_k,
+        "degree": cache.degree,
+        "attn_weights": cache.weights,
+    },
+)
 
 
 COMPONENTS = {
@@ -96,37 +104,20 @@ COMPONENTS = {
 }
 
 
-def random_params(rng: np.random.Generator, d: int, scale: float = 1.0) -> Tensors:
-    """Weights ~ N(0, scale^2 / D), biases ~ N(0, 0.1^2)."""
-    return {
-        name: rng.standard_normal((d, d)) * scale / np.sqrt(d)
-        if name.startswith("W")
-        else 0.1 * rng.standard_normal(d)
-        for name in PARAM_NAMES
-    }
-
-
-def _random_mask(rng: np.random.Generator, b: int, n: int) -> BoolArray:
-    """At least one valid position per row."""
-    mask = rng.random((b, n)) < 0.7
-    mask[np.arange(b), rng.integers(0, n, size=b)] = True
-    return mask
-
-
 def _cross(
     b: int, q: int, length: int, d: int, scale: float = 1.0, empty_rows: int = 0
 ) -> Builder:
     """Random queries/keys/masks; the first `empty_rows` batch rows have no valid key."""
 
     def build(rng: np.random.Generator) -> CaseTensors:
-        key_mask = _random_mask(rng, b, length)
+        key_mask = random_mask(rng, b, length)
         key_mask[:empty_rows] = False
         return CaseTensors(
             inputs={
                 "q_in": rng.standard_normal((b, q, d)),
                 "kv_in": rng.standard_normal((b, length, d)),
                 "key_mask": key_mask,
-                "query_mask": _random_mask(rng, b, q),
+                "query_mask": random_mask(rng, b, q),
             },
             params=random_params(rng, d, scale),
             upstream=upstream_like(rng, {"out": (b, q, d)}),
@@ -172,7 +163,7 @@ def _zero_degree(rng: np.random.Generator) -> CaseTensors:
         inputs={
             "q_in": q_in,
             "kv_in": rng.standard_normal((2, 5, 4)),
-            "key_mask": _random_mask(rng, 2, 5),
+            "key_mask": random_mask(rng, 2, 5),
             "query_mask": np.ones((2, 3), dtype=bool),
         },
         params=params,

@@ -35,6 +35,7 @@ import numpy as np
 
 from refimpl._check import Array, BoolArray, Shapes, require_positive_int
 from refimpl.nn._upstream import check_upstream
+from refimpl.nn.linear import affine, affine_backward
 
 PARAM_NAMES = ("Wq", "bq", "Wk", "bk", "Wv", "bv", "Wo", "bo")
 
@@ -160,15 +161,15 @@ def attention_forward(
         raise ValueError(f"cfg.num_heads: {heads} heads do not divide the width D = {d}")
 
     scale = 1.0 / float(np.sqrt(d // heads))
-    q = _split_heads(q_in @ params.Wq + params.bq, heads)
-    k = _split_heads(kv_in @ params.Wk + params.bk, heads)
-    v = _split_heads(kv_in @ params.Wv + params.bv, heads)
+    q = _split_heads(affine(q_in, params.Wq, params.bq), heads)
+    k = _split_heads(affine(kv_in, params.Wk, params.bk), heads)
+    v = _split_heads(affine(kv_in, params.Wv, params.bv), heads)
     row_valid = query_mask & key_mask.any(axis=1, keepdims=True)
     scores = (q @ k.transpose(0, 1, 3, 2)) * scale
     key_weights = masked_softmax(scores, key_mask[:, None, None, :])
     weights = np.where(row_valid[:, None, :, None], key_weights, 0)
     context = _merge_heads(weights @ v)
-    out: Array = np.where(row_valid[:, :, None], context @ params.Wo + params.bo, 0)
+    out: Array = np.where(row_valid[:, :, None], affine(context, params.Wo, params.bo), 0)
     cache = AttentionCache(params, q_in, kv_in, q, k, v, weights, context, row_valid, scale)
     return out, cache
 
@@ -188,29 +189,19 @@ def attention_backward(
     p = cache.params
     heads = cache.q.shape[1]
     d_projected = np.where(cache.row_valid[:, :, None], d_out, 0)
-    d_Wo = np.einsum("bqd,bqe->de", cache.context, d_projected)
-    d_bo = d_projected.sum(axis=(0, 1))
-    d_context = _split_heads(d_projected @ p.Wo.T, heads)
+    d_Wo, d_bo, d_context_merged = affine_backward(cache.context, p.Wo, d_projected)
+    d_context = _split_heads(d_context_merged, heads)
     d_weights_total = d_context @ cache.v.transpose(0, 1, 3, 2)
     if d_weights is not None:
         d_weights_total = d_weights_total + d_weights
     d_v = cache.weights.transpose(0, 1, 3, 2) @ d_context
     d_scores = softmax_backward(cache.weights, d_weights_total) * cache.scale
-    d_q = _merge_heads(d_scores @ cache.k)
+    d_Wq, d_bq, d_q_in = affine_backward(cache.q_in, p.Wq, _merge_heads(d_scores @ cache.k))
     d_k = _merge_heads(d_scores.transpose(0, 1, 3, 2) @ cache.q)
-    d_v_merged = _merge_heads(d_v)
-    grads = AttentionParams(
-        Wq=np.einsum("bqd,bqe->de", cache.q_in, d_q),
-        bq=d_q.sum(axis=(0, 1)),
-        Wk=np.einsum("bld,ble->de", cache.kv_in, d_k),
-        bk=d_k.sum(axis=(0, 1)),
-        Wv=np.einsum("bld,ble->de", cache.kv_in, d_v_merged),
-        bv=d_v_merged.sum(axis=(0, 1)),
-        Wo=d_Wo,
-        bo=d_bo,
-    )
-    d_q_in: Array = d_q @ p.Wq.T
-    d_kv_in: Array = d_k @ p.Wk.T + d_v_merged @ p.Wv.T
+    d_Wk, d_bk, d_kv_in = affine_backward(cache.kv_in, p.Wk, d_k)
+    d_Wv, d_bv, d_kv_in_values = affine_backward(cache.kv_in, p.Wv, _merge_heads(d_v))
+    d_kv_in += d_kv_in_values
+    grads = AttentionParams(Wq=d_Wq, bq=d_bq, Wk=d_Wk, bk=d_bk, Wv=d_Wv, bv=d_bv, Wo=d_Wo, bo=d_bo)
     return grads, d_q_in, d_kv_in
 
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from refimpl._check import Array, BoolArray, Shapes, require_choice, require_positive_int
 from refimpl.nn._upstream import check_upstream
-from refimpl.nn.attention import softmax_backward
+from refimpl.nn.attention import masked_softmax, softmax_backward
 
 SQUASH_EPS = 1e-9
 UPDATES = ("replace", "accumulate")
@@ -101,10 +101,10 @@ def squash_backward(z: Array, d_v: Array) -> Array:
 
 
 def softmax_interests(logits: Array) -> Array:
-    """Softmax over the last axis (interests), max-shifted so large logits do not overflow."""
-    shifted = np.exp(logits - np.max(logits, axis=-1, keepdims=True))
-    result: Array = shifted / np.sum(shifted, axis=-1, keepdims=True)
-    return result
+    """Softmax over the last axis (interests): the attention kernel's max-shifted softmax with
+    every interest valid. Named so the routing loop's one softmax can be found (and, in the
+    negative-control tests, replaced) in one place."""
+    return masked_softmax(logits, np.ones(logits.shape[-1:], dtype=bool))
 
 
 def _validate(

@@ -44,6 +44,7 @@ from refimpl.nn.attention import (
     _split_heads,
     check_attention_params,
 )
+from refimpl.nn.linear import affine, affine_backward, affine_param_grads
 
 PHI_CHOICES = ("softplus", "relu", "elu+1")
 
@@ -139,13 +140,6 @@ def _check_config(cfg: LinearAttentionConfig, d: int) -> tuple[int, str, float]:
     return heads, phi, float(eps)
 
 
-def _affine(x: Array, weight: Array, bias: Array) -> Array:
-    """x W + b, the bias added in place: one (B, N, D) buffer instead of two."""
-    result: Array = x @ weight
-    result += bias
-    return result
-
-
 def project(
     params: AttentionParams,
     q_in: Array,
@@ -166,11 +160,11 @@ def project(
     heads, phi, eps = _check_config(cfg, shapes.size("D"))
 
     # q and k before phi are not kept: phi' is computed from phi (feature_map_derivative)
-    phi_q = _feature_map_in_place(phi, _split_heads(_affine(q_in, params.Wq, params.bq), heads))
-    phi_k = _feature_map_in_place(phi, _split_heads(_affine(kv_in, params.Wk, params.bk), heads))
+    phi_q = _feature_map_in_place(phi, _split_heads(affine(q_in, params.Wq, params.bq), heads))
+    phi_k = _feature_map_in_place(phi, _split_heads(affine(kv_in, params.Wk, params.bk), heads))
     if not key_mask.all():  # zeroed in place, after phi; where, not a multiply: inf * 0 would be NaN
         np.copyto(phi_k, 0, where=~key_mask[:, None, :, None])
-    v = _split_heads(_affine(kv_in, params.Wv, params.bv), heads)
+    v = _split_heads(affine(kv_in, params.Wv, params.bv), heads)
     row_valid = query_mask & key_mask.any(axis=1, keepdims=True)
     proj = Projection(params, q_in, kv_in, v, phi_q, phi_k, key_mask, row_valid, phi, heads)
     return proj, eps
@@ -178,7 +172,7 @@ def project(
 
 def project_output(proj: Projection, context: Array) -> Array:
     """out = r (context Wo + bo): masked query rows, and rows without a valid key, are zero."""
-    out = _affine(context, proj.params.Wo, proj.params.bo)
+    out = affine(context, proj.params.Wo, proj.params.bo)
     out[~proj.row_valid] = 0
     return out
 
@@ -209,50 +203,36 @@ def attend_linear(proj: Projection, eps: float) -> tuple[Array, LinearAttentionC
     return project_output(proj, context), cache
 
 
-def _affine_grads(x: Array, d_y: Array) -> tuple[Array, Array]:
-    """d_W = sum over (B, N) of x^T d_y and d_b = sum over (B, N) of d_y of y = x W + b, both as
-    BLAS products (einsum would not use BLAS; np.sum over (B, N) is ~4x slower than 1^T d_y)."""
-    rows = x.reshape(-1, x.shape[-1])
-    d_rows = d_y.reshape(-1, d_y.shape[-1])
-    d_weight: Array = rows.T @ d_rows
-    d_bias: Array = np.ones(len(d_rows), dtype=d_rows.dtype) @ d_rows
-    return d_weight, d_bias
-
-
 def _output_backward(proj: Projection, context: Array, d_out: Array) -> tuple[Array, Array, Array]:
     """d_Wo, d_bo and d_context (B, H, Q, D_h) of out = r (context Wo + bo)."""
     # d_out is only read below, so with every row valid it is used as is, without a masked copy
     d_projected = d_out if proj.row_valid.all() else np.where(proj.row_valid[:, :, None], d_out, 0)
-    d_Wo, d_bo = _affine_grads(context, d_projected)
-    d_context = _split_heads(d_projected @ proj.params.Wo.T, proj.heads)
-    return d_Wo, d_bo, d_context
+    d_Wo, d_bo, d_context = affine_backward(context, proj.params.Wo, d_projected)
+    return d_Wo, d_bo, _split_heads(d_context, proj.heads)
 
 
 def _query_backward(proj: Projection, d_phi_q: Array) -> tuple[Array, Array, Array]:
     """d_Wq, d_bq and d_q_in from d_phi_q, which is this backward's own buffer and is scaled by
     phi' in place."""
     d_phi_q *= feature_map_derivative(proj.phi, proj.phi_q)
-    d_q = _merge_heads(d_phi_q)
-    d_q_in: Array = d_q @ proj.params.Wq.T
-    return (*_affine_grads(proj.q_in, d_q), d_q_in)
+    return affine_backward(proj.q_in, proj.params.Wq, _merge_heads(d_phi_q))
 
 
 def _value_backward(proj: Projection, d_v: Array) -> tuple[Array, Array, Array]:
     """d_Wv, d_bv and the value path's share of d_kv_in."""
-    d_v_merged = _merge_heads(d_v)
-    d_kv_in: Array = d_v_merged @ proj.params.Wv.T
-    return (*_affine_grads(proj.kv_in, d_v_merged), d_kv_in)
+    return affine_backward(proj.kv_in, proj.params.Wv, _merge_heads(d_v))
 
 
 def _key_backward(proj: Projection, d_phi_k: Array, d_kv_in: Array) -> tuple[Array, Array]:
-    """d_Wk and d_bk; adds the key path's share to d_kv_in (this backward's own buffer).
-    d_phi_k (also our own) is scaled in place by phi' and the key mask."""
+    """d_Wk and d_bk; adds the key path's share to d_kv_in (this backward's own buffer) in place,
+    which saves the (B, L, D) d_x buffer `affine_backward` would allocate. d_phi_k (also our
+    own) is scaled in place by phi' and the key mask."""
     d_phi_k *= feature_map_derivative(proj.phi, proj.phi_k)
     if not proj.key_mask.all():
         np.copyto(d_phi_k, 0, where=~proj.key_mask[:, None, :, None])
     d_k = _merge_heads(d_phi_k)
     d_kv_in += d_k @ proj.params.Wk.T
-    return _affine_grads(proj.kv_in, d_k)
+    return affine_param_grads(proj.kv_in, d_k)
 
 
 def linear_attention_backward(

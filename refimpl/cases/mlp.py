@@ -86,7 +86,7 @@ def _tiny_hand(rng: np.random.Generator) -> CaseTensors:
 
 
 def _case(name: str, description: str, activations: tuple[str, ...], build: Builder) -> CaseSpec:
-    return CaseSpec("mlp", name, description, f"{SPEC}#cases", {"activations": list(activations)}, build)
+    return CaseSpec("mlp", name, description, f"{SPEC}#golden-cases", {"activations": list(activations)}, build)
 
 
 CASES = (

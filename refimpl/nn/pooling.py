@@ -1,6 +1,6 @@
 """Masked mean pooling over the length axis (spec/pooling.md).
 
-ULIM's short-term encoder pools its MHSA output this way into v_s (DESIGN.md, ULIM model), and
+ULIM's short-term encoder pools its MHSA output this way into v_s (spec/ulim.md), and
 PGIN's generator pools the long and short behaviour sequences the same way:
 
     out_b = sum_l m_bl x_bl / max(1, sum_l m_bl)

@@ -1,7 +1,7 @@
 """Approximate search on hnswlib: one index per category plus one global index
 (spec/retrieval.md#back-ends).
 
-Spaces. `space="ip"` (the default, as DESIGN.md says) indexes the item vectors in hnswlib's
+Spaces. `space="ip"` (the default) indexes the item vectors in hnswlib's
 inner-product space. `space="l2_augmented"` indexes the standard MIPS-to-nearest-neighbour
 reduction (Bachrach et al. 2014): per pool, with R the largest item norm, an item e becomes
 [e, sqrt(R^2 - |e|^2)] and a query q becomes [q, 0], so |q' - e'|^2 = |q|^2 + R^2 - 2 <q, e> and

@@ -3,7 +3,7 @@
     e_i   = item_table[behaviour_id_i]                                    (B, L, D)
     e_u   = concat_c profile_table[profile_id_c]                           (B, C*F)
     v_k   = capsule routing of e_i with a_i = 1, one shared map S and the
-            `accumulate` logit update (dynamic routing, MIND eq. 6-9)      (B, K, D)
+            `accumulate` logit update (MIND's Algorithm 1, dynamic routing) (B, K, D)
     o_k   = W2 relu(W1 [v_k; e_u] + b1) + b2                               (B, K, D)
 
 The output layer is linear (not ReLU as MIND's "two ReLU layers" could be read): the interests

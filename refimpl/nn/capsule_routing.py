@@ -7,9 +7,9 @@ For a row (user) with behaviours e_i (i < L), item weights a_i and K interests j
     b^0    = initial_logits               an input, the caller draws it (e.g. N(0, sigma^2))
     repeat r = 0 .. t-1:
       c^r_ij = exp(b^r_ij) / sum_k exp(b^r_ik)         softmax over INTERESTS (UMI eq. 4)
-      z^r_j  = sum_i a_i c^r_ij u_ij                    (UMI eq. 5; padded items have a_i = 0)
+      z^r_j  = sum_i a_i c^r_ij u_ij                    (UMI eq. 3; padded items have a_i = 0)
       v^r_j  = squash(z^r_j)                            (UMI eq. 6)
-      b^{r+1}_ij = u_ij . v^r_j                         `replace` (UMI Algorithm 1, line 8)
+      b^{r+1}_ij = u_ij . v^r_j                         `replace` (UMI eq. 5; Algorithm 1, line 8)
       b^{r+1}_ij = b^r_ij + u_ij . v^r_j                `accumulate` (Sabour et al., MIND)
     interests v_j = v^{t-1}_j
 

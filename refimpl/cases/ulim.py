@@ -13,7 +13,7 @@ import numpy as np
 
 from refimpl.cases._base import Builder, CaseSpec, CaseTensors, Config, Result, Tensors, upstream_like
 from refimpl.losses import UlimLossConfig
-from refimpl.models.ulim import ULIMBatch, ULIMConfig, ulim_init, ulim_loss_and_grads
+from refimpl.models.ulim import ULIMBatch, ULIMConfig, category_subsequence, ulim_init, ulim_loss_and_grads
 
 SPEC = "spec/ulim.md"
 BATCH_FIELDS = ("short_items", "short_mask", "long_items", "long_mask")
@@ -32,6 +32,17 @@ def model_config(config: Config) -> ULIMConfig:
 
 
 def ulim_reference(inputs: Tensors, params: Tensors, config: Config, upstream: Tensors) -> Result:
+    """The training step. Given the whole `long_sequence` (not yet clustered), it first extracts
+    the batch category's subsequence (ULIM 2.1.1) and reports it as intermediates."""
+    clustered: Tensors = {}
+    if "long_sequence" in inputs:
+        long_items, long_mask = category_subsequence(
+            inputs["long_sequence"], inputs["long_sequence_mask"], inputs["item_category"],
+            np.full(inputs["long_sequence"].shape[0], int(config["batch_category"])),
+            int(config["max_subsequence"]),
+        )
+        clustered = {"subsequence_items": long_items, "subsequence_mask": long_mask}
+        inputs = {**inputs, "long_items": long_items, "long_mask": long_mask}
     batch = ULIMBatch(**{name: inputs[name] for name in BATCH_FIELDS})
     dtype = params["tower_W"].dtype
     out = ulim_loss_and_grads(
@@ -42,7 +53,7 @@ def ulim_reference(inputs: Tensors, params: Tensors, config: Config, upstream: T
     return Result(
         outputs={"loss": np.asarray(out.loss, dtype=dtype)},
         grads={f"d_{name}": grad for name, grad in out.grads.items()},
-        intermediates={"short_user": out.short_user, "long_user": out.long_user},
+        intermediates={**clustered, "short_user": out.short_user, "long_user": out.long_user},
     )
 
 
@@ -82,6 +93,31 @@ def _draw(
     return build
 
 
+def _draw_unclustered(config: dict[str, Any]) -> Builder:
+    """B=3, S=4, N=3 and a long sequence of L=10 over every category: row 0 holds more behaviours
+    of the batch's category than `max_subsequence` keeps, row 2 none at all."""
+    clustered = _draw(config, 3, 4, 1, 3, empty_long_row=False)  # everything but the long input
+    items, category = config["num_items"], config["batch_category"]
+
+    def build(rng: np.random.Generator) -> CaseTensors:
+        drawn = clustered(rng)
+        item_category = drawn.inputs["item_category"]
+        foreign = np.flatnonzero(item_category != category)
+        in_category = np.flatnonzero(item_category == category)
+        sequence = rng.integers(0, items, size=(3, 10)).astype(np.int64)
+        sequence[0, ::2] = rng.choice(in_category, size=5)
+        sequence[2] = rng.choice(foreign, size=10)
+        mask = rng.random((3, 10)) < 0.9
+        mask[0, ::2] = True
+        inputs = {
+            name: value for name, value in drawn.inputs.items() if name not in ("long_items", "long_mask")
+        }
+        inputs = {**inputs, "long_sequence": sequence, "long_sequence_mask": mask}
+        return CaseTensors(inputs, drawn.params, drawn.upstream)
+
+    return build
+
+
 def _config(**overrides: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "num_items": 12, "num_categories": 3, "dim": 4, "num_heads": 2,
@@ -114,6 +150,14 @@ CASES = (
         "empty_subsequence", "Row 0 has no behaviour of the batch's category: v_l = 0 for that "
         "row and its long-term loss is log(1 + N) (every score 0); one head; alpha=1, beta=0.5.",
         _config(num_heads=1, beta=0.5), (2, 3, 4, 2), empty_long_row=True,
+    ),
+    CaseSpec(
+        "ulim", "unclustered_long_sequence", "The whole long sequence (L=10, every category) goes "
+        "in: the model clusters it first (ULIM 2.1.1), keeping the batch category's behaviours in "
+        "time order, the most recent max_subsequence=4 (row 0 has 7); row 2 has none (v_l = 0). "
+        "The extracted subsequence is an intermediate. B=3, S=4, N=3; as `small` otherwise.",
+        f"{SPEC}#category-clustering-ulim-211", _config(max_subsequence=4),
+        _draw_unclustered(_config(max_subsequence=4)), atol=1e-8,
     ),
     _case(
         "accidental_hit", "A negative equal to a row's positive is removed from that row; "

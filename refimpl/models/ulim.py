@@ -222,6 +222,75 @@ def _check_batch(batch: ULIMBatch, num_items: int) -> None:
             raise ValueError(f"{name}_items: ids at valid positions must be in [0, {num_items})")
 
 
+def category_subsequence(
+    long_sequence: IntArray,
+    long_sequence_mask: BoolArray,
+    item_category: IntArray,
+    categories: IntArray,
+    max_length: int,
+) -> tuple[IntArray, BoolArray]:
+    """ULIM 2.1.1's category clustering: S_c, the behaviours of category c_b in row b's long sequence.
+
+    long_sequence, long_sequence_mask (B, L): the whole long sequence, oldest first; item_category
+    (I,) the category of every item; categories (B,) the category c_b of each row; max_length the
+    cap. Returns items, mask (B, max_length): row b's valid behaviours of category c_b in time order,
+    the most recent `max_length` kept, left-aligned (oldest first) and padded with id 0, mask False.
+    A row without a behaviour of its category gets an all-masked row.
+    """
+    shapes = Shapes()
+    shapes.check_int("long_sequence", long_sequence, ("B", "L"))
+    shapes.check_bool("long_sequence_mask", long_sequence_mask, ("B", "L"))
+    shapes.check_int("item_category", item_category, ("I",))
+    shapes.check_int("categories", categories, ("B",))
+    width = require_positive_int("max_length", max_length)
+    ids = long_sequence[long_sequence_mask]
+    if ids.size and (ids.min() < 0 or ids.max() >= item_category.shape[0]):
+        raise ValueError(
+            f"long_sequence: ids at valid positions must be in [0, {item_category.shape[0]}), "
+            f"got [{ids.min()}, {ids.max()}]"
+        )
+    of_category = long_sequence_mask & (
+        item_category[np.where(long_sequence_mask, long_sequence, 0)] == categories[:, None]
+    )
+    items = np.zeros((long_sequence.shape[0], width), dtype=np.int64)
+    mask = np.zeros((long_sequence.shape[0], width), dtype=bool)
+    for row, selected in enumerate(of_category):
+        kept = long_sequence[row][selected][-width:]
+        items[row, : kept.shape[0]] = kept
+        mask[row, : kept.shape[0]] = True
+    return items, mask
+
+
+def require_category_subsequence(
+    long_items: IntArray, long_mask: BoolArray, item_category: IntArray, batch_category: int
+) -> None:
+    """Refuse a long-term input that is not the batch category's subsequence (ULIM 2.1.1).
+
+    Raises ValueError naming `long_items`, the first offending (row, position), its item and
+    category, and how many valid positions are foreign. item_category (I,) must cover the ids.
+    """
+    shapes = Shapes()
+    shapes.check_int("long_items", long_items, ("B", "L"))
+    shapes.check_bool("long_mask", long_mask, ("B", "L"))
+    shapes.check_int("item_category", item_category, ("I",))
+    ids = long_items[long_mask]
+    if ids.size and (ids.min() < 0 or ids.max() >= item_category.shape[0]):
+        raise ValueError(
+            f"long_items: ids at valid positions must be in [0, {item_category.shape[0]}), "
+            f"got [{ids.min()}, {ids.max()}]"
+        )
+    foreign = long_mask & (item_category[np.where(long_mask, long_items, 0)] != batch_category)
+    if foreign.any():
+        row, position = (int(i) for i in np.argwhere(foreign)[0])
+        item = int(long_items[row, position])
+        raise ValueError(
+            f"long_items: the long-term encoder reads the subsequence of the batch's category "
+            f"{batch_category} only (ULIM 2.1.1: cluster the long sequence by category first); "
+            f"position ({row}, {position}) holds item {item} of category {int(item_category[item])}"
+            f" ({int(foreign.sum())} valid position(s) of other categories)"
+        )
+
+
 def _short_forward(
     params: Params, emb: Array, mask: BoolArray, cfg: ULIMConfig
 ) -> tuple[Array, AttentionCache, PoolCache]:
@@ -315,11 +384,14 @@ def ulim_loss_and_grads(
 
     positive_ids (B,), negative_ids (N,) shared by every row, all of `batch_category`
     (ValueError naming the ids otherwise); item_category (I,) the category of every item.
+    `batch.long_items` must be the batch category's subsequence (`category_subsequence`): a valid
+    behaviour of another category is refused (`require_category_subsequence`).
     The gradients are of `d_loss * loss` (the upstream gradient; 1 when training).
     """
     check_config(cfg)
     check_params(params, cfg)
     _check_batch(batch, cfg.num_items)
+    require_category_subsequence(batch.long_items, batch.long_mask, item_category, batch_category)
     catalogue, tower = catalogue_tower_forward(params, item_category)
     (short_emb, long_emb, positive, negatives), lookup = _gather(
         catalogue,

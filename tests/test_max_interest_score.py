@@ -63,7 +63,7 @@ def test_negative_control_gradient_check_catches_a_gradient_spread_over_every_in
 
 
 def by_definition(interests: Any, items: Any, n: int) -> list[list[int]]:
-    """Eq. 1 item by item, then a sort by (score descending, id)."""
+    """UMI eq. 1 item by item, then a sort by (score descending, id)."""
     ranked = []
     for user in interests:
         scores = [max(float(v @ e) for v in user) for e in items]

@@ -104,3 +104,24 @@ def test_negative_control_a_broken_link_is_reported(section: str) -> None:
     anchors = spec_anchors(SPEC)
     assert unresolved({"mlp/tiny_hand": "spec/mlp.md#worked-example"}, anchors) == []
     assert unresolved({"mlp/broken": section}, anchors) == [f"mlp/broken: {section}"]
+
+
+def design_references(root: Path) -> list[str]:
+    """Files of spec/ and refimpl/ under `root` that mention DESIGN.md, a file users do not have."""
+    files = [*sorted((root / "spec").rglob("*")), *sorted((root / "refimpl").rglob("*.py"))]
+    return [
+        str(path.relative_to(root)) for path in files
+        if path.is_file() and path.suffix in (".md", ".py", ".json") and "DESIGN" in path.read_text(encoding="utf-8")
+    ]
+
+
+def test_the_spec_and_the_code_stand_without_design_md() -> None:
+    assert design_references(SPEC.parent) == []
+
+
+def test_negative_control_a_design_reference_is_found(tmp_path: Path) -> None:
+    (tmp_path / "spec").mkdir()
+    (tmp_path / "refimpl").mkdir()
+    (tmp_path / "spec" / "page.md").write_text("# Page\nAs DESIGN.md section 5 says.\n", encoding="utf-8")
+    (tmp_path / "refimpl" / "module.py").write_text('"""Plain."""\n', encoding="utf-8")
+    assert design_references(tmp_path) == ["spec/page.md"]

@@ -3,14 +3,14 @@
 With interests v_bk (B, K, D) and item vectors e_m (M, D):
 
     k_bm  = argmax_k <v_bk, e_m>                     best_interest (B, M), ties to the lowest k
-    s(u_b, i_m) = max_k <v_bk, e_m> = <v_{b k_bm}, e_m>      scores (B, M)           (UMI eq. 1)
-    top-n(b) = the n items of highest s(u_b, .), ties to the lower item id
+    s_bm  = max_k <v_bk, e_m> = <v_{b k_bm}, e_m>    scores (B, M), user b, item m      (UMI eq. 1)
+    top-n(b) = the n items of highest s_b., ties to the lower item id
 
 Retrieval with one nearest-neighbour search per interest followed by a merge
 (`merge_interest_candidates`: the union of the K lists, de-duplicated, ordered by score) returns
-exactly the top-n of eq. 1 when each interest's search is exact and returns its own top n: an item
-in the eq. 1 top-n is in the top n of its best interest, and de-duplication keeps each item's
-highest score, which is its eq. 1 score.
+exactly the top-n under s when each interest's search is exact and returns its own top n: an item
+in the top-n under s is in the top n of its best interest, and de-duplication keeps each item's
+highest score, which is its s.
 
 The backward treats the argmax as a constant, as the readout does (refimpl.nn.multi_interest_readout):
 d v_{b k_bm} += d s_bm e_m and d e_m += sum_b d s_bm v_{b k_bm}; away from ties this is the exact

@@ -11,13 +11,15 @@ with P positives, N negatives and tied scores given the mean of the ranks they s
 Top-N metrics, for users u with a ranked retrieved list R_u (its first N items, R_u^N) and a set
 of ground-truth items T_u:
 
-    HitRate@N   = (1 / |U|) sum_u  1[ |R_u^N ∩ T_u| > 0 ]                      UMI eq. 15
+    HitRate@N   = (1 / |U|) sum_u  |R_u^N ∩ T_u| / |T_u|                       UMI eq. 15
     Precision@N = (1 / |U|) sum_u  |R_u^N ∩ T_u| / N                           UMI eq. 16
-    HR@N (ULIM) = sum_u |R_u^N ∩ T_u| / sum_u |T_u|                            share of targets hit
+    HR@N (ULIM) = (1 / |U|) sum_u  1[ |R_u^N ∩ T_u| > 0 ]                      users with a hit
 
 Intersections are of sets: an item retrieved twice in the top N counts once. A list shorter than
 N (a category with fewer items than its quota) is used as it is; Precision still divides by N.
-With one ground-truth item per user, ULIM's HR@N equals UMI's HitRate@N.
+HitRate@N is the per-user share of targets retrieved (UMI's protocol gives a user several targets);
+HR@N is the share of users with at least one target in their top N (ULIM's protocol gives each user
+one target, where the two are equal).
 """
 
 from __future__ import annotations
@@ -110,9 +112,13 @@ def _hits(retrieved: Ranked, relevant: Sequence[Iterable[Any]], n: int) -> list[
 
 
 def hit_rate_at_n(retrieved: Ranked, relevant: Sequence[Iterable[Any]], n: int) -> float:
-    """UMI eq. 15: the share of users with at least one ground-truth item in their top N."""
+    """UMI eq. 15: the mean over users of the share of their ground-truth items in their top N,
+    |R_u^N ∩ T_u| / |T_u|. Every user needs at least one ground-truth item (ValueError otherwise)."""
     counts = _hits(retrieved, relevant, n)
-    return sum(1 for hit, _ in counts if hit > 0) / len(counts)
+    empty = [user for user, (_, size) in enumerate(counts) if size == 0]
+    if empty:
+        raise ValueError(f"relevant: HitRate@N needs a ground-truth item for every user; users {empty[:10]} have none")
+    return sum(hit / size for hit, size in counts) / len(counts)
 
 
 def precision_at_n(retrieved: Ranked, relevant: Sequence[Iterable[Any]], n: int) -> float:
@@ -122,9 +128,7 @@ def precision_at_n(retrieved: Ranked, relevant: Sequence[Iterable[Any]], n: int)
 
 
 def hr_at_n(retrieved: Ranked, relevant: Sequence[Iterable[Any]], n: int) -> float:
-    """ULIM's HR@N: ground-truth items found in the users' top N over all ground-truth items."""
+    """ULIM's HR@N: the share of users with at least one ground-truth item in their top N (with
+    ULIM's one target per user, the share of targets retrieved)."""
     counts = _hits(retrieved, relevant, n)
-    total = sum(size for _, size in counts)
-    if total == 0:
-        raise ValueError("relevant: HR@N is undefined without any ground-truth item")
-    return sum(hit for hit, _ in counts) / total
+    return sum(1 for hit, _ in counts if hit > 0) / len(counts)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import refimpl.nn.interest_refinement as module
 from refimpl.cases._base import CaseTensors
-from refimpl.cases.interest_refinement import interest_refinement_reference, random_params
+from refimpl.cases.interest_refinement import CASES, interest_refinement_reference, random_params
 from refimpl.conformance import reference_adapter, run_conformance
 from refimpl.gradcheck import assert_gradients_match, check_component
 from refimpl.nn.interest_refinement import (
@@ -128,4 +128,4 @@ def test_float32_and_validation() -> None:
 
 def test_reference_passes_its_goldens() -> None:
     report = run_conformance(reference_adapter(), components=["interest_refinement"])
-    assert report.ok and len(report.results) == 4
+    assert report.ok and len(report.results) == len(CASES)

@@ -178,20 +178,22 @@ def test_equality_check_catches_missing_degree_normalization() -> None:
 def convexity_problems(
     context: np.ndarray, weights: np.ndarray, proj: Projection, denominator: np.ndarray, eps: float
 ) -> list[str]:
-    """context (B, H, Q, D_h) must be weights @ v with weights >= 0, zero on masked keys, and (in a
-    batch element with a valid key) rows summing to 1 up to eps: sum = degree / (degree + eps), so
-    sum * denominator = denominator - eps. Each coordinate then lies in the range of the valid
-    value rows."""
+    """context (B, H, Q, D_h) must be weights @ v with weights >= 0, zero on masked keys and on
+    invalid rows (masked queries, batch elements without a valid key), and valid rows summing to 1
+    up to eps: sum = degree / (degree + eps), so sum * denominator = denominator - eps. Each
+    coordinate then lies in the range of the valid value rows."""
     problems = []
     valid_key = proj.key_mask[:, None, None, :]
     if (weights < 0).any():
         problems.append("negative weight")
     if (np.where(valid_key, 0, weights) != 0).any():
         problems.append("weight on a masked key")
-    has_key = proj.key_mask.any(axis=1)
-    sums = weights.sum(axis=-1)[has_key]
-    scaled = sums * denominator[has_key]
-    if (sums > 1 + 1e-12).any() or not np.allclose(scaled, denominator[has_key] - eps, rtol=1e-12, atol=1e-15):
+    valid_row = np.broadcast_to(proj.row_valid[:, None, :], denominator.shape)
+    if (weights[~valid_row] != 0).any():
+        problems.append("weight on an invalid row")
+    sums = weights.sum(axis=-1)[valid_row]
+    scaled = sums * denominator[valid_row]
+    if (sums > 1 + 1e-12).any() or not np.allclose(scaled, denominator[valid_row] - eps, rtol=1e-12, atol=1e-15):
         problems.append("weights do not sum to 1 up to eps")
     if not np.allclose(context, weights @ proj.v, rtol=1e-9, atol=1e-12):
         problems.append("context is not weights @ v")
@@ -201,7 +203,7 @@ def convexity_problems(
     # the eps share of each row's weight goes to 0, not to a value row
     slack = (1 - weights.sum(axis=-1, keepdims=True)) * np.abs(proj.v).max(initial=0.0) + 1e-9
     outside = (context > high + slack) | (context < low - slack)
-    if (has_key[:, None, None, None] & outside).any():
+    if (proj.row_valid[:, None, :, None] & outside).any():
         problems.append("context outside the range of the valid values")
     return problems
 
@@ -234,6 +236,18 @@ def test_convexity_check_catches_masking_before_phi_and_missing_normalization() 
     unnormalized = explicit.weights * explicit.denominator[..., None]
     problems = convexity_problems(unnormalized @ proj.v, unnormalized, proj, explicit.denominator, eps)
     assert "weights do not sum to 1 up to eps" in problems
+
+
+def test_convexity_check_catches_weights_at_masked_queries() -> None:
+    """The explicit form before the masked-row rule: weights computed for every query row."""
+    example = fixed_example()
+    example.inputs["query_mask"][0, 1] = False
+    assert convexity_of(example) == []
+    proj, eps = project(*example.args())
+    _, explicit = attend_explicit(proj, eps)
+    every_row = proj.phi_q @ proj.phi_k.transpose(0, 1, 3, 2) / explicit.denominator[..., None]
+    problems = convexity_problems(every_row @ proj.v, every_row, proj, explicit.denominator, eps)
+    assert problems == ["weight on an invalid row"]
 
 
 # --- permutation symmetry ----------------------------------------------------------------------

@@ -107,10 +107,10 @@ def brute_top_n(retrieved: Sequence[Sequence[int]], relevant: Sequence[Sequence[
     """(HitRate@N, Precision@N, HR@N) written out from the definitions."""
     hits = [len(set(r[:n]) & set(t)) for r, t in zip(retrieved, relevant, strict=True)]
     users = len(retrieved)
-    hit_rate = sum(h > 0 for h in hits) / users
+    hit_rate = sum(h / len(set(t)) for h, t in zip(hits, relevant, strict=True)) / users
     precision = sum(h / n for h in hits) / users
-    ratio = sum(hits) / sum(len(set(t)) for t in relevant)
-    return hit_rate, precision, ratio
+    any_hit = sum(h > 0 for h in hits) / users
+    return hit_rate, precision, any_hit
 
 
 @st.composite
@@ -150,21 +150,35 @@ def test_definition_check_catches_a_missing_cutoff_and_a_wrong_divisor() -> None
                            n: int) -> float:
         return precision_at_n(retrieved, relevant, n) * n / min(n, len(retrieved[0]))
 
+    def any_hit_rate(retrieved: Sequence[Sequence[int]], relevant: Sequence[Sequence[int]],
+                     n: int) -> float:
+        """HitRate@N read as "at least one target retrieved" (not UMI eq. 15)."""
+        return hr_at_n(retrieved, relevant, n)
+
+    def micro_hr(retrieved: Sequence[Sequence[int]], relevant: Sequence[Sequence[int]], n: int) -> float:
+        """HR@N read as targets hit over all targets (not the share of users with a hit)."""
+        pairs = list(zip(retrieved, relevant, strict=True))
+        return sum(len(set(r[:n]) & set(t)) for r, t in pairs) / sum(len(set(t)) for _, t in pairs)
+
     retrieved, relevant = [[1, 2, 3]], [[3]]
     assert top_n_problems(METRICS, retrieved, relevant, 2) == []
     broken = (whole_list_hit_rate, per_list_precision, hr_at_n)
     assert top_n_problems(broken, [[1, 2, 3]], [[3]], 2) == ["HitRate@N"]
     assert top_n_problems(broken, [[3]], [[3]], 4) == ["Precision@N"]
+    several = [[1, 2, 3], [4]], [[1, 9], [4]]
+    assert top_n_problems(METRICS, *several, 2) == []
+    assert top_n_problems((any_hit_rate, precision_at_n, micro_hr), *several, 2) == ["HitRate@N", "HR@N"]
 
 
 def test_top_n_hand_example() -> None:
     retrieved = np.array([[5, 3, 9, 1], [2, 2, 7, 4], [8, 6, 0, 3]])
     relevant = [[3, 1], [2], [4]]
-    # top 2: {5, 3} hits 3; {2} hits 2 once (duplicates count once); {8, 6} misses
-    assert hit_rate_at_n(retrieved, relevant, 2) == pytest.approx(2 / 3)
+    # top 2: {5, 3} hits 3 (1 of 2 targets); {2} hits 2 once (duplicates count once); {8, 6} misses
+    assert hit_rate_at_n(retrieved, relevant, 2) == 0.5  # (1/2 + 1/1 + 0/1) / 3, UMI eq. 15
     assert precision_at_n(retrieved, relevant, 2) == pytest.approx((1 / 2 + 1 / 2 + 0) / 3)
-    assert hr_at_n(retrieved, relevant, 2) == pytest.approx(2 / 4)
-    assert hr_at_n(retrieved, relevant, 4) == pytest.approx(3 / 4)
+    assert hr_at_n(retrieved, relevant, 2) == pytest.approx(2 / 3)
+    assert hit_rate_at_n(retrieved, relevant, 4) == pytest.approx((2 / 2 + 1 / 1 + 0) / 3)
+    assert hr_at_n(retrieved, relevant, 4) == pytest.approx(2 / 3)
 
 
 def test_short_lists_are_used_as_they_are_and_precision_divides_by_n() -> None:
@@ -186,6 +200,6 @@ def test_top_n_refuses_bad_input(retrieved: list[Any], relevant: list[Any], n: i
         hit_rate_at_n(retrieved, relevant, n)
 
 
-def test_hr_needs_a_ground_truth_item() -> None:
-    with pytest.raises(ValueError, match="ground-truth"):
-        hr_at_n([[1]], [[]], 1)
+def test_hit_rate_needs_a_ground_truth_item_per_user() -> None:
+    with pytest.raises(ValueError, match="users \\[1\\] have none"):
+        hit_rate_at_n([[1], [2]], [[1], []], 1)

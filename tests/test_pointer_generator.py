@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import refimpl.nn.pointer_generator as pg
-from refimpl.cases.pointer_generator import CASES, COMPONENTS, pointer_generator_reference
+from refimpl.cases.pointer_generator import COMPONENTS, pointer_generator_reference
+from refimpl.cases.pointer_generator import TRAINING_CASES as CASES
 from refimpl.conformance import reference_adapter, run_conformance
 from refimpl.gradcheck import assert_gradients_match, check_component
 from refimpl.nn.attention import PARAM_NAMES, AttentionParams
@@ -302,4 +303,4 @@ def test_negative_control_swapped_gate_fails_naming_y(monkeypatch: pytest.Monkey
         assert "y" in result.failing_names and "P_poi" not in result.failing_names
         assert result.first_divergent_intermediate == "row_loss"
     passing = {r.case_id.split("/")[1] for r in report.results if r.status == "pass"}
-    assert passing == {"tiny_hand", "one_category"}  # a gate of 0.5, and y = [1]: both blind
+    assert passing == {"tiny_hand", "one_category"}  # forward only: a gate of 0.5, and y = [1], are blind

@@ -113,8 +113,56 @@ def _build(shape: Shape, empty_sequence_rows: int = 0) -> Builder:
     return build
 
 
-def _case(name: str, description: str, section: str, config: Config, build: Builder) -> CaseSpec:
-    return CaseSpec("ifa", name, description, f"{SPEC}#{section}", config, build)
+def _placed_logits(
+    impression_logit: np.ndarray, click_logit: np.ndarray, impression: np.ndarray, click: np.ndarray
+) -> Builder:
+    """Linear towers (no hidden layer) and one cross id per candidate, whose cross embedding is moved
+    so that each candidate's impression and click logits take the given values (B, M): the cross
+    block of the two towers' weights spans the 2-D move, so every other input stays as drawn."""
+
+    def build(rng: np.random.Generator) -> CaseTensors:
+        b, m = impression_logit.shape
+        drawn = _build(Shape(batch=b, candidates=m, cross=b * m, hidden=()))(rng)
+        inputs = {**drawn.inputs, "cross_ids": np.arange(b * m, dtype=np.int64).reshape(b, m),
+                  "cand_mask": np.ones((b, m), dtype=bool),
+                  "impression": impression.astype(np.int64), "click": click.astype(np.int64)}
+        params = dict(drawn.params)
+        width = params["cross_table"].shape[1]
+        cross_block = slice(2 * width, 3 * width)  # features are [user; item; cross; FSM; RAM]
+        directions = np.stack([params["impression_W0"][cross_block, 0], params["click_W0"][cross_block, 0]])
+        output, _ = ifa_forward(ifa_params_from_dict(params), ifa_batch_from_dict(inputs), IFAConfig(num_heads=2))
+        wanted = np.stack([impression_logit - output.impression_logit, click_logit - output.click_logit], axis=-1)
+        move = np.linalg.solve(directions @ directions.T, wanted.reshape(-1, 2).T).T @ directions
+        params["cross_table"] = params["cross_table"] + move
+        return CaseTensors(inputs, params, drawn.upstream)
+
+    return build
+
+
+def _softplus_threshold(rng: np.random.Generator) -> CaseTensors:
+    """Every impression logit in (-20.65, -20.05), every label 0: BCE(p_imp p_clk, 0) subtracts two
+    softplus values of about 20, so a softplus that returns x above 20 (torch's threshold) is off
+    by e^a ~ 1.5e-9 on a per-candidate loss of ~3e-9."""
+    logit_rng = np.random.default_rng(20)
+    impression_logit = -20.05 - 0.6 * logit_rng.random((2, 4))
+    click_logit = logit_rng.uniform(-2.0, 2.0, size=(2, 4))
+    labels = np.zeros((2, 4), dtype=np.int64)
+    return _placed_logits(impression_logit, click_logit, labels, labels)(rng)
+
+
+def _saturated_logits(rng: np.random.Generator) -> CaseTensors:
+    """Logits near +-30 with every label pattern: (a, c, impression, click) per candidate. Where
+    a = +30 with impression 0, or a = c = +30 with click 0, the probabilities round to 1 within
+    1e-13 and a BCE computed from them (1 - p) loses 3 of its 16 digits."""
+    table = np.array([
+        [30.0, 30.0, 1, 0], [30.5, 29.5, 0, 0], [30.0, -30.0, 1, 1], [-30.0, 30.0, 0, 0],
+        [-30.0, -30.0, 1, 1], [29.5, 30.5, 1, 1], [-29.5, 30.0, 1, 0], [29.0, -29.5, 0, 0],
+    ]).reshape(2, 4, 4)
+    return _placed_logits(table[..., 0], table[..., 1], table[..., 2], table[..., 3])(rng)
+
+
+def _case(name: str, description: str, section: str, config: Config, build: Builder, atol: float = 1e-9) -> CaseSpec:
+    return CaseSpec("ifa", name, description, f"{SPEC}#{section}", config, build, atol=atol)
 
 
 CASES = (
@@ -130,6 +178,14 @@ CASES = (
     _case("large_inputs",
           "Tables scaled by 10, tower outputs by 20: logits in the tens, the BCE stays finite.",
           "edge-cases", {"num_heads": 2}, _build(Shape(scale=10.0, logit_scale=20.0))),
+    _case("softplus_threshold",
+          "Impression logits in (-20.65, -20.05), labels 0, linear towers: per-candidate losses of "
+          "~3e-9 held to atol 1e-12, so a softplus with torch's threshold 20 fails by 1000x.",
+          "the-loss-and-softplus", {"num_heads": 2}, _softplus_threshold, atol=1e-12),
+    _case("saturated_logits",
+          "Logits near +-30 with every label pattern, linear towers: a BCE of the probabilities "
+          "(1 - p rounded) fails; the logit form does not.",
+          "the-loss-and-softplus", {"num_heads": 2}, _saturated_logits),
     _case("realistic", "B=2, M=16 candidates, L=48 behaviours, E=8, H=2, hidden (16,).",
           "the-model", {"num_heads": 2},
           _build(Shape(batch=2, candidates=16, length=48, width=8, items=40, users=5,

@@ -109,6 +109,30 @@ def _tiny(rng: np.random.Generator) -> CaseTensors:
     )
 
 
+def _relu_at_zero(rng: np.random.Generator) -> CaseTensors:
+    """B=1, K=2, D=2, C=2 fields of F=1, H_d=H=2, integer inputs and weights where it matters: the
+    field MLP's pre-activations are exactly 0 at unit 1 for both interests and at unit 0 for
+    interest 0; the output MLP's unit 0 (which reads v_k only) is exactly 0 for interest 0.
+    relu'(0) = 0 (as torch): a port using [pre >= 0] fails the gradients here."""
+    return CaseTensors(
+        inputs={
+            "interests": np.array([[[1.0, -1.0], [2.0, 1.0]]]),
+            "profile": np.array([[[1.0], [-2.0]]]),
+        },
+        params={
+            "Wd1": np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]),
+            "bd1": np.array([0.0, 1.0]),
+            "Wd2": np.array([[1.0, -1.0], [1.0, 0.5]]),
+            "bd2": np.zeros(2),
+            "Wa": np.array([[0.0, 0.5], [0.0, 0.25], [1.0, 1.0], [1.0, -1.0]]),
+            "ba": np.zeros(2),
+            "Wb": np.array([[1.0, -0.5], [0.5, 1.0]]),
+            "bb": np.zeros(2),
+        },
+        upstream=upstream_like(rng, {"refined": (1, 2, 2)}),
+    )
+
+
 CASES = (
     CaseSpec(
         "interest_refinement",
@@ -141,5 +165,14 @@ CASES = (
         f"{SPEC}#equations",
         {},
         _build(4, 4, 8, 4, 4, False),
+    ),
+    CaseSpec(
+        "interest_refinement",
+        "relu_at_zero",
+        "Pre-activations exactly 0 in both MLPs (integer inputs and weights): relu'(0) = 0. "
+        "B=1, K=2, D=2, C=2, F=1.",
+        f"{SPEC}#edge-cases",
+        {},
+        _relu_at_zero,
     ),
 )

@@ -83,6 +83,7 @@ linear_attention_reference = _reference(
         "kv_summary": cache.kv_summary,
         "key_sum": cache.key_sum,
         "degree": cache.degree,
+        "context": cache.context,
     },
 )
 
@@ -94,6 +95,7 @@ linear_attention_explicit_reference = _reference(
         "phi_k": cache.proj.phi_k,
         "degree": cache.degree,
         "attn_weights": cache.weights,
+        "context": cache.context,
     },
 )
 
@@ -171,6 +173,16 @@ def _zero_degree(rng: np.random.Generator) -> CaseTensors:
     )
 
 
+def _masked_queries(rng: np.random.Generator) -> CaseTensors:
+    """softplus, B=2, Q=4, L=5, D=4, H=2: row 0 masks queries 1 and 3 (its keys partly valid),
+    row 1 masks query 0 and has every key valid."""
+    tensors = _cross(2, 4, 5, 4)(rng)
+    key_mask = np.array([[True, False, True, True, False], [True] * 5])
+    query_mask = np.array([[True, False, True, False], [False, True, True, True]])
+    return CaseTensors({**tensors.inputs, "key_mask": key_mask, "query_mask": query_mask},
+                       tensors.params, tensors.upstream)
+
+
 def _cases(component: str) -> tuple[CaseSpec, ...]:
     def case(name: str, description: str, section: str, config: Config, build: Builder) -> CaseSpec:
         return CaseSpec(component, name, description, f"{SPEC}#{section}", config, build)
@@ -186,6 +198,9 @@ def _cases(component: str) -> tuple[CaseSpec, ...]:
              "the-component", {"num_heads": 2, "phi": "elu+1", "eps": 1e-3}, _cross(2, 4, 6, 8)),
         case("relu_zero_degree", "relu with queries of degree 0 (context 0 / eps = 0).",
              "edge-cases", {"num_heads": 2, "phi": "relu"}, _zero_degree),
+        case("masked_queries", "Masked queries with valid keys: zero attn_weights, context and "
+             "output rows there, no gradient. B=2, Q=4, L=5, D=4, H=2.",
+             "masked-rows", {"num_heads": 2, "phi": "softplus"}, _masked_queries),
         case("fully_masked_sequence", "Batch row 0 has no valid key: its output rows are zero.",
              "edge-cases", {"num_heads": 2, "phi": "softplus"}, _cross(2, 3, 5, 4, empty_rows=1)),
         case("single_candidate_single_key", "M = 1 query, L = 1 key: B=2, D=4, H=2.",
@@ -199,5 +214,6 @@ def _cases(component: str) -> tuple[CaseSpec, ...]:
 
 CASES = _cases("linear_attention") + tuple(
     c for c in _cases("linear_attention_explicit")
-    if c.name in ("hand_checkable", "softplus_multihead", "relu_zero_degree", "fully_masked_sequence")
+    if c.name in ("hand_checkable", "softplus_multihead", "relu_zero_degree", "masked_queries",
+                  "fully_masked_sequence")
 )

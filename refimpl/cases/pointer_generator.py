@@ -30,6 +30,7 @@ SPEC = "spec/pointer_generator.md"
 
 
 def _config(config: Config) -> PointerGeneratorConfig:
+    """Every case states `gate`; "learned" (the model) is also the spec's default."""
     return PointerGeneratorConfig(num_heads=config["num_heads"], gate=config.get("gate", "learned"))
 
 
@@ -73,19 +74,40 @@ def pointer_generator_reference(
 
 
 def pointer_generator_intermediates(out: PointerGeneratorOutput) -> Tensors:
-    """The named intermediates of the pointer-generator, in computation order."""
-    assert out.row_loss is not None
-    return {
+    """The named intermediates of the pointer-generator, in computation order (row_loss only
+    with labels)."""
+    serving = {
         "pointer_weights": out.pointer_weights,
         "pointer_context": out.pointer_context,
         "y_poi": out.y_poi,
         "y_gen": out.y_gen,
         "P_poi": out.P_poi,
-        "row_loss": out.row_loss,
     }
+    return serving if out.row_loss is None else {**serving, "row_loss": out.row_loss}
 
 
-COMPONENTS = {"pointer_generator": pointer_generator_reference}
+def pointer_generator_serving_reference(
+    inputs: Tensors, params: Tensors, config: Config, upstream: Tensors
+) -> Result:
+    """Serving: the forward pass without a label (no loss, no backward); y (B, C) only."""
+    out, _ = pointer_generator_forward(
+        _params(params),
+        inputs["query"],
+        inputs["history_emb"],
+        inputs["history"],
+        inputs["history_mask"],
+        inputs["generator_logits"],
+        inputs["generator_hidden"],
+        None,
+        _config(config),
+    )
+    return Result(outputs={"y": out.y}, grads={}, intermediates=pointer_generator_intermediates(out))
+
+
+COMPONENTS = {
+    "pointer_generator": pointer_generator_reference,
+    "pointer_generator_serving": pointer_generator_serving_reference,
+}
 
 
 @dataclass(frozen=True)
@@ -163,6 +185,16 @@ def _draw(r: Recipe) -> Builder:
     return build
 
 
+def _without_label(build: Builder) -> Builder:
+    """The same draw, for serving: no label, no upstream gradient."""
+    def serving(rng: np.random.Generator) -> CaseTensors:
+        drawn = build(rng)
+        inputs = {name: value for name, value in drawn.inputs.items() if name != "label"}
+        return CaseTensors(inputs, drawn.params, {})
+
+    return serving
+
+
 def _hand(rng: np.random.Generator) -> CaseTensors:
     """The worked example of the spec: scores (0, 0, ln 2) over history ids (2, 0, 2), C = 4."""
     eye = np.eye(2)
@@ -185,11 +217,12 @@ def _hand(rng: np.random.Generator) -> CaseTensors:
 def _case(name: str, description: str, section: str, recipe: Recipe | Builder, **config: object) -> CaseSpec:
     build = _draw(recipe) if isinstance(recipe, Recipe) else recipe
     return CaseSpec(
-        "pointer_generator", name, description, f"{SPEC}#{section}", {"num_heads": 1, **config}, build
+        "pointer_generator", name, description, f"{SPEC}#{section}",
+        {"num_heads": 1, "gate": "learned", **config}, build,
     )
 
 
-CASES = (
+TRAINING_CASES = (
     _case(
         "tiny_hand", "The spec's worked example: B=1, P=3 (ids 2, 0, 2), D=2, C=4, gate 0.5.",
         "worked-example", _hand,
@@ -242,3 +275,13 @@ CASES = (
         "equations", Recipe(6, 20, 8, 60, 8), num_heads=2,
     ),
 )
+
+SERVING_CASES = (
+    CaseSpec(
+        "pointer_generator_serving", "no_label", "Serving without a label (no loss): B=4, P=5, D=4, "
+        "H=2, C=7, G=3, row 0 without history (y = y_gen there).", f"{SPEC}#serving-without-a-label",
+        {"num_heads": 2, "gate": "learned"}, _without_label(_draw(Recipe(4, 5, 4, 7, 3, valid=(0,)))),
+    ),
+)
+
+CASES = TRAINING_CASES + SERVING_CASES

@@ -95,6 +95,26 @@ def _tiny(rng: np.random.Generator) -> CaseTensors:
     )
 
 
+def _relu_at_zero(rng: np.random.Generator) -> CaseTensors:
+    """Integer-valued inputs and weights make pre-activations exactly 0: item 0 has both hidden
+    units at 0, item 2 one unit at -0.5 and one at 2. relu'(0) = 0 (as torch): a port using
+    [pre >= 0] fails d_items, d_user and d_W1, d_b1 here."""
+    return CaseTensors(
+        inputs={
+            "items": np.array([[[1.0, -2.0], [2.0, 0.0], [0.5, 0.5]]]),
+            "user": np.array([[1.0]]),
+            "mask": np.ones((1, 3), dtype=bool),
+        },
+        params={
+            "W1": np.array([[1.0, 1.0], [1.0, 0.0], [1.0, -1.0]]),
+            "b1": np.zeros(2),
+            "W2": np.array([[1.0], [-1.0]]),
+            "b2": np.array([0.5]),
+        },
+        upstream=upstream_like(rng, {"item_weights": (1, 3)}),
+    )
+
+
 CASES = (
     CaseSpec(
         "user_guided_attention",
@@ -127,5 +147,13 @@ CASES = (
         f"{SPEC}#equation",
         {},
         _build(4, 30, 8, 6, 8, False),
+    ),
+    CaseSpec(
+        "user_guided_attention",
+        "relu_at_zero",
+        "Pre-activations exactly 0 (integer inputs and weights): relu'(0) = 0. B=1, L=3, D=2, D_u=1, H=2.",
+        f"{SPEC}#edge-cases",
+        {},
+        _relu_at_zero,
     ),
 )

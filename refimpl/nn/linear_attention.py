@@ -8,14 +8,14 @@ For each head h (width D_h = D / H), with the projections of the attention kerne
     S  = K'^T v          (D_h, D_h)   kv_summary: sum_j phi(k_j) v_j^T
     z  = K'^T 1          (D_h,)       key_sum:    sum_j phi(k_j)
     deg_i = Q'_i . z                  degree of query i (row sum of A = Q' K'^T)
-    ctx_i = Q'_i S / (deg_i + eps)
+    ctx_i = r_i Q'_i S / (deg_i + eps)     r_i = query_mask_i and any_j key_mask_j
     out_i = r_i (ctx_i Wo + bo)
 
 This is IFA's degree-normalized linear attention `D^-1 phi(Q) (phi(K)^T V)` with
 `D = diag(phi(Q) phi(K)^T 1)`, computed in O((Q + L) D_h^2) per head instead of O(Q L D_h).
 It equals, up to round-off, the explicit form (the executable definition, below):
 
-    A = Q' K'^T   (Q, L),   ctx = diag(A 1 + eps)^-1 A v.
+    A = Q' K'^T   (Q, L),   W = diag(r) diag(A 1 + eps)^-1 A,   ctx = W v.
 
 phi: softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^-|x|) (default, strictly positive), relu(x) = max(x, 0),
 elu+1(x) = x + 1 for x > 0 else e^x. No 1/sqrt(D_h) scaling. eps = 1e-6 by default.
@@ -25,8 +25,10 @@ used as `x @ W`, biases (D,), out (B, Q, D). Params are `AttentionParams`, the s
 softmax attention kernel.
 
 Edge cases: masked keys contribute nothing (their phi(k) rows are zeroed after phi, because
-phi(0) != 0 for softplus and elu+1). A masked query row, and every row of a batch element whose
-keys are all masked, is zero and passes no gradient (as in the softmax kernel). A query whose
+phi(0) != 0 for softplus and elu+1). At an invalid row r_i = 0 (a masked query, or any query of a
+batch element whose keys are all masked) the attention weights, the context and the output are zero
+and the row passes no gradient, the rule of the softmax kernel; phi_q and the degree are computed
+for every row. A query whose
 degree is zero (possible with relu) gets context 0 / eps = 0 and stays finite; its gradient is
 finite because every feature where phi(q) > 0 has zero key mass.
 """
@@ -170,6 +172,14 @@ def project(
     return proj, eps
 
 
+def _zero_invalid_rows(proj: Projection, per_query: Array) -> None:
+    """Zero, in place, the rows of a (B, H, Q, *) array this form owns at invalid query rows: the
+    attention weights and the context of a masked query (or of a batch element without a valid key)
+    are zero, as in the softmax kernel (spec/attention.md)."""
+    if not proj.row_valid.all():
+        np.copyto(per_query, 0, where=~proj.row_valid[:, None, :, None])
+
+
 def project_output(proj: Projection, context: Array) -> Array:
     """out = r (context Wo + bo): masked query rows, and rows without a valid key, are zero."""
     out = affine(context, proj.params.Wo, proj.params.bo)
@@ -198,6 +208,7 @@ def attend_linear(proj: Projection, eps: float) -> tuple[Array, LinearAttentionC
     denominator = degree + eps
     numerator = proj.phi_q @ kv_summary
     numerator /= denominator[..., None]
+    _zero_invalid_rows(proj, numerator)
     context = _merge_heads(numerator)
     cache = LinearAttentionCache(proj, kv_summary, key_sum, degree, denominator, context)
     return project_output(proj, context), cache
@@ -298,6 +309,7 @@ def attend_explicit(proj: Projection, eps: float) -> tuple[Array, ExplicitCache]
     denominator = degree + eps
     weights = affinity  # normalized in place: the (Q, L) matrices dominate this form's memory
     weights /= denominator[..., None]
+    _zero_invalid_rows(proj, weights)
     context = _merge_heads(weights @ proj.v)
     cache = ExplicitCache(proj, weights, degree, denominator, context)
     return project_output(proj, context), cache

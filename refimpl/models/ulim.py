@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice, require_positive_int
+from refimpl.data.category_subsequence import category_subsequences
 from refimpl.losses import UlimLossConfig, ulim_loss_backward, ulim_loss_forward
 from refimpl.models._params import (
     Params,
@@ -249,16 +250,12 @@ def category_subsequence(
             f"long_sequence: ids at valid positions must be in [0, {item_category.shape[0]}), "
             f"got [{ids.min()}, {ids.max()}]"
         )
-    of_category = long_sequence_mask & (
-        item_category[np.where(long_sequence_mask, long_sequence, 0)] == categories[:, None]
+    # One definition of S_c for the model, the goldens and the data pipeline.
+    behaviour_category = item_category[np.where(long_sequence_mask, long_sequence, 0)]
+    items, mask = category_subsequences(
+        long_sequence, behaviour_category, long_sequence_mask, categories[:, None], width
     )
-    items = np.zeros((long_sequence.shape[0], width), dtype=np.int64)
-    mask = np.zeros((long_sequence.shape[0], width), dtype=bool)
-    for row, selected in enumerate(of_category):
-        kept = long_sequence[row][selected][-width:]
-        items[row, : kept.shape[0]] = kept
-        mask[row, : kept.shape[0]] = True
-    return items, mask
+    return items[:, 0], mask[:, 0]
 
 
 def require_category_subsequence(

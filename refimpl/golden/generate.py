@@ -38,6 +38,7 @@ from refimpl.golden.format import (
     tensor_entry,
     write_case_folder,
 )
+from refimpl.golden.manifest import write_manifest
 
 FLOAT32_SAFETY_FACTOR = 8.0
 FLOAT32_ATOL_FLOOR = 1e-6
@@ -140,7 +141,8 @@ def generate(
     """Write every registered case (or those of `components` / with ids in `cases`) under `out`.
 
     Each case folder is rewritten from scratch; case folders of a generated component that no
-    longer have a registered case are removed. Returns the ids written.
+    longer have a registered case are removed; `out/MANIFEST.json` is rewritten over every file
+    under `out`. Returns the ids written.
     """
     specs = [s for s in all_cases() if (not components or s.component in components)
              and (not cases or s.case_id in cases)]
@@ -164,6 +166,7 @@ def generate(
                 case_id = f"{component}/{stale.parent.name}"
                 if case_id not in registered:
                     shutil.rmtree(stale.parent)
+    write_manifest(out)
     return written
 
 

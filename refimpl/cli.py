@@ -36,6 +36,7 @@ from refimpl.conformance.runner import (
 from refimpl.golden import default_golden_root
 from refimpl.golden.format import GoldenError, find_cases, read_case
 from refimpl.golden.generate import generate, verify
+from refimpl.golden.manifest import check_manifest
 
 
 def load_adapter(spec: str) -> Adapter:
@@ -108,6 +109,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     golden = Path(args.golden) if args.golden else default_golden_root()
+    suite = check_manifest(golden)
     problems = verify(golden, args.component)
     for problem in problems:
         print(f"DRIFT {problem}")
@@ -116,15 +118,19 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"FAILED: {len(problems)} problems; regenerate with `refimpl golden generate --out "
               f"{golden}` only if the change is intended, and say why in the commit")
         return 1
-    print(f"OK: {count} committed cases regenerate within the float64 noise floor")
+    print(f"OK: {count} committed cases (suite {suite}) regenerate: every field of case.json as "
+          "committed, every tensor within the float64 noise floor")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
     golden = Path(args.golden) if args.golden else default_golden_root()
-    for folder in find_cases(golden):
+    suite = check_manifest(golden)
+    folders = find_cases(golden)
+    for folder in folders:
         case = read_case(folder)
         print(f"{case.case_id:<50} {len(case.tensors):>3} tensors  {case.description}")
+    print(f"{len(folders)} cases, suite {suite}")
     return 0
 
 

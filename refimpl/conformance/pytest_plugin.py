@@ -31,6 +31,7 @@ from refimpl.conformance.runner import (
     adapter_producer,
     check_adapter,
     check_component_names,
+    checked_suite_id,
     golden_components,
     names_by_component,
     run_case,
@@ -40,7 +41,7 @@ from refimpl.golden import default_golden_root
 from refimpl.golden.format import GoldenCase, GoldenError
 
 _RAN = pytest.StashKey[dict[str, int]]()
-_SUITE = pytest.StashKey[list[GoldenCase]]()
+_SUITE = pytest.StashKey[tuple[str, list[GoldenCase]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -64,22 +65,23 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"refimpl {__version__}, golden suite at {_golden_root(config)}"
+    return f"refimpl {__version__}, golden suite {_suite(config)[0]} at {_golden_root(config)}"
 
 
-def _suite(config: pytest.Config) -> list[GoldenCase]:
-    """Every golden case of the suite, read once per session."""
+def _suite(config: pytest.Config) -> tuple[str, list[GoldenCase]]:
+    """The suite id (after checking the manifest) and every golden case, read once per session."""
     if _SUITE not in config.stash:
+        root = _golden_root(config)
         try:
-            config.stash[_SUITE] = select_cases(_golden_root(config))
+            config.stash[_SUITE] = checked_suite_id(root), select_cases(root)
         except GoldenError as error:
-            raise pytest.UsageError(f"refimpl: {error}") from None
+            raise pytest.UsageError(f"refimpl: golden suite {root}: {error}") from None
     return config.stash[_SUITE]
 
 
 def _cases(config: pytest.Config) -> list[GoldenCase]:
     """The cases selected by --refimpl-component."""
-    every = _suite(config)
+    every = _suite(config)[1]
     components = config.getoption("--refimpl-component")
     try:
         check_component_names(components, golden_components(every), "--refimpl-component")
@@ -104,7 +106,7 @@ def refimpl_check(request: pytest.FixtureRequest) -> Callable[[GoldenCase, Adapt
         expectations = load_expectations(Path(path)) if path else Expectations()
     except ValueError as error:
         raise pytest.UsageError(f"refimpl: {error}") from None
-    every = _suite(config)
+    every = _suite(config)[1]
     options = RunOptions(config.getoption("--refimpl-dtype"), expectations, config.getoption("--refimpl-strict"),
                          config.getoption("--refimpl-timeout"), names_by_component(every))
     counts = config.stash[_RAN]

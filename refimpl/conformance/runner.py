@@ -21,6 +21,7 @@ GIL cannot be timed out from inside the process at all (a CI job timeout is the 
 from __future__ import annotations
 
 import difflib
+import os
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,6 +40,7 @@ from refimpl.conformance.expectations import Expectation, Expectations
 from refimpl.golden import default_golden_root
 from refimpl.golden.compare import Comparison, compare_arrays
 from refimpl.golden.format import GoldenCase, find_cases, npy_bytes, read_case
+from refimpl.golden.manifest import check_manifest
 
 AdapterFn = Callable[[Tensors, Tensors, dict[str, Any], Tensors], Mapping[str, Any]]
 Adapter = Mapping[str, AdapterFn]
@@ -290,6 +292,32 @@ def results_folder_warnings(results_dir: Path, cases: Sequence[GoldenCase], vali
 
 
 _SUITE_CACHE: dict[Path, tuple[tuple[tuple[str, int, int], ...], list[GoldenCase]]] = {}
+_MANIFEST_CACHE: dict[Path, tuple[tuple[tuple[str, int, int], ...], str]] = {}
+
+
+def _file_stamps(root: Path) -> tuple[tuple[str, int, int], ...]:
+    """(path, modification time, size) of every file under `root` (os.walk: 4x faster than Path.rglob)."""
+    stamps = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders.sort()
+        for name in sorted(files):
+            stat = os.stat(os.path.join(folder, name))
+            stamps.append((os.path.join(folder, name), stat.st_mtime_ns, stat.st_size))
+    return tuple(stamps)
+
+
+def checked_suite_id(golden_root: Path) -> str:
+    """The suite id of `golden_root` after `check_manifest` verified every file against the manifest
+    (ManifestError naming the file otherwise). Hashing every file takes about a second, so within one process
+    the check is repeated only when a file of the folder was added, removed, or written since (its size or
+    modification time changed)."""
+    root = golden_root.resolve()
+    stamps = _file_stamps(root)
+    cached = _MANIFEST_CACHE.get(root)
+    if cached is None or cached[0] != stamps:
+        cached = stamps, check_manifest(golden_root)
+        _MANIFEST_CACHE[root] = cached
+    return cached[1]
 
 
 def read_suite(golden_root: Path) -> list[GoldenCase]:
@@ -345,10 +373,13 @@ def run_conformance(
 ) -> Report:
     """Check a Python adapter against the goldens."""
     root = default_golden_root() if golden_root is None else golden_root
+    suite = checked_suite_id(root)
     every = select_cases(root)
     check_adapter(adapter, every)
     options = RunOptions(dtype, expectations or Expectations(), strict, timeout, names_by_component(every))
-    return run_producer(adapter_producer(adapter), "adapter", select_cases(root, components, cases), options)
+    report = run_producer(adapter_producer(adapter), "adapter", select_cases(root, components, cases), options)
+    report.suite_id = suite
+    return report
 
 
 def check_adapter(adapter: Adapter, cases: Sequence[GoldenCase]) -> None:
@@ -374,12 +405,14 @@ def run_results(
     if not results_dir.is_dir():
         raise UsageError(f"results_dir: {results_dir} is not a folder")
     root = default_golden_root() if golden_root is None else golden_root
+    suite = checked_suite_id(root)
     every = select_cases(root)
     options = RunOptions(dtype, expectations or Expectations(), strict, None, names_by_component(every))
     warnings = results_folder_warnings(results_dir, every, golden_components(every))
     report = run_producer(results_producer(results_dir), str(results_dir), select_cases(root, components, cases),
                           options)
     report.warnings = warnings + report.warnings
+    report.suite_id = suite
     return report
 
 

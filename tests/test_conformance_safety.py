@@ -4,6 +4,7 @@ the same run with the mistake removed gives the opposite answer."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from refimpl.conformance.report import format_table, to_json, to_junit
 from refimpl.conformance.runner import AdapterFn, UsageError, select_cases
 from refimpl.golden import default_golden_root
 from refimpl.golden.compare import compare_arrays
+from refimpl.golden.manifest import check_manifest, write_manifest
 
 REFERENCE = reference_adapter()
 SOFTMAX_TINY = "sampled_softmax/tiny"  # scalar loss, bool intermediate negative_kept (2, 2)
@@ -300,9 +302,11 @@ def test_help_shows_the_adapter_signature_and_version(capsys: pytest.CaptureFixt
 
 def test_every_report_names_version_and_suite() -> None:
     report = run_conformance(REFERENCE, components=["linear"])
-    assert f"refimpl {__version__} conformance, golden suite " in format_table(report)
-    assert '"refimpl_version": "' + __version__ in to_json(report)
-    assert f'<property name="refimpl_version" value="{__version__}" />' in to_junit(report)
+    suite = check_manifest(default_golden_root())
+    assert f"refimpl {__version__} conformance, golden suite {suite}: " in format_table(report)
+    assert f'"refimpl_version": "{__version__}",\n  "suite_id": "{suite}"' in to_json(report)
+    junit = to_junit(report)
+    assert f'name="refimpl_version" value="{__version__}"' in junit and f'name="suite_id" value="{suite}"' in junit
 
 
 # --- the results-folder contract -----------------------------------------------------------------------
@@ -374,3 +378,22 @@ def test_extra_and_stray_files_are_listed(tmp_path: Path) -> None:
     (results / "linaer").mkdir()
     with pytest.raises(UsageError, match="'linaer' \\(did you mean 'linear'\\?\\)"):
         run_results(results, components=["linear"])
+
+
+# --- the golden manifest, checked before anything runs ------------------------------------------------
+
+
+def test_conform_refuses_an_edited_case_json_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    golden = tmp_path / "golden"
+    shutil.copytree(default_golden_root() / "linear", golden / "linear")
+    write_manifest(golden)
+    results = _results(tmp_path / "results", "linear")
+    routes = [["--component", "linear"], ["--results", str(results)]]
+    for route in routes:
+        code, out = _cli(["conform", "--golden", str(golden), *route], capsys)
+        assert code == 0 and f"golden suite {check_manifest(golden)}" in out
+    case_json = sorted(golden.glob("linear/*/case.json"))[0]
+    case_json.write_text(case_json.read_text().replace('"rtol": 1e-06', '"rtol": 1e+06', 1))
+    for route in routes:
+        code, out = _cli(["conform", "--golden", str(golden), *route], capsys)
+        assert code == 2 and f"{case_json.relative_to(golden).as_posix()}: sha256" in out

@@ -10,7 +10,9 @@ Every golden case becomes its own test item (named by case id). Options: `--refi
 `--refimpl-strict`, `--refimpl-timeout SECONDS`. An unsupported or skipped case is a pytest skip (a
 failure under `--refimpl-strict`), an expected failure an xfail, a divergence a failure whose message is
 the runner's explanation. A session in which refimpl cases ran but none was compared fails.
-The header of the run names the refimpl version and the golden suite id.
+The plugin is loaded into every pytest session of an environment where refimpl is installed, so it does
+nothing until a test asks for `refimpl_case`: then it checks the golden manifest (a collection error naming
+the file on any mismatch) and the run's summary names the refimpl version and the golden suite id.
 """
 
 from __future__ import annotations
@@ -62,10 +64,6 @@ def _golden_root(config: pytest.Config) -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_RAN] = {"ran": 0, "compared": 0}
-
-
-def pytest_report_header(config: pytest.Config) -> str:
-    return f"refimpl {__version__}, golden suite {_suite(config)[0]} at {_golden_root(config)}"
 
 
 def _suite(config: pytest.Config) -> tuple[str, list[GoldenCase]]:
@@ -138,6 +136,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
                             config: pytest.Config) -> None:
     counts = config.stash.get(_RAN, {"ran": 0, "compared": 0})
+    if _SUITE in config.stash:
+        terminalreporter.write_line(f"refimpl {__version__}, golden suite {config.stash[_SUITE][0]} at "
+                                    f"{_golden_root(config)}: {counts['ran']} cases run, {counts['compared']} compared")
     if counts["ran"] and not counts["compared"]:
         terminalreporter.write_line(
             f"refimpl: {counts['ran']} golden cases ran and none was compared (all unsupported or skipped): "

@@ -383,10 +383,11 @@ def run_conformance(
 
 
 def check_adapter(adapter: Adapter, cases: Sequence[GoldenCase]) -> None:
-    """UsageError when the adapter is not a mapping or names a component the golden suite does not have."""
+    """UsageError when the adapter is not a mapping or names a component that is neither in the golden folder
+    nor a component of the reference (a `--golden DIR` may hold a part of the suite)."""
     if not isinstance(adapter, Mapping):
         raise UsageError(f"adapter: expected a mapping from component name to function, got {type(adapter).__name__}")
-    check_component_names(adapter, golden_components(cases), "adapter")
+    check_component_names(adapter, sorted({*golden_components(cases), *reference_components()}), "adapter")
     not_callable = [name for name, fn in adapter.items() if not callable(fn)]
     if not_callable:
         raise UsageError(f"adapter: the entries for {', '.join(map(repr, not_callable))} are not callable")

@@ -114,3 +114,10 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> Non
     refused = _run([*pytest_command, "--refimpl-golden", str(copy)], project, env)
     assert refused.returncode == 2, refused.stdout + refused.stderr  # a collection error
     assert f"{case_json.relative_to(copy).as_posix()}: sha256" in refused.stdout
+
+
+def test_an_editable_install_reads_the_checkout_folders() -> None:
+    from refimpl.suite import golden_root, spec_root
+
+    assert not (ROOT / "refimpl" / "_suite").exists()  # the build step writes the copy into the wheel only
+    assert golden_root() == ROOT / "golden" and (spec_root() / "case.schema.json").is_file()

@@ -50,7 +50,7 @@ def format_table(report: Report, verbose: bool = False) -> str:
     lines += [f"{'case':<{width}}{'status':<13}{'worst':>10}  detail", "-" * (width + 50)]
     for result in report.results:
         share = result.worst_share
-        values_failed = "values" in result.failures_by_kind() or not result.failing_names
+        values_failed = any(c.kind == "values" and not c.exact for c in result.comparisons) or not result.failing_names
         shown = share is not None and values_failed and result.status in ("pass", "fail", "xfail", "xpass")
         worst = f"{share:.2g}" if shown else "-"
         lines.append(f"{result.case_id:<{width}}{result.status.upper():<13}{worst:>10}  {summary_detail(result)}")

@@ -4,6 +4,7 @@ the same run with the mistake removed gives the opposite answer."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import threading
@@ -207,6 +208,8 @@ def test_shape_failure_is_named_as_such_without_a_worst_value() -> None:
     assert row.split()[1:4] == ["FAIL", "-", "shape:"], row
     assert "loss: shape (1,), expected (); scalars have shape ()" in report.results[0].text
     assert "diverges" not in format_table(report)
+    assert json.loads(to_json(report))["cases"][0]["failures"] == {"shape": ["loss"]}
+    assert 'message="fail: shape: loss"' in to_junit(report)
     assert run_conformance({"sampled_softmax": REFERENCE["sampled_softmax"]}, cases=[SOFTMAX_TINY]).ok
 
 

@@ -49,10 +49,9 @@ def format_table(report: Report, verbose: bool = False) -> str:
         lines.append(SELF_CHECK)
     lines += [f"{'case':<{width}}{'status':<13}{'worst':>10}  detail", "-" * (width + 50)]
     for result in report.results:
-        share = result.worst_share
         values_failed = any(c.kind == "values" and not c.exact for c in result.comparisons) or not result.failing_names
-        shown = share is not None and values_failed and result.status in ("pass", "fail", "xfail", "xpass")
-        worst = f"{share:.2g}" if shown else "-"
+        shown = result.float_values_compared and values_failed and result.status in ("pass", "fail", "xfail", "xpass")
+        worst = f"{result.worst_share:.2g}" if shown else "-"
         lines.append(f"{result.case_id:<{width}}{result.status.upper():<13}{worst:>10}  {summary_detail(result)}")
     details = [r.explain(verbose) for r in report.results
                if r.failing or r.unmatched or r.extra_files or (verbose and r.comparisons)]

@@ -95,10 +95,13 @@ class CaseResult:
         return [n for n in self.intermediates_stored if n not in self.intermediates_compared]
 
     @property
-    def worst_share(self) -> float | None:
-        """The largest share of the allowed error over float tensors whose values were compared."""
-        shares = [c.share_of_allowed for c in self.comparisons if c.values_compared and not c.exact]
-        return max(shares) if shares else None
+    def float_values_compared(self) -> bool:
+        return any(c.values_compared and not c.exact for c in self.comparisons)
+
+    @property
+    def worst_share(self) -> float:
+        """The largest share of the allowed error over float tensors whose values were compared (0 if none)."""
+        return max((c.share_of_allowed for c in self.comparisons if c.values_compared and not c.exact), default=0.0)
 
     def failures_by_kind(self) -> dict[str, list[str]]:
         kinds: dict[str, list[str]] = {}

@@ -14,6 +14,7 @@ from refimpl.data.interactions import (
     UNKNOWN_STR,
     Interactions,
     build_interactions,
+    dense_ids,
     from_synthetic,
 )
 from refimpl.data.synthetic import QUICK_CONFIG, generate
@@ -147,3 +148,11 @@ def test_from_synthetic_keeps_ids_and_appends_the_heldout_event() -> None:
                               data.visit_start[data.offsets[user] : data.offsets[user + 1]])
         assert bridge.visit_start[last - 1]
         assert np.array_equal(log.timestamps[first:last], np.arange(last - first))
+
+
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=30), st.booleans())
+def test_dense_ids_counting_path_equals_sorting_path(values: list[int], sparse: bool) -> None:
+    raw = np.array(values + ([10**12] if sparse else []), dtype=np.int64)  # 10**12 forces the sorting path
+    unique, dense = dense_ids("raw", raw)
+    expected_unique, expected_dense = np.unique(raw, return_inverse=True)
+    assert np.array_equal(unique, expected_unique) and np.array_equal(dense, expected_dense.ravel())

@@ -222,10 +222,32 @@ def _raw(name: str, raw: Any) -> RawIds:
     return values
 
 
-def _dense(name: str, raw: Any) -> tuple[RawIds, IntArray]:
-    """Ascending unique raw ids and the dense id of every entry of `raw`."""
-    unique, inverse = np.unique(_raw(name, raw), return_inverse=True)
+def dense_ids(name: str, raw: Any) -> tuple[RawIds, IntArray]:
+    """Ascending unique raw ids and the dense id (rank) of every entry of `raw`."""
+    values = _raw(name, raw)
+    if values.dtype.kind == "i" and values.shape[0] and values.min() >= 0 and (
+        values.max() < 4 * values.shape[0] + (1 << 16)
+    ):
+        # Small non-negative integer ids (MovieLens, Taobao): rank by counting, no sort.
+        present = np.zeros(int(values.max()) + 1, dtype=bool)
+        present[values] = True
+        rank = np.cumsum(present, dtype=np.int64) - 1
+        return np.flatnonzero(present).astype(np.int64), rank[values]
+    unique, inverse = np.unique(values, return_inverse=True)
     return unique, inverse.astype(np.int64).ravel()
+
+
+def _time_order(event_user: IntArray, time: NDArray[Any], num_users: int) -> IntArray:
+    """Event order by (user, time), ties in the given order (stable sorts)."""
+    if time.dtype == np.int64 and time.shape[0]:
+        low = int(time.min())
+        span = int(time.max()) - low + 1
+        if span * max(num_users, 1) < (1 << 62):  # one sort of a combined key when it fits in int64
+            result: IntArray = np.argsort(event_user * span + (time - low), kind="stable")
+            return result
+    order = np.argsort(time, kind="stable")
+    result = order[np.argsort(event_user[order], kind="stable")]
+    return result
 
 
 def _with_unknown(name: str, known: RawIds, missing: BoolArray, rule: str) -> tuple[RawIds, int | None]:
@@ -291,7 +313,7 @@ def build_interactions(
     Events are sorted by (user, timestamp) with a stable sort: ties in time keep the given order.
     """
     require_choice("missing_category", missing_category, MISSING_CATEGORY)
-    user_ids, event_user = _dense("users", users)
+    user_ids, event_user = dense_ids("users", users)
     time = np.asarray(timestamps)
     if time.dtype.kind in "iu":
         time = time.astype(np.int64)
@@ -309,7 +331,7 @@ def build_interactions(
     catalogue = _raw("catalogue_items", catalogue_items) if catalogue_items is not None else raw_items[:0]
     if (catalogue.dtype.kind == "U") != (raw_items.dtype.kind == "U"):
         raise TypeError(f"catalogue_items: raw ids are {catalogue.dtype} here but {raw_items.dtype} in the events")
-    item_ids, dense_all = _dense("items", np.concatenate([raw_items, catalogue]))
+    item_ids, dense_all = dense_ids("items", np.concatenate([raw_items, catalogue]))
     event_item = dense_all[: raw_items.shape[0]]
     if catalogue_items is None:
         raw_category, no_category = np.zeros(item_ids.shape[0], dtype=np.int64), np.ones(item_ids.shape[0], bool)
@@ -317,7 +339,7 @@ def build_interactions(
     else:
         raw_category, no_category = _attach("catalogue_items", catalogue, catalogue_categories, item_ids)
         known_categories = _raw("catalogue_categories", catalogue_categories)
-    category_ids, _ = _dense("catalogue_categories", known_categories)
+    category_ids, _ = dense_ids("catalogue_categories", known_categories)
     lookup = np.zeros(0, dtype=np.int64)
     if category_ids.shape[0]:
         lookup = np.searchsorted(category_ids, raw_category[~no_category]).astype(np.int64)
@@ -325,8 +347,7 @@ def build_interactions(
     item_category = np.full(item_ids.shape[0], -1 if unknown is None else unknown, dtype=np.int64)
     item_category[~no_category] = lookup
 
-    order = np.argsort(time, kind="stable")
-    order = order[np.argsort(event_user[order], kind="stable")]
+    order = _time_order(event_user, time, user_ids.shape[0])
     counts = np.bincount(event_user, minlength=user_ids.shape[0])
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
@@ -365,7 +386,7 @@ def _profile(
     values: dict[str, RawIds] = {}
     for name, column in profile_fields.items():
         raw, missing = _attach(f"profile_fields[{name!r}]", profile_users, column, user_ids)
-        known, codes = _dense(f"profile_fields[{name!r}]", raw[~missing])
+        known, codes = dense_ids(f"profile_fields[{name!r}]", raw[~missing])
         known, unknown = _with_unknown(f"profile field {name!r}", known, missing, "unknown")
         field_codes = np.full(user_ids.shape[0], -1 if unknown is None else unknown, dtype=np.int64)
         field_codes[~missing] = codes

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from refimpl._check import IntArray, require_choice, require_positive_int
-from refimpl.data.interactions import Interactions, build_interactions
+from refimpl.data.interactions import Interactions, build_interactions, dense_ids
 
 ByteArray = NDArray[np.uint8]
 BytesColumn = NDArray[np.bytes_]
@@ -621,13 +621,16 @@ def load_taobao(
     """
     require_choice("category_conflict", category_conflict, ("first", "error"))
     columns = read_taobao_columns(path, backend=backend, chunk_bytes=chunk_bytes)
-    unique_items, first, inverse = np.unique(columns.items, return_index=True, return_inverse=True)
+    unique_items, item_of_event = dense_ids("items", columns.items)
+    first = np.full(unique_items.shape[0], columns.items.shape[0], dtype=np.int64)
+    np.minimum.at(first, item_of_event, np.arange(columns.items.shape[0], dtype=np.int64))
     item_category = columns.categories[first]
-    conflict = np.flatnonzero(columns.categories != item_category[inverse.ravel()])
+    conflict = np.flatnonzero(columns.categories != item_category[item_of_event])
     if category_conflict == "error" and conflict.shape[0]:
         row = int(conflict[0])
         raise _fail(Path(path), row + 1, f"item {columns.items[row]} has category {columns.categories[row]} "
-                                         f"here but {item_category[inverse.ravel()[row]]} on its first line")
+                                         f"here but {item_category[item_of_event[row]]} on its first line")
+    del item_of_event, first
     return build_interactions(
         columns.users, columns.items, columns.timestamps,
         behaviours=columns.behaviours,

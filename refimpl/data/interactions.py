@@ -347,21 +347,29 @@ def build_interactions(
     item_category = np.full(item_ids.shape[0], -1 if unknown is None else unknown, dtype=np.int64)
     item_category[~no_category] = lookup
 
+    # Large logs (10^8 events): each per-event temporary is dropped as soon as it is used.
+    del raw_items, catalogue, raw_category
     order = _time_order(event_user, time, user_ids.shape[0])
     counts = np.bincount(event_user, minlength=user_ids.shape[0])
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    del event_user
+    sorted_items = event_item[order]
+    del event_item, dense_all
+    sorted_time = time[order]
+    del time
 
     codes = None
     if behaviours is not None:
         codes = np.asarray(behaviours)
-        if codes.shape != time.shape:
-            raise ValueError(f"behaviours: expected shape {time.shape}, got {codes.shape}")
+        if codes.shape != sorted_time.shape:
+            raise ValueError(f"behaviours: expected shape {sorted_time.shape}, got {codes.shape}")
         codes = codes.astype(np.int8)[order]
+    del order
     profile, profile_values = _profile(profile_users, profile_fields, user_ids)
     return Interactions(
         user_offsets=offsets,
-        items=event_item[order],
-        timestamps=time[order],
+        items=sorted_items,
+        timestamps=sorted_time,
         item_category=item_category,
         user_ids=user_ids,
         item_ids=item_ids,

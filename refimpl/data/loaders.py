@@ -603,9 +603,12 @@ def read_taobao_columns(
         chunks = list(_numpy_chunks(source, size))
     if not chunks or sum(c.users.shape[0] for c in chunks) == 0:
         raise ValueError(f"{source}: no interactions")
-    columns = TaobaoColumns(*(np.concatenate([getattr(c, f) for c in chunks])
-                              for f in ("users", "items", "categories", "behaviours", "timestamps")))
-    return columns
+    # Column by column, each column's chunks freed once joined: the peak is the chunks plus one column.
+    names = ("users", "items", "categories", "behaviours", "timestamps")
+    pending = {name: [getattr(chunk, name) for chunk in chunks] for name in names}
+    del chunks
+    joined = [np.concatenate(pending.pop(name)) for name in names]
+    return TaobaoColumns(*joined)
 
 
 def load_taobao(

@@ -17,6 +17,7 @@ from refimpl.data.interactions import (
     dense_ids,
     from_synthetic,
 )
+from refimpl.data.protocols import leave_last_out, training_events
 from refimpl.data.synthetic import QUICK_CONFIG, generate
 
 
@@ -156,3 +157,32 @@ def test_dense_ids_counting_path_equals_sorting_path(values: list[int], sparse: 
     unique, dense = dense_ids("raw", raw)
     expected_unique, expected_dense = np.unique(raw, return_inverse=True)
     assert np.array_equal(unique, expected_unique) and np.array_equal(dense, expected_dense.ravel())
+
+
+def test_from_synthetic_under_leave_last_out_reproduces_the_synthetic_protocol() -> None:
+    """The recipe the trainers' rewiring follows: leave-last-out's test rows are the generator's held-out
+    events with the whole sequence as history, and training events filtered by `visit_start` are the
+    generator's training targets (visit starts at position >= min_position) up to the validation event."""
+    data = generate(dataclasses.replace(QUICK_CONFIG, num_users=12))
+    bridge = from_synthetic(data)
+    log = bridge.interactions
+    split = leave_last_out(log)
+    assert np.array_equal(split.test.users, np.arange(12))
+    assert np.array_equal(split.test.targets, data.heldout)
+    assert np.array_equal(split.test.history_end - log.user_offsets[:-1], data.lengths())
+    users, positions = training_events(log, split, min_history=10)
+    chosen = bridge.visit_start[log.user_offsets[users] + positions]
+    owner = np.repeat(np.arange(12), data.lengths())
+    position = np.arange(data.events.shape[0]) - data.offsets[owner]
+    before_validation = position < data.lengths()[owner] - 1
+    expected = data.visit_start & (position >= 10) & before_validation
+    assert np.array_equal(users[chosen], owner[expected])
+    assert np.array_equal(positions[chosen], position[expected])
+
+
+def test_ties_keep_the_given_order() -> None:
+    """Negative control of the tie rule: the same two equal-time events given in the other order swap."""
+    forward = build_interactions(np.array([1, 1]), np.array([5, 6]), np.array([0, 0]))
+    backward = build_interactions(np.array([1, 1]), np.array([6, 5]), np.array([0, 0]))
+    assert forward.item_ids[forward.items].tolist() == [5, 6]
+    assert backward.item_ids[backward.items].tolist() == [6, 5]

@@ -253,3 +253,15 @@ def test_recbole_malformed(tmp_path: Path, inter: bytes, message: str) -> None:
     folder = write_recbole(tmp_path, inter)
     with pytest.raises(ValueError, match=message):
         load_recbole(folder)
+
+
+def test_recbole_category_from_inter(tmp_path: Path) -> None:
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "shop.inter").write_text(
+        "user_id:token\titem_id:token\tcategory_id:token\ttimestamp:float\n"
+        "u1\ti1\tc7\t1\nu1\ti2\tc8\t2\nu2\ti1\tc9\t3\n"
+    )
+    log = load_recbole(folder)  # no .item: the .inter's category field, an item's first line decides
+    assert category_of(log) == {"i1": "c7", "i2": "c8"}
+    assert log.profile == {}

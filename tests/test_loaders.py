@@ -78,6 +78,8 @@ MALFORMED_TAOBAO = {
     "bad encoding": (b"1,10,100,p\xe9,5\n", r"byte 0xe9 is not ASCII \(bad encoding\)"),
     "empty id": (b",10,100,pv,5\n", "user id: empty field"),
     "float id": (b"1,10.5,100,pv,5\n", "item id: expected a non-negative integer"),
+    "blank line": (b"\n", "expected 5 fields"),
+    "signed id": (b"1,+10,100,pv,5\n", "item id: expected a non-negative integer, got '\\+10'"),
 }
 
 
@@ -265,3 +267,12 @@ def test_recbole_category_from_inter(tmp_path: Path) -> None:
     log = load_recbole(folder)  # no .item: the .inter's category field, an item's first line decides
     assert category_of(log) == {"i1": "c7", "i2": "c8"}
     assert log.profile == {}
+
+
+def test_taobao_the_one_documented_backend_difference(tmp_path: Path) -> None:
+    """spec/data_model.md: pyarrow accepts spaces around a number, the NumPy parser refuses them."""
+    path = tmp_path / "spaces.csv"
+    path.write_text("1,10,100,pv, 5\n")
+    assert read_taobao_columns(path, backend="arrow").timestamps.tolist() == [5]
+    with pytest.raises(ValueError, match=r"spaces.csv:1: timestamp: expected an integer, got ' 5'"):
+        read_taobao_columns(path, backend="numpy")

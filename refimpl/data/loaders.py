@@ -130,7 +130,7 @@ class _Table:
             byte = int(gathered[row][bad[row]][0])
             if byte >= 128:
                 raise self.fail(row, f"{name}: byte 0x{byte:02x} is not ASCII (bad encoding)")
-            raise self.fail(row, f"{name}: expected a {'' if signed else 'non-negative '}integer, got "
+            raise self.fail(row, f"{name}: expected {'an' if signed else 'a non-negative'} integer, got "
                                  f"{self.text(row, column)!r}")
         digits[~inside] = 0
         by_place = np.ascontiguousarray(digits.T)
@@ -541,7 +541,7 @@ def _arrow_chunks(path: Path, chunk_bytes: int) -> Iterator[TaobaoColumns]:
     reader = csv.open_csv(
         path,
         read_options=csv.ReadOptions(column_names=names, block_size=chunk_bytes, use_threads=False),
-        parse_options=csv.ParseOptions(delimiter=",", quote_char=False),
+        parse_options=csv.ParseOptions(delimiter=",", quote_char=False, ignore_empty_lines=False),
         convert_options=csv.ConvertOptions(
             column_types={"user": pa.int64(), "item": pa.int64(), "category": pa.int64(),
                           "behaviour": pa.dictionary(pa.int32(), pa.string()), "timestamp": pa.int64()},
@@ -580,9 +580,10 @@ def read_taobao_columns(
     """Parse a Taobao user-behaviour CSV into columns, `chunk_bytes` of the file at a time.
 
     backend: "arrow" (pyarrow's streaming CSV reader, the `[arrow]` extra), "numpy" (the NumPy parser of
-    this module) or "auto" (arrow when installed). Both give the same columns and the same errors: pyarrow
+    this module) or "auto" (arrow when installed). Both give the same columns and the same errors (pyarrow
     does not say on which line a file is malformed, so on any error the NumPy parser reads the file again
-    to name the line.
+    to name the line), with one difference: pyarrow accepts spaces around a number, the NumPy parser
+    refuses them.
     """
     source = Path(path)
     require_choice("backend", backend, TAOBAO_BACKENDS)

@@ -77,12 +77,10 @@ class _Table:
         raw = bytes(self.data[self.starts[row, column] : self.ends[row, column]])
         return raw.decode("latin-1")
 
-    def gather(self, column: int, starts: IntArray | None = None, ends: IntArray | None = None
-               ) -> tuple[ByteArray, NDArray[np.bool_]]:
+    def gather(self, column: int) -> tuple[ByteArray, NDArray[np.bool_]]:
         """(N, W) bytes of a column's fields, zero past each field's end, and which bytes are inside."""
-        first = self.starts[:, column] if starts is None else starts
-        last = self.ends[:, column] if ends is None else ends
-        lengths = last - first
+        first = self.starts[:, column]
+        lengths = self.ends[:, column] - first
         width = max(int(lengths.max(initial=0)), 1)
         padded = np.concatenate([self.data, np.zeros(width, dtype=np.uint8)])
         # One row copy per field from a sliding view: no (N, W) index array.

@@ -60,6 +60,9 @@ def test_missing_category_error_rule() -> None:
 
 
 def test_every_item_has_a_category_integer_ids() -> None:
+    empty = build_interactions(np.array([1]), np.array([10]), np.array([0]), catalogue_items=np.zeros(0, np.int64),
+                               catalogue_categories=np.zeros(0, np.int64))
+    assert empty.category_ids.tolist() == [UNKNOWN_STR] and empty.item_category.tolist() == [0]
     log = build_interactions(np.array([1, 1, 2]), np.array([10, 20, 30]), np.array([0, 1, 0]),
                              catalogue_items=np.array([20, 10]), catalogue_categories=np.array([4, 4]))
     assert log.category_ids.tolist() == [4, UNKNOWN_INT]

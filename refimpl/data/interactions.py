@@ -169,7 +169,7 @@ def validate(log: Interactions) -> None:
     num_items = _require_int_array("item_category", log.item_category).shape[0]
     num_categories = len(log.category_ids) if isinstance(log.category_ids, np.ndarray) else 0
     _require_codes("items", log.items, num_events, num_items)
-    _require_codes("item_category", log.item_category, num_items, max(num_categories, 1))
+    _require_codes("item_category", log.item_category, num_items, num_categories)
     _require_raw_ids("user_ids", log.user_ids, num_users)
     _require_raw_ids("item_ids", log.item_ids, num_items)
     _require_raw_ids("category_ids", log.category_ids, num_categories,
@@ -277,7 +277,7 @@ def _attach(name: str, keys: RawIds, key_values: Any, wanted: RawIds) -> tuple[R
         duplicate = sorted_keys[1:][sorted_keys[1:] == sorted_keys[:-1]][0]
         raise ValueError(f"{name}: raw id {duplicate.item()!r} is listed twice")
     if sorted_keys.shape[0] == 0:
-        return values[:0], np.ones(wanted.shape[0], dtype=bool)
+        return np.zeros(wanted.shape[0], dtype=values.dtype), np.ones(wanted.shape[0], dtype=bool)
     if (sorted_keys.dtype.kind == "U") != (wanted.dtype.kind == "U"):
         raise TypeError(f"{name}: raw ids are {sorted_keys.dtype} here but {wanted.dtype} in the events")
     position = np.minimum(np.searchsorted(sorted_keys, wanted), sorted_keys.shape[0] - 1)

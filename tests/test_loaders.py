@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from refimpl.data import loaders
 from refimpl.data.interactions import UNKNOWN_STR, Interactions
@@ -276,3 +279,19 @@ def test_taobao_the_one_documented_backend_difference(tmp_path: Path) -> None:
     assert read_taobao_columns(path, backend="arrow").timestamps.tolist() == [5]
     with pytest.raises(ValueError, match=r"spaces.csv:1: timestamp: expected an integer, got ' 5'"):
         read_taobao_columns(path, backend="numpy")
+
+
+@given(st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 10**12), st.integers(0, 99),
+                          st.sampled_from(TAOBAO_BEHAVIOURS), st.integers(-10**10, 10**10)), min_size=1, max_size=20),
+       st.integers(8, 128))
+def test_taobao_backends_parse_what_was_written(rows: list[tuple[int, int, int, str, int]], chunk_bytes: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "random.csv"
+        path.write_text("".join(f"{u},{i},{c},{b},{t}\n" for u, i, c, b, t in rows))
+        for backend in BACKENDS:
+            columns = read_taobao_columns(path, backend=backend, chunk_bytes=chunk_bytes)
+            assert columns.users.tolist() == [r[0] for r in rows]
+            assert columns.items.tolist() == [r[1] for r in rows]
+            assert columns.categories.tolist() == [r[2] for r in rows]
+            assert [TAOBAO_BEHAVIOURS[b] for b in columns.behaviours.tolist()] == [r[3] for r in rows]
+            assert columns.timestamps.tolist() == [r[4] for r in rows]

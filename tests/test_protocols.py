@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from refimpl.data.interactions import Interactions, build_interactions
 from refimpl.data.protocols import (
@@ -110,3 +112,32 @@ def test_protocol_arguments_are_checked() -> None:
         leave_last_out(log).describe("maybe")
     with pytest.raises(ValueError, match=r"ranked: expected shape \(R, M\) = \(1, M\)"):
         drop_seen(np.zeros((2, 3), dtype=np.int64), seen_items(log, leave_last_out(log).test), 2)
+
+
+@given(st.lists(st.integers(1, 25), min_size=1, max_size=30), st.integers(0, 3), st.sampled_from([None, 1, 3]))
+def test_protocol_invariants(lengths: list[int], seed: int, max_length: int | None) -> None:
+    log = log_from({u: [(u + k) % 20 for k in range(n)] for u, n in enumerate(lengths)})
+    start, end = log.user_offsets[:-1], log.user_offsets[1:]
+    last = leave_last_out(log, max_length)
+    evaluated = np.flatnonzero(end - start >= 3)
+    assert np.array_equal(last.test.users, evaluated) and np.array_equal(last.validation.users, evaluated)
+    assert np.array_equal(last.test.targets, log.items[end[evaluated] - 1])
+    assert np.array_equal(last.validation.targets, log.items[end[evaluated] - 2])
+    assert np.all(last.train_end[evaluated] == last.validation.history_end)
+    strong = strong_generalization(log, seed, max_length)
+    train, validation, test = split_users(log.num_users, seed)
+    assert len(validation) == len(test) == log.num_users // 10
+    assert sorted([*train, *validation, *test]) == list(range(log.num_users))
+    for requests, users in ((strong.validation, validation), (strong.test, test)):
+        assert np.array_equal(requests.users, users[end[users] - start[users] >= 2])
+        n = end[requests.users] - start[requests.users]
+        assert np.array_equal(np.diff(requests.target_offsets), np.maximum(1, n // 10))
+        assert np.all(requests.history_end + np.diff(requests.target_offsets) == end[requests.users])
+    held = np.concatenate([validation, test])
+    assert np.all(strong.train_end[held] == start[held]) and np.all(strong.train_end[train] == end[train])
+    for split in (last, strong):
+        for requests in (split.validation, split.test):
+            assert np.all(requests.history_start >= start[requests.users])
+            assert np.all(requests.history_start < requests.history_end)
+            if max_length is not None:
+                assert np.all(requests.history_end - requests.history_start <= max_length)

@@ -36,6 +36,7 @@ MAX_DIGITS = 18  # every 18-digit number fits in int64
 TAOBAO_BEHAVIOURS = ("pv", "buy", "cart", "fav")
 """The Taobao behaviour codes: page view, purchase, add to cart, favourite (code = index)."""
 TAOBAO_BACKENDS = ("auto", "arrow", "numpy")
+ARROW_MIN_BLOCK = 1 << 20
 
 MOVIELENS_100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -538,7 +539,9 @@ def _arrow_chunks(path: Path, chunk_bytes: int) -> Iterator[TaobaoColumns]:
     names = ["user", "item", "category", "behaviour", "timestamp"]
     reader = csv.open_csv(
         path,
-        read_options=csv.ReadOptions(column_names=names, block_size=chunk_bytes, use_threads=False),
+        # pyarrow refuses a line longer than a block; a block of at least 1 MiB holds any sane line.
+        read_options=csv.ReadOptions(column_names=names, block_size=max(chunk_bytes, ARROW_MIN_BLOCK),
+                                     use_threads=False),
         parse_options=csv.ParseOptions(delimiter=",", quote_char=False, ignore_empty_lines=False),
         convert_options=csv.ConvertOptions(
             column_types={"user": pa.int64(), "item": pa.int64(), "category": pa.int64(),
@@ -575,7 +578,8 @@ def arrow_available() -> bool:
 def read_taobao_columns(
     path: str | os.PathLike[str], *, backend: str = "auto", chunk_bytes: int = 1 << 24
 ) -> TaobaoColumns:
-    """Parse a Taobao user-behaviour CSV into columns, `chunk_bytes` of the file at a time.
+    """Parse a Taobao user-behaviour CSV into columns, `chunk_bytes` of the file at a time (the arrow back
+    end reads at least `ARROW_MIN_BLOCK` at a time).
 
     backend: "arrow" (pyarrow's streaming CSV reader, the `[arrow]` extra), "numpy" (the NumPy parser of
     this module) or "auto" (arrow when installed). Both give the same columns and the same errors (pyarrow

@@ -101,12 +101,30 @@ def _recorded(value: float) -> float:
     return float(f"{value:.{MEASURED_DIGITS - 1}e}")
 
 
-def _perturbed(tensors: Tensors, rng: np.random.Generator) -> Tensors:
-    """Every float tensor times (1 + delta), delta uniform in [-u, u] per element (u: float32 unit roundoff)."""
-    return {
-        k: v * (1.0 + FLOAT32_UNIT_ROUNDOFF * rng.uniform(-1.0, 1.0, v.shape)) if v.dtype.kind == "f" else v
-        for k, v in tensors.items()
-    }
+def _uniform_of_magnitude(values: NDArray[np.float64], salt: np.uint64) -> NDArray[np.float64]:
+    """A number in [-1, 1) that is a function of |value| (a hash of its bits, mixed with `salt`)."""
+    bits = np.atleast_1d(np.abs(values)).view(np.uint64) ^ salt
+    with np.errstate(over="ignore"):  # multiplication modulo 2^64 is the point
+        bits = (bits ^ (bits >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)  # splitmix64 finaliser
+        bits = (bits ^ (bits >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    bits = bits ^ (bits >> np.uint64(31))
+    result: NDArray[np.float64] = (bits >> np.uint64(11)).astype(np.float64) * 2.0**-52 - 1.0
+    return result.reshape(np.shape(values))
+
+
+def _perturbed(tensors: Tensors, salt: np.uint64) -> Tensors:
+    """Every float element moved as rounding to float32 could move it: times (1 + delta), delta in
+    [-u, u] (u: float32 unit roundoff) a function of the element's magnitude, so equal values (ties)
+    and opposite ones stay equal and opposite; values that float32 holds exactly do not move."""
+    moved = {}
+    for name, value in tensors.items():
+        if value.dtype.kind != "f":
+            moved[name] = value
+            continue
+        exact = value.astype(np.float32).astype(np.float64) == value
+        delta = FLOAT32_UNIT_ROUNDOFF * _uniform_of_magnitude(value, salt)
+        moved[name] = np.where(exact, value, value * (1.0 + delta))
+    return moved
 
 
 def _max_error(name: str, value: Any, golden: NDArray[Any], case_id: str) -> float:
@@ -138,8 +156,9 @@ def measure_float32(
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([spec.seed, PERTURBATION_STREAM])))
     spread = dict.fromkeys(golden, 0.0)
     for _ in range(PERTURBATION_DRAWS):
-        moved = reference(_perturbed(drawn.inputs, rng), _perturbed(drawn.params, rng), config,
-                          _perturbed(drawn.upstream, rng)).flat()
+        salt = np.uint64(rng.integers(0, 2**63))
+        moved = reference(_perturbed(drawn.inputs, salt), _perturbed(drawn.params, salt), config,
+                          _perturbed(drawn.upstream, salt)).flat()
         for name, value in golden.items():
             spread[name] = max(spread[name], _max_error(name, moved[name], value, spec.case_id))
     tolerances = {}

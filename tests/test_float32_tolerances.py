@@ -213,3 +213,29 @@ def test_other_float64_evaluation_orders_pass_with_a_wide_margin() -> None:
                 returned = held_out(reference, case.component, inputs, params, config, upstream)
                 shares[case.case_id, name] = _float64_share(case, returned)
     assert max(shares.values()) <= 0.1, max(shares.items(), key=lambda item: item[1])
+
+
+def test_a_small_gradient_bug_hidden_by_an_ill_conditioned_case_is_seen_by_the_well_conditioned_ones() -> None:
+    """The price of honest float32 tolerances: a gradient off by 0.1% is within float32 reach on the
+    large-logit cases (gradients in the thousands built from cancelling terms), so on mhsa/large_logits
+    only the float64 run sees it; every other case of the attention family sees it at float32 too."""
+    from refimpl.conformance import reference_adapter, run_conformance
+
+    reference = reference_adapter()
+    gradient = {"mhsa": "d_x", "attention": "d_q_in", "target_attention": "d_query"}
+
+    def off_by_a_thousandth(component: str) -> Callable[..., dict[str, Any]]:
+        def run(inputs: Tensors, params: Tensors, config: dict[str, Any], upstream: Tensors) -> dict[str, Any]:
+            result = dict(reference[component](inputs, params, config, upstream))
+            return result | {gradient[component]: result[gradient[component]] * (1 + 1e-3)}
+
+        return run
+
+    adapter = {component: off_by_a_thousandth(component) for component in gradient}
+    hidden = {"mhsa/large_logits", "target_attention/large_logits"}
+    float32 = run_conformance(adapter, components=tuple(gradient), dtype="float32")
+    assert {r.case_id for r in float32.results if r.status == "pass"} == hidden
+    float64 = run_conformance(adapter, components=tuple(gradient), cases=sorted(hidden))
+    # target_attention/large_logits: its one-hot softmax makes d_query about 1e-55, so no run sees it.
+    assert {r.case_id: r.status for r in float64.results} == {
+        "mhsa/large_logits": "fail", "target_attention/large_logits": "pass"}

@@ -51,6 +51,7 @@ PERTURBATION_DRAWS = 3
 PERTURBATION_STREAM = 32  # SeedSequence([seed, 32]) draws the perturbations: apart from the case's tensors
 NOISE_FLOOR_RTOL = 1e-10
 NOISE_FLOOR_ATOL = 1e-12  # times max(1, max |expected|) of the tensor
+NOISE_FLOOR_SHARE_OF_FLOAT64_ATOL = 0.01
 # Verify: float32 measurements differ between CPUs (SIMD exp/log, BLAS blocking); up to 4.5x observed.
 FLOAT32_DRIFT_FACTOR = 8.0
 MEASURED_DIGITS = 3  # float32 ingredients are recorded to 3 significant digits
@@ -296,12 +297,23 @@ def _compare_case(committed_dir: Path, fresh_dir: Path) -> list[str]:
     for old_raw, new_raw, old_t, new_t in zip(old_doc["tensors"], new_doc["tensors"], old.tensors, new.tensors,
                                               strict=True):
         where = f"tensor {old_t.name!r}: "
-        problems += [where + p for p in _compare_fields("", old_raw, new_raw, skip={"sha256", "tolerance"})]
-        if "tolerance" in old_raw or "tolerance" in new_raw:
-            problems += [where + p for p in _compare_tolerances(old_raw.get("tolerance"), new_raw.get("tolerance"))]
-        if problems:
+        field_problems = _compare_fields("", old_raw, new_raw, skip={"sha256", "tolerance"})
+        if field_problems:
+            problems += [where + p for p in field_problems]
             continue
-        problems += _compare_values(committed_dir, fresh_dir, old_t, new_t)
+        try:
+            expected = load_tensor(committed_dir, old_t)
+        except GoldenError as error:
+            problems.append(str(error))
+            continue
+        actual = load_tensor(fresh_dir, new_t)
+        scale = float(np.max(np.abs(expected))) if expected.size and expected.dtype.kind == "f" else 0.0
+        if "tolerance" in old_raw or "tolerance" in new_raw:
+            tolerance_problems = _compare_tolerances(old_raw.get("tolerance"), new_raw.get("tolerance"), scale)
+            if tolerance_problems:
+                problems += [where + p for p in tolerance_problems]
+                continue
+        problems += _compare_values(old_t, actual, expected, scale)
     return problems
 
 
@@ -323,8 +335,9 @@ def _compare_fields(prefix: str, old: Any, new: Any, skip: Collection[str] = ())
     return problems
 
 
-def _compare_tolerances(old: Any, new: Any) -> list[str]:
-    """float64 tolerances exactly; float32 ones by the rules of spec/golden.md ("Verification")."""
+def _compare_tolerances(old: Any, new: Any, scale: float) -> list[str]:
+    """float64 tolerances exactly; float32 ones by the rules of spec/golden.md ("Generation and
+    verification"); `scale` is the tensor's max |value|."""
     if not isinstance(old, dict) or not isinstance(new, dict) or old.keys() != new.keys():
         return [f"tolerance committed {old!r}, now {new!r}"]
     machine_dependent = {"atol", "reference_float32_error", "alternative_errors", "perturbation_spread"}
@@ -346,29 +359,36 @@ def _compare_tolerances(old: Any, new: Any) -> list[str]:
     if abs(was["perturbation_spread"] - now["perturbation_spread"]) > spread_slack:
         problems.append(f"tolerance.float32.perturbation_spread committed {was['perturbation_spread']!r}, "
                         f"now {now['perturbation_spread']!r}")
-    small = was["atol_floor"] / was["safety_factor"]  # below this an error does not move the atol
-    pairs = [("atol", was["atol"], now["atol"]),
-             ("reference_float32_error", was["reference_float32_error"], now["reference_float32_error"])]
+    # Below this an error moves neither the atol nor, against rtol * |expected|, the allowed error much.
+    small = (was["atol_floor"] + was["rtol"] * scale) / was["safety_factor"]
+    largest_was = max(max(measured), small)
+    largest_now = max(now["reference_float32_error"], now["perturbation_spread"],
+                      *now["alternative_errors"].values(), small)
+    if max(was["atol"], now["atol"]) > FLOAT32_DRIFT_FACTOR * min(was["atol"], now["atol"]):
+        problems.append(f"tolerance.float32.atol committed {was['atol']:.3g}, now {now['atol']:.3g}: more than "
+                        f"{FLOAT32_DRIFT_FACTOR:g}x apart")
+    # One evaluation order may round far worse on one CPU than on another (43x seen for one that is not
+    # the largest); what matters is that no measurement, committed or fresh, exceeds 8x the largest
+    # measurement of the other side: then the committed atol still covers every fresh measurement.
+    pairs = [("reference_float32_error", was["reference_float32_error"], now["reference_float32_error"])]
     pairs += [(f"alternative_errors.{k}", v, now["alternative_errors"][k])
               for k, v in was["alternative_errors"].items()]
     for field, a, b in pairs:
-        low, high = sorted((max(a, small), max(b, small)))
-        if high > FLOAT32_DRIFT_FACTOR * low:
+        if a > FLOAT32_DRIFT_FACTOR * largest_now or b > FLOAT32_DRIFT_FACTOR * largest_was:
             problems.append(f"tolerance.float32.{field} committed {a:.3g}, now {b:.3g}: more than "
-                            f"{FLOAT32_DRIFT_FACTOR:g}x apart")
+                            f"{FLOAT32_DRIFT_FACTOR:g}x apart from the largest measurement (committed "
+                            f"{largest_was:.3g}, now {largest_now:.3g})")
     return problems
 
 
-def _compare_values(committed_dir: Path, fresh_dir: Path, old_t: TensorEntry, new_t: TensorEntry) -> list[str]:
-    try:
-        expected = load_tensor(committed_dir, old_t)
-    except GoldenError as error:
-        return [str(error)]
-    actual = load_tensor(fresh_dir, new_t)
-    scale = float(np.max(np.abs(expected))) if expected.size and expected.dtype.kind == "f" else 1.0
-    comparison = compare_arrays(
-        old_t.name, actual, expected, NOISE_FLOOR_RTOL, NOISE_FLOOR_ATOL * max(1.0, scale)
-    )
+def _compare_values(entry: TensorEntry, actual: NDArray[Any], expected: NDArray[Any], scale: float) -> list[str]:
+    """Values within the float64 noise floor: rtol 1e-10, atol 1e-12 max(1, max |expected|), and for a
+    checked tensor at least 1% of the float64 atol the case gives implementations (a tensor that is 0
+    for every input, built from large cancelling terms, differs between CPUs by more than 1e-12)."""
+    atol = NOISE_FLOOR_ATOL * max(1.0, scale)
+    if entry.float64 is not None:
+        atol = max(atol, NOISE_FLOOR_SHARE_OF_FLOAT64_ATOL * entry.float64.atol)
+    comparison = compare_arrays(entry.name, actual, expected, NOISE_FLOOR_RTOL, atol)
     if not comparison.passed:
         return ["drift beyond the float64 noise floor: " + comparison.describe()]
     return []

@@ -51,10 +51,16 @@ PERTURBATION_DRAWS = 3
 PERTURBATION_STREAM = 32  # SeedSequence([seed, 32]) draws the perturbations: apart from the case's tensors
 NOISE_FLOOR_RTOL = 1e-10
 NOISE_FLOOR_ATOL = 1e-12  # times max(1, max |expected|) of the tensor
+NOISE_FLOOR_SHARE_OF_FLOAT64_ATOL = 0.01
 # Verify: float32 measurements differ between CPUs (SIMD exp/log, BLAS blocking); up to 4.5x observed.
 FLOAT32_DRIFT_FACTOR = 8.0
-PERTURBATION_SPREAD_RTOL = 1e-6  # the spread is float64 arithmetic: it moves only by float64 round-off
-PERTURBATION_SPREAD_ATOL = 1e-13
+MEASURED_DIGITS = 3  # float32 ingredients are recorded to 3 significant digits
+# The spread is float64 arithmetic (it moves only by float64 round-off), recorded to 3 digits: one unit
+# of the third digit is 1%. A tensor that is 0 for every input (d_bk of attention) has a spread that is
+# pure float64 noise (2.5e-12 on mhsa/large_logits): 1e-9 absolute covers it and, a thousandth of
+# atol_floor / safety_factor, cannot move an atol.
+PERTURBATION_SPREAD_RTOL = 1e-2
+PERTURBATION_SPREAD_ATOL = 1e-9
 
 
 def _as_array(name: str, value: Any) -> NDArray[Any]:
@@ -93,12 +99,35 @@ def float32_atol(safety_factor: float, floor: float, measured: Sequence[float]) 
     return float(f"{digits}e{exponent}")
 
 
-def _perturbed(tensors: Tensors, rng: np.random.Generator) -> Tensors:
-    """Every float tensor times (1 + delta), delta uniform in [-u, u] per element (u: float32 unit roundoff)."""
-    return {
-        k: v * (1.0 + FLOAT32_UNIT_ROUNDOFF * rng.uniform(-1.0, 1.0, v.shape)) if v.dtype.kind == "f" else v
-        for k, v in tensors.items()
-    }
+def _recorded(value: float) -> float:
+    """`value` to `MEASURED_DIGITS` significant digits, as written into case.json."""
+    return float(f"{value:.{MEASURED_DIGITS - 1}e}")
+
+
+def _uniform_of_magnitude(values: NDArray[np.float64], salt: np.uint64) -> NDArray[np.float64]:
+    """A number in [-1, 1) that is a function of |value| (a hash of its bits, mixed with `salt`)."""
+    bits = np.atleast_1d(np.abs(values)).view(np.uint64) ^ salt
+    with np.errstate(over="ignore"):  # multiplication modulo 2^64 is the point
+        bits = (bits ^ (bits >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)  # splitmix64 finaliser
+        bits = (bits ^ (bits >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    bits = bits ^ (bits >> np.uint64(31))
+    result: NDArray[np.float64] = (bits >> np.uint64(11)).astype(np.float64) * 2.0**-52 - 1.0
+    return result.reshape(np.shape(values))
+
+
+def _perturbed(tensors: Tensors, salt: np.uint64) -> Tensors:
+    """Every float element moved as rounding to float32 could move it: times (1 + delta), delta in
+    [-u, u] (u: float32 unit roundoff) a function of the element's magnitude, so equal values (ties)
+    and opposite ones stay equal and opposite; values that float32 holds exactly do not move."""
+    moved = {}
+    for name, value in tensors.items():
+        if value.dtype.kind != "f":
+            moved[name] = value
+            continue
+        exact = value.astype(np.float32).astype(np.float64) == value
+        delta = FLOAT32_UNIT_ROUNDOFF * _uniform_of_magnitude(value, salt)
+        moved[name] = np.where(exact, value, value * (1.0 + delta))
+    return moved
 
 
 def _max_error(name: str, value: Any, golden: NDArray[Any], case_id: str) -> float:
@@ -130,27 +159,28 @@ def measure_float32(
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([spec.seed, PERTURBATION_STREAM])))
     spread = dict.fromkeys(golden, 0.0)
     for _ in range(PERTURBATION_DRAWS):
-        moved = reference(_perturbed(drawn.inputs, rng), _perturbed(drawn.params, rng), config,
-                          _perturbed(drawn.upstream, rng)).flat()
+        salt = np.uint64(rng.integers(0, 2**63))
+        moved = reference(_perturbed(drawn.inputs, salt), _perturbed(drawn.params, salt), config,
+                          _perturbed(drawn.upstream, salt)).flat()
         for name, value in golden.items():
             spread[name] = max(spread[name], _max_error(name, moved[name], value, spec.case_id))
     tolerances = {}
     for name, value in golden.items():
         if name not in own:
             raise GoldenError(f"{spec.case_id}: the float32 run did not return {name!r}")
-        reference_error = _max_error(name, own[name], value, spec.case_id)
+        reference_error = _recorded(_max_error(name, own[name], value, spec.case_id))
         alternative_errors = tuple(
-            (alt, _max_error(name, result[name], value, spec.case_id))
+            (alt, _recorded(_max_error(name, result[name], value, spec.case_id)))
             for alt, result in alternatives.items() if name in result
         )
-        measured = [reference_error, spread[name], *(e for _, e in alternative_errors)]
+        measured = [reference_error, _recorded(spread[name]), *(e for _, e in alternative_errors)]
         tolerances[name] = Float32Tolerance(
             rtol=FLOAT32_RTOL,
             atol=float32_atol(FLOAT32_SAFETY_FACTOR, FLOAT32_ATOL_FLOOR, measured),
             safety_factor=FLOAT32_SAFETY_FACTOR,
             atol_floor=FLOAT32_ATOL_FLOOR,
             reference_float32_error=reference_error,
-            perturbation_spread=spread[name],
+            perturbation_spread=_recorded(spread[name]),
             alternative_errors=alternative_errors,
         )
     return tolerances
@@ -267,12 +297,23 @@ def _compare_case(committed_dir: Path, fresh_dir: Path) -> list[str]:
     for old_raw, new_raw, old_t, new_t in zip(old_doc["tensors"], new_doc["tensors"], old.tensors, new.tensors,
                                               strict=True):
         where = f"tensor {old_t.name!r}: "
-        problems += [where + p for p in _compare_fields("", old_raw, new_raw, skip={"sha256", "tolerance"})]
-        if "tolerance" in old_raw or "tolerance" in new_raw:
-            problems += [where + p for p in _compare_tolerances(old_raw.get("tolerance"), new_raw.get("tolerance"))]
-        if problems:
+        field_problems = _compare_fields("", old_raw, new_raw, skip={"sha256", "tolerance"})
+        if field_problems:
+            problems += [where + p for p in field_problems]
             continue
-        problems += _compare_values(committed_dir, fresh_dir, old_t, new_t)
+        try:
+            expected = load_tensor(committed_dir, old_t)
+        except GoldenError as error:
+            problems.append(str(error))
+            continue
+        actual = load_tensor(fresh_dir, new_t)
+        scale = float(np.max(np.abs(expected))) if expected.size and expected.dtype.kind == "f" else 0.0
+        if "tolerance" in old_raw or "tolerance" in new_raw:
+            tolerance_problems = _compare_tolerances(old_raw.get("tolerance"), new_raw.get("tolerance"), scale)
+            if tolerance_problems:
+                problems += [where + p for p in tolerance_problems]
+                continue
+        problems += _compare_values(old_t, actual, expected, scale)
     return problems
 
 
@@ -294,8 +335,9 @@ def _compare_fields(prefix: str, old: Any, new: Any, skip: Collection[str] = ())
     return problems
 
 
-def _compare_tolerances(old: Any, new: Any) -> list[str]:
-    """float64 tolerances exactly; float32 ones by the rules of spec/golden.md ("Verification")."""
+def _compare_tolerances(old: Any, new: Any, scale: float) -> list[str]:
+    """float64 tolerances exactly; float32 ones by the rules of spec/golden.md ("Generation and
+    verification"); `scale` is the tensor's max |value|."""
     if not isinstance(old, dict) or not isinstance(new, dict) or old.keys() != new.keys():
         return [f"tolerance committed {old!r}, now {new!r}"]
     machine_dependent = {"atol", "reference_float32_error", "alternative_errors", "perturbation_spread"}
@@ -317,29 +359,36 @@ def _compare_tolerances(old: Any, new: Any) -> list[str]:
     if abs(was["perturbation_spread"] - now["perturbation_spread"]) > spread_slack:
         problems.append(f"tolerance.float32.perturbation_spread committed {was['perturbation_spread']!r}, "
                         f"now {now['perturbation_spread']!r}")
-    small = was["atol_floor"] / was["safety_factor"]  # below this an error does not move the atol
-    pairs = [("atol", was["atol"], now["atol"]),
-             ("reference_float32_error", was["reference_float32_error"], now["reference_float32_error"])]
+    # Below this an error moves neither the atol nor, against rtol * |expected|, the allowed error much.
+    small = (was["atol_floor"] + was["rtol"] * scale) / was["safety_factor"]
+    largest_was = max(max(measured), small)
+    largest_now = max(now["reference_float32_error"], now["perturbation_spread"],
+                      *now["alternative_errors"].values(), small)
+    if max(was["atol"], now["atol"]) > FLOAT32_DRIFT_FACTOR * min(was["atol"], now["atol"]):
+        problems.append(f"tolerance.float32.atol committed {was['atol']:.3g}, now {now['atol']:.3g}: more than "
+                        f"{FLOAT32_DRIFT_FACTOR:g}x apart")
+    # One evaluation order may round far worse on one CPU than on another (43x seen for one that is not
+    # the largest); what matters is that no measurement, committed or fresh, exceeds 8x the largest
+    # measurement of the other side: then the committed atol still covers every fresh measurement.
+    pairs = [("reference_float32_error", was["reference_float32_error"], now["reference_float32_error"])]
     pairs += [(f"alternative_errors.{k}", v, now["alternative_errors"][k])
               for k, v in was["alternative_errors"].items()]
     for field, a, b in pairs:
-        low, high = sorted((max(a, small), max(b, small)))
-        if high > FLOAT32_DRIFT_FACTOR * low:
+        if a > FLOAT32_DRIFT_FACTOR * largest_now or b > FLOAT32_DRIFT_FACTOR * largest_was:
             problems.append(f"tolerance.float32.{field} committed {a:.3g}, now {b:.3g}: more than "
-                            f"{FLOAT32_DRIFT_FACTOR:g}x apart")
+                            f"{FLOAT32_DRIFT_FACTOR:g}x apart from the largest measurement (committed "
+                            f"{largest_was:.3g}, now {largest_now:.3g})")
     return problems
 
 
-def _compare_values(committed_dir: Path, fresh_dir: Path, old_t: TensorEntry, new_t: TensorEntry) -> list[str]:
-    try:
-        expected = load_tensor(committed_dir, old_t)
-    except GoldenError as error:
-        return [str(error)]
-    actual = load_tensor(fresh_dir, new_t)
-    scale = float(np.max(np.abs(expected))) if expected.size and expected.dtype.kind == "f" else 1.0
-    comparison = compare_arrays(
-        old_t.name, actual, expected, NOISE_FLOOR_RTOL, NOISE_FLOOR_ATOL * max(1.0, scale)
-    )
+def _compare_values(entry: TensorEntry, actual: NDArray[Any], expected: NDArray[Any], scale: float) -> list[str]:
+    """Values within the float64 noise floor: rtol 1e-10, atol 1e-12 max(1, max |expected|), and for a
+    checked tensor at least 1% of the float64 atol the case gives implementations (a tensor that is 0
+    for every input, built from large cancelling terms, differs between CPUs by more than 1e-12)."""
+    atol = NOISE_FLOOR_ATOL * max(1.0, scale)
+    if entry.float64 is not None:
+        atol = max(atol, NOISE_FLOOR_SHARE_OF_FLOAT64_ATOL * entry.float64.atol)
+    comparison = compare_arrays(entry.name, actual, expected, NOISE_FLOOR_RTOL, atol)
     if not comparison.passed:
         return ["drift beyond the float64 noise floor: " + comparison.describe()]
     return []

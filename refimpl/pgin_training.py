@@ -25,7 +25,7 @@ from typing import TextIO
 
 import numpy as np
 
-from refimpl._check import Array, BoolArray, IntArray
+from refimpl._check import Array, BoolArray, IntArray, require_choice
 from refimpl.category_baselines import (
     category_prior,
     frequency_markov_top_k,
@@ -41,6 +41,11 @@ from refimpl.optim import AdamConfig, adam_init, adam_step
 from refimpl.train import Samples, SequenceConfig, training_samples
 
 # ---------------------------------------------------------------- inputs
+
+POINTER_HISTORIES = ("deduplicated", "sampled")
+"""The pointer's history: the deduplicated most recent categories (spec/pgin.md, the model's
+contract), or the categories of `pgin_history` behaviours sampled evenly over the long window,
+duplicates kept (the pointer then sums a category's weights: its counts reach y_poi)."""
 
 
 def recent_windows(
@@ -138,6 +143,7 @@ def pgin_inputs(
     long, long_mask = recent_windows(data, samples, min(seq.pgin_long_length, length))
     short, short_mask = recent_windows(data, samples, min(seq.pgin_short_length, length))
     stats = category_stats(data, samples, length) if stats is None else stats
+    require_choice("pointer_history", pointer_history, POINTER_HISTORIES)
     if pointer_history == "deduplicated":
         history, history_mask = history_from_stats(stats, seq.pgin_history)
     else:
@@ -333,7 +339,7 @@ class PGINExperiment:
     test_fraction: float = 0.2
     recent_length: int = 100  # the recent window of the recent-frequency predictor
     ks: tuple[int, ...] = (1, 4)
-    pointer_history: str = "deduplicated"  # or "sampled"
+    pointer_history: str = "deduplicated"  # POINTER_HISTORIES
     read_items: bool = False  # False: every behaviour's item id is 0, PGIN reads categories only
 
 

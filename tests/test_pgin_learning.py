@@ -122,8 +122,18 @@ def test_inputs_built_at_once_equal_the_pipelines_batch() -> None:
     np.testing.assert_array_equal(mask, expected_mask)
     same_as_recent = sampled_window(data, samples, 17, 17)
     np.testing.assert_array_equal(same_as_recent[0], expected_items)
+    spaced, spaced_mask = sampled_window(data, samples, 4, 40)  # every 10th, ending at t - 1
+    row = int(np.argmax(samples.positions >= 40))
+    t, start = int(samples.positions[row]), int(data.offsets[samples.users[row]])
+    np.testing.assert_array_equal(spaced[row], data.events[start + t - 31 : start + t : 10])
+    assert spaced_mask[row].all()
     blind = pgin_inputs(data, samples, seq, read_items=False)
     assert not blind.long_items.any() and not blind.short_items.any()
+    sampled = pgin_inputs(data, samples, seq, pointer_history="sampled")
+    items, mask = sampled_window(data, samples, seq.pgin_history, seq.long_length)
+    np.testing.assert_array_equal(sampled.history, np.where(mask, data.item_category[items], 0))
+    with pytest.raises(ValueError, match="pointer_history"):
+        pgin_inputs(data, samples, seq, pointer_history="recent")
 
 
 def test_category_stats_count_the_window_before_each_target() -> None:

@@ -18,7 +18,13 @@ from dataclasses import replace
 import numpy as np
 
 from refimpl.demo import DEFAULT, QUICK
-from refimpl.pgin_training import PGINExperiment, PGINResult, PGINTrainConfig, run_pgin_experiment
+from refimpl.pgin_training import (
+    POINTER_HISTORIES,
+    PGINExperiment,
+    PGINResult,
+    PGINTrainConfig,
+    run_pgin_experiment,
+)
 
 
 def _mean_std(values: list[float]) -> str:
@@ -55,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beta", type=float, default=None, help="transition_strength of the data")
     parser.add_argument("--jump", type=float, default=None, help="short_term_jump of the data")
     parser.add_argument("--users", type=int, default=None, help="num_users of the data")
+    parser.add_argument("--pointer-history", choices=POINTER_HISTORIES, default="deduplicated")
+    parser.add_argument("--read-items", action="store_true", help="PGIN reads item ids too")
     args = parser.parse_args(argv)
     demo = QUICK if args.quick else DEFAULT
     data = demo.data
@@ -62,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                          ("num_users", args.users)):
         if value is not None:
             data = replace(data, **{field: value})
-    exp = PGINExperiment(data, demo.seq, PGINTrainConfig(), recent_length=demo.seq.short_length)
+    exp = PGINExperiment(data, demo.seq, PGINTrainConfig(), recent_length=demo.seq.short_length,
+                         pointer_history=args.pointer_history, read_items=args.read_items)
     results = [run_pgin_experiment(exp, seed, stream=sys.stderr) for seed in range(args.seeds)]
     print(report(results, exp.ks))
     return 0

@@ -44,8 +44,9 @@ def report(results: list[PGINResult], ks: tuple[int, ...]) -> str:
         lines.append(f"  {name:<26}" + "".join(
             f"{_mean_std([r.accuracy['PGIN'][k] - r.accuracy[name][k] for r in results]):>16}" for k in ks))
     curves = [r.curve for r in results]
+    best = [c.best_valid for c in curves]
     lines.append(
-        f"PGIN validation loss {_mean_std([c.best_valid for c in curves]).replace(' ', '')} nats at steps "
+        f"PGIN validation loss {np.mean(best):.3f} +- {np.std(best):.3f} nats at steps "
         f"{[c.best_step for c in curves]} (ln C {curves[0].chance:.3f}, training users' category "
         f"frequencies {np.mean([c.prior for c in curves]):.3f}); train loss over its last 50 steps "
         f"{np.mean([np.mean(c.train[-50:]) for c in curves]):.3f}; "

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import refimpl.nn.capsule_routing as routing_module
-from refimpl.cases._base import CaseTensors
-from refimpl.cases.capsule_routing import CASES, capsule_routing_reference
+from refimpl.cases._base import CaseTensors, Config
+from refimpl.cases.capsule_routing import CASES, Routing, capsule_routing_reference, routing_case_config
 from refimpl.conformance import reference_adapter, run_conformance
 from refimpl.gradcheck import assert_gradients_match, check_component, check_gradients
 from refimpl.nn.capsule_routing import (
@@ -39,17 +39,13 @@ def draw(
     shared: bool = False,
     ones: bool = False,
 ) -> Arrays:
-    rng = np.random.default_rng(seed)
-    mask = rng.random((b, length)) < 0.75
-    mask[:, 0] = True
-    return {
-        "items": rng.standard_normal((b, length, d_in)),
-        "item_weights": np.ones((b, length)) if ones else rng.uniform(0.1, 1.0, (b, length)),
-        "mask": mask,
-        "initial_logits": rng.standard_normal((b, length, k)),
-        "W": rng.standard_normal((d_in, d_out) if shared else (k, d_in, d_out)) / np.sqrt(d_in),
-        "upstream": rng.standard_normal((b, k, d_out)),
-    }
+    """The golden cases' builder at these sizes, from `seed`, flattened into one dict."""
+    routing = Routing(
+        batch=b, length=length, interests=k, d_in=d_in, d_out=d_out,
+        map="shared" if shared else "per_interest", unit_item_weights=ones,
+    )
+    t = routing.build(np.random.default_rng(seed))
+    return {**t.inputs, "W": t.params["W"], "upstream": t.upstream["d_interests"]}
 
 
 def run(x: Arrays, cfg: CapsuleRoutingConfig) -> tuple[Any, Any]:
@@ -63,13 +59,8 @@ def run(x: Arrays, cfg: CapsuleRoutingConfig) -> tuple[Any, Any]:
     )
 
 
-def case_config(cfg: CapsuleRoutingConfig) -> dict[str, Any]:
-    return {
-        "iterations": cfg.iterations,
-        "update": cfg.update,
-        "detach_routing": cfg.detach_routing,
-        "map": cfg.map,
-    }
+def case_config(cfg: CapsuleRoutingConfig) -> Config:
+    return routing_case_config(cfg.iterations, cfg.update, cfg.detach_routing, cfg.map)
 
 
 configs = st.builds(

@@ -203,12 +203,22 @@ def test_squash_of_zero_is_zero_with_finite_gradient(dtype: Any) -> None:
     assert np.all(np.abs(squash_backward(tiny, np.ones_like(tiny))) < 1e-3)
 
 
+def squash_backward_without_epsilon(z: np.ndarray, d_v: np.ndarray) -> np.ndarray:
+    """The broken variant: `squash_backward` with eps = 0, i.e. s = |z| (divides by 0 at z = 0)."""
+    norm2 = np.sum(z * z, axis=-1, keepdims=True)
+    root = np.sqrt(norm2)
+    slope = (1 / (1 + norm2) - 1 / 2) / ((1 + norm2) * root)
+    result: np.ndarray = norm2 / ((1 + norm2) * root) * d_v + 2 * slope * np.sum(z * d_v, axis=-1, keepdims=True) * z
+    return result
+
+
 def test_negative_control_squash_without_epsilon_has_nan_gradient_at_zero() -> None:
+    z, d_v = np.zeros((1, 3)), np.ones((1, 3))
     with np.errstate(all="ignore"):
-        z = np.zeros((1, 3))
-        norm2 = np.sum(z * z, axis=-1, keepdims=True)
-        no_eps = z * norm2 / ((1 + norm2) * np.sqrt(norm2))
-    assert np.all(np.isnan(no_eps)) and np.all(squash(z) == 0)
+        assert np.all(np.isnan(squash_backward_without_epsilon(z, d_v)))
+    assert np.all(squash_backward(z, d_v) == 0)
+    away = np.array([[0.3, -1.2, 0.5]])  # where |z| > 0 the two agree: the variant is squash's backward
+    np.testing.assert_allclose(squash_backward_without_epsilon(away, d_v), squash_backward(away, d_v), rtol=1e-8)
 
 
 def permuted(x: Arrays, perm: Any) -> Arrays:

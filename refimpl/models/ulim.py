@@ -320,15 +320,19 @@ def ulim_loss_and_grads(
     check_config(cfg)
     check_params(params, cfg)
     _check_batch(batch, cfg.num_items)
-    catalogue, tower = catalogue_tower_forward(params, item_category)
+    parts = [
+        np.where(batch.short_mask, batch.short_items, 0),
+        np.where(batch.long_mask, batch.long_items, 0),
+        positive_ids,
+        negative_ids,
+    ]
+    # The tower runs once per distinct item of the batch (not per use, not per catalogue item):
+    # the same numbers as the catalogue tower, at a cost that does not grow with the catalogue.
+    used, where = np.unique(np.concatenate([p.reshape(-1) for p in parts]), return_inverse=True)
+    catalogue, tower = item_tower_forward(params, used, item_category[used].astype(np.int64))
+    splits = np.cumsum([p.size for p in parts])[:-1]
     (short_emb, long_emb, positive, negatives), lookup = _gather(
-        catalogue,
-        [
-            np.where(batch.short_mask, batch.short_items, 0),
-            np.where(batch.long_mask, batch.long_items, 0),
-            positive_ids,
-            negative_ids,
-        ],
+        catalogue, [w.reshape(p.shape) for w, p in zip(np.split(where, splits), parts, strict=True)]
     )
     v_l, v_s, encoder = encode_forward(
         params, short_emb, batch.short_mask, long_emb, batch.long_mask, cfg
@@ -347,7 +351,7 @@ def ulim_loss_and_grads(
         loss_grads.positive,
         loss_grads.negatives,
     ])
-    add_grads(grads, catalogue_tower_backward(tower, embedding_backward(lookup, d_rows)))
+    add_grads(grads, item_tower_backward(tower, embedding_backward(lookup, d_rows)))
     return ULIMLoss(
         float(loss), float(loss_cache.long_loss), float(loss_cache.short_loss), grads, v_l, v_s
     )

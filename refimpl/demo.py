@@ -77,7 +77,7 @@ DEFAULT = DemoConfig(
     data=replace(SyntheticConfig(), num_users=500, num_items=5_000, num_categories=20,
                  latent_dim=8),
     seq=SequenceConfig(
-        short_length=30, long_length=2_000, max_subsequence=64, mind_length=100,
+        short_length=30, long_length=2_000, max_subsequence=64, mind_length=50,
         pgin_long_length=50, pgin_short_length=20, pgin_history=50, targets="all_events",
     ),
     train=TrainConfig(

@@ -100,8 +100,8 @@ QUICK = DemoConfig(
         pgin_long_length=50, pgin_short_length=10, pgin_history=10, targets="all_events",
     ),
     train=TrainConfig(
-        steps=300, eval_every=50, validation_rows=256, batch_size=64, num_negatives=32, dim=16,
-        num_heads=2, num_interests=4, lr=1e-2, pgin_steps=300, pgin_dim=16,
+        steps=400, eval_every=50, validation_rows=256, batch_size=64, num_negatives=32, dim=32,
+        num_heads=2, num_interests=4, lr=1e-2, pgin_steps=200, pgin_dim=16,
     ),
     cutoffs=(5, 10, 20),
     num_routes=4,

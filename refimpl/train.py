@@ -441,30 +441,41 @@ def _row_weighted(losses: list[tuple[float, int]]) -> float:
 
 def _ulim_validation(
     data: SyntheticData, valid: Samples, seq: SequenceConfig, cfg: TrainConfig, length: int,
-    model_cfg: ulim_model.ULIMConfig,
+    model_cfg: ulim_model.ULIMConfig, short_negatives: str,
 ) -> tuple[ValidFn, float]:
     """ULIM eq. 1 on the validation targets, category-homogeneous batches with negatives drawn
-    once; the learned-nothing level (alpha + beta) log(1 + N kept)."""
+    once; the learned-nothing level alpha log(1 + N kept) + beta log(1 + N' kept)."""
     batching = BatchingConfig(batch_size=cfg.batch_size, num_negatives=cfg.num_negatives,
                               shuffle=False)
+    rng = _validation_rng(cfg)
     prepared = []
     for batch in category_batches(valid.users, valid.targets, valid.categories,
-                                  data.item_category, batching, _validation_rng(cfg)):
+                                  data.item_category, batching, rng):
         rows = valid.take(batch.sample_index)
+        short = (batch.negative_ids if short_negatives == "in_category"
+                 else _uniform_negatives(data, cfg, rng))
         prepared.append((ulim_batch(data, rows, seq, length), rows.targets, batch.negative_ids,
-                         batch.category))
-    weight = model_cfg.loss.alpha + model_cfg.loss.beta
-    chance = _row_weighted([(weight * chance_sampled_softmax(pos, neg), pos.size)
-                            for _, pos, neg, _ in prepared])
+                         batch.category, short))
+    alpha, beta = model_cfg.loss.alpha, model_cfg.loss.beta
+    chance = _row_weighted([
+        (alpha * chance_sampled_softmax(pos, neg) + beta * chance_sampled_softmax(pos, short),
+         pos.size)
+        for _, pos, neg, _, short in prepared
+    ])
 
     def valid_fn(p: Params) -> float:
         return _row_weighted([
-            (ulim_model.ulim_loss_and_grads(p, b, pos, neg, c, data.item_category, model_cfg).loss,
+            (ulim_model.ulim_loss_and_grads(
+                p, b, pos, neg, c, data.item_category, model_cfg,
+                short_negative_ids=None if short_negatives == "in_category" else short).loss,
              pos.size)
-            for b, pos, neg, c in prepared
+            for b, pos, neg, c, short in prepared
         ])
 
     return valid_fn, chance
+
+
+SHORT_NEGATIVES = ("in_category", "catalogue")
 
 
 def train_ulim(
@@ -476,9 +487,13 @@ def train_ulim(
     long_encoder: str = "target",
     long_length: int | None = None,
     stream: TextIO | None = sys.stderr,
+    short_negatives: str = "in_category",
 ) -> Trained:
     """ULIM (or an ablation: long_encoder="self", or a shorter long sequence) trained with ULIM
-    eq. 1 on category-homogeneous batches with shared in-category negatives."""
+    eq. 1 on category-homogeneous batches with shared in-category negatives; with
+    short_negatives="catalogue" L_short scores against N negatives drawn uniformly from the whole
+    catalogue instead (spec/ulim.md#short-term-negatives)."""
+    require_choice("short_negatives", short_negatives, SHORT_NEGATIVES)
     length = seq.long_length if long_length is None else long_length
     model_cfg = ulim_model.ULIMConfig(
         num_items=data.num_items, num_categories=data.num_categories, dim=cfg.dim,
@@ -491,13 +506,14 @@ def train_ulim(
 
     def step(p: Params, _: np.random.Generator) -> tuple[float, Params]:
         rows, negatives, category = next(batches)
+        short = None if short_negatives == "in_category" else _uniform_negatives(data, cfg, rng)
         out = ulim_model.ulim_loss_and_grads(
             p, ulim_batch(data, rows, seq, length), rows.targets, negatives, category,
-            data.item_category, model_cfg,
+            data.item_category, model_cfg, short_negative_ids=short,
         )
         return out.loss, out.grads
 
-    validation = _ulim_validation(data, valid, seq, cfg, length, model_cfg)
+    validation = _ulim_validation(data, valid, seq, cfg, length, model_cfg, short_negatives)
     return _timed_fit(name, params, model_cfg, step, validation, cfg.steps, cfg, rng, stream,
                       length)
 

@@ -30,7 +30,7 @@ from refimpl.train import (
 )
 
 SEED = 0
-MARGIN = 0.03
+MARGIN = 0.04
 """HR margin (mean over the cut-offs) ULIM's cascade must clear over the frequency cascade with
 the same routes. Measured over seeds 0-4 of this configuration (spec/demo.md#learning-check): the
 margin's mean is well above MARGIN and its std well below it."""

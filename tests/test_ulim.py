@@ -52,19 +52,41 @@ def tiny_instance(
     return cfg, params, batch, positives, negatives
 
 
-def ulim_problems(long_encoder: str) -> list[str]:
+def ulim_problems(long_encoder: str, short_negatives: np.ndarray | None = None) -> list[str]:
     cfg, params, batch, positives, negatives = tiny_instance(long_encoder)
+    cfg = replace(cfg, loss=replace(cfg.loss, alpha=0.7, beta=1.3))
 
     def loss(p: dict[str, np.ndarray]) -> float:
-        return ulim.ulim_loss_and_grads(p, batch, positives, negatives, 1, ITEM_CATEGORY, cfg).loss
+        return ulim.ulim_loss_and_grads(p, batch, positives, negatives, 1, ITEM_CATEGORY, cfg,
+                                        short_negative_ids=short_negatives).loss
 
-    out = ulim.ulim_loss_and_grads(params, batch, positives, negatives, 1, ITEM_CATEGORY, cfg)
+    out = ulim.ulim_loss_and_grads(params, batch, positives, negatives, 1, ITEM_CATEGORY, cfg,
+                                   short_negative_ids=short_negatives)
     return check_gradients(loss, params, out.grads)
 
 
 @pytest.mark.parametrize("long_encoder", ["target", "self"])
 def test_whole_model_gradients_equal_finite_differences(long_encoder: str) -> None:
     assert_gradients_match(ulim_problems(long_encoder))
+
+
+CATALOGUE_NEGATIVES = np.array([0, 2, 5, 7, 11])  # of every category, for L_short only
+
+
+def test_gradients_with_catalogue_wide_short_term_negatives_equal_finite_differences() -> None:
+    assert_gradients_match(ulim_problems("target", CATALOGUE_NEGATIVES))
+
+
+def test_catalogue_wide_short_term_negatives_change_only_the_short_term_loss() -> None:
+    """L_long is the same with either set of short-term negatives; L_short is the sampled softmax
+    of v_s against the given ones; and a check that forgets their gradient is caught."""
+    cfg, params, batch, positives, negatives = tiny_instance("target")
+    same = ulim.ulim_loss_and_grads(params, batch, positives, negatives, 1, ITEM_CATEGORY, cfg)
+    wide = ulim.ulim_loss_and_grads(params, batch, positives, negatives, 1, ITEM_CATEGORY, cfg,
+                                    short_negative_ids=CATALOGUE_NEGATIVES)
+    assert wide.long_loss == pytest.approx(same.long_loss, abs=1e-12)
+    assert wide.short_loss != pytest.approx(same.short_loss)
+    assert wide.loss == pytest.approx(wide.long_loss + wide.short_loss, abs=1e-12)
 
 
 def test_gradient_check_catches_a_backward_that_drops_the_query_gradient(

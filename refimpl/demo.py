@@ -42,6 +42,7 @@ from refimpl.train import (
     evaluate_youtube_dnn,
     heldout_samples,
     limit_blas_threads,
+    merged_hit_rates,
     pgin_routes,
     train_mind,
     train_pgin,
@@ -149,6 +150,8 @@ TABLE_2 = "Table 2"
 GIVEN = "given category"
 HR_VS_K = "HR vs K"
 SPLITS = "serving splits"
+SHORT_ALONE = "short-term vector alone"
+CATALOGUE_SHORT = "ULIM, short-term loss with catalogue-wide negatives"
 PGIN_ACCURACY = "PGIN top-K accuracy"
 POPULARITY = "global popularity"
 FREQUENCY = "frequency cascade (whole history)"
@@ -342,17 +345,16 @@ def _ulim_variants(setting: _Setting, result: SeedRun, routes: Routes, half_rout
     cfg, data, held, ev = setting.cfg, setting.data, setting.held, setting.ev
     k = min(cfg.num_routes, routes.categories.shape[1])
     variants = (
-        ("ULIM", "target", cfg.seq.long_length, half_routes),
-        ("ULIM-half-sequence", "target", cfg.seq.long_length // 2, half_routes),
-        ("ULIM-self-attention", "self", cfg.seq.long_length, routes),
+        ("ULIM", "target", cfg.seq.long_length, routes, "in_category"),
+        ("ULIM-half-sequence", "target", cfg.seq.long_length // 2, half_routes, "in_category"),
+        ("ULIM-self-attention", "self", cfg.seq.long_length, routes, "in_category"),
+        (CATALOGUE_SHORT, "target", cfg.seq.long_length, routes, "catalogue"),
     )
     t2 = result.tables.setdefault(TABLE_2, {})
-    for name, encoder, length, variant_routes in variants:
-        if name == "ULIM":
-            variant_routes = routes
+    for name, encoder, length, variant_routes, short_negatives in variants:
         model = train_ulim(
             data, setting.samples, cfg.seq, cfg.train, name=name, long_encoder=encoder,
-            long_length=length, stream=setting.stream,
+            long_length=length, stream=setting.stream, short_negatives=short_negatives,
         )
         result.training[name] = _training(model)
         index = ulim_index(model, data, ev)
@@ -365,6 +367,10 @@ def _ulim_variants(setting: _Setting, result: SeedRun, routes: Routes, half_rout
             )
         given = ulim_serving(model, data, held, _given_category(held), cfg.seq, ev, index)
         result.tables[GIVEN][name] = _percent(given.hit_rates(held.targets, ev))
+        if encoder == "target" and length == cfg.seq.long_length:
+            result.tables.setdefault(SHORT_ALONE, {})[name] = _percent(
+                merged_hit_rates(index, given.short_vectors[:, None, :], held, ev)
+            )
         if name == "ULIM":
             result.tables[TABLE_1][name] = t2[name]
             _ulim_details(setting, result, serving, given, k)
@@ -413,7 +419,19 @@ def claims(result: Run, cfg: DemoConfig) -> list[dict[str, Any]]:
         ("given category: ULIM > ULIM-half-sequence", GIVEN, "ULIM", GIVEN, "ULIM-half-sequence"),
         ("given category: ULIM > ULIM-self-attention", GIVEN, "ULIM", GIVEN,
          "ULIM-self-attention"),
+        ("short-term negatives: catalogue-wide > in-category (Table 1 row)", TABLE_2,
+         CATALOGUE_SHORT, TABLE_2, "ULIM"),
+        ("short-term vector alone: catalogue-wide > in-category negatives", SHORT_ALONE,
+         CATALOGUE_SHORT, SHORT_ALONE, "ULIM"),
+        ("serving: even split > weighted split", SPLITS, "ULIM, even", SPLITS, "ULIM, weighted"),
+        ("serving: even split > merge by score", SPLITS, "ULIM, even", SPLITS, "ULIM, score"),
+        ("serving: weighted split > even split", SPLITS, "ULIM, weighted", SPLITS, "ULIM, even"),
+        ("serving: merge by score > even split", SPLITS, "ULIM, score", SPLITS, "ULIM, even"),
     ]
+    low, high = min(cfg.k_values), cfg.num_routes
+    if high in cfg.k_values and high != low:
+        checks.append((f"HR against K: ULIM K = {high} > K = {low}", HR_VS_K,
+                       f"ULIM, K = {high}", HR_VS_K, f"ULIM, K = {low}"))
     out = []
     for text, table_a, row_a, table_b, row_b in checks:
         verdicts = [
@@ -489,6 +507,7 @@ def format_report(result: Run) -> str:
         _format_table(result, GIVEN, "Given the true next category (one route, no PGIN)"),
         _format_table(result, HR_VS_K, "HR@N (%) against K"),
         _format_table(result, SPLITS, f"Serving: how N is split between routes (top-{k})"),
+        _format_table(result, SHORT_ALONE, "The short-term vector alone searching the whole pool"),
         _format_table(result, PGIN_ACCURACY, "Category prediction: top-K accuracy (%)"),
         "Planted-truth diagnostics: " + "; ".join(f"{n} {v}" for n, v in diagnostics.items()),
         "Claims (rule: mean difference > sum of the stds, at every cut-off):\n" + "\n".join(

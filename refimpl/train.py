@@ -847,10 +847,10 @@ def evaluate_youtube_dnn(
         user, _ = ytdnn.user_forward(model.params, items, mask, data.item_category)
         users.append(user)
     vectors = np.concatenate(users)[:, None, :]
-    return _merged_hit_rates(index, vectors, samples, ev)
+    return merged_hit_rates(index, vectors, samples, ev)
 
 
-def _merged_hit_rates(
+def merged_hit_rates(
     index: SearchIndex, vectors: Array, samples: Samples, ev: EvalConfig
 ) -> dict[int, float]:
     """HR@N per cut-off of merged_search with the user vectors (S, K, D)."""
@@ -874,4 +874,4 @@ def evaluate_mind(
         batch = _mind_batch(data, samples.take(rows), seq, model.config.num_interests, rng)
         vectors, _ = mind_model.mind_forward(model.params, batch, model.config)
         interests.append(vectors)
-    return _merged_hit_rates(index, np.concatenate(interests), samples, ev)
+    return merged_hit_rates(index, np.concatenate(interests), samples, ev)

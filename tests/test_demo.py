@@ -42,15 +42,18 @@ def test_the_whole_pipeline_runs_at_a_tiny_size() -> None:
     assert [seed.seed for seed in result.seeds] == [0, 1, 2]
     tables = result.seeds[0].tables
     assert set(tables[demo.TABLE_1]) == MODELS_1
-    assert set(tables[demo.GIVEN]) == MODELS_2 | {"in-category popularity"}
-    assert set(tables[demo.TABLE_2]) == MODELS_2 | {"ULIM-half-sequence (ULIM's routes)"}
+    assert set(tables[demo.GIVEN]) == MODELS_2 | {"in-category popularity", demo.CATALOGUE_SHORT}
+    assert set(tables[demo.TABLE_2]) == MODELS_2 | {"ULIM-half-sequence (ULIM's routes)",
+                                                    demo.CATALOGUE_SHORT}
+    assert set(tables[demo.SHORT_ALONE]) == {"ULIM", demo.CATALOGUE_SHORT}
     assert {row.split("K = ")[1] for row in tables[demo.HR_VS_K]} == {"1", "2", "8"}
     for name in (demo.TABLE_1, demo.TABLE_2, demo.GIVEN, demo.HR_VS_K, demo.SPLITS):
         for row in tables[name].values():
             assert list(row) == ["5", "10", "20"]
             assert all(0.0 <= value <= 100.0 for value in row.values())
     assert tables[demo.TABLE_1]["ULIM"] == tables[demo.TABLE_2]["ULIM"]
-    assert set(result.seeds[0].training) == MODELS_2 | {"PGIN", "YouTube DNN", "MIND"}
+    assert set(result.seeds[0].training) == MODELS_2 | {"PGIN", "YouTube DNN", "MIND",
+                                                        demo.CATALOGUE_SHORT}
     assert len(result.values(demo.TABLE_1, "ULIM", "5")) == 3
     assert {claim["verdict"] for claim in result.claims} <= {
         "reproduced", "reversed", "not beyond the spread"}

@@ -20,6 +20,12 @@ de-duplicated and cut to N. The quotas:
    is what the quotas fix: a prefix of the result is NOT the cascade at a smaller N.
 A row returns fewer than N items only if the catalogue has fewer than N items; the missing slots
 are padding (id -1, score -inf, route PAD_ROUTE, valid False).
+
+Steps 2-4 are the default split, "even". `CascadeConfig.split` offers two others, compared by
+measurement in spec/retrieval.md#quota-policies: "weighted" (step 3 splits N - q_s in proportion to
+`route_weights`, e.g. PGIN's probabilities: `split_weighted`) and "score" (no quotas: every live
+long-term route returns up to N items of its category, the short-term route up to N of the whole
+pool, and the union, each item at its best score, is cut to the N best).
 """
 
 from __future__ import annotations

@@ -44,5 +44,8 @@ def ordering(name_a: str, a: Sequence[float], name_b: str, b: Sequence[float]) -
 
 
 def format_mean_std(values: Sequence[float], digits: int = 1) -> str:
+    """'mean +- std'; a single value is printed alone (one seed has no spread)."""
     mean, std = mean_std(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} +- {std:.{digits}f}"

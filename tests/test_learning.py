@@ -14,7 +14,7 @@ import pytest
 import refimpl.train as train_module
 from refimpl import baselines
 from refimpl.data.synthetic import SyntheticData, generate
-from refimpl.demo import QUICK
+from refimpl.demo import LEARNING_CHECK as QUICK
 from refimpl.spread import beyond_spread, mean_std
 from refimpl.train import (
     EvalConfig,
@@ -50,8 +50,8 @@ class LearningRun:
 
 
 def learning_run(seed: int) -> LearningRun:
-    """Trains ULIM at the `--quick` size (one seed) and evaluates it next to the frequency
-    cascade, both from the same routes."""
+    """Trains ULIM in the learning check's configuration (one seed) and evaluates it next to the
+    frequency cascade, both from the same routes."""
     data = generate(replace(QUICK.data, seed=seed))
     held = heldout_samples(data)
     ev = EvalConfig(cutoffs=QUICK.cutoffs)

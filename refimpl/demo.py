@@ -1,14 +1,17 @@
 """`refimpl demo`: ULIM end to end on planted-interest data, and the paper's tables (spec/demo.md).
 
-Builds the synthetic data (refimpl.data.synthetic), trains every model with the same budget
-(refimpl.train): YouTube DNN, MIND, ULIM, ULIM-half-sequence, ULIM-self-attention and PGIN;
-retrieves by the cascade (ULIM) or by whole-pool search (the baselines); prints
-- Table 1 (ULIM paper): HR@N at three cut-offs for YouTube DNN, MIND and ULIM;
-- Table 2: the ablations;
-- HR against K, the number of PGIN categories (a text table, and a PNG with --plot when
-  matplotlib is installed: `pip install refimpl[plot]`);
-and writes every number to a JSON file. The cut-offs are the paper's 500/1000/2000 scaled to the
-catalogue (50/100/200 of 20,000 items; 20/40/80 of 1,000 with --quick).
+For every seed: builds the synthetic data (refimpl.data.synthetic), computes the non-learned
+baselines (refimpl.baselines), trains every model by the one rule of refimpl.train (validation
+split, early stopping, learned-nothing level): PGIN, YouTube DNN, MIND, ULIM, ULIM-half-sequence,
+ULIM-self-attention and ULIM with a catalogue-wide short-term loss; retrieves by the cascade (ULIM)
+or by whole-pool search (the single-vector baselines). Prints, every entry mean +- std over the
+seeds (refimpl.spread), each table with the baselines beside the models:
+- Table 1 (ULIM paper): HR@N at three cut-offs; Table 2: the ablations; given the true category;
+- HR against K (a PNG with --plot when matplotlib is installed: `pip install refimpl[plot]`);
+- the serving splits, the short-term vector alone, PGIN's top-K accuracy;
+- the training and validation losses next to the learned-nothing level, the planted-truth
+  diagnostics (refimpl.diagnostics), and which of the paper's orderings hold beyond the spread;
+and writes every number, per seed, to a JSON file.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from refimpl.models import ulim as ulim_model
 from refimpl.models import youtube_dnn as ytdnn
 from refimpl.models._params import Params
 from refimpl.models.umi import UserBatch, draw_initial_logits
+from refimpl.nn.max_interest_score import merge_interest_candidates
 from refimpl.nn.multi_interest_readout import ReadoutConfig
 from refimpl.optim import AdamConfig, adam_init, adam_step
 from refimpl.retrieval import (
@@ -820,19 +821,11 @@ def evaluate_ulim(
 
 
 def merged_search(index: SearchIndex, queries: Array, n: int) -> IntArray:
-    """Top-n of the union of each query's top-n (queries (S, K, D)), by score, de-duplicated;
-    ties go to the lower item id. Rows are padded with -1 if fewer than n distinct items."""
+    """UMI eq. 1 served: the top-n of the union of each interest's top-n (queries (S, K, D)), by
+    score, de-duplicated, ties to the lower item id, rows padded with -1 (spec/max_interest_score.md)."""
     s, k, d = queries.shape
     ids, scores = index.search(queries.reshape(s * k, d), n)
-    ids = ids.reshape(s, -1)
-    scores = scores.reshape(s, -1)
-    out = np.full((s, n), -1, dtype=np.int64)
-    for row in range(s):
-        order = np.lexsort((ids[row], -scores[row]))
-        _, first = np.unique(ids[row][order], return_index=True)
-        kept = order[np.sort(first)][:n]
-        out[row, : kept.shape[0]] = ids[row][kept]
-    return out
+    return merge_interest_candidates(ids.reshape(s, k, -1), scores.reshape(s, k, -1), n)
 
 
 def evaluate_youtube_dnn(

@@ -43,6 +43,7 @@ subtracts the row maximum over valid keys.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -123,6 +124,7 @@ def masked_softmax(scores: Array, mask: BoolArray) -> Array:
     """Softmax over the last axis restricted to `mask` (broadcast); all-masked rows give zeros.
 
     The row maximum over valid entries is subtracted first, so scores in the thousands are safe.
+    Masked entries must hold finite scores (they are set to -inf, whose exp is exactly 0).
     """
     if not isinstance(scores, np.ndarray) or scores.dtype not in (np.float32, np.float64):
         raise TypeError(f"scores: expected a float32 or float64 array, got {_describe(scores)}")
@@ -134,13 +136,27 @@ def masked_softmax(scores: Array, mask: BoolArray) -> Array:
         broadcast = ()
     if broadcast != scores.shape:
         raise ValueError(f"mask: shape {mask.shape} does not broadcast to scores {scores.shape}")
+    return _softmax_in_place(scores + mask_bias(mask, scores.dtype))
+
+
+def mask_bias(mask: BoolArray, dtype: np.dtype[Any]) -> Array:
+    """0 where `mask` is True, -inf where it is False: added to scores it masks them (at the
+    mask's own, usually much smaller, broadcast shape)."""
+    bias: Array = np.where(mask, 0, -np.inf).astype(dtype)
+    return bias
+
+
+def _softmax_in_place(scores: Array) -> Array:
+    """Softmax over the last axis of scores whose masked entries are -inf, overwriting them (the
+    attention kernel's (B, H, Q, L) arrays are its largest: no temporaries of their size).
+    A row of -inf only (every entry masked, or no entry at all) gives zeros."""
     # initial=-inf: a zero-length axis (no keys at all) is an all-masked row, not an error.
-    valid_max = np.max(np.where(mask, scores, -np.inf), axis=-1, keepdims=True, initial=-np.inf)
-    shift = np.where(np.isfinite(valid_max), valid_max, 0)
-    exp = np.where(mask, np.exp(np.where(mask, scores - shift, 0)), 0).astype(scores.dtype)
-    total = exp.sum(axis=-1, keepdims=True)
-    result: Array = exp / np.where(total > 0, total, 1)
-    return result
+    row_max = np.max(scores, axis=-1, keepdims=True, initial=-np.inf)
+    scores -= np.where(np.isfinite(row_max), row_max, 0)
+    np.exp(scores, out=scores)
+    total = scores.sum(axis=-1, keepdims=True)
+    scores /= np.where(total > 0, total, 1)
+    return scores
 
 
 def softmax_backward(weights: Array, d_weights: Array) -> Array:
@@ -152,8 +168,14 @@ def softmax_backward(weights: Array, d_weights: Array) -> Array:
     dims = tuple(f"axis{i}" for i in range(np.ndim(weights)))
     shapes.check_float("weights", weights, dims)
     shapes.check_float("d_weights", d_weights, dims)
-    result: Array = weights * (d_weights - np.sum(d_weights * weights, axis=-1, keepdims=True))
-    return result
+    return _softmax_backward_in_place(weights, d_weights.copy())
+
+
+def _softmax_backward_in_place(weights: Array, d_weights: Array) -> Array:
+    """`softmax_backward`, overwriting d_weights with d_scores."""
+    d_weights -= np.sum(d_weights * weights, axis=-1, keepdims=True)
+    d_weights *= weights
+    return d_weights
 
 
 def _describe(value: object) -> str:
@@ -201,9 +223,11 @@ def attention_forward(
     k = _split_heads(affine(kv_in, params.Wk, params.bk), heads)
     v = _split_heads(affine(kv_in, params.Wv, params.bv), heads)
     row_valid = query_mask & key_mask.any(axis=1, keepdims=True)
-    scores = (q @ k.transpose(0, 1, 3, 2)) * scale
-    key_weights = masked_softmax(scores, key_mask[:, None, None, :])
-    weights = np.where(row_valid[:, None, :, None], key_weights, 0)
+    scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, Q, L), the kernel's largest array: updated in place
+    scores *= scale
+    scores += mask_bias(key_mask[:, None, None, :], scores.dtype)
+    weights = _softmax_in_place(scores)
+    weights *= row_valid[:, None, :, None]  # masked queries: zero rows
     context = _merge_heads(weights @ v)
     out: Array = np.where(row_valid[:, :, None], affine(context, params.Wo, params.bo), 0)
     cache = AttentionCache(params, q_in, kv_in, q, k, v, weights, context, row_valid, scale)
@@ -227,11 +251,12 @@ def attention_backward(
     d_projected = np.where(cache.row_valid[:, :, None], d_out, 0)
     d_Wo, d_bo, d_context_merged = affine_backward(cache.context, p.Wo, d_projected)
     d_context = _split_heads(d_context_merged, heads)
-    d_weights_total = d_context @ cache.v.transpose(0, 1, 3, 2)
+    d_weights_total = d_context @ cache.v.transpose(0, 1, 3, 2)  # (B, H, Q, L): updated in place
     if d_weights is not None:
-        d_weights_total = d_weights_total + d_weights
+        d_weights_total += d_weights
     d_v = cache.weights.transpose(0, 1, 3, 2) @ d_context
-    d_scores = softmax_backward(cache.weights, d_weights_total) * cache.scale
+    d_scores = _softmax_backward_in_place(cache.weights, d_weights_total)
+    d_scores *= cache.scale
     d_Wq, d_bq, d_q_in = affine_backward(cache.q_in, p.Wq, _merge_heads(d_scores @ cache.k))
     d_k = _merge_heads(d_scores.transpose(0, 1, 3, 2) @ cache.q)
     d_Wk, d_bk, d_kv_in = affine_backward(cache.kv_in, p.Wk, d_k)

@@ -146,16 +146,18 @@ def mask_bias(mask: BoolArray, dtype: np.dtype[Any]) -> Array:
     return bias
 
 
-def _softmax_in_place(scores: Array) -> Array:
+def _softmax_in_place(scores: Array, row_valid: BoolArray | None = None) -> Array:
     """Softmax over the last axis of scores whose masked entries are -inf, overwriting them (the
     attention kernel's (B, H, Q, L) arrays are its largest: no temporaries of their size).
-    A row of -inf only (every entry masked, or no entry at all) gives zeros."""
+    A row of -inf only (every entry masked, or no entry at all) gives zeros, and so does every row
+    where `row_valid` (broadcast to scores.shape[:-1] + (1,)) is False."""
     # initial=-inf: a zero-length axis (no keys at all) is an all-masked row, not an error.
     row_max = np.max(scores, axis=-1, keepdims=True, initial=-np.inf)
     scores -= np.where(np.isfinite(row_max), row_max, 0)
     np.exp(scores, out=scores)
     total = scores.sum(axis=-1, keepdims=True)
-    scores /= np.where(total > 0, total, 1)
+    keep = total > 0 if row_valid is None else (total > 0) & row_valid
+    scores /= np.where(keep, total, np.inf)  # x / inf = 0: a dropped row costs no extra pass
     return scores
 
 
@@ -168,14 +170,9 @@ def softmax_backward(weights: Array, d_weights: Array) -> Array:
     dims = tuple(f"axis{i}" for i in range(np.ndim(weights)))
     shapes.check_float("weights", weights, dims)
     shapes.check_float("d_weights", d_weights, dims)
-    return _softmax_backward_in_place(weights, d_weights.copy())
-
-
-def _softmax_backward_in_place(weights: Array, d_weights: Array) -> Array:
-    """`softmax_backward`, overwriting d_weights with d_scores."""
-    d_weights -= np.sum(d_weights * weights, axis=-1, keepdims=True)
-    d_weights *= weights
-    return d_weights
+    result: Array = d_weights - np.sum(d_weights * weights, axis=-1, keepdims=True)
+    result *= weights
+    return result
 
 
 def _describe(value: object) -> str:
@@ -226,8 +223,7 @@ def attention_forward(
     scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, Q, L), the kernel's largest array: updated in place
     scores *= scale
     scores += mask_bias(key_mask[:, None, None, :], scores.dtype)
-    weights = _softmax_in_place(scores)
-    weights *= row_valid[:, None, :, None]  # masked queries: zero rows
+    weights = _softmax_in_place(scores, row_valid[:, None, :, None])  # masked queries: zero rows
     context = _merge_heads(weights @ v)
     out: Array = np.where(row_valid[:, :, None], affine(context, params.Wo, params.bo), 0)
     cache = AttentionCache(params, q_in, kv_in, q, k, v, weights, context, row_valid, scale)
@@ -251,11 +247,14 @@ def attention_backward(
     d_projected = np.where(cache.row_valid[:, :, None], d_out, 0)
     d_Wo, d_bo, d_context_merged = affine_backward(cache.context, p.Wo, d_projected)
     d_context = _split_heads(d_context_merged, heads)
-    d_weights_total = d_context @ cache.v.transpose(0, 1, 3, 2)  # (B, H, Q, L): updated in place
+    d_w = d_context @ cache.v.transpose(0, 1, 3, 2)  # (B, H, Q, L): becomes d_scores in place
     if d_weights is not None:
-        d_weights_total += d_weights
+        d_w += d_weights
     d_v = cache.weights.transpose(0, 1, 3, 2) @ d_context
-    d_scores = _softmax_backward_in_place(cache.weights, d_weights_total)
+    # softmax backward, d_s = w * (d_w - sum_j w_j d_w_j) / sqrt(D_h), without temporaries of d_w's size
+    d_scores = d_w
+    d_scores -= np.sum(d_w * cache.weights, axis=-1, keepdims=True)
+    d_scores *= cache.weights
     d_scores *= cache.scale
     d_Wq, d_bq, d_q_in = affine_backward(cache.q_in, p.Wq, _merge_heads(d_scores @ cache.k))
     d_k = _merge_heads(d_scores.transpose(0, 1, 3, 2) @ cache.q)

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice
-from refimpl.nn.attention import mask_bias
 
 DENOMINATORS = ("with_positive", "negatives_only")
 
@@ -149,7 +148,7 @@ def softmax_loss_forward(
     with_positive = denominator == "with_positive"
     logits = np.concatenate([positive_logits[:, None], negative_logits], axis=1)
     mask = np.concatenate([np.full((b, 1), with_positive), negative_kept], axis=1)
-    logits += mask_bias(mask, dtype)  # -inf where an entry is not in the denominator
+    logits[~mask] = -np.inf  # not in the denominator (exp(-inf) = 0 exactly)
     row_counted: BoolArray = np.any(mask, axis=1)
     lse = _logsumexp(logits)
     safe_lse = np.where(row_counted, lse, 0).astype(dtype)

@@ -7,6 +7,9 @@
     refimpl golden verify                regenerate into a scratch folder, compare with golden/
     refimpl golden list                  the committed cases
     refimpl demo [--quick]               ULIM end to end: train every model, retrieve, print the tables
+
+Every command runs its NumPy work with BLAS on one thread (refimpl.threads; `refimpl demo
+--threads N` chooses N) and gives the caller's setting back when it ends.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from refimpl.conformance.runner import Adapter, reference_adapter, run_conforman
 from refimpl.golden import default_golden_root
 from refimpl.golden.format import GoldenError, find_cases, read_case
 from refimpl.golden.generate import generate, verify
+from refimpl.threads import COMMAND_THREADS, blas_threads
 
 
 def load_adapter(spec: str) -> Adapter:
@@ -153,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         arguments = ["demo", "--", *arguments[1:]]
     args = build_parser().parse_args(arguments)
     try:
-        result: int = args.run(args)
+        with blas_threads(COMMAND_THREADS):
+            result: int = args.run(args)
     except (GoldenError, ValueError, ImportError) as error:
         print(f"refimpl: error: {error}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ import numpy as np
 
 from refimpl._check import IntArray
 from refimpl.data.synthetic import QUICK_CONFIG, SyntheticConfig, SyntheticData, generate
+from refimpl.threads import blas_threads
 from refimpl.train import (
     EvalConfig,
     Samples,
@@ -36,7 +37,6 @@ from refimpl.train import (
     evaluate_ulim,
     evaluate_youtube_dnn,
     heldout_samples,
-    limit_blas_threads,
     pgin_top_categories,
     train_mind,
     train_pgin,
@@ -352,9 +352,9 @@ def config_for(args: argparse.Namespace) -> DemoConfig:
 def main(argv: list[str]) -> int:
     """The `refimpl demo` command; returns the exit status."""
     args = _parser().parse_args(argv)
-    limit_blas_threads(args.threads)
     cfg = config_for(args)
-    result = run(cfg)
+    with blas_threads(args.threads):
+        result = run(cfg)
     print(format_report(result))
     Path(args.out).write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
     print(f"\nresults written to {args.out}")

@@ -220,8 +220,9 @@ def attention_forward(
     k = _split_heads(affine(kv_in, params.Wk, params.bk), heads)
     v = _split_heads(affine(kv_in, params.Wv, params.bv), heads)
     row_valid = query_mask & key_mask.any(axis=1, keepdims=True)
-    scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, Q, L), the kernel's largest array: updated in place
-    scores *= scale
+    # (q / sqrt(D_h)) k^T: the scale on the (B, H, Q, D_h) queries, not on the (B, H, Q, L) scores,
+    # the kernel's largest array, which is then updated in place
+    scores = (q * scale) @ k.transpose(0, 1, 3, 2)
     scores += mask_bias(key_mask[:, None, None, :], scores.dtype)
     weights = _softmax_in_place(scores, row_valid[:, None, :, None])  # masked queries: zero rows
     context = _merge_heads(weights @ v)
@@ -251,14 +252,17 @@ def attention_backward(
     if d_weights is not None:
         d_w += d_weights
     d_v = cache.weights.transpose(0, 1, 3, 2) @ d_context
-    # softmax backward, d_s = w * (d_w - sum_j w_j d_w_j) / sqrt(D_h), without temporaries of d_w's size
+    # softmax backward, d_s = w * (d_w - sum_j w_j d_w_j), in place (einsum: the row sums without a
+    # product array of d_w's size); the 1/sqrt(D_h) of the scores goes on the (B, H, *, D_h) d_q, d_k
     d_scores = d_w
-    d_scores -= np.sum(d_w * cache.weights, axis=-1, keepdims=True)
+    d_scores -= np.einsum("bhql,bhql->bhq", d_w, cache.weights)[..., None]
     d_scores *= cache.weights
-    d_scores *= cache.scale
-    d_Wq, d_bq, d_q_in = affine_backward(cache.q_in, p.Wq, _merge_heads(d_scores @ cache.k))
-    d_k = _merge_heads(d_scores.transpose(0, 1, 3, 2) @ cache.q)
-    d_Wk, d_bk, d_kv_in = affine_backward(cache.kv_in, p.Wk, d_k)
+    d_q = d_scores @ cache.k
+    d_q *= cache.scale
+    d_Wq, d_bq, d_q_in = affine_backward(cache.q_in, p.Wq, _merge_heads(d_q))
+    d_k_heads = d_scores.transpose(0, 1, 3, 2) @ cache.q
+    d_k_heads *= cache.scale
+    d_Wk, d_bk, d_kv_in = affine_backward(cache.kv_in, p.Wk, _merge_heads(d_k_heads))
     d_Wv, d_bv, d_kv_in_values = affine_backward(cache.kv_in, p.Wv, _merge_heads(d_v))
     d_kv_in += d_kv_in_values
     grads = AttentionParams(Wq=d_Wq, bq=d_bq, Wk=d_Wk, bk=d_bk, Wv=d_Wv, bv=d_bv, Wo=d_Wo, bo=d_bo)

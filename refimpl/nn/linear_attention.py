@@ -151,18 +151,18 @@ def _log1p(t: Array) -> Array:
 
 def _one_minus_exp_neg(phi: Array) -> Array:
     """1 - e^-phi = -expm1(-phi) for phi >= 0, without cancellation for small phi. float32: Kahan's
-    expm1(y) = (u - 1) y / log(u) with u = e^y where u is near 1 (u's rounding error cancels in
-    the ratio), plain 1 - u elsewhere."""
+    expm1(y) = (u - 1) y / log(u) with u = e^y (u's rounding error cancels in the ratio)."""
     if phi.dtype != np.float32:
         result = np.negative(phi)  # one buffer, transformed in place: -expm1(-phi)
         np.expm1(result, out=result)
         return np.negative(result, out=result)
     u = np.exp(-phi)
-    result = 1 - u  # no cancellation where u <= 1/2
-    near = (u > 0.5) & (u < 1)  # 1 - u has lost digits: times y / log(u) = phi / -log(u) restores them
-    result[near] *= phi[near] / -np.log(u[near])
-    rounded_to_one = u == 1  # phi below half an ulp: 1 - e^-phi = phi to working precision
+    with np.errstate(divide="ignore", invalid="ignore"):  # u = 1 and u = 0 are replaced below
+        result = 1 - u
+        result *= phi / -np.log(u)  # Kahan: = 1 - u with u's rounding error cancelled
+    rounded_to_one = u == 1  # phi below half an ulp (and masked zeros): 1 - e^-phi = phi
     result[rounded_to_one] = phi[rounded_to_one]
+    result[phi > 80] = 1  # e^-phi below 2e-35: 1 - u = 1 (and u too small for an accurate log)
     return result
 
 

@@ -114,6 +114,19 @@ def _merge_heads(x: Array) -> Array:
     return x.transpose(0, 2, 1, 3).reshape(b, n, h * dh)
 
 
+SCORE_BLOCK = 1 << 16  # scores per block of batch rows: a block of them stays in the CPU cache
+
+
+def _row_blocks(scores_shape: tuple[int, ...]) -> list[slice]:
+    """Slices of the batch (first) axis whose blocks of the (B, H, Q, L) scores hold about
+    SCORE_BLOCK values. The softmax and its backward make several passes over the scores; block
+    by block those passes run in the CPU cache instead of main memory (each row's numbers are the
+    same either way: rows never mix)."""
+    batch, per_row = scores_shape[0], max(1, int(np.prod(scores_shape[1:])))
+    step = max(1, SCORE_BLOCK // per_row)
+    return [slice(start, min(start + step, batch)) for start in range(0, batch, step)]
+
+
 def _weight_heads(W: Array, heads: int) -> Array:
     """(D, D) used as x @ W -> (H, D, D_h): head h's columns of W."""
     d = W.shape[0]
@@ -221,11 +234,17 @@ def attention_forward(
     v = _split_heads(affine(kv_in, params.Wv, params.bv), heads)
     row_valid = query_mask & key_mask.any(axis=1, keepdims=True)
     # (q / sqrt(D_h)) k^T: the scale on the (B, H, Q, D_h) queries, not on the (B, H, Q, L) scores,
-    # the kernel's largest array, which is then updated in place
-    scores = (q * scale) @ k.transpose(0, 1, 3, 2)
-    scores += mask_bias(key_mask[:, None, None, :], scores.dtype)
-    weights = _softmax_in_place(scores, row_valid[:, None, :, None])  # masked queries: zero rows
-    context = _merge_heads(weights @ v)
+    # the kernel's largest array, which is updated in place, a block of batch rows at a time
+    q_scaled, k_t = q * scale, k.transpose(0, 1, 3, 2)
+    bias = mask_bias(key_mask[:, None, None, :], q.dtype)
+    weights = np.empty((*q.shape[:3], k.shape[2]), dtype=q.dtype)  # (B, H, Q, L)
+    context_heads = np.empty(q.shape, dtype=q.dtype)  # (B, H, Q, D_h)
+    for rows in _row_blocks(weights.shape):
+        scores = np.matmul(q_scaled[rows], k_t[rows], out=weights[rows])
+        scores += bias[rows]
+        _softmax_in_place(scores, row_valid[rows, None, :, None])  # masked queries: zero rows
+        np.matmul(scores, v[rows], out=context_heads[rows])
+    context = _merge_heads(context_heads)
     out: Array = np.where(row_valid[:, :, None], affine(context, params.Wo, params.bo), 0)
     cache = AttentionCache(params, q_in, kv_in, q, k, v, weights, context, row_valid, scale)
     return out, cache
@@ -248,21 +267,24 @@ def attention_backward(
     d_projected = np.where(cache.row_valid[:, :, None], d_out, 0)
     d_Wo, d_bo, d_context_merged = affine_backward(cache.context, p.Wo, d_projected)
     d_context = _split_heads(d_context_merged, heads)
-    d_w = d_context @ cache.v.transpose(0, 1, 3, 2)  # (B, H, Q, L): becomes d_scores in place
-    if d_weights is not None:
-        d_w += d_weights
-    d_v = cache.weights.transpose(0, 1, 3, 2) @ d_context
-    # softmax backward, d_s = w * (d_w - sum_j w_j d_w_j), in place (einsum: the row sums without a
-    # product array of d_w's size); the 1/sqrt(D_h) of the scores goes on the (B, H, *, D_h) d_q, d_k
-    d_scores = d_w
-    d_scores -= np.einsum("bhql,bhql->bhq", d_w, cache.weights)[..., None]
-    d_scores *= cache.weights
-    d_q = d_scores @ cache.k
+    v_t = cache.v.transpose(0, 1, 3, 2)
+    d_q, d_k, d_v = (np.empty(x.shape, dtype=x.dtype) for x in (cache.q, cache.k, cache.v))
+    for rows in _row_blocks(cache.weights.shape):  # the (B, H, Q, L) arrays a block at a time
+        weights = cache.weights[rows]
+        d_scores = d_context[rows] @ v_t[rows]  # d_w, then d_s in place
+        if d_weights is not None:
+            d_scores += d_weights[rows]
+        np.matmul(weights.transpose(0, 1, 3, 2), d_context[rows], out=d_v[rows])
+        # softmax backward, d_s = w * (d_w - sum_j w_j d_w_j) (einsum: the row sums without a
+        # product array); the 1/sqrt(D_h) of the scores goes on the (B, H, *, D_h) d_q, d_k below
+        d_scores -= np.einsum("bhql,bhql->bhq", d_scores, weights)[..., None]
+        d_scores *= weights
+        np.matmul(d_scores, cache.k[rows], out=d_q[rows])
+        np.matmul(d_scores.transpose(0, 1, 3, 2), cache.q[rows], out=d_k[rows])
     d_q *= cache.scale
+    d_k *= cache.scale
     d_Wq, d_bq, d_q_in = affine_backward(cache.q_in, p.Wq, _merge_heads(d_q))
-    d_k_heads = d_scores.transpose(0, 1, 3, 2) @ cache.q
-    d_k_heads *= cache.scale
-    d_Wk, d_bk, d_kv_in = affine_backward(cache.kv_in, p.Wk, _merge_heads(d_k_heads))
+    d_Wk, d_bk, d_kv_in = affine_backward(cache.kv_in, p.Wk, _merge_heads(d_k))
     d_Wv, d_bv, d_kv_in_values = affine_backward(cache.kv_in, p.Wv, _merge_heads(d_v))
     d_kv_in += d_kv_in_values
     grads = AttentionParams(Wq=d_Wq, bq=d_bq, Wk=d_Wk, bk=d_bk, Wv=d_Wv, bv=d_bv, Wo=d_Wo, bo=d_bo)

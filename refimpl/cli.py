@@ -10,6 +10,8 @@
     refimpl --version
 
 The goldens are the suite shipped inside the package (`--golden DIR` reads another folder).
+Every command runs its NumPy work with BLAS on one thread (refimpl.threads; `refimpl demo
+--threads N` chooses N) and gives the caller's setting back when it ends.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from refimpl.golden import default_golden_root
 from refimpl.golden.format import GoldenError, find_cases, read_case
 from refimpl.golden.generate import generate, verify
 from refimpl.golden.manifest import check_manifest
+from refimpl.threads import COMMAND_THREADS, blas_threads
 
 
 def load_adapter(spec: str) -> Adapter:
@@ -220,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         arguments = ["demo", "--", *arguments[1:]]
     args = build_parser().parse_args(arguments)
     try:
-        result: int = args.run(args)
+        with blas_threads(COMMAND_THREADS):
+            result: int = args.run(args)
     except (GoldenError, ValueError, ImportError) as error:
         print(f"refimpl: error: {error}", file=sys.stderr)
         return 2

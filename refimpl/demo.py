@@ -32,6 +32,7 @@ from refimpl.data.synthetic import QUICK_CONFIG, SyntheticConfig, SyntheticData,
 from refimpl.diagnostics import item_agreement, taste_agreement
 from refimpl.models import ulim as ulim_model
 from refimpl.spread import format_mean_std, ordering
+from refimpl.threads import blas_threads
 from refimpl.train import (
     EvalConfig,
     Routes,
@@ -44,7 +45,6 @@ from refimpl.train import (
     evaluate_mind,
     evaluate_youtube_dnn,
     heldout_samples,
-    limit_blas_threads,
     merged_hit_rates,
     pgin_routes,
     train_mind,
@@ -602,9 +602,9 @@ def config_for(args: argparse.Namespace) -> DemoConfig:
 def main(argv: list[str]) -> int:
     """The `refimpl demo` command; returns the exit status."""
     args = _parser().parse_args(argv)
-    limit_blas_threads(args.threads)
     cfg = config_for(args)
-    result = run(cfg, jobs=args.jobs)
+    with blas_threads(args.threads):
+        result = run(cfg, jobs=args.jobs)
     print(format_report(result))
     Path(args.out).write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
     print(f"\nresults written to {args.out}")

@@ -16,7 +16,6 @@ From planted-interest data (refimpl.data.synthetic) to HR@N:
 
 from __future__ import annotations
 
-import ctypes
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -48,46 +47,6 @@ from refimpl.retrieval import (
     cascade_retrieve,
 )
 from refimpl.retrieval.index import SearchIndex
-
-SET_THREADS_SYMBOLS = (
-    "openblas_set_num_threads",
-    "openblas_set_num_threads64_",
-    "scipy_openblas_set_num_threads64_",
-    "scipy_openblas_set_num_threads",
-)
-
-
-def limit_blas_threads(threads: int = 1) -> bool:
-    """Best effort: set the thread count of the OpenBLAS this process has loaded; True if it could.
-
-    What it does: reads /proc/self/maps (Linux only) for the paths of the shared libraries
-    mapped into this process whose name contains "openblas", opens each with ctypes and calls
-    the first of SET_THREADS_SYMBOLS it exports with `threads`. It returns False, changing
-    nothing, when there is no /proc (not Linux), NumPy uses another BLAS (MKL, Accelerate) or no
-    known symbol is exported; it never raises for those. Setting OPENBLAS_NUM_THREADS before
-    NumPy is imported is the portable way to get the same effect.
-
-    Why: the matrices here are small; on a shared 2-core machine a threaded OpenBLAS spends most
-    of its time waiting for a core (measured: a (1200 x 64)^T (1200 x 32) product 40x slower
-    than single-threaded under load).
-    """
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as maps:
-            lines = maps.read().splitlines()
-    except OSError:
-        return False
-    paths = sorted({line.split()[-1] for line in lines if "openblas" in line.lower()})
-    for path in paths:
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for symbol in SET_THREADS_SYMBOLS:
-            if hasattr(library, symbol):
-                getattr(library, symbol)(int(threads))
-                return True
-    return False
-
 
 TARGETS = ("visit_starts", "all_events")
 

@@ -4,7 +4,7 @@
 import os
 
 # Before NumPy loads: the suite's matrices are small, and a threaded OpenBLAS on a busy 2-core machine
-# spends most of its time waiting for a core (train.limit_blas_threads measures 40x); one thread also
+# spends most of its time waiting for a core (refimpl.threads measured MHSA 8.7x slower); one thread also
 # keeps reduction orders, and so the regenerated goldens, the same from run to run.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 

@@ -29,6 +29,8 @@ from refimpl.nn.attention import (
     mhsa_forward,
     target_attention_backward,
     target_attention_forward,
+    target_attention_projected_backward,
+    target_attention_projected_forward,
 )
 
 Array = np.ndarray[Any, Any]
@@ -384,15 +386,123 @@ def test_large_logits_stay_finite_and_in_dtype(dtype: Any) -> None:
     assert np.allclose(cache.weights.sum(axis=-1), 1.0, atol=1e-5)
 
 
-def test_target_attention_is_the_kernel_with_one_query() -> None:
+def test_projected_target_attention_is_the_kernel_with_one_query() -> None:
     rng = np.random.default_rng(8)
     p = AttentionParams(**_params(rng, 4))
     query, seq = rng.standard_normal((3, 4)), rng.standard_normal((3, 5, 4))
     mask = np.array([[True] * 5, [False] * 5, [True, False, False, False, False]])
-    out, _ = target_attention_forward(p, query, seq, mask, AttentionConfig(2))
+    out, _ = target_attention_projected_forward(p, query, seq, mask, AttentionConfig(2))
     kernel_out, _ = attention_forward(p, query[:, None, :], seq, mask, AttentionConfig(2))
     assert np.array_equal(out, kernel_out[:, 0, :])
     assert np.all(out[1] == 0)
+
+
+# --- target attention: the O(L D) form == the projected form (the executable definition) --------
+
+TargetForward = Callable[..., tuple[Array, Any]]
+TargetBackward = Callable[..., tuple[AttentionParams, Array, Array]]
+
+
+@st.composite
+def target_examples(draw: st.DrawFn) -> dict[str, Any]:
+    """A target-attention call with drawn heads, widths, lengths (0 included), masks (all-masked
+    rows included), weight scale (30: scores in the hundreds) and an optional upstream gradient on
+    the attention weights (as PGIN's pointer gives)."""
+    heads = draw(st.sampled_from([1, 2, 4]))
+    d = heads * draw(st.integers(1, 3))
+    b, length = draw(st.integers(1, 3)), draw(st.integers(0, 6))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    with_d_weights = draw(st.booleans())
+    return {
+        "params": AttentionParams(**_params(rng, d, scale=draw(st.sampled_from([1.0, 30.0])))),
+        "query": rng.standard_normal((b, d)),
+        "seq": rng.standard_normal((b, length, d)),
+        "mask": _mask(draw, b, length),
+        "cfg": AttentionConfig(heads),
+        "d_out": rng.standard_normal((b, d)),
+        "d_weights": rng.standard_normal((b, heads, 1, length)) if with_d_weights else None,
+    }
+
+
+def _run_target(example: dict[str, Any], forward: TargetForward, backward: TargetBackward) -> dict[str, Array]:
+    e = example
+    out, cache = forward(e["params"], e["query"], e["seq"], e["mask"], e["cfg"])
+    grads, d_query, d_seq = backward(cache, e["d_out"], e["d_weights"])
+    return {
+        "out": out, "attn_weights": cache.weights, "context": cache.context, "d_query": d_query, "d_seq": d_seq,
+        **{f"d_{name}": getattr(grads, name) for name in PARAM_NAMES},
+    }
+
+
+def target_form_mismatches(
+    example: dict[str, Any],
+    forward: TargetForward = target_attention_forward,
+    backward: TargetBackward = target_attention_backward,
+) -> list[str]:
+    """Names of the tensors where a target-attention pair differs from the projected form beyond
+    float64 round-off (both run on the same example)."""
+    fast = _run_target(example, forward, backward)
+    projected = _run_target(example, target_attention_projected_forward, target_attention_projected_backward)
+    def close(a: Array, b: Array) -> bool:
+        return a.shape == b.shape and np.allclose(a, b, rtol=1e-9, atol=1e-10 * (1 + np.abs(b).max(initial=0)))
+
+    return [name for name in projected if not close(fast[name], projected[name])]
+
+
+@given(example=target_examples())
+def test_target_attention_equals_the_projected_form(example: dict[str, Any]) -> None:
+    assert target_form_mismatches(example) == []
+
+
+def test_target_attention_masked_rows_are_zero_in_both_forms() -> None:
+    rng = np.random.default_rng(11)
+    example = {
+        "params": AttentionParams(**_params(rng, 4)), "query": rng.standard_normal((2, 4)),
+        "seq": rng.standard_normal((2, 3, 4)), "mask": np.array([[False] * 3, [True, False, True]]),
+        "cfg": AttentionConfig(2), "d_out": rng.standard_normal((2, 4)), "d_weights": rng.standard_normal((2, 2, 1, 3)),
+    }
+    fast = _run_target(example, target_attention_forward, target_attention_backward)
+    assert np.all(fast["out"][0] == 0) and np.all(fast["d_query"][0] == 0) and np.all(fast["d_seq"][0] == 0)
+    assert np.all(fast["d_seq"][1, 1] == 0) and np.all(fast["d_bk"] == 0)
+    assert target_form_mismatches(example) == []
+
+
+def _example_with_valid_keys() -> dict[str, Any]:
+    rng = np.random.default_rng(12)
+    return {
+        "params": AttentionParams(**_params(rng, 4)), "query": rng.standard_normal((2, 4)),
+        "seq": rng.standard_normal((2, 5, 4)), "mask": np.array([[True, True, False, True, True], [True] * 5]),
+        "cfg": AttentionConfig(2), "d_out": rng.standard_normal((2, 4)), "d_weights": rng.standard_normal((2, 2, 1, 5)),
+    }
+
+
+def test_negative_control_form_check_catches_a_dropped_value_bias() -> None:
+    """ctx_h = p_h Wv_h without + bv_h: the outputs and the context differ."""
+    example = _example_with_valid_keys()
+    params = example["params"]
+
+    def no_value_bias(p: AttentionParams, *args: Any) -> Any:
+        out, cache = target_attention_forward(AttentionParams(**{**vars(p), "bv": np.zeros_like(p.bv)}), *args)
+        return out, cache
+
+    assert params.bv.any()
+    mismatches = target_form_mismatches(example, no_value_bias)
+    assert "out" in mismatches and "context" in mismatches
+
+
+def test_negative_control_form_check_catches_a_missing_score_path_in_d_seq() -> None:
+    """d_seq = w^T d_p only (the path through the scores forgotten): only d_seq differs."""
+
+    def pooled_path_only(cache: Any, d_out: Array, d_weights: Array | None) -> tuple[AttentionParams, Array, Array]:
+        grads, d_query, _ = target_attention_backward(cache, d_out, d_weights)
+        weights = cache.weights[:, :, 0, :]
+        b, heads, d = cache.pooled.shape
+        d_context = np.where(cache.row_valid[:, None], d_out, 0) @ cache.params.Wo.T
+        wv = cache.params.Wv.reshape(d, heads, d // heads).transpose(1, 0, 2)
+        d_p = (d_context.reshape(b, heads, -1).transpose(1, 0, 2) @ wv.transpose(0, 2, 1)).transpose(1, 0, 2)
+        return grads, d_query, weights.transpose(0, 2, 1) @ d_p
+
+    assert target_form_mismatches(_example_with_valid_keys(), backward=pooled_path_only) == ["d_seq"]
 
 
 def test_tiny_hand_case_matches_the_spec_numbers() -> None:
@@ -417,11 +527,11 @@ def test_negative_control_one_query_check_catches_target_attention_ignoring_the_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A broken target attention that lets padded keys in: it no longer equals the kernel."""
-    real = target_attention_forward
+    real = target_attention_projected_forward
 
     def unmasked(p: AttentionParams, query: Any, seq: Any, mask: Any, cfg: AttentionConfig) -> Any:
         return real(p, query, seq, np.ones_like(mask), cfg)
 
-    monkeypatch.setitem(globals(), "target_attention_forward", unmasked)
+    monkeypatch.setitem(globals(), "target_attention_projected_forward", unmasked)
     with pytest.raises(AssertionError):
-        test_target_attention_is_the_kernel_with_one_query()
+        test_projected_target_attention_is_the_kernel_with_one_query()

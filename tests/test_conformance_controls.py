@@ -30,7 +30,7 @@ from refimpl.nn.attention import (
     attention_forward,
     masked_softmax,
     mhsa_forward,
-    target_attention_forward,
+    target_attention_projected_forward,
 )
 
 ATTENTION = ("attention", "mhsa", "target_attention")
@@ -55,13 +55,14 @@ def _failing(report: Report) -> dict[str, list[str]]:
 def _forward(
     component: str, inputs: Tensors, params: Tensors, config: dict[str, Any], ignore_masks: bool = False
 ) -> AttentionCache:
-    """The reference forward of an attention component; its cache holds q, k, v, the masks."""
+    """The reference forward of an attention component; its cache holds q, k, v, the masks (for
+    target attention: the projected form, the kernel with one query)."""
     p, cfg = AttentionParams(**params), AttentionConfig(config["num_heads"])
     masks = {k: np.ones_like(v) if ignore_masks else v for k, v in inputs.items() if v.dtype == bool}
     if component == "mhsa":
         return mhsa_forward(p, inputs["x"], masks["mask"], cfg)[1]
     if component == "target_attention":
-        return target_attention_forward(p, inputs["query"], inputs["seq"], masks["mask"], cfg)[1]
+        return target_attention_projected_forward(p, inputs["query"], inputs["seq"], masks["mask"], cfg)[1]
     return attention_forward(p, inputs["q_in"], inputs["kv_in"], masks["key_mask"], cfg, masks["query_mask"])[1]
 
 

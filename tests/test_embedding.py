@@ -94,3 +94,26 @@ def test_tiny_hand_case_matches_the_spec_numbers() -> None:
     d_table = embedding_backward(cache, np.array([[[1.0, -1.0], [2.0, 0.5], [10.0, 20.0]]]))
     assert out.tolist() == [[[2.0, 3.0], [6.0, 7.0], [2.0, 3.0]]]
     assert d_table.tolist() == [[0.0, 0.0], [11.0, 19.0], [0.0, 0.0], [2.0, 0.5]]
+
+
+def add_at_mismatch(backward: Backward, tensors: CaseTensors, dtype: Any) -> bool:
+    """Whether `backward` differs, in any bit, from the plain scatter-add np.add.at(d_table, ids,
+    d_out) (the sparse product sums the same terms in the same order)."""
+    ids, d_out = tensors.inputs["ids"], tensors.upstream["d_out"].astype(dtype)
+    _, cache = embedding_forward(tensors.params["table"].astype(dtype), ids)
+    expected = np.zeros(tensors.params["table"].shape, dtype=dtype)
+    np.add.at(expected, ids.reshape(-1), d_out.reshape(-1, d_out.shape[-1]))
+    actual = backward(cache, d_out)
+    return actual.dtype != expected.dtype or not np.array_equal(actual, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(tensors=setups())
+def test_sparse_scatter_equals_add_at_bit_for_bit(dtype: Any, tensors: CaseTensors) -> None:
+    assert not add_at_mismatch(embedding_backward, tensors, dtype)
+
+
+def test_negative_control_add_at_check_catches_the_last_write_wins_scatter() -> None:
+    ids = np.array([[2, 2, 0]])
+    tensors = CaseTensors({"ids": ids}, {"table": np.zeros((3, 2))}, {"d_out": np.ones((1, 3, 2))})
+    assert add_at_mismatch(_last_write_wins, tensors, np.float64)

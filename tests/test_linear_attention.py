@@ -20,6 +20,7 @@ from refimpl.cases import linear_attention as cases
 from refimpl.cases._base import CaseTensors, Result, Tensors
 from refimpl.conformance import reference_adapter, run_conformance
 from refimpl.gradcheck import assert_gradients_match, check_component
+from refimpl.nn import linear_attention_fast
 from refimpl.nn.attention import PARAM_NAMES, AttentionParams
 from refimpl.nn.linear_attention import (
     PHI_CHOICES,
@@ -194,7 +195,6 @@ def test_fast_path_equals_plain_definition(example: Example) -> None:
 
 
 def test_fast_path_check_catches_a_broken_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    from refimpl.nn import linear_attention_fast
 
     example = fixed_example()
     assert form_mismatches(run_fast(example), run_linear(example)) == []
@@ -492,3 +492,32 @@ def test_negative_control_edge_case_check_catches_outputs_at_masked_queries(monk
         monkeypatch.setitem(cases.COMPONENTS, name, ignores_query_mask)
     with pytest.raises(AssertionError):
         test_edge_cases_are_finite_and_zero_where_specified()
+
+
+# --- float32 log1p and expm1 from numpy's vectorized log and exp --------------------------------
+
+
+def ulp_error(fast: Callable[[Any], Any], exact: Callable[[Any], Any], values: Any) -> float:
+    """Greatest error of a float32 function against its float64 value, in float32 ulps (relative)."""
+    x = values.astype(np.float32)
+    reference = exact(x.astype(np.float64))
+    scale = np.maximum(np.abs(reference), np.finfo(np.float32).tiny)
+    return float(np.max(np.abs(fast(x.copy()).astype(np.float64) - reference) / scale) / np.finfo(np.float32).eps)
+
+
+FLOAT32_SPANS = st.sampled_from([(-45.0, 0.0), (-8.0, 0.0), (-1.0, 0.3), (0.0, 2.0)])  # log10 ranges
+
+
+@given(span=FLOAT32_SPANS, seed=st.integers(0, 2**32 - 1))
+def test_float32_log1p_and_expm1_stay_within_three_ulps(span: tuple[float, float], seed: int) -> None:
+    values = 10.0 ** np.random.default_rng(seed).uniform(*span, size=2000)
+    values[:2] = 0.0, 1e-45
+    small = np.minimum(values, 1.0)  # log1p is used on e^-|x| in [0, 1]
+    assert ulp_error(linear_attention_fast._log1p, np.log1p, small) < 3
+    assert ulp_error(linear_attention_fast._one_minus_exp_neg, lambda p: -np.expm1(-p), values) < 3
+
+
+def test_negative_control_ulp_check_catches_the_cancelling_formulas() -> None:
+    values = 10.0 ** np.random.default_rng(0).uniform(-8, 0, size=2000)
+    assert ulp_error(lambda t: np.log(1 + t), np.log1p, values) > 100
+    assert ulp_error(lambda p: 1 - np.exp(-p), lambda p: -np.expm1(-p), values) > 100

@@ -27,6 +27,7 @@ from refimpl.nn.attention import (
     AttentionCache,
     AttentionConfig,
     AttentionParams,
+    TargetAttentionCache,
     attention_backward,
     attention_forward,
     mhsa_backward,
@@ -51,7 +52,7 @@ def _config(config: Config) -> AttentionConfig:
     return AttentionConfig(num_heads=config["num_heads"])
 
 
-def _intermediates(cache: AttentionCache) -> Tensors:
+def _intermediates(cache: AttentionCache | TargetAttentionCache) -> Tensors:
     """attn_weights (B, H, Q, L) after the masked softmax, then context (B, Q, D): the heads'
     weighted values merged back to width D, before the output projection Wo."""
     return {"attn_weights": cache.weights, "context": cache.context}

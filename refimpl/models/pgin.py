@@ -43,6 +43,7 @@ from refimpl.models._params import (
 from refimpl.nn.attention import (
     AttentionCache,
     AttentionConfig,
+    TargetAttentionCache,
     mhsa_backward,
     mhsa_forward,
     target_attention_backward,
@@ -188,7 +189,7 @@ class PGINCache:
     long: SequenceCache
     short: SequenceCache
     user: LinearCache
-    fusion: AttentionCache
+    fusion: TargetAttentionCache
     mlp: MLPCache
     history: EmbeddingCache
     pointer_generator: PointerGeneratorCache

@@ -44,6 +44,7 @@ from refimpl.models._params import (
 from refimpl.nn.attention import (
     AttentionCache,
     AttentionConfig,
+    TargetAttentionCache,
     mhsa_backward,
     mhsa_forward,
     target_attention_backward,
@@ -207,7 +208,7 @@ def catalogue_vectors(params: Params, item_category: IntArray) -> Array:
 class EncoderCache:
     short_attention: AttentionCache
     short_pool: PoolCache
-    long_attention: AttentionCache
+    long_attention: AttentionCache | TargetAttentionCache  # target (default) or self attention
     long_pool: PoolCache | None  # only for long_encoder="self"
     long_encoder: str
 
@@ -301,16 +302,16 @@ def _short_forward(
 
 def _long_forward(
     params: Params, v_s: Array, emb: Array, mask: BoolArray, cfg: ULIMConfig
-) -> tuple[Array, AttentionCache, PoolCache | None]:
+) -> tuple[Array, AttentionCache | TargetAttentionCache, PoolCache | None]:
     attention_cfg = AttentionConfig(num_heads=cfg.num_heads)
     if cfg.long_encoder == "target":
         v_l, attention = target_attention_forward(
             attention_block(params, "long"), v_s, emb, mask, attention_cfg
         )
         return v_l, attention, None
-    hidden, attention = mhsa_forward(attention_block(params, "long"), emb, mask, attention_cfg)
+    hidden, self_attention = mhsa_forward(attention_block(params, "long"), emb, mask, attention_cfg)
     v_l, pool = masked_mean_pool_forward(hidden, mask)
-    return v_l, attention, pool
+    return v_l, self_attention, pool
 
 
 def encode_forward(
@@ -330,7 +331,7 @@ def encode_backward(
 ) -> tuple[Params, Array, Array]:
     """(param grads, d_short_emb, d_long_emb) for upstream dL/dv_l and dL/dv_s (B, D)."""
     grads: Params = {}
-    if cache.long_encoder == "target":
+    if isinstance(cache.long_attention, TargetAttentionCache):  # long_encoder == "target"
         long_grads, d_query, d_long_emb = target_attention_backward(cache.long_attention, d_long)
         d_short = d_short + d_query
     else:

@@ -134,38 +134,66 @@ def _validate(
         shapes.check_float("W", params.W, ("K", "D_in", "D_out"))
 
 
+def _stacked(W: Array) -> Array:
+    """(K, D_in, D_out) -> (D_in, K D_out): the K maps side by side, interest j in columns
+    j D_out .. (j + 1) D_out - 1, so that one product maps every item through every W_j."""
+    k, d_in, d_out = W.shape
+    return W.transpose(1, 0, 2).reshape(d_in, k * d_out)
+
+
 def map_items(W: Array, items: Array, num_interests: int) -> Array:
     """u_ij = W_j e_i (B, L, K, D_out); a shared W (D_in, D_out) is broadcast over the K
     interests."""
+    b, length, d_in = items.shape
     if W.ndim == 2:
         shared: Array = items @ W
-        return np.broadcast_to(shared[:, :, None, :], (*shared.shape[:2], num_interests, W.shape[1]))
-    result: Array = np.einsum("bld,kdo->blko", items, W)
+        return np.broadcast_to(shared[:, :, None, :], (b, length, num_interests, W.shape[1]))
+    k, _, d_out = W.shape
+    # (B L, D_in) @ (D_in, K D_out): one matrix product for all K maps
+    result: Array = (items.reshape(b * length, d_in) @ _stacked(W)).reshape(b, length, k, d_out)
     return result
 
 
 def map_items_backward(W: Array, items: Array, d_mapped: Array) -> tuple[Array, Array]:
-    """(d_W, d_items) from d_u (B, L, K, D_out)."""
+    """(d_W, d_items) from d_u (B, L, K, D_out): d_W_j = sum_i e_i d_u_ij^T, d_e_i = sum_j W_j d_u_ij."""
+    b, length, d_in = items.shape
+    rows = items.reshape(b * length, d_in)
     if W.ndim == 2:
-        d_shared = d_mapped.sum(axis=2)
-        d_w: Array = np.einsum("bld,blo->do", items, d_shared)
-        return d_w, d_shared @ W.T
-    d_w = np.einsum("bld,blko->kdo", items, d_mapped)
-    d_items: Array = np.einsum("blko,kdo->bld", d_mapped, W)
+        d_shared = d_mapped.sum(axis=2).reshape(b * length, -1)
+        d_w: Array = rows.T @ d_shared
+        return d_w, (d_shared @ W.T).reshape(items.shape)
+    k, _, d_out = W.shape
+    d_rows = d_mapped.reshape(b * length, k * d_out)  # interest j in columns j D_out .. (j + 1) D_out - 1
+    d_w = (rows.T @ d_rows).reshape(d_in, k, d_out).transpose(1, 0, 2)
+    d_items: Array = (d_rows @ _stacked(W).T).reshape(items.shape)
     return d_w, d_items
+
+
+def _interest_sums(mapped: Array, coupling: Array) -> Array:
+    """sum_i coupling_ij u_ij (B, K, D_out) for coupling (B, L, K): per row and interest, the
+    (1, L) row of couplings times the (L, D_out) mapped items."""
+    per_interest = mapped.transpose(0, 2, 1, 3)  # (B, K, L, D_out), a view
+    result: Array = (coupling.transpose(0, 2, 1)[:, :, None, :] @ per_interest)[:, :, 0, :]
+    return result
+
+
+def _agreement(mapped: Array, vectors: Array) -> Array:
+    """u_ij . x_j (B, L, K) for x (B, K, D_out): per row and interest, (L, D_out) @ (D_out, 1)."""
+    per_interest = mapped.transpose(0, 2, 1, 3)  # (B, K, L, D_out), a view
+    result: Array = (per_interest @ vectors[:, :, :, None])[:, :, :, 0].transpose(0, 2, 1)
+    return result
 
 
 def _aggregate(mapped: Array, weights: Array, coefficients: Array) -> Array:
     """z_j = sum_i a_i c_ij u_ij (B, K, D_out)."""
-    result: Array = np.einsum("bl,blk,blko->bko", weights, coefficients, mapped)
-    return result
+    return _interest_sums(mapped, weights[:, :, None] * coefficients)
 
 
 def _aggregate_backward(
     mapped: Array, weights: Array, coefficients: Array, d_sums: Array
 ) -> tuple[Array, Array, Array]:
     """(d_u, d_a, d_c) of z = sum_i a_i c_ij u_ij."""
-    projected = np.einsum("blko,bko->blk", mapped, d_sums)  # u_ij . d_z_j
+    projected = _agreement(mapped, d_sums)  # u_ij . d_z_j
     d_mapped: Array = (weights[:, :, None] * coefficients)[..., None] * d_sums[:, None, :, :]
     d_weights: Array = np.sum(coefficients * projected, axis=-1)
     d_coefficients: Array = weights[:, :, None] * projected
@@ -190,7 +218,7 @@ def capsule_routing_forward(
         sums.append(_aggregate(mapped, weights, coefficients[r]))
         interests.append(squash(sums[r]))
         if r + 1 < cfg.iterations:
-            agreement = np.einsum("blko,bko->blk", mapped, interests[r])
+            agreement = _agreement(mapped, interests[r])
             logits.append(agreement + logits[r] if cfg.update == "accumulate" else agreement)
     cache = CapsuleRoutingCache(
         cfg=cfg,
@@ -229,7 +257,7 @@ def capsule_routing_backward(cache: CapsuleRoutingCache, d_interests: Array) -> 
             d_logits = d_logits + d_logits_later
         if r > 0:  # b^r = u . v^{r-1} (+ b^{r-1}): route d b^r into u and v^{r-1}
             d_mapped += d_logits[..., None] * cache.interests[r - 1][:, None, :, :]
-            d_interest = np.einsum("blk,blko->bko", d_logits, mapped)
+            d_interest = _interest_sums(mapped, d_logits)
         d_logits_later = d_logits
     d_w, d_items = map_items_backward(cache.W, cache.items, d_mapped)
     return CapsuleRoutingGrads(

@@ -40,9 +40,9 @@ import numpy as np
 from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice
 from refimpl.nn._upstream import check_upstream
 from refimpl.nn.attention import (
-    AttentionCache,
     AttentionConfig,
     AttentionParams,
+    TargetAttentionCache,
     masked_softmax,
     softmax_backward,
     target_attention_backward,
@@ -81,7 +81,7 @@ class PointerGeneratorOutput:
 
 @dataclass(frozen=True)
 class PointerGeneratorCache:
-    attention: AttentionCache
+    attention: TargetAttentionCache
     out: PointerGeneratorOutput
     history: IntArray  # (B, P)
     history_mask: BoolArray  # (B, P)

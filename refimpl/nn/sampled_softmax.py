@@ -126,14 +126,15 @@ def accidental_hits_kept(
     return kept
 
 
-def _logsumexp_masked(logits: Array, mask: BoolArray) -> Array:
-    """log sum_{mask} exp(logits) per row, shifted by the row's masked max; -inf for empty rows."""
-    row_max = np.max(np.where(mask, logits, -np.inf), axis=-1)
-    shift = np.where(np.isfinite(row_max), row_max, 0).astype(logits.dtype)
-    exp = np.where(mask, np.exp(np.where(mask, logits - shift[:, None], 0)), 0)
-    total = exp.sum(axis=-1)
+def _logsumexp(masked_logits: Array) -> Array:
+    """log sum exp(logits) per row of logits whose removed entries are -inf, shifted by the row's
+    max; -inf for rows with no entry left."""
+    row_max = np.max(masked_logits, axis=-1)
+    shift = np.where(np.isfinite(row_max), row_max, 0).astype(masked_logits.dtype)
+    exp = masked_logits - shift[:, None]
+    np.exp(exp, out=exp)  # exp(-inf) = 0 exactly: removed entries add nothing
     with np.errstate(divide="ignore"):
-        result: Array = (shift + np.log(total)).astype(logits.dtype)
+        result: Array = (shift + np.log(exp.sum(axis=-1))).astype(masked_logits.dtype)
     return result
 
 
@@ -147,11 +148,13 @@ def softmax_loss_forward(
     with_positive = denominator == "with_positive"
     logits = np.concatenate([positive_logits[:, None], negative_logits], axis=1)
     mask = np.concatenate([np.full((b, 1), with_positive), negative_kept], axis=1)
+    logits[~mask] = -np.inf  # not in the denominator (exp(-inf) = 0 exactly)
     row_counted: BoolArray = np.any(mask, axis=1)
-    lse = _logsumexp_masked(logits, mask)
+    lse = _logsumexp(logits)
     safe_lse = np.where(row_counted, lse, 0).astype(dtype)
     row_losses: Array = np.where(row_counted, safe_lse - positive_logits, 0).astype(dtype)
-    probs = np.where(mask, np.exp(np.where(mask, logits - safe_lse[:, None], 0)), 0).astype(dtype)
+    logits -= safe_lse[:, None]
+    probs = np.exp(logits, out=logits)  # 0 where removed
     count = int(row_counted.sum())
     loss: Array = np.asarray(row_losses.sum() / max(count, 1), dtype=dtype)
     cache = LogitLossCache(probs[:, 0], probs[:, 1:], row_counted, count, denominator)

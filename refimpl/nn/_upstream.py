@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from refimpl._check import Array
+from refimpl._check import Array, require_finite_array
 
 
 def check_upstream(name: str, value: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Array:
@@ -21,5 +21,6 @@ def check_upstream(name: str, value: Any, shape: tuple[int, ...], dtype: np.dtyp
         raise ValueError(f"{name}: expected shape {shape} (the forward's output), got {value.shape}")
     if value.dtype != dtype:
         raise TypeError(f"{name}: expected dtype {dtype} (the forward's dtype), got {value.dtype}")
+    require_finite_array(name, value)
     result: Array = value
     return result

@@ -184,10 +184,11 @@ def require_ids(name: str, value: Any, num: int, dims: tuple[Dim, ...] | None = 
     return result
 
 
-def require_nonempty_batch(name: str, size: int) -> None:
-    """A loss averages over the batch: an empty batch has no mean, so it is refused by name."""
+def require_nonempty_batch(name: str, size: int, why: str = "a loss is a mean over its rows") -> None:
+    """An empty batch where the result would have no defined value (a mean over no rows) is
+    refused by name, never answered with NaN or numpy's reshape message."""
     if size == 0:
-        raise ValueError(f"{name}: the batch is empty (B = 0); a loss is a mean over at least one row")
+        raise ValueError(f"{name}: the batch is empty (B = 0); {why}")
 
 
 @contextmanager

@@ -100,6 +100,32 @@ def public_functions() -> dict[types.CodeType, tuple[str, Callable[..., Any]]]:
 
 def _valid_calls() -> None:
     """Valid calls of the public functions the golden cases do not reach."""
+    from refimpl.data.batching import BatchingConfig, check_batching_config
+    from refimpl.models.ulim import ULIMConfig, encode_for_serving, ulim_init
+    from refimpl.models.youtube_dnn import (
+        YouTubeDNNConfig,
+        youtube_dnn_init,
+        youtube_dnn_loss_and_grads,
+    )
+    from refimpl.optim import AdamConfig, adam_init, adam_step
+
+    rng = np.random.default_rng(0)
+    check_batching_config(BatchingConfig())
+    params = {"w": rng.standard_normal((2, 2))}
+    adam_step(params, {"w": rng.standard_normal((2, 2))}, adam_init(params), AdamConfig())
+    item_category = np.array([0, 0, 1, 1, 2, 2])
+    items = np.array([[1, 2, 3], [0, 4, 5]])
+    mask = np.array([[True, True, False], [True, True, True]])
+    yt_cfg = YouTubeDNNConfig(num_items=6, num_categories=3, dim=4, hidden=5)
+    youtube_dnn_loss_and_grads(
+        youtube_dnn_init(rng, yt_cfg), items, mask, np.array([1, 2]), np.array([3, 4, 5]),
+        item_category, yt_cfg,
+    )
+    ulim_cfg = ULIMConfig(num_items=6, num_categories=3, dim=4, num_heads=2)
+    encode_for_serving(
+        ulim_init(rng, ulim_cfg), items, mask, items[:, None, :], mask[:, None, :], item_category,
+        ulim_cfg,
+    )
 
 
 def record_calls() -> dict[str, tuple[Callable[..., Any], dict[str, Any]]]:
@@ -379,3 +405,136 @@ def test_negative_control_an_unvalidated_function_is_reported() -> None:
     assert tried["unvalidated_scale"] >= 8
     assert any("(x: int): accepted" in f for f in found)
     assert any("(x: list)" in f for f in found)
+
+
+# ------------------------------------------------------------- the numbered cases of issue 15
+
+
+def _call(name: str, **changed: Any) -> Any:
+    fn, kwargs = RECORDED[name]
+    return fn(**{**copy.deepcopy(kwargs), **changed})
+
+
+def _args(name: str) -> dict[str, Any]:
+    return copy.deepcopy(RECORDED[name][1])
+
+
+ULIM = "refimpl.models.ulim."
+ADAM = "refimpl.optim.adam_step"
+YT = "refimpl.models.youtube_dnn.youtube_dnn_loss_and_grads"
+SERVE = ULIM + "encode_for_serving"
+
+
+def _adam_state(**changed: Any) -> Any:
+    return dataclasses.replace(_args(ADAM)["state"], **changed)
+
+
+def _spoil_first(arrays: dict[str, Any], spoil: Callable[[Any], Any]) -> dict[str, Any]:
+    """`arrays` with its first rank-2 entry spoiled."""
+    first = next(k for k, v in arrays.items() if np.ndim(v) == 2)
+    return {**arrays, first: spoil(arrays[first])}
+
+
+def _empty_rows(batch: Any) -> Any:
+    return dataclasses.replace(batch, **{
+        f.name: getattr(batch, f.name)[:0] for f in dataclasses.fields(batch)
+        if isinstance(getattr(batch, f.name), np.ndarray)
+    })
+
+
+REGRESSIONS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
+    ("1 unknown long_encoder", lambda: _call(
+        ULIM + "encode_forward",
+        cfg=dataclasses.replace(_args(ULIM + "encode_forward")["cfg"], long_encoder="bogus")),
+     ValueError, "cfg.long_encoder"),
+    ("2 shuffle 'no'", lambda: _call(
+        "refimpl.data.batching.check_batching_config",
+        cfg=dataclasses.replace(_args("refimpl.data.batching.check_batching_config")["cfg"], shuffle="no")),
+     TypeError, "cfg.shuffle"),
+    ("2 drop_last 1", lambda: _call(
+        "refimpl.data.batching.check_batching_config",
+        cfg=dataclasses.replace(_args("refimpl.data.batching.check_batching_config")["cfg"], drop_last=1)),
+     TypeError, "cfg.drop_last"),
+    ("3 esmm labels 10**6", lambda: _call(
+        "refimpl.models.ifa.esmm_loss_forward",
+        impression=np.full_like(_args("refimpl.models.ifa.esmm_loss_forward")["impression"], 10**6)),
+     ValueError, "impression"),
+    ("3 esmm int64 logits", lambda: _call(
+        "refimpl.models.ifa.esmm_loss_forward",
+        impression_logit=np.zeros_like(_args("refimpl.models.ifa.esmm_loss_forward")["impression"])),
+     TypeError, "impression_logit"),
+    ("5 ulim_loss_backward complex d_loss", lambda: _call(
+        "refimpl.losses.ulim_loss_backward", d_loss=np.asarray(1 + 1j)), TypeError, "d_loss"),
+    ("5 esmm_loss_backward list d_loss", lambda: _call(
+        "refimpl.models.ifa.esmm_loss_backward", d_loss=[1.0]), TypeError, "d_loss"),
+    ("5 ifa_backward int d_loss", lambda: _call(
+        "refimpl.models.ifa.ifa_backward", d_loss=np.asarray(1)), TypeError, "d_loss"),
+    ("4 adam eps 0", lambda: dataclasses.replace(_args(ADAM)["cfg"], eps=0.0), ValueError, "eps"),
+    ("4 adam lr inf", lambda: dataclasses.replace(_args(ADAM)["cfg"], lr=float("inf")), ValueError, "lr"),
+    ("4 adam step nan", lambda: _call(ADAM, state=_adam_state(step=float("nan"))), TypeError, "state.step"),
+    ("4 adam complex moment", lambda: _call(ADAM, state=_adam_state(m=_spoil_first(
+        _args(ADAM)["state"].m, lambda w: w.astype(complex)))), TypeError, "state.m"),
+    ("4 adam moment of rank 1 for rank 2", lambda: _call(ADAM, state=_adam_state(v=_spoil_first(
+        _args(ADAM)["state"].v, lambda w: w[0]))), ValueError, "state.v"),
+    ("8 adam list param", lambda: _call(
+        ADAM, params=_spoil_first(_args(ADAM)["params"], lambda w: w.tolist())), TypeError, "params"),
+    ("6 youtube id 10**6", lambda: _call(YT, positive_ids=np.array([10**6, 0])), ValueError, "positive_ids"),
+    ("6 youtube float ids", lambda: _call(YT, positive_ids=np.array([1.0, 0.0])), TypeError, "positive_ids"),
+    ("6 youtube bool ids", lambda: _call(YT, negative_ids=np.array([True, False])), TypeError, "negative_ids"),
+    ("7 pointer_generator B = 0", lambda: _call(
+        "refimpl.nn.pointer_generator.pointer_generator_forward",
+        **{k: v[:0] for k, v in _args("refimpl.nn.pointer_generator.pointer_generator_forward").items()
+           if isinstance(v, np.ndarray)}), ValueError, "empty"),
+    ("7 pgin_forward B = 0", lambda: _call(
+        "refimpl.models.pgin.pgin_forward",
+        batch=_empty_rows(_args("refimpl.models.pgin.pgin_forward")["batch"])), ValueError, "empty"),
+    ("7 ulim_loss_and_grads B = 0", lambda: _call(
+        ULIM + "ulim_loss_and_grads",
+        batch=_empty_rows(_args(ULIM + "ulim_loss_and_grads")["batch"]),
+        positive_ids=_args(ULIM + "ulim_loss_and_grads")["positive_ids"][:0]), ValueError, "empty"),
+    ("7 umi_forward B = 0", lambda: _call(
+        "refimpl.models.umi.umi_forward",
+        batch=_empty_rows(_args("refimpl.models.umi.umi_forward")["batch"])), ValueError, "empty"),
+    ("8 ulim positive_ids list", lambda: _call(
+        ULIM + "ulim_loss_and_grads",
+        positive_ids=_args(ULIM + "ulim_loss_and_grads")["positive_ids"].tolist()), TypeError, "positive_ids"),
+    ("8 serving item_category list", lambda: _call(SERVE, item_category=[0, 0, 1, 1, 2, 2]),
+     TypeError, "item_category"),
+    ("10 serving long_items 10**6", lambda: _call(
+        SERVE, long_items=np.full_like(_args(SERVE)["long_items"], 10**6)), ValueError, "long_items"),
+    ("10 long_user named", lambda: _call(
+        "refimpl.losses.ulim_loss_forward", long_user=np.zeros(3)), ValueError, "long_user:"),
+    ("10 short_user named", lambda: _call(
+        "refimpl.losses.ulim_loss_forward", short_user=[[0.0]]), TypeError, "short_user:"),
+    ("10 d_long named", lambda: _call(
+        ULIM + "encode_backward", d_long=_args(ULIM + "encode_backward")["d_long"][:1]),
+     ValueError, "d_long:"),
+    ("10 d_short named", lambda: _call(
+        ULIM + "encode_backward", d_short=_args(ULIM + "encode_backward")["d_short"].astype(np.float16)),
+     TypeError, "d_short:"),
+    ("10 long_Wk named", lambda: _call(
+        ULIM + "encode_forward",
+        params={**_args(ULIM + "encode_forward")["params"], "long_Wk": np.zeros((2, 3))}),
+     ValueError, "long_Wk:"),
+    ("10 long_emb named", lambda: _call(
+        ULIM + "encode_forward", long_emb=_args(ULIM + "encode_forward")["long_emb"][..., :1]),
+     ValueError, "long_emb:"),
+]
+
+
+@pytest.mark.parametrize(("label", "call", "error", "words"), REGRESSIONS, ids=[r[0] for r in REGRESSIONS])
+def test_issue_15_numbered_cases(
+    label: str, call: Callable[[], object], error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error, match=words):
+        call()
+
+
+def test_issue_15_case_7_empty_serving_batch_is_an_empty_result() -> None:
+    """encode_for_serving of no user is (0, D) and (0, K, D); of users with no long behaviour
+    (L = 0) every route is the zero vector."""
+    args = _args(SERVE)
+    v_s, v_l = _call(SERVE, **{k: args[k][:0] for k in ("short_items", "short_mask", "long_items", "long_mask")})
+    assert v_s.shape == (0, 4) and v_l.shape == (0, 1, 4)
+    v_s, v_l = _call(SERVE, long_items=args["long_items"][..., :0], long_mask=args["long_mask"][..., :0])
+    assert np.isfinite(v_s).all() and np.all(v_l == 0)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refimpl._check import Array, IntArray, Shapes, require_choice, require_positive_int
+from refimpl._check import Array, IntArray, Shapes, require_bool, require_choice, require_positive_int
 
 SAMPLERS = ("uniform", "popularity")
 SMALL_CATEGORY = ("with_replacement", "all_items")
@@ -112,6 +112,8 @@ def check_batching_config(cfg: BatchingConfig) -> BatchingConfig:
     require_positive_int("cfg.num_negatives", cfg.num_negatives)
     require_choice("cfg.sampler", cfg.sampler, SAMPLERS)
     require_choice("cfg.small_category", cfg.small_category, SMALL_CATEGORY)
+    require_bool("cfg.shuffle", cfg.shuffle)
+    require_bool("cfg.drop_last", cfg.drop_last)
     return cfg
 
 

@@ -29,7 +29,20 @@ from typing import Any
 
 import numpy as np
 
-from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice, require_positive_int
+from refimpl._check import (
+    Array,
+    BoolArray,
+    IntArray,
+    Shapes,
+    caller_names,
+    require_array,
+    require_choice,
+    require_ids,
+    require_nonempty_batch,
+    require_positive_int,
+    require_real,
+)
+from refimpl.nn._upstream import check_upstream
 from refimpl.data.category_subsequence import category_subsequences
 from refimpl.losses import UlimLossConfig, ulim_loss_backward, ulim_loss_forward
 from refimpl.models._params import (
@@ -288,6 +301,11 @@ def require_category_subsequence(
         )
 
 
+def _block_names(block: str, **inputs: str) -> dict[str, str]:
+    """Inner attention names -> the model's: Wk -> long_Wk, seq -> long_emb, ..."""
+    return {**{n: f"{block}_{n}" for n in ("Wq", "bq", "Wk", "bk", "Wv", "bv", "Wo", "bo")}, **inputs}
+
+
 def _short_forward(
     params: Params, emb: Array, mask: BoolArray, cfg: ULIMConfig
 ) -> tuple[Array, AttentionCache, PoolCache]:
@@ -318,8 +336,11 @@ def encode_forward(
 ) -> tuple[Array, Array, EncoderCache]:
     """(v_l (B, D), v_s (B, D), cache) from the embedded short (B, S, D) and long (B, L, D)
     sequences."""
-    v_s, short_attention, short_pool = _short_forward(params, short_emb, short_mask, cfg)
-    v_l, long_attention, long_pool = _long_forward(params, v_s, long_emb, long_mask, cfg)
+    check_config(cfg)
+    with caller_names(**_block_names("short", x="short_emb", mask="short_mask")):
+        v_s, short_attention, short_pool = _short_forward(params, short_emb, short_mask, cfg)
+    with caller_names(**_block_names("long", seq="long_emb", x="long_emb", mask="long_mask")):
+        v_l, long_attention, long_pool = _long_forward(params, v_s, long_emb, long_mask, cfg)
     cache = EncoderCache(short_attention, short_pool, long_attention, long_pool, cfg.long_encoder)
     return v_l, v_s, cache
 
@@ -329,6 +350,10 @@ def encode_backward(
 ) -> tuple[Params, Array, Array]:
     """(param grads, d_short_emb, d_long_emb) for upstream dL/dv_l and dL/dv_s (B, D)."""
     grads: Params = {}
+    v_shape = (cache.short_attention.q_in.shape[0], cache.short_attention.q_in.shape[2])
+    dtype = cache.short_attention.q_in.dtype
+    check_upstream("d_long", d_long, v_shape, dtype)
+    check_upstream("d_short", d_short, v_shape, dtype)
     if cache.long_encoder == "target":
         long_grads, d_query, d_long_emb = target_attention_backward(cache.long_attention, d_long)
         d_short = d_short + d_query
@@ -363,7 +388,7 @@ def _gather(
     )
     splits = np.cumsum([p.size for p in parts])[:-1]
     return [
-        chunk.reshape(*p.shape, -1) for chunk, p in zip(np.split(flat, splits), parts, strict=True)
+        chunk.reshape(*p.shape, table.shape[1]) for chunk, p in zip(np.split(flat, splits), parts, strict=True)
     ], cache
 
 
@@ -388,6 +413,11 @@ def ulim_loss_and_grads(
     check_config(cfg)
     check_params(params, cfg)
     _check_batch(batch, cfg.num_items)
+    require_nonempty_batch("batch.short_items", batch.short_items.shape[0])
+    require_ids("positive_ids", positive_ids, cfg.num_items, ("B",))
+    require_ids("negative_ids", negative_ids, cfg.num_items, ("N",))
+    require_ids("item_category", item_category, cfg.num_categories, ("I",))
+    d_loss = require_real("d_loss", d_loss)
     require_category_subsequence(batch.long_items, batch.long_mask, item_category, batch_category)
     catalogue, tower = catalogue_tower_forward(params, item_category)
     (short_emb, long_emb, positive, negatives), lookup = _gather(
@@ -443,6 +473,9 @@ def encode_for_serving(
     shapes.check_bool("short_mask", short_mask, ("B", "S"))
     shapes.check_int("long_items", long_items, ("B", "K", "L"))
     shapes.check_bool("long_mask", long_mask, ("B", "K", "L"))
+    for name, ids, mask in (("short_items", short_items, short_mask), ("long_items", long_items, long_mask)):
+        require_ids(name, ids[mask], cfg.num_items)
+    require_ids("item_category", item_category, cfg.num_categories, ("I",))
     b, k, length = long_items.shape
     catalogue = catalogue_vectors(params, item_category)
     (short_emb, long_emb), _ = _gather(
@@ -453,8 +486,8 @@ def encode_for_serving(
     v_l, _, _ = _long_forward(
         params,
         np.repeat(v_s, k, axis=0),
-        long_emb.reshape(b * k, length, -1),
+        long_emb.reshape(b * k, length, cfg.dim),
         long_mask.reshape(b * k, length),
         cfg,
     )
-    return v_s, v_l.reshape(b, k, -1)
+    return v_s, v_l.reshape(b, k, cfg.dim)

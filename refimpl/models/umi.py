@@ -29,7 +29,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from refimpl._check import Array, BoolArray, IntArray, Shapes, require_positive_int
+from refimpl._check import (
+    Array,
+    BoolArray,
+    IntArray,
+    Shapes,
+    require_nonempty_batch,
+    require_positive_int,
+)
 from refimpl.models._params import check_param_names
 from refimpl.nn._upstream import check_upstream
 from refimpl.nn.capsule_routing import (
@@ -200,6 +207,9 @@ def umi_forward(params: Params, batch: UserBatch, cfg: UMIConfig) -> tuple[Array
     """The K interests (B, K, D) of every user in the batch."""
     check_param_names(params, PARAM_NAMES, "UMI")
     check_batch(batch, cfg.num_interests)
+    require_nonempty_batch(
+        "batch.behaviour_ids", batch.behaviour_ids.shape[0], "UMI has no interests for no user"
+    )
     items, profile, item_lookup, profile_lookup = lookup_user(params, batch)
     b = items.shape[0]
     item_weights, attention = user_guided_attention_forward(

@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 from scipy import sparse  # type: ignore[import-untyped]
 
-from refimpl._check import Array, BoolArray, IntArray, Shapes, require_positive_int
+from refimpl._check import (
+    Array,
+    BoolArray,
+    IntArray,
+    Shapes,
+    require_ids,
+    require_nonempty_batch,
+    require_positive_int,
+)
 from refimpl.models._params import Params, add_grads, check_param_shapes, normal_init
 from refimpl.models.ulim import (
     CatalogueFeaturesCache,
@@ -155,6 +163,10 @@ def youtube_dnn_loss_and_grads(
     items, mask (B, L) the behaviours; positive_ids (B,); negative_ids (N,) shared by the rows.
     """
     check_param_shapes(params, param_shapes(cfg), "YouTube DNN")
+    require_ids("item_category", item_category, cfg.num_categories, ("I",))
+    require_ids("positive_ids", positive_ids, cfg.num_items, ("B",))
+    require_ids("negative_ids", negative_ids, cfg.num_items, ("N",))
+    require_nonempty_batch("positive_ids", positive_ids.shape[0])
     user, cache = user_forward(params, items, mask, item_category)
     positive, positive_tower = item_tower_forward(params, positive_ids, item_category[positive_ids])
     negatives, negative_tower = item_tower_forward(

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice
+from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice, require_nonempty_batch
 from refimpl.nn._upstream import check_upstream
 from refimpl.nn.attention import (
     AttentionCache,
@@ -159,6 +159,7 @@ def pointer_generator_forward(
     if label is not None:
         shapes.check_int("label", label, ("B",))
         _check_ids("label", label, np.ones(label.shape, dtype=bool), num_categories)
+        require_nonempty_batch("label", label.shape[0])
 
     context, attention = target_attention_forward(
         params.attention, query, history_emb, history_mask, AttentionConfig(cfg.num_heads)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from refimpl._check import Array, IntArray, Shapes, caller_names, require_real
-from refimpl.nn._upstream import check_upstream
 from refimpl.data.batching import require_category_pure
+from refimpl.nn._upstream import check_upstream
 from refimpl.nn.sampled_softmax import (
     SampledSoftmaxCache,
     SampledSoftmaxConfig,
@@ -28,6 +28,15 @@ from refimpl.nn.sampled_softmax import (
     sampled_softmax_backward,
     sampled_softmax_forward,
 )
+
+__all__ = [
+    "UlimLossCache",
+    "UlimLossConfig",
+    "UlimLossGrads",
+    "composite_loss",
+    "ulim_loss_backward",
+    "ulim_loss_forward",
+]
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+__all__ = [
+    "auc",
+    "hit_rate_at_n",
+    "hr_at_n",
+    "precision_at_n",
+]
+
 Ranked = Sequence[ArrayLike] | NDArray[np.integer[Any]]
 
 

@@ -15,6 +15,13 @@ import numpy as np
 
 from refimpl._check import Array, Shapes, require_int, require_real
 
+__all__ = [
+    "AdamConfig",
+    "AdamState",
+    "adam_init",
+    "adam_step",
+]
+
 
 @dataclass(frozen=True)
 class AdamConfig:

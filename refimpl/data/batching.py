@@ -38,6 +38,14 @@ import numpy as np
 
 from refimpl._check import Array, IntArray, Shapes, require_bool, require_choice, require_positive_int
 
+__all__ = [
+    "BatchingConfig",
+    "CategoryBatch",
+    "category_batches",
+    "check_batching_config",
+    "require_category_pure",
+]
+
 SAMPLERS = ("uniform", "popularity")
 SMALL_CATEGORY = ("with_replacement", "all_items")
 

@@ -27,6 +27,10 @@ from numpy.typing import NDArray
 
 from refimpl._check import BoolArray, IntArray, Shapes, require_positive_int
 
+__all__ = [
+    "merge_category_history",
+]
+
 
 def _check_times(name: str, times: Any, like: IntArray, mask: BoolArray) -> NDArray[Any]:
     if not isinstance(times, np.ndarray):

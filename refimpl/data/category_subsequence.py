@@ -24,6 +24,10 @@ import numpy as np
 
 from refimpl._check import BoolArray, IntArray, Shapes, require_positive_int
 
+__all__ = [
+    "category_subsequences",
+]
+
 
 def category_subsequences(
     items: IntArray,

@@ -52,6 +52,21 @@ from refimpl.nn.linear_attention import (
 )
 from refimpl.nn.mlp import MLPCache, MLPConfig, MLPParams, mlp_backward, mlp_forward, sigmoid
 
+__all__ = [
+    "EsmmCache",
+    "IFABatch",
+    "IFACache",
+    "IFAConfig",
+    "IFAOutput",
+    "IFAParams",
+    "esmm_loss_backward",
+    "esmm_loss_forward",
+    "ifa_backward",
+    "ifa_forward",
+    "init_ifa_params",
+    "rank_candidates",
+]
+
 TOWERS = ("impression", "click")
 FEATURE_BLOCKS = 5  # user, item, cross, FSM out, RAM out
 

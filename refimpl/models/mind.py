@@ -48,6 +48,15 @@ from refimpl.nn.linear import LinearParams
 from refimpl.nn.mlp import MLPCache, MLPConfig, MLPParams, mlp_backward, mlp_forward
 from refimpl.nn.multi_interest_readout import ReadoutConfig
 
+__all__ = [
+    "MINDCache",
+    "MINDConfig",
+    "mind_backward",
+    "mind_forward",
+    "mind_init",
+    "mind_loss",
+]
+
 OUTPUT_MLP = MLPConfig(activations=("relu", "identity"))
 PARAM_NAMES = ("item_table", "profile_table", "routing_W", "mlp_W1", "mlp_b1", "mlp_W2", "mlp_b2")
 

@@ -70,6 +70,19 @@ from refimpl.nn.pointer_generator import (
 )
 from refimpl.nn.pooling import PoolCache, masked_mean_pool_backward, masked_mean_pool_forward
 
+__all__ = [
+    "PGINBatch",
+    "PGINCache",
+    "PGINConfig",
+    "make_batch",
+    "pgin_backward",
+    "pgin_forward",
+    "pgin_init",
+    "pgin_loss_and_grads",
+    "top_k_categories",
+    "top_k_from_distribution",
+]
+
 Params = dict[str, Array]
 ATTENTION_BLOCKS = ("long", "short", "fusion", "pointer")
 

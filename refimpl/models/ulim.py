@@ -35,14 +35,12 @@ from refimpl._check import (
     IntArray,
     Shapes,
     caller_names,
-    require_array,
     require_choice,
     require_ids,
     require_nonempty_batch,
     require_positive_int,
     require_real,
 )
-from refimpl.nn._upstream import check_upstream
 from refimpl.data.category_subsequence import category_subsequences
 from refimpl.losses import UlimLossConfig, ulim_loss_backward, ulim_loss_forward
 from refimpl.models._params import (
@@ -54,6 +52,7 @@ from refimpl.models._params import (
     check_param_shapes,
     normal_init,
 )
+from refimpl.nn._upstream import check_upstream
 from refimpl.nn.attention import (
     AttentionCache,
     AttentionConfig,
@@ -65,6 +64,20 @@ from refimpl.nn.attention import (
 from refimpl.nn.embedding import EmbeddingCache, embedding_backward, embedding_forward
 from refimpl.nn.linear import LinearCache, LinearParams, linear_backward, linear_forward
 from refimpl.nn.pooling import PoolCache, masked_mean_pool_backward, masked_mean_pool_forward
+
+__all__ = [
+    "ULIMBatch",
+    "ULIMConfig",
+    "ULIMLoss",
+    "catalogue_vectors",
+    "category_subsequence",
+    "encode_backward",
+    "encode_for_serving",
+    "encode_forward",
+    "require_category_subsequence",
+    "ulim_init",
+    "ulim_loss_and_grads",
+]
 
 LONG_ENCODERS = ("target", "self")
 

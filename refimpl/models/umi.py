@@ -69,6 +69,17 @@ from refimpl.nn.user_guided_attention import (
     user_guided_attention_forward,
 )
 
+__all__ = [
+    "UMICache",
+    "UMIConfig",
+    "UserBatch",
+    "draw_initial_logits",
+    "umi_backward",
+    "umi_forward",
+    "umi_init",
+    "umi_loss",
+]
+
 Params = dict[str, Array]
 
 UGA_NAMES = ("W1", "b1", "W2", "b2")

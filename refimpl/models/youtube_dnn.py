@@ -46,6 +46,12 @@ from refimpl.nn.sampled_softmax import (
     sampled_softmax_forward,
 )
 
+__all__ = [
+    "YouTubeDNNConfig",
+    "youtube_dnn_init",
+    "youtube_dnn_loss_and_grads",
+]
+
 USER_MLP = MLPConfig(activations=("relu", "identity"))
 
 

@@ -19,6 +19,12 @@ import numpy as np
 from refimpl._check import Array, IntArray, Shapes
 from refimpl.nn._upstream import check_upstream
 
+__all__ = [
+    "EmbeddingCache",
+    "embedding_backward",
+    "embedding_forward",
+]
+
 
 @dataclass(frozen=True)
 class EmbeddingCache:

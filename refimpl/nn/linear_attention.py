@@ -48,6 +48,18 @@ from refimpl.nn.attention import (
 )
 from refimpl.nn.linear import affine, affine_backward, affine_param_grads
 
+__all__ = [
+    "ExplicitCache",
+    "LinearAttentionCache",
+    "LinearAttentionConfig",
+    "linear_attention_backward",
+    "linear_attention_explicit_backward",
+    "linear_attention_explicit_forward",
+    "linear_attention_forward",
+    "linear_self_attention_backward",
+    "linear_self_attention_forward",
+]
+
 PHI_CHOICES = ("softplus", "relu", "elu+1")
 
 

@@ -28,6 +28,14 @@ import numpy as np
 
 from refimpl._check import Array, IntArray, Shapes, require_positive_int
 
+__all__ = [
+    "MaxInterestCache",
+    "max_interest_score_backward",
+    "max_interest_score_forward",
+    "max_interest_top_n",
+    "merge_interest_candidates",
+]
+
 
 @dataclass(frozen=True)
 class MaxInterestCache:

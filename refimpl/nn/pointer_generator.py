@@ -50,6 +50,16 @@ from refimpl.nn.attention import (
 )
 from refimpl.nn.mlp import sigmoid
 
+__all__ = [
+    "PointerGeneratorCache",
+    "PointerGeneratorConfig",
+    "PointerGeneratorGrads",
+    "PointerGeneratorOutput",
+    "PointerGeneratorParams",
+    "pointer_generator_backward",
+    "pointer_generator_forward",
+]
+
 GATE_MODES = ("learned", "pointer", "generator")
 LOSS_EPS = 1e-12
 

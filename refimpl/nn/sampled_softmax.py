@@ -33,6 +33,14 @@ import numpy as np
 
 from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice
 
+__all__ = [
+    "SampledSoftmaxCache",
+    "SampledSoftmaxConfig",
+    "SampledSoftmaxGrads",
+    "sampled_softmax_backward",
+    "sampled_softmax_forward",
+]
+
 DENOMINATORS = ("with_positive", "negatives_only")
 
 

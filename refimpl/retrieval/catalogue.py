@@ -16,6 +16,10 @@ from numpy.typing import NDArray
 
 from refimpl._check import Array, IntArray, Shapes
 
+__all__ = [
+    "Catalogue",
+]
+
 Int64Array = NDArray[np.int64]
 
 _MAX_LISTED = 10

@@ -40,6 +40,11 @@ from refimpl.retrieval.catalogue import Catalogue, Int64Array
 from refimpl.retrieval.exact import ExactIndex
 from refimpl.retrieval.index import check_search_args
 
+__all__ = [
+    "HnswConfig",
+    "HnswIndex",
+]
+
 SPACES = ("ip", "l2_augmented")
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from refimpl._check import Array, IntArray, Shapes, caller_names, require_real
 from refimpl.data.batching import require_category_pure
-from refimpl.nn._upstream import check_upstream
+from refimpl.nn._upstream import check_loss_upstream
 from refimpl.nn.sampled_softmax import (
     SampledSoftmaxCache,
     SampledSoftmaxConfig,
@@ -126,12 +126,7 @@ def _sum_optional(a: Array | None, b: Array | None) -> Array | None:
 
 def ulim_loss_backward(cache: UlimLossCache, d_loss: Array | float) -> UlimLossGrads:
     """Gradients of both user vectors, the positives, the negatives (and q when given)."""
-    dtype = cache.long_loss.dtype
-    upstream = (
-        np.asarray(require_real("d_loss", d_loss), dtype=dtype)
-        if isinstance(d_loss, float)
-        else check_upstream("d_loss", d_loss, (), dtype)
-    )
+    upstream = check_loss_upstream("d_loss", d_loss, cache.long_loss.dtype)
     long = sampled_softmax_backward(cache.long, upstream * cache.long_loss.dtype.type(cache.alpha))
     short = sampled_softmax_backward(cache.short, upstream * cache.long_loss.dtype.type(cache.beta))
     return UlimLossGrads(

@@ -51,7 +51,7 @@ class AdamState:
 def adam_init(params: dict[str, Array]) -> AdamState:
     """Zero moments for every parameter, step 0."""
     for name, p in params.items():
-        Shapes().check_float(f"params[{name!r}]", p, tuple(f"d{axis}" for axis in range(np.ndim(p))))
+        Shapes().check_float(f"params[{name!r}]", p, tuple(np.shape(p)))
     return AdamState(
         step=0,
         m={name: np.zeros_like(p) for name, p in params.items()},
@@ -73,11 +73,16 @@ def adam_step(
     require_int("state.step", state.step, low=0)
     for name, p in params.items():
         shapes = Shapes()
-        dims = tuple(f"d{axis}" for axis in range(np.ndim(p)))
+        dims = tuple(np.shape(p))
         shapes.check_float(f"params[{name!r}]", p, dims)
-        shapes.check_float(f"grads[{name!r}]", grads[name], dims)
-        shapes.check_float(f"state.m[{name!r}]", state.m[name], dims)
-        shapes.check_float(f"state.v[{name!r}]", state.v[name], dims)
+        for label, value in (
+            (f"grads[{name!r}]", grads[name]),
+            (f"state.m[{name!r}]", state.m[name]),
+            (f"state.v[{name!r}]", state.v[name]),
+        ):
+            if isinstance(value, np.ndarray) and value.shape != dims:
+                raise ValueError(f"{label}: expected shape {dims} like the param, got {value.shape}")
+            shapes.check_float(label, value, dims)
         if (state.v[name] < 0).any():
             raise ValueError(f"state.v[{name!r}]: a second moment is >= 0, got a negative entry")
     step = state.step + 1

@@ -36,7 +36,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refimpl._check import Array, IntArray, Shapes, require_bool, require_choice, require_positive_int
+from refimpl._check import (
+    Array,
+    IntArray,
+    Shapes,
+    require_array,
+    require_bool,
+    require_choice,
+    require_positive_int,
+)
 
 __all__ = [
     "BatchingConfig",
@@ -106,7 +114,7 @@ def require_category_pure(
 
 def _catalogue_ids(name: str, ids: IntArray, num_items: int) -> IntArray:
     """`ids` flattened, refused unless they are integers in the catalogue [0, I)."""
-    flat: IntArray = np.asarray(ids).reshape(-1)
+    flat: IntArray = require_array(name, ids).reshape(-1)
     if not np.issubdtype(flat.dtype, np.integer):
         raise TypeError(f"{name}: expected integer item ids, got {flat.dtype}")
     outside = flat[(flat < 0) | (flat >= num_items)]

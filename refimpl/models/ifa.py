@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from refimpl._check import Array, BoolArray, IntArray, Shapes
-from refimpl.nn._upstream import check_upstream
+from refimpl.nn._upstream import check_loss_upstream
 from refimpl.nn.attention import PARAM_NAMES, AttentionParams
 from refimpl.nn.embedding import EmbeddingCache, embedding_backward, embedding_forward
 from refimpl.nn.linear import LinearParams
@@ -220,7 +220,7 @@ def esmm_loss_backward(cache: EsmmCache, d_loss: Array) -> tuple[Array, Array]:
     """
     a, c = cache.impression_logit, cache.click_logit
     _, w_a, w_c, w_ac = _log_one_minus_ctcvr_parts(a, c)
-    scale = check_upstream("d_loss", d_loss, (), cache.weights.dtype) * cache.weights
+    scale = check_loss_upstream("d_loss", d_loss, cache.weights.dtype) * cache.weights
     not_clicked = 1 - cache.y_clk
     d_a = scale * ((sigmoid(a) - cache.y_imp) - sigmoid(-a) + not_clicked * (w_a + w_ac))
     d_c = scale * (-sigmoid(-c) + not_clicked * (w_c + w_ac))

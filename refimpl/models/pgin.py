@@ -129,6 +129,12 @@ def make_batch(
     short_times: NDArray[Any] | None = None,
 ) -> PGINBatch:
     """A batch whose history is merged from the two sequences (merge_category_history)."""
+    shapes = Shapes()
+    shapes.check_float("user_features", user_features, ("B", "F"))
+    shapes.check_int("long_items", long_items, ("B", "L"))
+    shapes.check_int("short_items", short_items, ("B", "S"))
+    if label is not None:
+        shapes.check_int("label", label, ("B",))
     history, history_mask = merge_category_history(
         long_categories, long_mask, short_categories, short_mask, max_history,
         long_times=long_times, short_times=short_times,
@@ -350,6 +356,7 @@ def pgin_loss_and_grads(params: Params, batch: PGINBatch, cfg: PGINConfig) -> tu
 def top_k_from_distribution(y: Array, k: int) -> IntArray:
     """The k most probable categories per row (B, k) int64, most probable first; ties go to the
     lowest category id (a stable sort of -y)."""
+    Shapes().check_float("y", y, ("B", "C"))
     num_categories = y.shape[1]
     k = require_positive_int("k", k)
     if k > num_categories:

@@ -49,6 +49,7 @@ from refimpl.models._params import (
     attention_block,
     attention_block_grads,
     attention_block_shapes,
+    check_param_arrays,
     check_param_shapes,
     normal_init,
 )
@@ -223,7 +224,18 @@ def catalogue_tower_backward(cache: CatalogueTowerCache, d_out: Array) -> Params
 
 
 def catalogue_vectors(params: Params, item_category: IntArray) -> Array:
-    """Every item's tower vector (I, D): what retrieval searches."""
+    """Every item's tower vector (I, D): what retrieval searches.
+
+    params: ULIM's (only the item/category tables and the tower are read); item_category (I,).
+    """
+    check_param_arrays(params)
+    shapes = Shapes()
+    shapes.check_float("item_table", params.get("item_table"), ("I", "D"))
+    shapes.check_float("category_table", params.get("category_table"), ("C", "D"))
+    shapes.check_float("tower_W", params.get("tower_W"), (2 * shapes.size("D"), "D"))
+    shapes.check_float("tower_b", params.get("tower_b"), ("D",))
+    shapes.check_int("item_category", item_category, ("I",))
+    require_ids("item_category", item_category, shapes.size("C"))
     vectors, _ = catalogue_tower_forward(params, item_category)
     return vectors
 
@@ -350,6 +362,7 @@ def encode_forward(
     """(v_l (B, D), v_s (B, D), cache) from the embedded short (B, S, D) and long (B, L, D)
     sequences."""
     check_config(cfg)
+    check_params(params, cfg)
     with caller_names(**_block_names("short", x="short_emb", mask="short_mask")):
         v_s, short_attention, short_pool = _short_forward(params, short_emb, short_mask, cfg)
     with caller_names(**_block_names("long", seq="long_emb", x="long_emb", mask="long_mask")):
@@ -428,6 +441,11 @@ def ulim_loss_and_grads(
     _check_batch(batch, cfg.num_items)
     require_nonempty_batch("batch.short_items", batch.short_items.shape[0])
     require_ids("positive_ids", positive_ids, cfg.num_items, ("B",))
+    if positive_ids.shape[0] != batch.short_items.shape[0]:
+        raise ValueError(
+            f"positive_ids: expected one per row of the batch (B = {batch.short_items.shape[0]}), "
+            f"got shape {positive_ids.shape}"
+        )
     require_ids("negative_ids", negative_ids, cfg.num_items, ("N",))
     require_ids("item_category", item_category, cfg.num_categories, ("I",))
     d_loss = require_real("d_loss", d_loss)

@@ -82,9 +82,13 @@ def youtube_dnn_init(
     rng: np.random.Generator, cfg: YouTubeDNNConfig, dtype: Any = np.float64
 ) -> Params:
     """Weights N(0, 1/fan_in), biases 0, tables N(0, 1/D), drawn from `rng` in `dtype`."""
+    return normal_init(param_shapes(_check_config(cfg)), rng, dtype)
+
+
+def _check_config(cfg: YouTubeDNNConfig) -> YouTubeDNNConfig:
     for name in ("num_items", "num_categories", "dim", "hidden"):
         require_positive_int(f"cfg.{name}", getattr(cfg, name))
-    return normal_init(param_shapes(cfg), rng, dtype)
+    return cfg
 
 
 def _mlp(params: Params) -> MLPParams:
@@ -168,7 +172,7 @@ def youtube_dnn_loss_and_grads(
 
     items, mask (B, L) the behaviours; positive_ids (B,); negative_ids (N,) shared by the rows.
     """
-    check_param_shapes(params, param_shapes(cfg), "YouTube DNN")
+    check_param_shapes(params, param_shapes(_check_config(cfg)), "YouTube DNN")
     require_ids("item_category", item_category, cfg.num_categories, ("I",))
     require_ids("positive_ids", positive_ids, cfg.num_items, ("B",))
     require_ids("negative_ids", negative_ids, cfg.num_items, ("N",))

@@ -43,10 +43,8 @@ __all__ = [
     "AttentionParams",
     "attention_backward",
     "attention_forward",
-    "masked_softmax",
     "mhsa_backward",
     "mhsa_forward",
-    "softmax_backward",
     "target_attention_backward",
     "target_attention_forward",
 ]

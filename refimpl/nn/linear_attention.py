@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from refimpl._check import Array, BoolArray, Shapes, require_choice, require_positive_int
+from refimpl.nn._upstream import check_upstream
 from refimpl.nn.attention import (
     AttentionParams,
     _merge_heads,
@@ -228,6 +229,7 @@ def attend_linear(proj: Projection, eps: float) -> tuple[Array, LinearAttentionC
 
 def _output_backward(proj: Projection, context: Array, d_out: Array) -> tuple[Array, Array, Array]:
     """d_Wo, d_bo and d_context (B, H, Q, D_h) of out = r (context Wo + bo)."""
+    check_upstream("d_out", d_out, context.shape, context.dtype)
     # d_out is only read below, so with every row valid it is used as is, without a masked copy
     d_projected = d_out if proj.row_valid.all() else np.where(proj.row_valid[:, :, None], d_out, 0)
     d_Wo, d_bo, d_context = affine_backward(context, proj.params.Wo, d_projected)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice, require_nonempty_batch
-from refimpl.nn._upstream import check_upstream
+from refimpl.nn._upstream import check_loss_upstream, check_upstream
 from refimpl.nn.attention import (
     AttentionCache,
     AttentionConfig,
@@ -203,8 +203,8 @@ def _d_y_total(cache: PointerGeneratorCache, d_y: Array | None, d_loss: Array | 
     each row's label (PG-7)."""
     out = cache.out
     total = np.zeros_like(out.y) if d_y is None else check_upstream("d_y", d_y, out.y.shape, out.y.dtype).copy()
-    if d_loss is not None and np.shape(d_loss) != ():
-        raise ValueError(f"d_loss: expected a scalar (shape ()), got shape {np.shape(d_loss)}")
+    if d_loss is not None:
+        d_loss = check_loss_upstream("d_loss", d_loss, out.y.dtype)
     if d_loss is not None:
         if cache.label is None:
             raise ValueError("d_loss: the forward pass had no labels, so there is no loss")

@@ -111,7 +111,11 @@ class Catalogue:
         return sizes
 
     def check_categories(self, name: str, categories: NDArray[Any]) -> None:
-        """ValueError naming the category ids outside [0, C)."""
+        """ValueError naming the category ids outside [0, C) (the argument called `name` by the
+        caller); TypeError for anything but an integer array."""
+        if not isinstance(categories, np.ndarray) or not np.issubdtype(categories.dtype, np.integer):
+            got = getattr(categories, "dtype", type(categories).__name__)
+            raise TypeError(f"{name}: expected an integer array of category ids, got {got}")
         unknown = categories[(categories < 0) | (categories >= self.num_categories)]
         if unknown.size:
             raise ValueError(

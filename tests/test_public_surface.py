@@ -559,6 +559,19 @@ REGRESSIONS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
      TypeError, "item_category"),
     ("10 serving long_items 10**6", lambda: _call(
         SERVE, long_items=np.full_like(_args(SERVE)["long_items"], 10**6)), ValueError, "long_items"),
+    ("11 merge_category_history pad_id 2.5", lambda: _call(
+        "refimpl.data.category_history.merge_category_history", pad_id=2.5), TypeError, "pad_id"),
+    ("11 top_k_from_distribution NaN row", lambda: _call(
+        "refimpl.models.pgin.top_k_from_distribution",
+        y=np.where(np.arange(3)[None, :] == 0, np.nan, _args("refimpl.models.pgin.top_k_from_distribution")["y"][:, :3])),
+     ValueError, "y:"),
+    ("11 auc complex scores", lambda: _call(
+        "refimpl.metrics.auc", scores=np.asarray(_args("refimpl.metrics.auc")["scores"], complex)),
+     TypeError, "scores"),
+    ("11 category_block(2.5)", lambda: _call(
+        "refimpl.retrieval.catalogue.Catalogue.category_block", category=2.5), TypeError, "category"),
+    ("11 category_block(99)", lambda: _call(
+        "refimpl.retrieval.catalogue.Catalogue.category_block", category=99), ValueError, "category"),
     ("10 long_user named", lambda: _call(
         "refimpl.losses.ulim_loss_forward", long_user=np.zeros(3)), ValueError, "long_user:"),
     ("10 short_user named", lambda: _call(

@@ -38,7 +38,6 @@ from refimpl._check import (
     IntArray,
     Shapes,
     require_choice,
-    require_nonempty_batch,
     require_positive_int,
 )
 from refimpl.data.category_history import merge_category_history
@@ -266,8 +265,6 @@ def pgin_forward(
     _check_config(cfg)
     check_param_shapes(params, param_shapes(cfg), "PGIN")
     _check_batch(batch, cfg, params["user_W"].dtype)
-    if batch.label is not None:
-        require_nonempty_batch("batch.label", batch.label.shape[0])
     heads = cfg.num_heads
     long_pooled, long_cache = _encode_sequence(
         params, "long", batch.long_items, batch.long_categories, batch.long_mask, heads

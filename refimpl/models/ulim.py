@@ -37,7 +37,6 @@ from refimpl._check import (
     caller_names,
     require_choice,
     require_ids,
-    require_nonempty_batch,
     require_positive_int,
     require_real,
 )
@@ -439,7 +438,6 @@ def ulim_loss_and_grads(
     check_config(cfg)
     check_params(params, cfg)
     _check_batch(batch, cfg.num_items)
-    require_nonempty_batch("batch.short_items", batch.short_items.shape[0])
     require_ids("positive_ids", positive_ids, cfg.num_items, ("B",))
     if positive_ids.shape[0] != batch.short_items.shape[0]:
         raise ValueError(

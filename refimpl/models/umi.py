@@ -35,7 +35,6 @@ from refimpl._check import (
     IntArray,
     Shapes,
     caller_names,
-    require_nonempty_batch,
     require_positive_int,
 )
 from refimpl.models._params import check_param_names
@@ -227,14 +226,11 @@ def umi_forward(params: Params, batch: UserBatch, cfg: UMIConfig) -> tuple[Array
     _check_config(cfg)
     check_param_names(params, PARAM_NAMES, "UMI")
     check_batch(batch, cfg.num_interests)
-    require_nonempty_batch(
-        "batch.behaviour_ids", batch.behaviour_ids.shape[0], "UMI has no interests for no user"
-    )
     items, profile, item_lookup, profile_lookup = lookup_user(params, batch)
     b = items.shape[0]
     with caller_names(**{name: f"uga_{name}" for name in UGA_NAMES}):
         item_weights, attention = user_guided_attention_forward(
-            _uga_params(params), items, profile.reshape(b, -1), batch.mask
+            _uga_params(params), items, profile.reshape(b, profile.shape[1] * profile.shape[2]), batch.mask
         )
     with caller_names(W="routing_W"):
         capsules, routing = capsule_routing_forward(

@@ -27,7 +27,6 @@ from refimpl._check import (
     IntArray,
     Shapes,
     require_ids,
-    require_nonempty_batch,
     require_positive_int,
 )
 from refimpl.models._params import Params, add_grads, check_param_shapes, normal_init
@@ -176,7 +175,9 @@ def youtube_dnn_loss_and_grads(
     require_ids("item_category", item_category, cfg.num_categories, ("I",))
     require_ids("positive_ids", positive_ids, cfg.num_items, ("B",))
     require_ids("negative_ids", negative_ids, cfg.num_items, ("N",))
-    require_nonempty_batch("positive_ids", positive_ids.shape[0])
+    rows = Shapes()
+    rows.check_int("items", items, ("B", "L"))
+    rows.check_int("positive_ids", positive_ids, ("B",))
     user, cache = user_forward(params, items, mask, item_category)
     positive, positive_tower = item_tower_forward(params, positive_ids, item_category[positive_ids])
     negatives, negative_tower = item_tower_forward(

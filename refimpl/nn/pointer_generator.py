@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice, require_nonempty_batch
+from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice
 from refimpl.nn._upstream import check_loss_upstream, check_upstream
 from refimpl.nn.attention import (
     AttentionCache,
@@ -139,7 +139,8 @@ def _gate(
 def _cross_entropy(y: Array, label: IntArray) -> tuple[Array, Array]:
     rows = np.arange(y.shape[0])
     row_loss: Array = -np.log(y[rows, label] + LOSS_EPS)
-    return row_loss, np.asarray(row_loss.mean(), dtype=y.dtype)
+    # the mean over the rows, 0 for no row (an empty batch has loss 0 and zero gradients)
+    return row_loss, np.asarray(row_loss.sum() / max(row_loss.shape[0], 1), dtype=y.dtype)
 
 
 def pointer_generator_forward(
@@ -169,7 +170,6 @@ def pointer_generator_forward(
     if label is not None:
         shapes.check_int("label", label, ("B",))
         _check_ids("label", label, np.ones(label.shape, dtype=bool), num_categories)
-        require_nonempty_batch("label", label.shape[0])
 
     context, attention = target_attention_forward(
         params.attention, query, history_emb, history_mask, AttentionConfig(cfg.num_heads)

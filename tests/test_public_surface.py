@@ -1,10 +1,10 @@
 """Every public function refuses bad input clearly (spec/conventions.md), tried over the whole surface.
 
-The surface is generated, not hand-listed: `public_functions()` walks `PUBLIC_MODULES` and takes every
-function (and public method of a class) defined there whose name has no leading underscore. A valid
-call of each is recorded, arguments and all, while the golden cases and `_valid_calls` run (a
-profiler hook sees every call); `test_every_public_function_has_a_recorded_call` fails for a new
-public function nothing calls, so a new function is covered by default.
+The surface is generated, not hand-listed: `public_modules()` walks the package, and
+`public_functions()` takes every function in a module's `__all__` and every public method of a class
+there. A valid call of each is recorded, arguments and all, while the golden cases and `_valid_calls`
+run (a profiler hook sees every call); `test_every_public_function_has_a_recorded_call` fails for a
+new public function nothing calls, so a new function is covered by default.
 
 Each recorded call is then replayed with one argument spoiled by one bad-input kind (wrong rank,
 wrong dtype, NaN/inf, a list, an empty batch or sequence, an out-of-range id, a bad config value).
@@ -26,7 +26,6 @@ import sys
 import types
 import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,9 +70,6 @@ def public_modules() -> list[str]:
 
 
 PUBLIC_MODULES = tuple(m for m in public_modules() if not m.startswith(EXCLUDED_MODULES))
-
-ROOT = str(Path(refimpl.__file__).parent)
-
 
 def public_functions() -> dict[types.CodeType, tuple[str, Callable[..., Any]]]:
     """Every public function and public method of the public modules, by code object."""
@@ -617,6 +613,10 @@ def test_issue_15_case_7_an_empty_batch_has_loss_0_and_zero_gradients() -> None:
         umi = "refimpl.models.umi.umi_forward"
         interests, _ = _call(umi, batch=_empty_rows(_args(umi)["batch"]))
         assert interests.shape[0] == 0
+        for multi in ("refimpl.models.umi.umi_loss", "refimpl.models.mind.mind_loss"):
+            args = _args(multi)
+            loss, grads = _call(multi, batch=_empty_rows(args["batch"]), positive_ids=args["positive_ids"][:0])
+            assert loss == 0 and _all_zero(grads)
         yt = _args(YT)
         loss, grads = _call(YT, items=yt["items"][:0], mask=yt["mask"][:0], positive_ids=yt["positive_ids"][:0])
         assert loss == 0 and _all_zero(grads)

@@ -287,6 +287,10 @@ def spoilers(kwargs: dict[str, Any]) -> Iterator[tuple[str, str, bool, Callable[
         if isinstance(value, np.ndarray):
             for kind, may_return, bad in array_kinds(value):
                 yield arg, kind, may_return, put(arg, lambda _v, bad=bad: bad)
+        elif isinstance(value, bool | int | float) and arg != "name":
+            # a scalar argument (n, k, category, max_length, ...) is checked like a config value
+            for kind, may_return, bad in _config_kinds(value):
+                yield arg, kind, may_return, put(arg, lambda _v, bad=bad: bad)
         elif isinstance(value, dict):
             for key, item in value.items():
                 if isinstance(item, np.ndarray):

@@ -43,6 +43,7 @@ from refimpl._check import (
     require_array,
     require_bool,
     require_choice,
+    require_int,
     require_positive_int,
 )
 
@@ -93,6 +94,7 @@ def require_category_pure(
     [0, I) are refused too, by name, and non-integer ids or categories are a TypeError.
     """
     Shapes().check_int("item_categories", item_categories, ("I",))
+    require_int("batch_category", batch_category)
     num_items = item_categories.shape[0]
     named = {
         "positive_ids": _catalogue_ids("positive_ids", positive_ids, num_items),

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from refimpl._check import Array, BoolArray, IntArray, Shapes
+from refimpl._check import Array, BoolArray, IntArray, Shapes, require_positive_int
 from refimpl.nn._upstream import check_loss_upstream
 from refimpl.nn.attention import PARAM_NAMES, AttentionParams
 from refimpl.nn.embedding import EmbeddingCache, embedding_backward, embedding_forward
@@ -347,6 +347,9 @@ def init_ifa_params(
     dtype: Any = np.float64,
 ) -> IFAParams:
     """Embeddings ~ N(0, 0.5^2), projections and tower weights ~ N(0, 1/fan_in), biases 0."""
+    for name, size in (("num_items", num_items), ("num_users", num_users), ("num_cross", num_cross),
+                       ("width", width), *((f"hidden[{i}]", h) for i, h in enumerate(hidden))):
+        require_positive_int(name, size)
 
     def table(rows: int) -> Array:
         result: Array = (0.5 * rng.standard_normal((rows, width))).astype(dtype)

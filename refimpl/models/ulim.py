@@ -37,6 +37,7 @@ from refimpl._check import (
     caller_names,
     require_choice,
     require_ids,
+    require_int,
     require_positive_int,
     require_real,
 )
@@ -307,6 +308,7 @@ def require_category_subsequence(
     shapes.check_int("long_items", long_items, ("B", "L"))
     shapes.check_bool("long_mask", long_mask, ("B", "L"))
     shapes.check_int("item_category", item_category, ("I",))
+    require_int("batch_category", batch_category)
     ids = long_items[long_mask]
     if ids.size and (ids.min() < 0 or ids.max() >= item_category.shape[0]):
         raise ValueError(

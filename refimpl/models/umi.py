@@ -35,7 +35,9 @@ from refimpl._check import (
     IntArray,
     Shapes,
     caller_names,
+    require_int,
     require_positive_int,
+    require_real,
 )
 from refimpl.models._params import check_param_names
 from refimpl.nn._upstream import check_upstream
@@ -136,7 +138,13 @@ def draw_initial_logits(
     dtype: DTypeLike = np.float64,
 ) -> Array:
     """b^0 ~ N(0, std^2) of shape (B, L, K), drawn from the caller's generator."""
-    result: Array = (std * rng.standard_normal((batch, length, num_interests))).astype(dtype)
+    shape = (
+        require_int("batch", batch, low=0),
+        require_int("length", length, low=0),
+        require_positive_int("num_interests", num_interests),
+    )
+    std = require_real("std", std, low=0.0)
+    result: Array = (std * rng.standard_normal(shape)).astype(dtype)
     return result
 
 

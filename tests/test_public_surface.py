@@ -462,6 +462,21 @@ def test_negative_control_an_unvalidated_function_is_reported() -> None:
     assert tried["unvalidated_scale"] >= 8
     assert any("(x: int): accepted" in f for f in found)
     assert any("(x: list)" in f for f in found)
+    assert any("(factor: float nan): accepted" in f for f in found)
+
+
+def inner_named_mean(values: np.ndarray) -> np.ndarray:
+    """Negative controls: names an inner argument (`x`), and an empty batch gives NaN."""
+    if not isinstance(values, np.ndarray) or values.dtype != np.float64:
+        raise TypeError("x: expected a float64 array")
+    with np.errstate(invalid="ignore"):
+        return np.asarray(values.sum(axis=0) / values.shape[0])
+
+
+def test_negative_control_an_inner_name_and_a_nan_on_empty_input_are_reported() -> None:
+    found, _ = findings({"inner_named_mean": (inner_named_mean, {"values": np.ones((2, 3))})})
+    assert any("(values: int): TypeError not naming 'values'" in f for f in found)
+    assert any("(values: empty axis 0): returned NaN" in f for f in found)
 
 
 # ------------------------------------------------------------- the numbered cases of issue 15

@@ -1,14 +1,17 @@
 """`refimpl demo`: ULIM end to end on planted-interest data, and the paper's tables (spec/demo.md).
 
-Builds the synthetic data (refimpl.data.synthetic), trains every model with the same budget
-(refimpl.train): YouTube DNN, MIND, ULIM, ULIM-half-sequence, ULIM-self-attention and PGIN;
-retrieves by the cascade (ULIM) or by whole-pool search (the baselines); prints
-- Table 1 (ULIM paper): HR@N at three cut-offs for YouTube DNN, MIND and ULIM;
-- Table 2: the ablations;
-- HR against K, the number of PGIN categories (a text table, and a PNG with --plot when
-  matplotlib is installed: `pip install refimpl[plot]`);
-and writes every number to a JSON file. The cut-offs are the paper's 500/1000/2000 scaled to the
-catalogue (50/100/200 of 20,000 items; 20/40/80 of 1,000 with --quick).
+For every seed: builds the synthetic data (refimpl.data.synthetic), computes the non-learned
+baselines (refimpl.baselines), trains every model by the one rule of refimpl.train (validation
+split, early stopping, learned-nothing level): PGIN, YouTube DNN, MIND, ULIM, ULIM-half-sequence,
+ULIM-self-attention and ULIM with a catalogue-wide short-term loss; retrieves by the cascade (ULIM)
+or by whole-pool search (the single-vector baselines). Prints, every entry mean +- std over the
+seeds (refimpl.spread), each table with the baselines beside the models:
+- Table 1 (ULIM paper): HR@N at three cut-offs; Table 2: the ablations; given the true category;
+- HR against K (a PNG with --plot when matplotlib is installed: `pip install refimpl[plot]`);
+- the serving splits, the short-term vector alone, PGIN's top-K accuracy;
+- the training and validation losses next to the learned-nothing level, the planted-truth
+  diagnostics (refimpl.diagnostics), and which of the paper's orderings hold beyond the spread;
+and writes every number, per seed, to a JSON file.
 """
 
 from __future__ import annotations
@@ -17,32 +20,40 @@ import argparse
 import json
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
-from refimpl._check import IntArray
+from refimpl import baselines
 from refimpl.data.synthetic import QUICK_CONFIG, SyntheticConfig, SyntheticData, generate
+from refimpl.diagnostics import item_agreement, taste_agreement
+from refimpl.models import ulim as ulim_model
+from refimpl.spread import format_mean_std, ordering
 from refimpl.train import (
     EvalConfig,
+    Routes,
     Samples,
     SequenceConfig,
+    Serving,
     TrainConfig,
     Trained,
     category_subsequences,
     evaluate_mind,
-    evaluate_ulim,
     evaluate_youtube_dnn,
     heldout_samples,
     limit_blas_threads,
-    pgin_top_categories,
+    merged_hit_rates,
+    pgin_routes,
     train_mind,
     train_pgin,
     train_ulim,
     train_youtube_dnn,
     training_samples,
+    ulim_index,
+    ulim_serving,
 )
 
 PAPER_CUTOFFS = (500, 1000, 2000)
@@ -62,59 +73,100 @@ class DemoConfig:
     cutoffs: tuple[int, ...]
     num_routes: int  # K of Tables 1 and 2
     k_values: tuple[int, ...]  # the K of the sensitivity table
-    backend: str = "hnsw"
+    backend: str = "exact"
+    seeds: tuple[int, ...] = (0, 1, 2)
 
 
 DEFAULT = DemoConfig(
-    data=replace(SyntheticConfig(), num_users=1_000, num_items=5_000),
+    data=replace(SyntheticConfig(), num_users=500, num_items=5_000, num_categories=20,
+                 latent_dim=8),
     seq=SequenceConfig(
-        short_length=100, long_length=2_000, max_subsequence=128, mind_length=100,
-        pgin_long_length=50, pgin_short_length=20, pgin_history=50,
+        short_length=30, long_length=2_000, max_subsequence=64, mind_length=50,
+        pgin_long_length=50, pgin_short_length=20, pgin_history=50, targets="all_events",
     ),
     train=TrainConfig(
-        steps=200, batch_size=64, num_negatives=64, dim=32, num_heads=2, num_interests=4,
-        lr=1e-2, pgin_steps=300, pgin_dim=16,
+        steps=600, eval_every=100, validation_rows=512, batch_size=64, num_negatives=64, dim=32,
+        num_heads=2, num_interests=4, lr=1e-2, pgin_steps=300, pgin_dim=16,
     ),
-    cutoffs=(50, 100, 200),
+    cutoffs=(10, 20, 50),
     num_routes=4,
     k_values=(1, 2, 3, 4, 6, 8),
 )
-"""The default run: the default process (50 categories, sequences of 1,500-2,000 events) with
-1,000 users and 5,000 items, sized to finish in under 5 minutes on 2 cores in pure NumPy. With
-the data's default 20,000 items, 200 steps of 64 rows show each item's id to the loss less than
-once as a positive and the in-category loss does not move (spec/demo.md); `--items 20000` runs it."""
+"""The default run (spec/demo.md#sizes): the default process with 500 users, 5,000 items in 20
+categories (about 250 items each) and planted latents of width 8; every event of a sequence is a
+training target; N = 10/20/50 is 0.2-1% of the catalogue and 4-20% of a category. Three seeds, two
+at a time on two cores (`--jobs`)."""
 
-QUICK = DemoConfig(
-    data=QUICK_CONFIG,
+LEARNING_CHECK = DemoConfig(
+    data=replace(QUICK_CONFIG, latent_dim=8),
     seq=SequenceConfig(
         short_length=20, long_length=400, max_subsequence=64, mind_length=50,
-        pgin_long_length=50, pgin_short_length=10, pgin_history=10,
+        pgin_long_length=50, pgin_short_length=10, pgin_history=10, targets="all_events",
     ),
     train=TrainConfig(
-        steps=150, batch_size=64, num_negatives=32, dim=16, num_heads=2, num_interests=4,
-        lr=1e-2, pgin_steps=60, pgin_dim=16,
+        steps=400, eval_every=50, validation_rows=256, batch_size=64, num_negatives=32, dim=32,
+        num_heads=2, num_interests=4, lr=1e-2, pgin_steps=200, pgin_dim=16,
     ),
-    cutoffs=(20, 40, 80),
+    cutoffs=(5, 10, 20),
     num_routes=4,
     k_values=(1, 2, 4, 6),
-    backend="exact",
 )
-"""`--quick`: 400 users, 20 categories, 1,000 items, sequences of 350-400 events."""
+"""The learning check's configuration (tests/test_learning.py): 400 users, 20 categories, 1,000
+items (50 per category), planted latents of width 8, sequences of 350-400 events; N = 5/10/20."""
+
+QUICK = replace(
+    LEARNING_CHECK,
+    train=replace(LEARNING_CHECK.train, steps=300, batch_size=32, validation_rows=128,
+                  pgin_steps=100),
+    seeds=(0,),
+)
+"""`--quick`: the learning check's data, one seed, a smaller budget (batches of 32, at most 300
+steps): a smoke run of the whole pipeline; with one seed no ordering is claimed."""
+
+
+Table = dict[str, dict[str, float]]  # row -> cut-off (or column) -> value
+
+
+@dataclass
+class SeedRun:
+    """Everything one seed measured (HR in percent)."""
+
+    seed: int
+    data: dict[str, Any]
+    tables: dict[str, Table] = field(default_factory=dict)
+    training: dict[str, dict[str, float]] = field(default_factory=dict)
+    diagnostics: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class Run:
-    """Everything the demo measured."""
+    """The seeds' runs and their aggregate: per table, row and column the values over seeds."""
 
     config: dict[str, Any]
-    data: dict[str, Any]
-    table1: dict[str, dict[str, float]] = field(default_factory=dict)
-    table2: dict[str, dict[str, float]] = field(default_factory=dict)
-    given_category: dict[str, dict[str, float]] = field(default_factory=dict)
-    hr_vs_k: dict[str, dict[str, float]] = field(default_factory=dict)
-    pgin: dict[str, float] = field(default_factory=dict)
-    training: dict[str, dict[str, float]] = field(default_factory=dict)
+    seeds: list[SeedRun]
+    claims: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+
+    def values(self, table: str, row: str, column: str) -> list[float]:
+        return [seed.tables[table][row][column] for seed in self.seeds]
+
+    def table_rows(self, table: str) -> dict[str, list[str]]:
+        first = self.seeds[0].tables[table]
+        return {row: list(columns) for row, columns in first.items()}
+
+
+TABLE_1 = "Table 1"
+TABLE_2 = "Table 2"
+GIVEN = "given category"
+HR_VS_K = "HR vs K"
+SPLITS = "serving splits"
+SHORT_ALONE = "short-term vector alone"
+CATALOGUE_SHORT = "ULIM, short-term loss with catalogue-wide negatives"
+PGIN_ACCURACY = "PGIN top-K accuracy"
+POPULARITY = "global popularity"
+FREQUENCY = "frequency cascade (whole history)"
+FREQUENCY_RECENT = "frequency cascade (recent window)"
 
 
 def _data_summary(data: SyntheticData, cfg: DemoConfig) -> dict[str, Any]:
@@ -123,10 +175,12 @@ def _data_summary(data: SyntheticData, cfg: DemoConfig) -> dict[str, Any]:
     _, full = category_subsequences(data, held, cats, cfg.seq, cfg.seq.long_length)
     _, half = category_subsequences(data, held, cats, cfg.seq, cfg.seq.long_length // 2)
     _, short = category_subsequences(data, held, cats, cfg.seq, cfg.seq.short_length)
+    sizes = np.bincount(data.item_category, minlength=data.num_categories)
     return {
         "users": data.num_users,
         "items": data.num_items,
         "categories": data.num_categories,
+        "category_size_median": float(np.median(sizes)),
         "events": int(data.events.shape[0]),
         "mean_length": float(data.lengths().mean()),
         "target_category_in_short_sequence": float(short.any(axis=2).mean()),
@@ -140,151 +194,339 @@ def _percent(hr: dict[int, float]) -> dict[str, float]:
 
 
 def _training(model: Trained) -> dict[str, float]:
-    head = float(np.mean(model.losses[:10]))
-    tail = float(np.mean(model.losses[-10:]))
-    return {"seconds": round(model.seconds, 2), "first_loss": head, "last_loss": tail}
+    curve = model.curve
+    tail = curve.train[-max(1, model_tail(curve)) :]
+    return {
+        "seconds": round(model.seconds, 2),
+        "steps": len(curve.train),
+        "best_step": curve.best_step,
+        "stopped_early": float(curve.stopped_early),
+        "train_loss": round(float(np.mean(tail)), 4),
+        "valid_loss_init": round(curve.valid[0], 4),
+        "valid_loss_best": round(curve.best_valid, 4),
+        "learned_nothing": round(curve.chance, 4),
+    }
+
+
+def model_tail(curve: Any) -> int:
+    """The training loss reported is the mean over the steps since the last validation."""
+    steps = curve.valid_steps
+    return int(steps[-1] - steps[-2]) if len(steps) > 1 else len(curve.train)
 
 
 @dataclass(frozen=True)
 class _Setting:
-    """What every stage of a run reads: the config, the data, the training samples and the
+    """What every stage of one seed reads: the config, the data, the training samples and the
     held-out targets, how to evaluate, and where progress goes."""
 
     cfg: DemoConfig
     data: SyntheticData
-    samples: Samples
+    samples: Samples  # the retrieval models' training targets
+    pgin_samples: Samples  # PGIN's: the visit starts (a change of category is what it predicts)
     held: Samples
     ev: EvalConfig
     stream: TextIO | None
 
 
-def run(cfg: DemoConfig, stream: TextIO | None = sys.stderr) -> Run:
-    """Generate, train, retrieve, measure."""
+def _seed_job(job: tuple[DemoConfig, int, bool]) -> SeedRun:
+    cfg, seed, verbose = job
+    return run_seed(cfg, seed, sys.stderr if verbose else None)
+
+
+def run(cfg: DemoConfig, stream: TextIO | None = sys.stderr, jobs: int = 1) -> Run:
+    """Every seed: generate, train, retrieve, measure; then the claims over seeds."""
     start = time.perf_counter()
-    data = generate(cfg.data)
-    setting = _Setting(
-        cfg, data, training_samples(data, cfg.seq), heldout_samples(data),
-        EvalConfig(cutoffs=cfg.cutoffs, backend=cfg.backend), stream,
-    )
-    result = Run(config=asdict(cfg), data=_data_summary(data, cfg))
-    routes, half_routes = _pgin_routes(setting, result)
-    _baselines(setting, result)
-    _ulim_variants(setting, result, routes, half_routes)
+    result = Run(config=asdict(cfg), seeds=[])
+    if jobs > 1 and len(cfg.seeds) > 1:
+        # Each seed is deterministic on its own, so running them in processes changes no number.
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            result.seeds = list(pool.map(_seed_job, [(cfg, seed, stream is not None)
+                                                     for seed in cfg.seeds]))
+    else:
+        result.seeds = [run_seed(cfg, seed, stream) for seed in cfg.seeds]
+    result.claims = claims(result, cfg)
     result.seconds = round(time.perf_counter() - start, 1)
     return result
 
 
-def _pgin_routes(setting: _Setting, result: Run) -> tuple[IntArray, IntArray]:
-    """Trains PGIN, records its top-K accuracy; PGIN's top categories (S, max K) reading the whole
-    long sequence and reading its recent half (ULIM-half-sequence's routes)."""
-    cfg, data, held = setting.cfg, setting.data, setting.held
-    pgin = train_pgin(data, setting.samples, cfg.seq, cfg.train, setting.stream)
+def run_seed(cfg: DemoConfig, seed: int, stream: TextIO | None = sys.stderr) -> SeedRun:
+    """One seed: data seed and training seed both `seed`."""
+    if stream is not None:
+        stream.write(f"seed {seed}\n")
+    cpu = time.process_time()
+    clock = time.perf_counter()
+    data = generate(replace(cfg.data, seed=seed))
+    cfg = replace(cfg, train=replace(cfg.train, seed=seed))
+    setting = _Setting(
+        cfg, data, training_samples(data, cfg.seq),
+        training_samples(data, replace(cfg.seq, targets="visit_starts")), heldout_samples(data),
+        EvalConfig(cutoffs=cfg.cutoffs, backend=cfg.backend), stream,
+    )
+    result = SeedRun(seed=seed, data=_data_summary(data, cfg))
+    result.seconds["data"] = round(time.perf_counter() - clock, 1)
+    clock = time.perf_counter()
+    frequency = _frequency_baselines(setting, result)
+    result.seconds["baselines"] = round(time.perf_counter() - clock, 1)
+    clock = time.perf_counter()
+    routes, half_routes = _pgin_routes(setting, result, frequency)
+    _single_vector_models(setting, result)
+    _ulim_variants(setting, result, routes, half_routes)
+    result.seconds["models"] = round(time.perf_counter() - clock, 1)
+    result.seconds["cpu"] = round(time.process_time() - cpu, 1)
+    return result
+
+
+def _frequency_baselines(setting: _Setting, result: SeedRun) -> dict[str, Routes]:
+    """The non-learned rows of every table (refimpl.baselines), from the training data only."""
+    cfg, data, held, ev = setting.cfg, setting.data, setting.held, setting.ev
     max_k = min(max((cfg.num_routes, *cfg.k_values)), data.num_categories)
-    routes = pgin_top_categories(pgin, data, held, cfg.seq, max_k)
+    index = baselines.popularity_index(data)
+    whole = baselines.frequency_routes(data, held, max_k)
+    recent = baselines.frequency_routes(data, held, max_k, window=cfg.seq.short_length)
+    k = cfg.num_routes
+    t1 = result.tables.setdefault(TABLE_1, {})
+    t1[POPULARITY] = _percent(baselines.popularity_hit_rates(data, held, ev, index))
+    splits = result.tables.setdefault(SPLITS, {})
+    for name, routes in ((FREQUENCY, whole), (FREQUENCY_RECENT, recent)):
+        serving = baselines.frequency_serving(data, routes, index)
+        t1[name] = _percent(serving.hit_rates(held.targets, ev, k))
+        if routes is whole:
+            for split in SERVING_SPLITS:
+                splits[f"{name}, {split}"] = _percent(serving.hit_rates(held.targets, ev, k, split))
+            for kk in cfg.k_values:
+                result.tables.setdefault(HR_VS_K, {})[f"frequency cascade, K = {kk}"] = _percent(
+                    serving.hit_rates(held.targets, ev, kk)
+                )
+    truth = baselines.frequency_serving(data, _given_category(held), index)
+    result.tables.setdefault(GIVEN, {})["in-category popularity"] = _percent(
+        truth.hit_rates(held.targets, ev)
+    )
+    accuracy = result.tables.setdefault(PGIN_ACCURACY, {})
+    for name, routes in (("category frequency (whole history)", whole),
+                         ("category frequency (recent window)", recent)):
+        accuracy[name] = {
+            f"top-{kk}": round(100 * baselines.top_k_accuracy(routes, held.categories, kk), 2)
+            for kk in sorted({cfg.num_routes, *cfg.k_values})
+        }
+    return {"whole": whole, "recent": recent}
+
+
+def _given_category(held: Samples) -> Routes:
+    size = held.size
+    return Routes(held.categories[:, None], np.ones((size, 1)), np.ones((size, 1), dtype=bool))
+
+
+def _pgin_routes(
+    setting: _Setting, result: SeedRun, frequency: dict[str, Routes]
+) -> tuple[Routes, Routes]:
+    """Trains PGIN, records its top-K accuracy; PGIN's routes (S, max K) reading the whole long
+    sequence and reading its recent half (ULIM-half-sequence's routes)."""
+    cfg, data, held = setting.cfg, setting.data, setting.held
+    pgin = train_pgin(data, setting.pgin_samples, cfg.seq, cfg.train, setting.stream)
+    max_k = min(max((cfg.num_routes, *cfg.k_values)), data.num_categories)
+    routes = pgin_routes(pgin, data, held, cfg.seq, max_k)
     half = cfg.seq.long_length // 2
-    half_routes = pgin_top_categories(pgin, data, held, cfg.seq, max_k, long_length=half)
+    half_routes = pgin_routes(pgin, data, held, cfg.seq, max_k, long_length=half)
     result.training["PGIN"] = _training(pgin)
-    for k in sorted({cfg.num_routes, *cfg.k_values}):
-        hit = np.any(routes[:, : min(k, max_k)] == held.categories[:, None], axis=1)
-        result.pgin[f"top{k}_accuracy"] = round(100.0 * float(hit.mean()), 2)
+    result.tables[PGIN_ACCURACY]["PGIN"] = {
+        f"top-{k}": round(100 * baselines.top_k_accuracy(routes, held.categories, k), 2)
+        for k in sorted({cfg.num_routes, *cfg.k_values})
+    }
     return routes, half_routes
 
 
-def _baselines(setting: _Setting, result: Run) -> None:
+def _single_vector_models(setting: _Setting, result: SeedRun) -> None:
     """Trains and evaluates YouTube DNN and MIND (Table 1)."""
     cfg, data, held = setting.cfg, setting.data, setting.held
     youtube = train_youtube_dnn(data, setting.samples, cfg.seq, cfg.train, setting.stream)
     result.training["YouTube DNN"] = _training(youtube)
-    result.table1["YouTube DNN"] = _percent(
+    result.tables[TABLE_1]["YouTube DNN"] = _percent(
         evaluate_youtube_dnn(youtube, data, held, cfg.seq, setting.ev)
+    )
+    tower = ulim_model.catalogue_vectors(youtube.params, data.item_category)
+    result.diagnostics["YouTube DNN item agreement"] = round(
+        item_agreement(tower, data, np.random.Generator(np.random.PCG64(0))), 3
     )
     mind = train_mind(data, setting.samples, cfg.seq, cfg.train, setting.stream)
     result.training["MIND"] = _training(mind)
-    result.table1["MIND"] = _percent(evaluate_mind(mind, data, held, cfg.seq, setting.ev))
+    result.tables[TABLE_1]["MIND"] = _percent(evaluate_mind(mind, data, held, cfg.seq, setting.ev))
 
 
-def _ulim_variants(setting: _Setting, result: Run, routes: IntArray, half_routes: IntArray) -> None:
-    """Trains and evaluates ULIM and its ablations (Tables 1 and 2, HR against K, and each
-    given the true next category)."""
-    cfg, data, held = setting.cfg, setting.data, setting.held
-    k = min(cfg.num_routes, routes.shape[1])
+def _ulim_variants(setting: _Setting, result: SeedRun, routes: Routes, half_routes: Routes) -> None:
+    """Trains and evaluates ULIM and its ablations (Tables 1 and 2, HR against K, the serving
+    splits, and each given the true next category)."""
+    cfg, data, held, ev = setting.cfg, setting.data, setting.held, setting.ev
+    k = min(cfg.num_routes, routes.categories.shape[1])
     variants = (
-        ("ULIM", "target", cfg.seq.long_length, routes),
-        ("ULIM-half-sequence", "target", cfg.seq.long_length // 2, half_routes),
-        ("ULIM-self-attention", "self", cfg.seq.long_length, routes),
+        ("ULIM", "target", cfg.seq.long_length, routes, "in_category"),
+        ("ULIM-half-sequence", "target", cfg.seq.long_length // 2, half_routes, "in_category"),
+        ("ULIM-self-attention", "self", cfg.seq.long_length, routes, "in_category"),
+        (CATALOGUE_SHORT, "target", cfg.seq.long_length, routes, "catalogue"),
     )
-    for name, encoder, length, variant_routes in variants:
+    t2 = result.tables.setdefault(TABLE_2, {})
+    for name, encoder, length, variant_routes, short_negatives in variants:
         model = train_ulim(
             data, setting.samples, cfg.seq, cfg.train, name=name, long_encoder=encoder,
-            long_length=length, stream=setting.stream,
+            long_length=length, stream=setting.stream, short_negatives=short_negatives,
         )
         result.training[name] = _training(model)
-        hr = _percent(evaluate_ulim(model, data, held, variant_routes[:, :k], cfg.seq, setting.ev))
-        result.table2[name] = hr
+        index = ulim_index(model, data, ev)
+        serving = ulim_serving(model, data, held, variant_routes, cfg.seq, ev, index)
+        t2[name] = _percent(serving.hit_rates(held.targets, ev, k))
         if variant_routes is not routes:
-            result.table2[f"{name} (ULIM's routes)"] = _percent(
-                evaluate_ulim(model, data, held, routes[:, :k], cfg.seq, setting.ev)
+            t2[f"{name} (ULIM's routes)"] = _percent(
+                ulim_serving(model, data, held, routes, cfg.seq, ev, index).hit_rates(
+                    held.targets, ev, k)
+            )
+        given = ulim_serving(model, data, held, _given_category(held), cfg.seq, ev, index)
+        result.tables[GIVEN][name] = _percent(given.hit_rates(held.targets, ev))
+        if encoder == "target" and length == cfg.seq.long_length:
+            result.tables.setdefault(SHORT_ALONE, {})[name] = _percent(
+                merged_hit_rates(index, given.short_vectors[:, None, :], held, ev)
             )
         if name == "ULIM":
-            result.table1[name] = hr
-            result.hr_vs_k = _hr_vs_k(model, setting, routes)
-        result.given_category[name] = _percent(
-            evaluate_ulim(model, data, held, held.categories[:, None], cfg.seq, setting.ev)
+            result.tables[TABLE_1][name] = t2[name]
+            _ulim_details(setting, result, serving, given, k)
+
+
+def _ulim_details(setting: _Setting, result: SeedRun, serving: Serving, given: Serving,
+                  k: int) -> None:
+    """ULIM's HR against K, the serving splits, and the planted-truth diagnostics."""
+    cfg, data, held, ev = setting.cfg, setting.data, setting.held, setting.ev
+    for kk in cfg.k_values:
+        result.tables[HR_VS_K][f"ULIM, K = {kk}"] = _percent(serving.hit_rates(held.targets, ev, kk))
+    for split in SERVING_SPLITS:
+        result.tables[SPLITS][f"ULIM, {split}"] = _percent(
+            serving.hit_rates(held.targets, ev, k, split)
         )
+    vectors = given.index.catalogue.vectors[np.argsort(given.index.catalogue.item_ids)]
+    result.diagnostics["ULIM item agreement"] = round(
+        item_agreement(vectors, data, np.random.Generator(np.random.PCG64(0))), 3
+    )
+    learned, popularity, count = taste_agreement(
+        data, held.users, given.routes.categories, given.long_vectors, given.present, vectors
+    )
+    result.diagnostics["ULIM taste agreement (given category)"] = round(learned, 3)
+    result.diagnostics["popularity taste agreement (given category)"] = round(popularity, 3)
+    result.diagnostics["taste agreement users"] = float(count)
 
 
-def _hr_vs_k(model: Trained, setting: _Setting, routes: IntArray) -> dict[str, dict[str, float]]:
-    table = {}
-    for k in setting.cfg.k_values:
-        top_k = routes[:, : min(k, routes.shape[1])]
-        table[str(k)] = _percent(
-            evaluate_ulim(model, setting.data, setting.held, top_k, setting.cfg.seq, setting.ev)
-        )
-    return table
+SERVING_SPLITS = ("even", "weighted", "score")
 
 
-def _row(name: str, values: dict[str, float], width: int) -> str:
-    return f"{name:<{width}}" + "".join(f"{v:>10.2f}" for v in values.values())
+def claims(result: Run, cfg: DemoConfig) -> list[dict[str, Any]]:
+    """The orderings the ULIM paper claims, each checked over seeds by refimpl.spread's rule at
+    every cut-off: "reproduced" only when it holds beyond the spread at every cut-off."""
+    checks = [
+        ("Table 1: ULIM > YouTube DNN", TABLE_1, "ULIM", TABLE_1, "YouTube DNN"),
+        ("Table 1: ULIM > MIND", TABLE_1, "ULIM", TABLE_1, "MIND"),
+        ("Table 1: MIND > YouTube DNN", TABLE_1, "MIND", TABLE_1, "YouTube DNN"),
+        ("ULIM > frequency cascade (whole history)", TABLE_1, "ULIM", TABLE_1, FREQUENCY),
+        ("ULIM > frequency cascade (recent window)", TABLE_1, "ULIM", TABLE_1, FREQUENCY_RECENT),
+        ("YouTube DNN > global popularity", TABLE_1, "YouTube DNN", TABLE_1, POPULARITY),
+        ("MIND > global popularity", TABLE_1, "MIND", TABLE_1, POPULARITY),
+        ("Table 2: ULIM > ULIM-half-sequence", TABLE_2, "ULIM", TABLE_2, "ULIM-half-sequence"),
+        ("Table 2: ULIM > ULIM-self-attention", TABLE_2, "ULIM", TABLE_2, "ULIM-self-attention"),
+        ("given category: ULIM > in-category popularity", GIVEN, "ULIM", GIVEN,
+         "in-category popularity"),
+        ("given category: ULIM > ULIM-half-sequence", GIVEN, "ULIM", GIVEN, "ULIM-half-sequence"),
+        ("given category: ULIM > ULIM-self-attention", GIVEN, "ULIM", GIVEN,
+         "ULIM-self-attention"),
+        ("short-term negatives: catalogue-wide > in-category (Table 1 row)", TABLE_2,
+         CATALOGUE_SHORT, TABLE_2, "ULIM"),
+        ("short-term vector alone: catalogue-wide > in-category negatives", SHORT_ALONE,
+         CATALOGUE_SHORT, SHORT_ALONE, "ULIM"),
+        ("serving: even split > weighted split", SPLITS, "ULIM, even", SPLITS, "ULIM, weighted"),
+        ("serving: even split > merge by score", SPLITS, "ULIM, even", SPLITS, "ULIM, score"),
+        ("serving: weighted split > even split", SPLITS, "ULIM, weighted", SPLITS, "ULIM, even"),
+        ("serving: merge by score > even split", SPLITS, "ULIM, score", SPLITS, "ULIM, even"),
+    ]
+    low, high = min(cfg.k_values), cfg.num_routes
+    if high in cfg.k_values and high != low:
+        checks.append((f"HR against K: ULIM K = {high} > K = {low}", HR_VS_K,
+                       f"ULIM, K = {high}", HR_VS_K, f"ULIM, K = {low}"))
+    out = []
+    for text, table_a, row_a, table_b, row_b in checks:
+        verdicts = [
+            ordering(row_a, result.values(table_a, row_a, c), row_b,
+                     result.values(table_b, row_b, c))
+            for c in result.table_rows(table_a)[row_a]
+        ]
+        held = all(v == f"{row_a} > {row_b}" for v in verdicts)
+        reversed_ = all(v == f"{row_b} > {row_a}" for v in verdicts)
+        out.append({"claim": text, "verdict": "reproduced" if held else
+                    ("reversed" if reversed_ else "not beyond the spread"),
+                    "per_cutoff": verdicts})
+    return out
 
 
-def _table(title: str, rows: dict[str, dict[str, float]], label: str = "HR@") -> str:
+def _format_table(result: Run, table: str, title: str) -> str:
+    rows = result.table_rows(table)
     if not rows:
         return ""
     width = max(len(name) for name in rows) + 2
-    cutoffs = next(iter(rows.values())).keys()
-    header = f"{'':<{width}}" + "".join(f"{label + c:>10}" for c in cutoffs)
+    columns = next(iter(rows.values()))
+    label = "" if table == PGIN_ACCURACY else "HR@"
+    header = f"{'':<{width}}" + "".join(f"{label + c:>16}" for c in columns)
     lines = [title, header, "-" * len(header)]
-    lines += [_row(name, values, width) for name, values in rows.items()]
+    for name, cols in rows.items():
+        lines.append(f"{name:<{width}}" + "".join(
+            f"{format_mean_std(result.values(table, name, c)):>16}" for c in cols))
+    return "\n".join(lines)
+
+
+def _format_training(result: Run) -> str:
+    names = list(result.seeds[0].training)
+    keys = ("train_loss", "valid_loss_best", "learned_nothing", "best_step", "steps", "seconds")
+    width = max(len(n) for n in names) + 2
+    header = f"{'':<{width}}" + "".join(f"{k:>18}" for k in keys)
+    lines = ["Training (mean +- std over seeds): losses against the learned-nothing level",
+             header, "-" * len(header)]
+    for name in names:
+        cells = []
+        for key in keys:
+            digits = 2 if "loss" in key or key == "learned_nothing" else 0
+            cells.append(format_mean_std([s.training[name][key] for s in result.seeds], digits))
+        lines.append(f"{name:<{width}}" + "".join(f"{cell:>18}" for cell in cells))
     return "\n".join(lines)
 
 
 def format_report(result: Run) -> str:
-    """The tables as text (HR in percent)."""
-    paper = {
-        name: dict(zip([str(c) for c in PAPER_CUTOFFS], values, strict=True))
-        for name, values in PAPER_TABLE_1.items()
-    }
+    """The tables as text: every entry mean +- std over the seeds (HR in percent)."""
     k = result.config["num_routes"]
-    hr_vs_k = {f"K = {kk}": row for kk, row in result.hr_vs_k.items()}
-    data = result.data
+    data = result.seeds[0].data
+    cutoffs = result.config["cutoffs"]
+    share_catalogue = ", ".join(f"{100 * n / data['items']:.2g}%" for n in cutoffs)
+    share_category = ", ".join(f"{100 * n / data['category_size_median']:.2g}%" for n in cutoffs)
+    paper = " / ".join(
+        f"{name} {'/'.join(str(v) for v in values)}" for name, values in PAPER_TABLE_1.items()
+    )
+    diagnostics = {
+        name: format_mean_std([s.diagnostics[name] for s in result.seeds], 3)
+        for name in result.seeds[0].diagnostics
+    }
     parts = [
-        f"data: {data['users']} users, {data['items']} items, {data['categories']} categories, "
-        f"{data['events']} events (mean length {data['mean_length']:.0f}); the held-out item's "
-        f"category occurs in the short / half / full sequence for "
-        f"{100 * data['target_category_in_short_sequence']:.1f} / "
-        f"{100 * data['target_category_in_half_sequence']:.1f} / "
-        f"{100 * data['target_category_in_full_sequence']:.1f}% of users",
-        _table(f"Table 1: HR@N (%), ULIM with PGIN's top-{k} categories", result.table1),
-        _table("         the paper's Table 1 (Taobao, HR@500/1000/2000)", paper),
-        _table(f"Table 2: ablations, HR@N (%), top-{k} categories", result.table2),
-        _table(
-            "Given the true next category (one route, no PGIN): the long-term encoder alone",
-            result.given_category,
-        ),
-        _table("ULIM: HR@N (%) against K, the number of PGIN categories", hr_vs_k),
-        "PGIN top-K accuracy (%): "
-        + ", ".join(f"{name} {value:.1f}" for name, value in result.pgin.items()),
-        f"total {result.seconds:.1f} s",
+        f"data: {data['users']} users, {data['items']} items, {data['categories']} categories "
+        f"(median {data['category_size_median']:.0f} items), mean length "
+        f"{data['mean_length']:.0f}; seeds {[s.seed for s in result.seeds]}",
+        f"cut-offs N = {cutoffs}: {share_catalogue} of the catalogue, {share_category} of a "
+        f"median category (the paper: N = 500-2,000 of tens of millions of items, categories "
+        f"much larger than N)",
+        _format_training(result),
+        _format_table(result, TABLE_1, f"Table 1: HR@N (%), ULIM with PGIN's top-{k} "
+                      f"categories; non-learned baselines first"),
+        f"the paper's Table 1 (Taobao, HR@500/1000/2000): {paper}",
+        _format_table(result, TABLE_2, f"Table 2: ablations, HR@N (%), top-{k} categories"),
+        _format_table(result, GIVEN, "Given the true next category (one route, no PGIN)"),
+        _format_table(result, HR_VS_K, "HR@N (%) against K"),
+        _format_table(result, SPLITS, f"Serving: how N is split between routes (top-{k})"),
+        _format_table(result, SHORT_ALONE, "The short-term vector alone searching the whole pool"),
+        _format_table(result, PGIN_ACCURACY, "Category prediction: top-K accuracy (%)"),
+        "Planted-truth diagnostics: " + "; ".join(f"{n} {v}" for n, v in diagnostics.items()),
+        "Claims (rule: mean difference > sum of the stds, at every cut-off):\n" + "\n".join(
+            f"  {c['claim']}: {c['verdict']}" for c in result.claims),
+        f"total {result.seconds:.1f} s wall; CPU per seed (s): "
+        + ", ".join(f"{s.seconds['cpu']:.0f}" for s in result.seeds),
     ]
     return "\n\n".join(part for part in parts if part)
 
@@ -298,11 +540,14 @@ def save_plot(result: Run, path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    ks = [int(k) for k in result.hr_vs_k]
+    ks = list(result.config["k_values"])
     figure, axes = plt.subplots(figsize=(5, 3.5))
     for cutoff in result.config["cutoffs"]:
-        axes.plot(ks, [result.hr_vs_k[str(k)][str(cutoff)] for k in ks], marker="o",
-                  label=f"HR@{cutoff}")
+        for model in ("ULIM", "frequency cascade"):
+            means = [float(np.mean(result.values(HR_VS_K, f"{model}, K = {k}", str(cutoff))))
+                     for k in ks]
+            axes.plot(ks, means, marker="o", linestyle="-" if model == "ULIM" else ":",
+                      label=f"{model} HR@{cutoff}")
     axes.set_xlabel("K (PGIN categories)")
     axes.set_ylabel("HR@N (%)")
     axes.set_title("ULIM: sensitivity to K")
@@ -319,15 +564,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Train ULIM, its ablations and the baselines on planted-interest data and "
         "print the ULIM paper's tables.",
     )
-    parser.add_argument("--quick", action="store_true", help="a small run (about 20 s)")
+    parser.add_argument("--quick", action="store_true", help="a small run (well under a minute)")
     parser.add_argument("--out", default="results.json", help="JSON results file")
-    parser.add_argument("--seed", type=int, default=0, help="data and training seed")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="number of seeds, 0..S-1 (default 3; every entry is mean +- std)")
     parser.add_argument("--plot", default=None, help="PNG of HR against K (needs matplotlib)")
     parser.add_argument(
         "--backend", choices=("exact", "hnsw"), default=None,
         help="retrieval back end (default: hnsw, exact with --quick)",
     )
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="seeds run at once, one process each (default 2)")
     parser.add_argument("--users", type=int, default=None, help="override the number of users")
     parser.add_argument("--items", type=int, default=None, help="override the number of items")
     parser.add_argument("--steps", type=int, default=None, help="override the training steps")
@@ -337,12 +585,14 @@ def _parser() -> argparse.ArgumentParser:
 def config_for(args: argparse.Namespace) -> DemoConfig:
     """The demo config the command-line options select."""
     cfg = QUICK if args.quick else DEFAULT
-    data = replace(cfg.data, seed=args.seed)
+    data = cfg.data
+    if args.seeds is not None:
+        cfg = replace(cfg, seeds=tuple(range(args.seeds)))
     if args.users is not None:
         data = replace(data, num_users=args.users)
     if args.items is not None:
         data = replace(data, num_items=args.items)
-    train = replace(cfg.train, seed=args.seed)
+    train = cfg.train
     if args.steps is not None:
         train = replace(train, steps=args.steps)
     cfg = replace(cfg, data=data, train=train)
@@ -354,7 +604,7 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     limit_blas_threads(args.threads)
     cfg = config_for(args)
-    result = run(cfg)
+    result = run(cfg, jobs=args.jobs)
     print(format_report(result))
     Path(args.out).write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
     print(f"\nresults written to {args.out}")

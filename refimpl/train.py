@@ -20,12 +20,12 @@ import ctypes
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 import numpy as np
 
-from refimpl._check import Array, BoolArray, IntArray
+from refimpl._check import Array, BoolArray, IntArray, require_choice
 from refimpl.data.batching import BatchingConfig, category_batches
 from refimpl.data.category_history import merge_category_history
 from refimpl.data.synthetic import SyntheticData
@@ -38,7 +38,14 @@ from refimpl.models._params import Params
 from refimpl.models.umi import UserBatch, draw_initial_logits
 from refimpl.nn.multi_interest_readout import ReadoutConfig
 from refimpl.optim import AdamConfig, adam_init, adam_step
-from refimpl.retrieval import CascadeConfig, Catalogue, ExactIndex, HnswConfig, HnswIndex, cascade_retrieve
+from refimpl.retrieval import (
+    CascadeConfig,
+    Catalogue,
+    ExactIndex,
+    HnswConfig,
+    HnswIndex,
+    cascade_retrieve,
+)
 from refimpl.retrieval.index import SearchIndex
 
 SET_THREADS_SYMBOLS = (
@@ -81,6 +88,9 @@ def limit_blas_threads(threads: int = 1) -> bool:
     return False
 
 
+TARGETS = ("visit_starts", "all_events")
+
+
 @dataclass(frozen=True)
 class SequenceConfig:
     """How much of each user's history each part of each model reads."""
@@ -93,13 +103,22 @@ class SequenceConfig:
     pgin_short_length: int = 20  # PGIN's short MHSA input
     pgin_history: int = 50  # P, PGIN's deduplicated category history
     min_position: int = 20  # training targets need at least this much history
+    targets: str = "visit_starts"  # or "all_events": which events of a sequence are targets
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The budget every model gets (the same steps, batch size, negatives and width)."""
+    """What every model trains by: the same batch size, negatives, width, learning rate and the
+    same stopping rule (spec/demo.md#training): the validation loss is measured every
+    `eval_every` steps; training stops when it has not fallen by more than `min_improvement`
+    (nats) for `patience` measurements in a row, or at `steps` (the cap); the params at the
+    lowest validation loss are kept."""
 
-    steps: int = 300
+    steps: int = 300  # the cap on Adam steps
+    eval_every: int = 50
+    patience: int = 4
+    min_improvement: float = 0.002
+    validation_rows: int = 1024  # users whose last training target is held out for validation
     batch_size: int = 128
     num_negatives: int = 64
     dim: int = 32
@@ -132,12 +151,28 @@ class Samples:
 
 
 def training_samples(data: SyntheticData, seq: SequenceConfig) -> Samples:
-    """Every visit start at position >= seq.min_position of every user's sequence."""
+    """Every visit start (seq.targets "visit_starts") or every event ("all_events") at position
+    >= seq.min_position of every user's sequence."""
+    require_choice("seq.targets", seq.targets, TARGETS)
     owner = np.repeat(np.arange(data.num_users), data.lengths())
     position = np.arange(data.events.shape[0]) - data.offsets[owner]
-    keep = data.visit_start & (position >= seq.min_position)
+    keep = position >= seq.min_position
+    if seq.targets == "visit_starts":
+        keep &= data.visit_start
     targets = data.events[keep]
     return Samples(owner[keep], position[keep], targets, data.item_category[targets])
+
+
+def split_validation(samples: Samples, rows: int, seed: int) -> tuple[Samples, Samples]:
+    """(training, validation): the last training target of `rows` users (drawn with `seed`) is
+    held out for validation; every other target trains. The validation targets come after their
+    users' training targets in time, as the held-out test event comes after them all."""
+    last = np.flatnonzero(np.r_[samples.users[1:] != samples.users[:-1], True])
+    rng = np.random.Generator(np.random.PCG64(seed))
+    chosen = np.sort(rng.choice(last, size=min(rows, last.shape[0]), replace=False))
+    keep = np.ones(samples.size, dtype=bool)
+    keep[chosen] = False
+    return samples.take(np.flatnonzero(keep)), samples.take(chosen)
 
 
 def heldout_samples(data: SyntheticData) -> Samples:
@@ -237,50 +272,79 @@ def pgin_batch(
     )
 
 
-class Progress:
-    """A plain-text progress bar on a stream (stderr by default): one line per ~10% of steps."""
+@dataclass(frozen=True)
+class Curve:
+    """A training run's losses: `train` per step; `valid` at `valid_steps` (step 0 = the init);
+    `chance`: the loss of a model that learned nothing (every score equal, spec/demo.md#training);
+    `best_step`: where the validation loss was lowest (the params kept); `stopped_early`: the rule
+    stopped it before the cap."""
 
-    def __init__(self, name: str, total: int, stream: TextIO | None = sys.stderr) -> None:
-        self.name, self.total, self.stream = name, total, stream
-        self.start = time.perf_counter()
-        self.next_report = 0
+    train: list[float]
+    valid_steps: list[int]
+    valid: list[float]
+    chance: float
+    best_step: int
+    stopped_early: bool
 
-    def update(self, step: int, loss: float) -> None:
-        if self.stream is None or step < self.next_report and step != self.total:
-            return
-        self.next_report = step + max(1, self.total // 10)
-        done = int(20 * step / max(self.total, 1))
-        bar = "#" * done + "." * (20 - done)
-        elapsed = time.perf_counter() - self.start
-        self.stream.write(
-            f"{self.name:>12} [{bar}] {step:>5}/{self.total} loss {loss:8.4f} {elapsed:6.1f}s\n"
-        )
-        self.stream.flush()
+    @property
+    def best_valid(self) -> float:
+        return self.valid[self.valid_steps.index(self.best_step)]
+
+
+def report_line(name: str, step: int, cap: int, train: float, valid: float, chance: float,
+                seconds: float) -> str:
+    """One progress line: the training loss (mean of the last steps), the validation loss and the
+    learned-nothing level side by side."""
+    return (f"{name:>20} step {step:>5}/{cap} train {train:7.4f} valid {valid:7.4f} "
+            f"(learned nothing {chance:7.4f}) {seconds:6.1f}s")
 
 
 StepFn = Callable[[Params, np.random.Generator], tuple[float, Params]]
+ValidFn = Callable[[Params], float]
 
 
 def fit(
     name: str,
     params: Params,
     step_fn: StepFn,
+    valid_fn: ValidFn,
+    chance: float,
+    cfg: TrainConfig,
     steps: int,
-    lr: float,
     rng: np.random.Generator,
     stream: TextIO | None = sys.stderr,
-) -> tuple[Params, list[float]]:
-    """`steps` Adam steps of `step_fn` (which draws its own batch from `rng`); the loss curve."""
+) -> tuple[Params, Curve]:
+    """Adam steps of `step_fn` (which draws its own batch from `rng`) under the stopping rule of
+    TrainConfig, at most `steps`; the params at the lowest validation loss, and the curve."""
     state = adam_init(params)
-    adam = AdamConfig(lr=lr)
-    progress = Progress(name, steps, stream)
-    losses: list[float] = []
+    adam = AdamConfig(lr=cfg.lr)
+    start = time.perf_counter()
+    best_params, best_step, best = params, 0, valid_fn(params)
+    curve = Curve([], [0], [best], chance, 0, False)
+    waited = 0
     for step in range(1, steps + 1):
         loss, grads = step_fn(params, rng)
         params, state = adam_step(params, grads, state, adam)
-        losses.append(loss)
-        progress.update(step, float(np.mean(losses[-20:])))
-    return params, losses
+        curve.train.append(loss)
+        if step % cfg.eval_every and step != steps:
+            continue
+        valid = valid_fn(params)
+        curve.valid_steps.append(step)
+        curve.valid.append(valid)
+        if stream is not None:
+            stream.write(report_line(name, step, steps, float(np.mean(curve.train[-cfg.eval_every:])),
+                                     valid, chance, time.perf_counter() - start) + "\n")
+            stream.flush()
+        if valid < best - cfg.min_improvement:
+            best_params, best_step, best, waited = params, step, valid, 0
+        elif valid < best:
+            best_params, best_step, best = params, step, valid
+            waited += 1
+        else:
+            waited += 1
+        if waited >= cfg.patience:
+            return best_params, replace(curve, best_step=best_step, stopped_early=step < steps)
+    return best_params, replace(curve, best_step=best_step)
 
 
 def _category_batch_stream(
@@ -289,11 +353,18 @@ def _category_batch_stream(
     """Endless category-homogeneous batches (samples, shared negatives, category)."""
     batching = BatchingConfig(batch_size=cfg.batch_size, num_negatives=cfg.num_negatives)
     while True:
-        chosen = samples.take(_random_rows(samples, cfg.steps * cfg.batch_size, rng))
+        chosen = samples.take(_random_rows(samples, cfg.eval_every * cfg.batch_size, rng))
         for batch in category_batches(
             chosen.users, chosen.targets, chosen.categories, data.item_category, batching, rng
         ):
             yield chosen.take(batch.sample_index), batch.negative_ids, batch.category
+
+
+def _uniform_negatives(data: SyntheticData, cfg: TrainConfig, rng: np.random.Generator) -> IntArray:
+    negatives: IntArray = rng.choice(
+        data.num_items, size=min(cfg.num_negatives, data.num_items), replace=False
+    ).astype(np.int64)
+    return negatives
 
 
 def _uniform_batches(
@@ -302,9 +373,7 @@ def _uniform_batches(
     """Endless batches of random samples with N negatives shared, from the whole catalogue."""
     while True:
         rows = _random_rows(samples, cfg.batch_size, rng)
-        negatives = rng.choice(data.num_items, size=min(cfg.num_negatives, data.num_items),
-                               replace=False).astype(np.int64)
-        yield samples.take(rows), negatives
+        yield samples.take(rows), _uniform_negatives(data, cfg, rng)
 
 
 def _random_rows(samples: Samples, count: int, rng: np.random.Generator) -> IntArray:
@@ -313,13 +382,20 @@ def _random_rows(samples: Samples, count: int, rng: np.random.Generator) -> IntA
     return rows
 
 
+def chance_sampled_softmax(positives: IntArray, negatives: IntArray) -> float:
+    """The sampled-softmax loss of a model that learned nothing (every score equal): per row
+    log(1 + the negatives kept after removing accidental hits), mean over rows."""
+    kept = (negatives[None, :] != positives[:, None]).sum(axis=1)
+    return float(np.mean(np.log1p(kept)))
+
+
 @dataclass(frozen=True)
 class Trained:
     """A trained model: its params, loss curve, model config and training time."""
 
     name: str
     params: Params
-    losses: list[float]
+    curve: Curve
     config: Any  # the model's config (ULIMConfig, YouTubeDNNConfig, MINDConfig or PGINConfig)
     seconds: float
     long_length: int = 0  # ULIM's long window (0 for the others)
@@ -329,11 +405,22 @@ def _seeded(cfg: TrainConfig) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(cfg.seed))
 
 
+def training_split(samples: Samples, cfg: TrainConfig) -> tuple[Samples, Samples]:
+    """The one validation split every model of a run shares (it depends on the seed only)."""
+    return split_validation(samples, cfg.validation_rows, cfg.seed + 1)
+
+
+def _validation_rng(cfg: TrainConfig) -> np.random.Generator:
+    """Draws the validation negatives once, the same for every evaluation of the curve."""
+    return np.random.Generator(np.random.PCG64(cfg.seed + 2))
+
+
 def _timed_fit(
     name: str,
     params: Params,
     model_cfg: Any,
     step_fn: StepFn,
+    validation: tuple[ValidFn, float],
     steps: int,
     cfg: TrainConfig,
     rng: np.random.Generator,
@@ -342,8 +429,53 @@ def _timed_fit(
 ) -> Trained:
     """`fit` timed and packed with the model config into a Trained."""
     start = time.perf_counter()
-    params, losses = fit(name, params, step_fn, steps, cfg.lr, rng, stream)
-    return Trained(name, params, losses, model_cfg, time.perf_counter() - start, long_length)
+    valid_fn, chance = validation
+    params, curve = fit(name, params, step_fn, valid_fn, chance, cfg, steps, rng, stream)
+    return Trained(name, params, curve, model_cfg, time.perf_counter() - start, long_length)
+
+
+def _row_weighted(losses: list[tuple[float, int]]) -> float:
+    total = sum(rows for _, rows in losses)
+    return sum(loss * rows for loss, rows in losses) / max(total, 1)
+
+
+def _ulim_validation(
+    data: SyntheticData, valid: Samples, seq: SequenceConfig, cfg: TrainConfig, length: int,
+    model_cfg: ulim_model.ULIMConfig, short_negatives: str,
+) -> tuple[ValidFn, float]:
+    """ULIM eq. 1 on the validation targets, category-homogeneous batches with negatives drawn
+    once; the learned-nothing level alpha log(1 + N kept) + beta log(1 + N' kept)."""
+    batching = BatchingConfig(batch_size=cfg.batch_size, num_negatives=cfg.num_negatives,
+                              shuffle=False)
+    rng = _validation_rng(cfg)
+    prepared = []
+    for batch in category_batches(valid.users, valid.targets, valid.categories,
+                                  data.item_category, batching, rng):
+        rows = valid.take(batch.sample_index)
+        short = (batch.negative_ids if short_negatives == "in_category"
+                 else _uniform_negatives(data, cfg, rng))
+        prepared.append((ulim_batch(data, rows, seq, length), rows.targets, batch.negative_ids,
+                         batch.category, short))
+    alpha, beta = model_cfg.loss.alpha, model_cfg.loss.beta
+    chance = _row_weighted([
+        (alpha * chance_sampled_softmax(pos, neg) + beta * chance_sampled_softmax(pos, short),
+         pos.size)
+        for _, pos, neg, _, short in prepared
+    ])
+
+    def valid_fn(p: Params) -> float:
+        return _row_weighted([
+            (ulim_model.ulim_loss_and_grads(
+                p, b, pos, neg, c, data.item_category, model_cfg,
+                short_negative_ids=None if short_negatives == "in_category" else short).loss,
+             pos.size)
+            for b, pos, neg, c, short in prepared
+        ])
+
+    return valid_fn, chance
+
+
+SHORT_NEGATIVES = ("in_category", "catalogue")
 
 
 def train_ulim(
@@ -355,9 +487,13 @@ def train_ulim(
     long_encoder: str = "target",
     long_length: int | None = None,
     stream: TextIO | None = sys.stderr,
+    short_negatives: str = "in_category",
 ) -> Trained:
     """ULIM (or an ablation: long_encoder="self", or a shorter long sequence) trained with ULIM
-    eq. 1 on category-homogeneous batches with shared in-category negatives."""
+    eq. 1 on category-homogeneous batches with shared in-category negatives; with
+    short_negatives="catalogue" L_short scores against N negatives drawn uniformly from the whole
+    catalogue instead (spec/ulim.md#short-term-negatives)."""
+    require_choice("short_negatives", short_negatives, SHORT_NEGATIVES)
     length = seq.long_length if long_length is None else long_length
     model_cfg = ulim_model.ULIMConfig(
         num_items=data.num_items, num_categories=data.num_categories, dim=cfg.dim,
@@ -365,17 +501,37 @@ def train_ulim(
     )
     rng = _seeded(cfg)
     params = ulim_model.ulim_init(rng, model_cfg)
-    batches = _category_batch_stream(samples, data, cfg, rng)
+    train, valid = training_split(samples, cfg)
+    batches = _category_batch_stream(train, data, cfg, rng)
 
     def step(p: Params, _: np.random.Generator) -> tuple[float, Params]:
         rows, negatives, category = next(batches)
+        short = None if short_negatives == "in_category" else _uniform_negatives(data, cfg, rng)
         out = ulim_model.ulim_loss_and_grads(
             p, ulim_batch(data, rows, seq, length), rows.targets, negatives, category,
-            data.item_category, model_cfg,
+            data.item_category, model_cfg, short_negative_ids=short,
         )
         return out.loss, out.grads
 
-    return _timed_fit(name, params, model_cfg, step, cfg.steps, cfg, rng, stream, length)
+    validation = _ulim_validation(data, valid, seq, cfg, length, model_cfg, short_negatives)
+    return _timed_fit(name, params, model_cfg, step, validation, cfg.steps, cfg, rng, stream,
+                      length)
+
+
+def _chunked_validation(
+    valid: Samples, cfg: TrainConfig, prepare: Callable[[Samples], Any],
+    loss: Callable[[Params, Any], float], chance: Callable[[Any], float],
+) -> tuple[ValidFn, float]:
+    """Validation over chunks of `batch_size` rows, each prepared once (`prepare`), the loss
+    weighted by rows; the learned-nothing level likewise."""
+    chunks = [valid.take(rows) for rows in _chunks(valid, cfg.batch_size)]
+    prepared = [(prepare(rows), rows.size) for rows in chunks]
+    level = _row_weighted([(chance(batch), size) for batch, size in prepared])
+
+    def valid_fn(p: Params) -> float:
+        return _row_weighted([(loss(p, batch), size) for batch, size in prepared])
+
+    return valid_fn, level
 
 
 def train_youtube_dnn(
@@ -391,16 +547,24 @@ def train_youtube_dnn(
     )
     rng = _seeded(cfg)
     params = ytdnn.youtube_dnn_init(rng, model_cfg)
-    batches = _uniform_batches(samples, data, cfg, rng)
+    train, valid = training_split(samples, cfg)
+    batches = _uniform_batches(train, data, cfg, rng)
 
-    def step(p: Params, _: np.random.Generator) -> tuple[float, Params]:
-        rows, negatives = next(batches)
+    def loss(p: Params, batch: tuple[Samples, IntArray]) -> tuple[float, Params]:
+        rows, negatives = batch
         items, mask = recent_window(data, rows, seq.long_length)
         return ytdnn.youtube_dnn_loss_and_grads(
             p, items, mask, rows.targets, negatives, data.item_category, model_cfg
         )
 
-    return _timed_fit("YouTube DNN", params, model_cfg, step, cfg.steps, cfg, rng, stream)
+    valid_rng = _validation_rng(cfg)
+    validation = _chunked_validation(
+        valid, cfg, lambda rows: (rows, _uniform_negatives(data, cfg, valid_rng)),
+        lambda p, batch: loss(p, batch)[0],
+        lambda batch: chance_sampled_softmax(batch[0].targets, batch[1]),
+    )
+    return _timed_fit("YouTube DNN", params, model_cfg, lambda p, _: loss(p, next(batches)),
+                      validation, cfg.steps, cfg, rng, stream)
 
 
 def _mind_batch(
@@ -432,17 +596,30 @@ def train_mind(
     )
     rng = _seeded(cfg)
     params = mind_model.mind_init(rng, model_cfg)
-    batches = _uniform_batches(samples, data, cfg, rng)
+    train, valid = training_split(samples, cfg)
+    batches = _uniform_batches(train, data, cfg, rng)
+
+    def loss(p: Params, batch: tuple[UserBatch, IntArray, IntArray]) -> tuple[float, Params]:
+        users, targets, negatives = batch
+        value, grads = mind_model.mind_loss(p, users, targets, negatives, model_cfg,
+                                            ReadoutConfig())
+        return float(value), grads
+
+    def prepare(rows: Samples, r: np.random.Generator) -> tuple[UserBatch, IntArray, IntArray]:
+        negatives = _uniform_negatives(data, cfg, r)
+        return _mind_batch(data, rows, seq, cfg.num_interests, r), rows.targets, negatives
 
     def step(p: Params, r: np.random.Generator) -> tuple[float, Params]:
         rows, negatives = next(batches)
-        batch = _mind_batch(data, rows, seq, cfg.num_interests, r)
-        loss, grads = mind_model.mind_loss(
-            p, batch, rows.targets, negatives, model_cfg, ReadoutConfig()
-        )
-        return float(loss), grads
+        return loss(p, (_mind_batch(data, rows, seq, cfg.num_interests, r), rows.targets,
+                        negatives))
 
-    return _timed_fit("MIND", params, model_cfg, step, cfg.steps, cfg, rng, stream)
+    valid_rng = _validation_rng(cfg)
+    validation = _chunked_validation(
+        valid, cfg, lambda rows: prepare(rows, valid_rng), lambda p, batch: loss(p, batch)[0],
+        lambda batch: chance_sampled_softmax(batch[1], batch[2]),
+    )
+    return _timed_fit("MIND", params, model_cfg, step, validation, cfg.steps, cfg, rng, stream)
 
 
 def train_pgin(
@@ -452,19 +629,27 @@ def train_pgin(
     cfg: TrainConfig,
     stream: TextIO | None = sys.stderr,
 ) -> Trained:
-    """PGIN on the same data: predict each training target's category."""
+    """PGIN on the same data: predict each training target's category. Learned nothing: the
+    uniform distribution over the C categories, loss log C."""
     model_cfg = pgin_model.PGINConfig(
         num_categories=data.num_categories, num_items=data.num_items, user_feature_dim=1,
         dim=cfg.pgin_dim,
     )
     rng = _seeded(cfg)
     params = pgin_model.pgin_init(rng, model_cfg)
+    train, valid = training_split(samples, cfg)
 
     def step(p: Params, r: np.random.Generator) -> tuple[float, Params]:
-        rows = samples.take(_random_rows(samples, cfg.batch_size, r))
+        rows = train.take(_random_rows(train, cfg.batch_size, r))
         return pgin_model.pgin_loss_and_grads(p, pgin_batch(data, rows, seq), model_cfg)
 
-    return _timed_fit("PGIN", params, model_cfg, step, cfg.pgin_steps, cfg, rng, stream)
+    validation = _chunked_validation(
+        valid, cfg, lambda rows: pgin_batch(data, rows, seq),
+        lambda p, batch: pgin_model.pgin_loss_and_grads(p, batch, model_cfg)[0],
+        lambda _: float(np.log(data.num_categories)),
+    )
+    return _timed_fit("PGIN", params, model_cfg, step, validation, cfg.pgin_steps, cfg, rng,
+                      stream)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -496,6 +681,44 @@ def _chunks(samples: Samples, size: int) -> Iterator[IntArray]:
         yield np.arange(start, min(start + size, samples.size))
 
 
+@dataclass(frozen=True)
+class Routes:
+    """The cascade's routes for S users: categories (S, K) best first, weights (S, K) >= 0 (what a
+    "weighted" split shares N by: PGIN's probabilities, or category counts), mask (S, K) (False:
+    no route)."""
+
+    categories: IntArray
+    weights: Array
+    mask: BoolArray
+
+    def top(self, k: int) -> Routes:
+        return Routes(self.categories[:, :k], self.weights[:, :k], self.mask[:, :k])
+
+
+def pgin_routes(
+    pgin: Trained,
+    data: SyntheticData,
+    samples: Samples,
+    seq: SequenceConfig,
+    k: int,
+    long_length: int | None = None,
+    chunk: int = 256,
+) -> Routes:
+    """PGIN's top-k categories for every sample, most probable first (ties to the lower id), with
+    their probabilities, reading the recent `long_length` behaviours (the whole long sequence by
+    default)."""
+    k = min(k, data.num_categories)
+    categories, weights = [], []
+    for rows in _chunks(samples, chunk):
+        batch = pgin_batch(data, samples.take(rows), seq, long_length)
+        out, _ = pgin_model.pgin_forward(pgin.params, replace(batch, label=None), pgin.config)
+        top = pgin_model.top_k_from_distribution(out.y, k)
+        categories.append(top)
+        weights.append(np.take_along_axis(out.y, top, axis=1))
+    cats = np.concatenate(categories)
+    return Routes(cats, np.concatenate(weights), np.ones(cats.shape, dtype=bool))
+
+
 def pgin_top_categories(
     pgin: Trained,
     data: SyntheticData,
@@ -505,16 +728,8 @@ def pgin_top_categories(
     long_length: int | None = None,
     chunk: int = 256,
 ) -> IntArray:
-    """PGIN's top-k categories (S, k) for every sample, most probable first, reading the recent
-    `long_length` behaviours (the whole long sequence by default)."""
-    k = min(k, data.num_categories)
-    parts = [
-        pgin_model.top_k_categories(
-            pgin.params, pgin_batch(data, samples.take(rows), seq, long_length), k, pgin.config
-        )
-        for rows in _chunks(samples, chunk)
-    ]
-    return np.concatenate(parts)
+    """PGIN's top-k categories (S, k) for every sample, most probable first."""
+    return pgin_routes(pgin, data, samples, seq, k, long_length, chunk).categories
 
 
 def hit_rate(ids: IntArray, valid: BoolArray, targets: IntArray, cutoff: int) -> float:
@@ -548,6 +763,50 @@ def ulim_vectors(
     return np.concatenate(shorts), np.concatenate(longs), np.concatenate(present)
 
 
+@dataclass(frozen=True)
+class Serving:
+    """What the cascade reads for S users: the index, the routes and their vectors (computed
+    once; a smaller K is a prefix of the routes)."""
+
+    index: SearchIndex
+    routes: Routes
+    long_vectors: Array  # (S, K, D)
+    short_vectors: Array  # (S, D)
+    present: BoolArray  # (S, K) the user has history in the route's category
+
+    def hit_rates(self, targets: IntArray, ev: EvalConfig, k: int | None = None,
+                  split: str = "even") -> dict[int, float]:
+        """HR@N per cut-off of the cascade over the first k routes with the given split."""
+        k = self.routes.categories.shape[1] if k is None else k
+        routes = self.routes.top(k)
+        result = {}
+        for n in ev.cutoffs:
+            out = cascade_retrieve(
+                self.index, routes.categories, self.long_vectors[:, :k], self.short_vectors,
+                CascadeConfig(n=n, split=split), long_mask=routes.mask & self.present[:, :k],
+                route_weights=routes.weights,
+            )
+            result[n] = hit_rate(out.ids, out.valid, targets, n)
+        return result
+
+
+def ulim_index(model: Trained, data: SyntheticData, ev: EvalConfig) -> SearchIndex:
+    return build_index(
+        ulim_model.catalogue_vectors(model.params, data.item_category), data.item_category, ev
+    )
+
+
+def ulim_serving(
+    model: Trained, data: SyntheticData, samples: Samples, routes: Routes | IntArray,
+    seq: SequenceConfig, ev: EvalConfig, index: SearchIndex | None = None,
+) -> Serving:
+    """ULIM's serving vectors for the given routes (Routes, or categories (S, K) equally weighted)."""
+    if not isinstance(routes, Routes):
+        routes = Routes(routes, np.ones(routes.shape), np.ones(routes.shape, dtype=bool))
+    v_s, v_l, present = ulim_vectors(model, data, samples, routes.categories, seq, ev.chunk)
+    return Serving(index or ulim_index(model, data, ev), routes, v_l, v_s, present)
+
+
 def evaluate_ulim(
     model: Trained,
     data: SyntheticData,
@@ -556,16 +815,8 @@ def evaluate_ulim(
     seq: SequenceConfig,
     ev: EvalConfig,
 ) -> dict[int, float]:
-    """HR@N per cut-off of ULIM's cascade from the given route categories (S, K)."""
-    index = build_index(
-        ulim_model.catalogue_vectors(model.params, data.item_category), data.item_category, ev
-    )
-    v_s, v_l, present = ulim_vectors(model, data, samples, categories, seq, ev.chunk)
-    result = {}
-    for n in ev.cutoffs:
-        out = cascade_retrieve(index, categories, v_l, v_s, CascadeConfig(n=n), long_mask=present)
-        result[n] = hit_rate(out.ids, out.valid, samples.targets, n)
-    return result
+    """HR@N per cut-off of ULIM's cascade from the given route categories (S, K), even split."""
+    return ulim_serving(model, data, samples, categories, seq, ev).hit_rates(samples.targets, ev)
 
 
 def merged_search(index: SearchIndex, queries: Array, n: int) -> IntArray:
@@ -596,10 +847,10 @@ def evaluate_youtube_dnn(
         user, _ = ytdnn.user_forward(model.params, items, mask, data.item_category)
         users.append(user)
     vectors = np.concatenate(users)[:, None, :]
-    return _merged_hit_rates(index, vectors, samples, ev)
+    return merged_hit_rates(index, vectors, samples, ev)
 
 
-def _merged_hit_rates(
+def merged_hit_rates(
     index: SearchIndex, vectors: Array, samples: Samples, ev: EvalConfig
 ) -> dict[int, float]:
     """HR@N per cut-off of merged_search with the user vectors (S, K, D)."""
@@ -623,4 +874,4 @@ def evaluate_mind(
         batch = _mind_batch(data, samples.take(rows), seq, model.config.num_interests, rng)
         vectors, _ = mind_model.mind_forward(model.params, batch, model.config)
         interests.append(vectors)
-    return _merged_hit_rates(index, np.concatenate(interests), samples, ev)
+    return merged_hit_rates(index, np.concatenate(interests), samples, ev)

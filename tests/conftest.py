@@ -21,4 +21,6 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=300, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-pytest_plugins = ["refimpl.conformance.pytest_plugin"]
+# The conformance plugin comes through refimpl's `pytest11` entry point (pip install -e . registers it);
+# naming it here as well would register it twice. pytester runs the plugin in toy projects.
+pytest_plugins = ["pytester"]

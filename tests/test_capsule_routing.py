@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import refimpl.nn.capsule_routing as routing_module
-from refimpl.cases._base import CaseTensors
-from refimpl.cases.capsule_routing import CASES, capsule_routing_reference
+from refimpl.cases._base import CaseTensors, Config
+from refimpl.cases.capsule_routing import CASES, Routing, capsule_routing_reference, routing_case_config
 from refimpl.conformance import reference_adapter, run_conformance
 from refimpl.gradcheck import assert_gradients_match, check_component, check_gradients
 from refimpl.nn.capsule_routing import (
@@ -39,17 +39,13 @@ def draw(
     shared: bool = False,
     ones: bool = False,
 ) -> Arrays:
-    rng = np.random.default_rng(seed)
-    mask = rng.random((b, length)) < 0.75
-    mask[:, 0] = True
-    return {
-        "items": rng.standard_normal((b, length, d_in)),
-        "item_weights": np.ones((b, length)) if ones else rng.uniform(0.1, 1.0, (b, length)),
-        "mask": mask,
-        "initial_logits": rng.standard_normal((b, length, k)),
-        "W": rng.standard_normal((d_in, d_out) if shared else (k, d_in, d_out)) / np.sqrt(d_in),
-        "upstream": rng.standard_normal((b, k, d_out)),
-    }
+    """The golden cases' builder at these sizes, from `seed`, flattened into one dict."""
+    routing = Routing(
+        batch=b, length=length, interests=k, d_in=d_in, d_out=d_out,
+        map="shared" if shared else "per_interest", unit_item_weights=ones,
+    )
+    t = routing.build(np.random.default_rng(seed))
+    return {**t.inputs, "W": t.params["W"], "upstream": t.upstream["d_interests"]}
 
 
 def run(x: Arrays, cfg: CapsuleRoutingConfig) -> tuple[Any, Any]:
@@ -63,13 +59,8 @@ def run(x: Arrays, cfg: CapsuleRoutingConfig) -> tuple[Any, Any]:
     )
 
 
-def case_config(cfg: CapsuleRoutingConfig) -> dict[str, Any]:
-    return {
-        "iterations": cfg.iterations,
-        "update": cfg.update,
-        "detach_routing": cfg.detach_routing,
-        "map": cfg.map,
-    }
+def case_config(cfg: CapsuleRoutingConfig) -> Config:
+    return routing_case_config(cfg.iterations, cfg.update, cfg.detach_routing, cfg.map)
 
 
 configs = st.builds(
@@ -212,12 +203,22 @@ def test_squash_of_zero_is_zero_with_finite_gradient(dtype: Any) -> None:
     assert np.all(np.abs(squash_backward(tiny, np.ones_like(tiny))) < 1e-3)
 
 
+def squash_backward_without_epsilon(z: np.ndarray, d_v: np.ndarray) -> np.ndarray:
+    """The broken variant: `squash_backward` with eps = 0, i.e. s = |z| (divides by 0 at z = 0)."""
+    norm2 = np.sum(z * z, axis=-1, keepdims=True)
+    root = np.sqrt(norm2)
+    slope = (1 / (1 + norm2) - 1 / 2) / ((1 + norm2) * root)
+    result: np.ndarray = norm2 / ((1 + norm2) * root) * d_v + 2 * slope * np.sum(z * d_v, axis=-1, keepdims=True) * z
+    return result
+
+
 def test_negative_control_squash_without_epsilon_has_nan_gradient_at_zero() -> None:
+    z, d_v = np.zeros((1, 3)), np.ones((1, 3))
     with np.errstate(all="ignore"):
-        z = np.zeros((1, 3))
-        norm2 = np.sum(z * z, axis=-1, keepdims=True)
-        no_eps = z * norm2 / ((1 + norm2) * np.sqrt(norm2))
-    assert np.all(np.isnan(no_eps)) and np.all(squash(z) == 0)
+        assert np.all(np.isnan(squash_backward_without_epsilon(z, d_v)))
+    assert np.all(squash_backward(z, d_v) == 0)
+    away = np.array([[0.3, -1.2, 0.5]])  # where |z| > 0 the two agree: the variant is squash's backward
+    np.testing.assert_allclose(squash_backward_without_epsilon(away, d_v), squash_backward(away, d_v), rtol=1e-8)
 
 
 def permuted(x: Arrays, perm: Any) -> Arrays:

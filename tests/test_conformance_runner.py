@@ -97,8 +97,8 @@ def test_wrong_shape_reported_before_values() -> None:
 
     report = run_conformance(_adapter_with("mhsa", transposed), components=MHSA, cases=[SMALL])
     lines = report.results[0].text.splitlines()
-    assert "d_x: shape" in lines[1]
-    assert lines[2].startswith("  out:")
+    assert lines[1].startswith("  [shape] d_x: shape")
+    assert lines[2].startswith("  [values] out:")
 
 
 def test_first_divergent_intermediate_is_named() -> None:
@@ -115,9 +115,11 @@ def test_missing_output_and_missing_component() -> None:
 
     report = run_conformance(_adapter_with("mhsa", no_grads), components=MHSA)
     assert all(r.status == "fail" and "d_x" in r.failing_names for r in report.results)
-    assert "d_x: missing (grad)" in report.results[0].text
+    assert "[missing] d_x: not returned (required grad)" in report.results[0].text
+    assert "missing: d_x" in format_table(report)
     unsupported = run_conformance({}, components=MHSA)
-    assert unsupported.ok and {r.status for r in unsupported.results} == {"unsupported"}
+    assert {r.status for r in unsupported.results} == {"unsupported"}
+    assert not unsupported.ok and unsupported.compared == 0
 
 
 def test_not_implemented_is_unsupported_and_crash_is_error() -> None:
@@ -223,7 +225,7 @@ def test_cli_conform_broken_adapter_fails(tmp_path: Path, monkeypatch: pytest.Mo
                  "--junit", str(junit), "--json", str(tmp_path / "report.json")])
     out = capsys.readouterr().out
     assert code == 1
-    assert "FAIL" in out and "diverges: d_x" in out and "FAILED:" in out
+    assert "FAIL" in out and "values: d_x" in out and "FAILED:" in out
     assert ET.parse(junit).getroot().get("failures") != "0"
 
 

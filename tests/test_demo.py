@@ -23,35 +23,51 @@ TINY = demo.DemoConfig(
         pgin_long_length=16, pgin_short_length=8, pgin_history=6,
     ),
     train=TrainConfig(
-        steps=3, batch_size=8, num_negatives=4, dim=8, num_heads=2, num_interests=2,
-        pgin_steps=3, pgin_dim=8,
+        steps=3, eval_every=2, validation_rows=8, batch_size=8, num_negatives=4, dim=8,
+        num_heads=2, num_interests=2, pgin_steps=3, pgin_dim=8,
     ),
     cutoffs=(5, 10, 20),
     num_routes=2,
     k_values=(1, 2, 8),
     backend="hnsw",
+    seeds=(0, 1, 2),
 )
 
-MODELS_1 = {"YouTube DNN", "MIND", "ULIM"}
+MODELS_1 = {"YouTube DNN", "MIND", "ULIM", demo.POPULARITY, demo.FREQUENCY, demo.FREQUENCY_RECENT}
 MODELS_2 = {"ULIM", "ULIM-half-sequence", "ULIM-self-attention"}
 
 
 def test_the_whole_pipeline_runs_at_a_tiny_size() -> None:
     result = demo.run(TINY, stream=None)
-    assert set(result.table1) == MODELS_1
-    assert set(result.given_category) == MODELS_2
-    assert set(result.table2) == MODELS_2 | {"ULIM-half-sequence (ULIM's routes)"}
-    assert set(result.hr_vs_k) == {"1", "2", "8"}
-    for table in (result.table1, result.table2, result.given_category, result.hr_vs_k):
-        for row in table.values():
+    assert [seed.seed for seed in result.seeds] == [0, 1, 2]
+    tables = result.seeds[0].tables
+    assert set(tables[demo.TABLE_1]) == MODELS_1
+    assert set(tables[demo.GIVEN]) == MODELS_2 | {"in-category popularity", demo.CATALOGUE_SHORT}
+    assert set(tables[demo.TABLE_2]) == MODELS_2 | {"ULIM-half-sequence (ULIM's routes)",
+                                                    demo.CATALOGUE_SHORT}
+    assert set(tables[demo.SHORT_ALONE]) == {"ULIM", demo.CATALOGUE_SHORT}
+    assert {row.split("K = ")[1] for row in tables[demo.HR_VS_K]} == {"1", "2", "8"}
+    for name in (demo.TABLE_1, demo.TABLE_2, demo.GIVEN, demo.HR_VS_K, demo.SPLITS):
+        for row in tables[name].values():
             assert list(row) == ["5", "10", "20"]
             assert all(0.0 <= value <= 100.0 for value in row.values())
-    assert result.table1["ULIM"] == result.table2["ULIM"]
-    assert set(result.training) == MODELS_1 | MODELS_2 | {"PGIN"}
+    assert tables[demo.TABLE_1]["ULIM"] == tables[demo.TABLE_2]["ULIM"]
+    assert set(result.seeds[0].training) == MODELS_2 | {"PGIN", "YouTube DNN", "MIND",
+                                                        demo.CATALOGUE_SHORT}
+    assert len(result.values(demo.TABLE_1, "ULIM", "5")) == 3
+    assert {claim["verdict"] for claim in result.claims} <= {
+        "reproduced", "reversed", "not beyond the spread"}
     report = demo.format_report(result)
-    for title in ("Table 1", "Table 2", "against K", "paper's Table 1"):
+    for title in ("Table 1", "Table 2", "against K", "paper's Table 1", "learned-nothing", " +- "):
         assert title in report
     json.dumps(asdict(result))
+
+
+def test_seeds_in_processes_give_the_same_numbers() -> None:
+    cfg = replace(TINY, seeds=(0, 1), backend="exact")
+    alone = demo.run(cfg, stream=None)
+    together = demo.run(cfg, stream=None, jobs=2)
+    assert [s.tables for s in alone.seeds] == [s.tables for s in together.seeds]
 
 
 def test_main_writes_json_and_reports_the_plot(
@@ -59,12 +75,13 @@ def test_main_writes_json_and_reports_the_plot(
 ) -> None:
     monkeypatch.setattr(demo, "QUICK", replace(TINY, backend="exact"))
     out, plot = tmp_path / "results.json", tmp_path / "k.png"
-    status = demo.main(["--quick", "--out", str(out), "--plot", str(plot), "--seed", "2"])
+    status = demo.main(["--quick", "--out", str(out), "--plot", str(plot), "--seeds", "1",
+                        "--jobs", "1"])
     assert status == 0
     saved = json.loads(out.read_text())
-    assert saved["config"]["data"]["seed"] == 2
+    assert saved["config"]["seeds"] == [0]
     assert saved["config"]["backend"] == "exact"
-    assert set(saved["table1"]) == MODELS_1
+    assert set(saved["seeds"][0]["tables"]["Table 1"]) == MODELS_1
     captured = capsys.readouterr()
     assert "Table 1" in captured.out
     if importlib.util.find_spec("matplotlib") is None:
@@ -74,7 +91,9 @@ def test_main_writes_json_and_reports_the_plot(
 
 
 def test_command_line_overrides_reach_the_config() -> None:
-    args = demo._parser().parse_args(["--users", "7", "--items", "300", "--steps", "9"])
+    args = demo._parser().parse_args(["--users", "7", "--items", "300", "--steps", "9",
+                                      "--seeds", "4"])
     cfg = demo.config_for(args)
     assert (cfg.data.num_users, cfg.data.num_items, cfg.train.steps) == (7, 300, 9)
+    assert cfg.seeds == (0, 1, 2, 3)
     assert demo.config_for(demo._parser().parse_args(["--quick"])) == demo.QUICK

@@ -36,6 +36,7 @@ from refimpl.nn.linear_attention import (
     project,
     project_output,
 )
+from refimpl.nn.linear_attention_fast import linear_attention_fast_backward, linear_attention_fast_forward
 
 Forward = Callable[..., np.ndarray]
 
@@ -170,6 +171,35 @@ def test_equality_check_catches_masking_keys_before_phi() -> None:
 def test_equality_check_catches_missing_degree_normalization() -> None:
     example = fixed_example()
     assert form_mismatches(run_unnormalized(example), run_explicit(example)) == ["out"]
+
+
+# --- the tuned path == the plain definition ---------------------------------------------------
+
+
+def run_fast(example: Example) -> Result:
+    out, cache = linear_attention_fast_forward(*example.args())
+    grads, d_q_in, d_kv_in = linear_attention_fast_backward(cache, example.upstream["d_out"])
+    return Result(
+        outputs={"out": out},
+        grads={"d_q_in": d_q_in, "d_kv_in": d_kv_in, **{f"d_{n}": getattr(grads, n) for n in PARAM_NAMES}},
+        intermediates={"phi_q": cache.proj.phi_q, "phi_k": cache.proj.phi_k, "degree": cache.degree},
+    )
+
+
+@given(examples())
+def test_fast_path_equals_plain_definition(example: Example) -> None:
+    fast, plain = run_fast(example), run_linear(example)
+    assert set(fast.flat()) == set(plain.flat())
+    assert form_mismatches(fast, plain) == []
+
+
+def test_fast_path_check_catches_a_broken_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from refimpl.nn import linear_attention_fast
+
+    example = fixed_example()
+    assert form_mismatches(run_fast(example), run_linear(example)) == []
+    monkeypatch.setattr(linear_attention_fast, "_feature_map_derivative", lambda name, phi: np.ones_like(phi))
+    assert "d_Wq" in form_mismatches(run_fast(example), run_linear(example))
 
 
 # --- rows are convex combinations of the valid value rows --------------------------------------

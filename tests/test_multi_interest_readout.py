@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from refimpl.cases import multi_interest_readout as cases
 from refimpl.cases._base import Tensors
-from refimpl.cases.sampled_softmax import draw_ids
+from refimpl.cases.sampled_softmax import ScoredShape, draw_ids
 from refimpl.conformance import reference_adapter, run_conformance
 from refimpl.gradcheck import assert_gradients_match, check_component
 from refimpl.nn.multi_interest_readout import (
@@ -86,9 +86,8 @@ def test_gradients_match_for_every_option_away_from_ties(
 ) -> None:
     config = {"mode": mode, "temperature": 0.7, "denominator": denominator,
               "remove_accidental_hits": True, "logq_correction": logq}
-    tensors = cases.readout_case(3, k, 4, 5, shared=shared, hits=((1, 2),), logq=logq)(
-        np.random.Generator(np.random.PCG64(seed))
-    )
+    shape = ScoredShape(batch=3, interests=k, negatives=4, d=5, shared=shared, hits=((1, 2),), logq=logq)
+    tensors = shape.build(np.random.Generator(np.random.PCG64(seed)))
     assume(_min_gap(tensors.inputs) > 1e-4)  # finite differences of eps 1e-6 stay on one side
     assert_gradients_match(check_component(REFERENCE, tensors, config))
 

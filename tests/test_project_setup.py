@@ -18,3 +18,26 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert "set -euo pipefail" in ci
     assert test.replace("pip install -e", "pip install -q -e") in ci.splitlines()
     assert "mypy --strict refimpl" in test and test.endswith("pytest")
+
+
+def layout_entries() -> set[str]:
+    """The paths the README's Layout block lists (first column)."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    return {line.split()[0].rstrip("/") for line in block.splitlines() if line.strip()}
+
+
+def unlisted_modules(listed: set[str]) -> list[str]:
+    """Top-level modules and packages of refimpl/ that the Layout block does not list."""
+    package = ROOT / "refimpl"
+    entries = [p for p in package.iterdir() if (p.suffix == ".py" or (p / "__init__.py").exists())]
+    names = [f"refimpl/{p.name}" for p in entries if p.name != "__init__.py"]
+    return sorted(name for name in names if name not in listed)
+
+
+def test_readme_layout_lists_every_top_level_module() -> None:
+    assert unlisted_modules(layout_entries()) == []
+
+
+def test_negative_control_layout_without_a_module_is_caught() -> None:
+    assert unlisted_modules(layout_entries() - {"refimpl/metrics.py"}) == ["refimpl/metrics.py"]

@@ -25,6 +25,7 @@ from refimpl.retrieval import (
     cascade_recall,
     cascade_retrieve,
     split_evenly,
+    split_weighted,
 )
 from refimpl.retrieval.exact import top_k_inner_product
 from refimpl.retrieval.index import SearchIndex
@@ -545,3 +546,68 @@ def test_float32_catalogue_keeps_float32() -> None:
     )
     for index in (ExactIndex(catalogue), HnswIndex(catalogue)):
         assert _run(index, q32, CascadeConfig(n=10)).scores.dtype == np.float32
+
+
+# ---------------------------------------------------------------------------------------------
+# quota policies (spec/retrieval.md#quota-policies)
+
+
+def test_weighted_split_follows_the_weights_and_the_capacities() -> None:
+    assert split_weighted(10, [100, 100, 100], [0.5, 0.3, 0.2]) == [5, 3, 2]
+    assert split_weighted(10, [2, 100, 100], [0.8, 0.1, 0.1]) == [2, 4, 4]  # the cap frees 6
+    assert split_weighted(7, [100, 100], [0.0, 0.0]) == [4, 3]  # no weight: even
+    assert split_weighted(10, [3, 3], [0.5, 0.5]) == [3, 3]  # capacity bounds the total
+    assert split_weighted(4, [100, 100, 100], [0.34, 0.33, 0.33]) == [2, 1, 1]
+
+
+def _best_score_reference(catalogue: Catalogue, query: Query, row: int, n: int) -> list[int]:
+    """Split "score" by brute force: every item's best score over the routes that may return it
+    (a live long-term route of its category, or the short-term route), the top n, ties to the
+    lower id."""
+    best: dict[int, float] = {}
+    cats = catalogue.item_categories
+    seen: set[int] = set()
+    for k in range(query.categories.shape[1]):
+        category = int(query.categories[row, k])
+        if not query.mask[row, k] or category in seen:
+            continue
+        seen.add(category)
+        for pos in np.flatnonzero(cats == category):
+            score = float(catalogue.vectors[pos] @ query.long_vectors[row, k])
+            item = int(catalogue.item_ids[pos])
+            best[item] = max(best.get(item, -np.inf), score)
+    for pos in range(catalogue.size):
+        item = int(catalogue.item_ids[pos])
+        best[item] = max(best.get(item, -np.inf), float(catalogue.vectors[pos] @ query.short_vectors[row]))
+    return [item for item, _ in sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
+def test_score_split_is_the_top_n_of_the_union_by_best_score() -> None:
+    rng = np.random.default_rng(5)
+    catalogue = _catalogue(rng, 60, 4, 3)
+    query = _query(rng, catalogue, 6, 3)
+    result = _run(ExactIndex(catalogue), query, CascadeConfig(n=9, split="score"))
+    for row in range(6):
+        assert list(result.ids[row]) == _best_score_reference(catalogue, query, row, 9)
+    # Negative control: the same reference without the short-term route differs on some row.
+    no_short = replace(query, short_vectors=np.full_like(query.short_vectors, 0.0))
+    assert any(
+        list(result.ids[row]) != _best_score_reference(catalogue, no_short, row, 9) for row in range(6)
+    )
+
+
+def test_weighted_split_gives_the_heavier_route_more_and_needs_weights() -> None:
+    rng = np.random.default_rng(6)
+    catalogue = _catalogue(rng, 200, 2, 3)
+    query = Query(np.array([[0, 1]]), rng.standard_normal((1, 2, 3)), rng.standard_normal((1, 3)),
+                  np.ones((1, 2), dtype=bool))
+    weights = np.array([[0.9, 0.1]])
+    out = cascade_retrieve(ExactIndex(catalogue), query.categories, query.long_vectors, query.short_vectors,
+                           CascadeConfig(n=30, split="weighted"), route_weights=weights)
+    assert list(out.quotas[0]) == [18, 2, 10]  # short-term keeps N / (R + 1); 20 split 9:1
+    even = _run(ExactIndex(catalogue), query, CascadeConfig(n=30))
+    assert list(even.quotas[0]) == [10, 10, 10]
+    with pytest.raises(ValueError, match="route_weights"):
+        _run(ExactIndex(catalogue), query, CascadeConfig(n=30, split="weighted"))
+    with pytest.raises(ValueError, match="CascadeConfig.split"):
+        CascadeConfig(n=30, split="merged")

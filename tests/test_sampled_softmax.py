@@ -65,9 +65,9 @@ def test_gradients_match_for_every_option(
     config: dict[str, Any], shared: bool, seed: int, n: int, hit: bool
 ) -> None:
     b, d = 3, 4
-    build = cases.random_case(b, n, d, shared=shared, hits=((1, 0),) if hit else (),
+    shape = cases.ScoredShape(batch=b, negatives=n, d=d, shared=shared, hits=((1, 0),) if hit else (),
                               logq=config["logq_correction"])
-    tensors: CaseTensors = build(np.random.Generator(np.random.PCG64(seed)))
+    tensors: CaseTensors = shape.build(np.random.Generator(np.random.PCG64(seed)))
     assert_gradients_match(check_component(REFERENCE, tensors, config))
 
 

@@ -145,8 +145,51 @@ def test_the_whole_sequence_holds_the_target_category_more_often_than_its_recent
         ("mean_visit_length", 0.5, "mean_visit_length"),
         ("taste_sharpness", 0.0, "taste_sharpness"),
         ("num_users", 0, "num_users"),
+        ("transition_rank", 0, "transition_rank"),
+        ("transition_strength", -1.0, "transition_strength"),
+        ("transition_strength", float("inf"), "transition_strength"),
     ],
 )
 def test_bad_config_is_refused_by_name(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         generate(replace(TINY, **{field: value}))
+
+
+def transition_affinity_correlation(data: SyntheticData) -> float:
+    """Correlation, over the pairs of distinct categories (c, c'), between the planted affinity
+    A[c, c'] and log(P(next visit in c' | visit in c) + 1e-3), the frequencies counted over every
+    pair of consecutive visits of every user."""
+    c = data.num_categories
+    counts = np.zeros((c, c))
+    for u in range(data.num_users):
+        categories = data.item_category[data.sequence(u)]
+        starts = np.flatnonzero(data.visit_start[data.offsets[u] : data.offsets[u + 1]])[1:]
+        np.add.at(counts, (categories[starts - 1], categories[starts]), 1.0)
+    conditional = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+    distinct = ~np.eye(c, dtype=bool)
+    return float(np.corrcoef(np.log(conditional[distinct] + 1e-3), data.category_affinity[distinct])[0, 1])
+
+
+def test_visits_follow_the_planted_category_affinity() -> None:
+    """eqs. D3a/D3b: after a visit in c, categories c' with a high A[c, c'] come more often."""
+    assert transition_affinity_correlation(generate(QUICK_CONFIG)) > 0.5
+
+
+def test_negative_control_without_transition_strength_the_affinity_says_nothing() -> None:
+    data = generate(replace(QUICK_CONFIG, transition_strength=0.0))
+    assert abs(transition_affinity_correlation(data)) < 0.2
+
+
+def test_heldout_distribution_is_a_distribution_that_the_heldout_category_follows() -> None:
+    """The process's own distribution of the held-out category: it sums to 1, puts mass only on
+    categories it can reach, and its top-4 holds the held-out category far more often than the
+    top-4 of a wrong user's distribution (a distribution that ignored the user would not)."""
+    data = generate(QUICK_CONFIG)
+    dist = data.heldout_distribution
+    np.testing.assert_allclose(dist.sum(axis=1), 1.0)
+    assert np.all(dist >= 0.0)
+    top4 = np.argsort(-dist, axis=1, kind="stable")[:, :4]
+    own = np.mean(np.any(top4 == data.heldout_category[:, None], axis=1))
+    wrong = np.mean(np.any(np.roll(top4, 1, axis=0) == data.heldout_category[:, None], axis=1))
+    assert own > 0.7
+    assert own - wrong > 0.3

@@ -4,36 +4,27 @@ and the learning check (spec/ulim.md)."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
 
 import refimpl.models.ulim as ulim
-import refimpl.train as train_module
-from refimpl.data.synthetic import QUICK_CONFIG, SyntheticData, generate
+from refimpl.data.synthetic import QUICK_CONFIG, generate
 from refimpl.demo import QUICK
 from refimpl.gradcheck import assert_gradients_match, check_gradients
 from refimpl.models import youtube_dnn as ytdnn
 from refimpl.nn.embedding import embedding_forward
 from refimpl.nn.pooling import masked_mean_pool_forward
 from refimpl.train import (
-    EvalConfig,
-    Progress,
-    Samples,
-    SequenceConfig,
-    Trained,
+    TrainConfig,
     category_subsequences,
-    evaluate_ulim,
-    evaluate_youtube_dnn,
+    fit,
     heldout_samples,
-    pgin_top_categories,
     recent_window,
-    train_pgin,
+    split_validation,
     train_ulim,
-    train_youtube_dnn,
     training_samples,
 )
 
@@ -61,19 +52,41 @@ def tiny_instance(
     return cfg, params, batch, positives, negatives
 
 
-def ulim_problems(long_encoder: str) -> list[str]:
+def ulim_problems(long_encoder: str, short_negatives: np.ndarray | None = None) -> list[str]:
     cfg, params, batch, positives, negatives = tiny_instance(long_encoder)
+    cfg = replace(cfg, loss=replace(cfg.loss, alpha=0.7, beta=1.3))
 
     def loss(p: dict[str, np.ndarray]) -> float:
-        return ulim.ulim_loss_and_grads(p, batch, positives, negatives, 1, ITEM_CATEGORY, cfg).loss
+        return ulim.ulim_loss_and_grads(p, batch, positives, negatives, 1, ITEM_CATEGORY, cfg,
+                                        short_negative_ids=short_negatives).loss
 
-    out = ulim.ulim_loss_and_grads(params, batch, positives, negatives, 1, ITEM_CATEGORY, cfg)
+    out = ulim.ulim_loss_and_grads(params, batch, positives, negatives, 1, ITEM_CATEGORY, cfg,
+                                   short_negative_ids=short_negatives)
     return check_gradients(loss, params, out.grads)
 
 
 @pytest.mark.parametrize("long_encoder", ["target", "self"])
 def test_whole_model_gradients_equal_finite_differences(long_encoder: str) -> None:
     assert_gradients_match(ulim_problems(long_encoder))
+
+
+CATALOGUE_NEGATIVES = np.array([0, 2, 5, 7, 11])  # of every category, for L_short only
+
+
+def test_gradients_with_catalogue_wide_short_term_negatives_equal_finite_differences() -> None:
+    assert_gradients_match(ulim_problems("target", CATALOGUE_NEGATIVES))
+
+
+def test_catalogue_wide_short_term_negatives_change_only_the_short_term_loss() -> None:
+    """L_long is the same with either set of short-term negatives; L_short is the sampled softmax
+    of v_s against the given ones; and a check that forgets their gradient is caught."""
+    cfg, params, batch, positives, negatives = tiny_instance("target")
+    same = ulim.ulim_loss_and_grads(params, batch, positives, negatives, 1, ITEM_CATEGORY, cfg)
+    wide = ulim.ulim_loss_and_grads(params, batch, positives, negatives, 1, ITEM_CATEGORY, cfg,
+                                    short_negative_ids=CATALOGUE_NEGATIVES)
+    assert wide.long_loss == pytest.approx(same.long_loss, abs=1e-12)
+    assert wide.short_loss != pytest.approx(same.short_loss)
+    assert wide.loss == pytest.approx(wide.long_loss + wide.short_loss, abs=1e-12)
 
 
 def test_gradient_check_catches_a_backward_that_drops_the_query_gradient(
@@ -241,159 +254,52 @@ def test_serving_vectors_equal_the_training_forward() -> None:
     assert np.all(v_l[2] == 0)  # the empty subsequence
 
 
-def test_training_is_reproducible_and_prints_a_progress_bar() -> None:
+def test_training_is_reproducible_and_prints_losses_next_to_the_learned_nothing_level() -> None:
     data = generate(SMALL)
     samples = training_samples(data, QUICK.seq)
-    cfg = replace(QUICK.train, steps=4, batch_size=8, num_negatives=4, dim=8)
+    cfg = replace(QUICK.train, steps=4, eval_every=2, batch_size=8, num_negatives=4, dim=8,
+                  validation_rows=8)
     stream = io.StringIO()
     first = train_ulim(data, samples, QUICK.seq, cfg, stream=stream)
     second = train_ulim(data, samples, QUICK.seq, cfg, stream=None)
-    assert first.losses == second.losses
+    assert first.curve == second.curve
     for name in first.params:
         np.testing.assert_array_equal(first.params[name], second.params[name])
     other = train_ulim(data, samples, QUICK.seq, replace(cfg, seed=1), stream=None)
-    assert other.losses != first.losses
+    assert other.curve.train != first.curve.train
     lines = stream.getvalue().splitlines()
-    assert lines[-1].startswith("        ULIM [####################]     4/4")
+    assert len(lines) == 2 and "step     4/4" in lines[-1] and "learned nothing" in lines[-1]
+    assert first.curve.valid_steps == [0, 2, 4]
+    # 4 shared negatives: every score equal gives 2 log(1 + 4) less the accidental hits.
+    assert 2 * np.log(4) <= first.curve.chance <= 2 * np.log(5)
 
 
-def test_progress_bar_reports_about_every_tenth_of_the_run() -> None:
-    stream = io.StringIO()
-    progress = Progress("x", 100, stream)
-    for step in range(1, 101):
-        progress.update(step, 1.0)
-    assert len(stream.getvalue().splitlines()) == 11
-
-
-LEARNING = replace(QUICK_CONFIG, num_users=600, seed=3)
-Subsequences = Callable[..., tuple[np.ndarray, np.ndarray]]  # category_subsequences' signature
-ULIM_OVER_YOUTUBE_DNN, FULL_OVER_HALF = 0.03, 0.01  # HR margins, means over the cut-offs
-
-
-@dataclass(frozen=True)
-class LearningRun:
-    """The learning check's data, trained models and HR@N, shared with its negative controls."""
-
-    data: SyntheticData
-    held: Samples
-    ev: EvalConfig
-    routes: np.ndarray  # (U, 4) PGIN's top-4 categories
-    full: Trained
-    half: Trained
-    youtube: dict[int, float]
-    ulim: dict[int, float]  # the cascade from `routes`
-    full_given: dict[int, float]  # given the true next category
-    half_given: dict[int, float]
-
-    def given_category(self, model: Trained) -> dict[int, float]:
-        return evaluate_ulim(model, self.data, self.held, self.held.categories[:, None],
-                             QUICK.seq, self.ev)
-
-
-def mean_hr(hit_rates: dict[int, float]) -> float:
-    return float(np.mean(list(hit_rates.values())))
-
-
-def ulim_beats_youtube_dnn(ulim_hr: dict[int, float], youtube: dict[int, float]) -> bool:
-    return mean_hr(ulim_hr) > mean_hr(youtube) + ULIM_OVER_YOUTUBE_DNN
-
-
-def full_beats_half(full_given: dict[int, float], half_given: dict[int, float]) -> bool:
-    return mean_hr(full_given) > mean_hr(half_given) + FULL_OVER_HALF
-
-
-@pytest.fixture(scope="module")
-def learning_run() -> LearningRun:
-    """Trains once (~10 s): the controls below only re-evaluate these models."""
-    data = generate(LEARNING)
+def test_validation_targets_are_each_users_last_and_never_train() -> None:
+    data = generate(SMALL)
     samples = training_samples(data, QUICK.seq)
-    held = heldout_samples(data)
-    ev = EvalConfig(cutoffs=QUICK.cutoffs)
-    seq, cfg = QUICK.seq, QUICK.train
-    pgin = train_pgin(data, samples, seq, cfg, stream=None)
-    routes = pgin_top_categories(pgin, data, held, seq, 4)
-    youtube = evaluate_youtube_dnn(train_youtube_dnn(data, samples, seq, cfg, stream=None),
-                                   data, held, seq, ev)
-    full = train_ulim(data, samples, seq, cfg, stream=None)
-    half = train_ulim(data, samples, seq, cfg, long_length=seq.long_length // 2, stream=None)
-    run = LearningRun(data, held, ev, routes, full, half, youtube,
-                      evaluate_ulim(full, data, held, routes, seq, ev), {}, {})
-    return replace(run, full_given=run.given_category(full), half_given=run.given_category(half))
+    train, valid = split_validation(samples, 5, seed=0)
+    assert train.size + valid.size == samples.size and valid.size == 5
+    for user, position in zip(valid.users, valid.positions, strict=True):
+        assert position == samples.positions[samples.users == user].max()
+        assert not np.any((train.users == user) & (train.positions == position))
 
 
-def test_learning_check_ulim_beats_youtube_dnn_and_the_full_sequence_beats_half(
-    learning_run: LearningRun,
-) -> None:
-    """A seeded small run (spec/ulim.md#learning-check): ULIM's cascade from PGIN's top-4
-    categories beats YouTube DNN on HR@N; given the next category, the long-term vectors of the
-    whole sequence beat those of its recent half."""
-    run = learning_run
-    report = f"ULIM {run.ulim} YouTube DNN {run.youtube} full {run.full_given} half {run.half_given}"
-    assert ulim_beats_youtube_dnn(run.ulim, run.youtube), report
-    assert full_beats_half(run.full_given, run.half_given), report
+def _curve_fit(valid_losses: list[float], rule: TrainConfig) -> tuple[int, int, bool]:
+    """fit on a fake model whose validation loss follows `valid_losses` (one value per
+    measurement, the first for the init): (best step, steps run, stopped early)."""
+    values = iter(valid_losses)
+    params = {"w": np.zeros(1)}
+    _, curve = fit("fake", params, lambda p, _: (0.0, {"w": np.ones(1)}), lambda p: next(values),
+                   1.0, rule, rule.steps, np.random.default_rng(0), stream=None)
+    return curve.best_step, len(curve.train), curve.stopped_early
 
 
-def another_users_subsequences(
-    data: SyntheticData, samples: Samples, categories: np.ndarray, seq: SequenceConfig,
-    long_length: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Broken: row b's S_c is taken from row b-1's user (a cross-user leak of the long-term input)."""
-    shifted = samples.take(np.roll(np.arange(samples.size), 1))
-    assert samples.size < 2 or np.all(shifted.users != samples.users)
-    return category_subsequences(data, shifted, categories, seq, long_length)
-
-
-def random_items_of_the_category(
-    data: SyntheticData, samples: Samples, categories: np.ndarray, seq: SequenceConfig,
-    long_length: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Broken: S_c keeps its length and category but its items are drawn at random (seeded)."""
-    items, mask = category_subsequences(data, samples, categories, seq, long_length)
-    rng = np.random.default_rng(int(samples.users[0]))
-    random_items = items.copy()
-    for c in np.unique(data.item_category[items[mask]]):
-        slots = mask & (data.item_category[items] == c)
-        random_items[slots] = rng.choice(np.flatnonzero(data.item_category == c), slots.sum())
-    return random_items, mask
-
-
-@pytest.mark.parametrize("broken", [another_users_subsequences, random_items_of_the_category],
-                         ids=["another_users_subsequence", "random_items_of_the_category"])
-def test_learning_check_fails_when_the_long_term_vectors_read_no_user_information(
-    learning_run: LearningRun, broken: Subsequences, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Negative control: the trained ULIM served with category subsequences that carry nothing of
-    the user (same routes, same number of live routes) no longer beats YouTube DNN by the margin."""
-    run = learning_run
-    calls = []
-
-    def counted(*args: Any) -> tuple[np.ndarray, np.ndarray]:
-        calls.append(1)
-        return broken(*args)
-
-    monkeypatch.setattr(train_module, "category_subsequences", counted)
-    ulim_hr = evaluate_ulim(run.full, run.data, run.held, run.routes, QUICK.seq, run.ev)
-    assert calls and ulim_hr != run.ulim
-    assert not ulim_beats_youtube_dnn(ulim_hr, run.youtube), f"ULIM {ulim_hr} YouTube {run.youtube}"
-
-
-@pytest.mark.parametrize("broken", ["full_reads_only_the_recent_half", "half_reads_the_full_sequence"])
-def test_learning_check_fails_when_full_and_half_read_the_same_window(
-    learning_run: LearningRun, broken: str,
-) -> None:
-    """Negative control: the full-vs-half margin comes from the older half of the sequence at
-    serving time; a "full" served with only the recent half, or a "half" served with the whole
-    sequence, no longer wins by the margin."""
-    run = learning_run
-    seq = QUICK.seq
-    if broken == "full_reads_only_the_recent_half":
-        full_given = run.given_category(replace(run.full, long_length=seq.long_length // 2))
-        half_given = run.half_given
-    else:
-        full_given = run.full_given
-        half_given = run.given_category(replace(run.half, long_length=seq.long_length))
-    assert (full_given, half_given) != (run.full_given, run.half_given)
-    assert not full_beats_half(full_given, half_given), f"full {full_given} half {half_given}"
+def test_early_stopping_keeps_the_best_params_and_waits_patience_measurements() -> None:
+    rule = replace(QUICK.train, steps=100, eval_every=10, patience=2, min_improvement=0.01)
+    # falls, then two measurements without a fall beyond min_improvement: stops at step 40
+    assert _curve_fit([5.0, 4.0, 3.0, 2.995, 3.5], rule) == (30, 40, True)
+    # keeps falling: runs to the cap, best at the end
+    assert _curve_fit([10.0 - i for i in range(11)], rule) == (100, 100, False)
 
 
 def test_negative_control_youtube_dnn_gradient_check_catches_a_wrong_gradient(

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from refimpl.cases._base import CaseTensors
-from refimpl.cases.user_guided_attention import random_params, user_guided_attention_reference
+from refimpl.cases.user_guided_attention import AttentionShape, user_guided_attention_reference
 from refimpl.conformance import reference_adapter, run_conformance
 from refimpl.gradcheck import assert_gradients_match, check_component
 from refimpl.nn.user_guided_attention import (
@@ -21,18 +21,9 @@ from refimpl.nn.user_guided_attention import (
 
 
 def draw(seed: int, b: int = 2, length: int = 4, d: int = 3, d_user: int = 2, hidden: int = 4) -> CaseTensors:
-    rng = np.random.default_rng(seed)
-    mask = rng.random((b, length)) < 0.7
-    mask[0] = False
-    return CaseTensors(
-        inputs={
-            "items": rng.standard_normal((b, length, d)),
-            "user": rng.standard_normal((b, d_user)),
-            "mask": mask,
-        },
-        params=random_params(rng, d + d_user, hidden),
-        upstream={"d_item_weights": rng.standard_normal((b, length))},
-    )
+    """The golden cases' builder (row 0 all padded) at these sizes, from `seed`."""
+    shape = AttentionShape(batch=b, length=length, d=d, d_user=d_user, hidden=hidden, empty_row=True)
+    return shape.build(np.random.default_rng(seed))
 
 
 def forward(t: CaseTensors) -> Any:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
 from refimpl._check import BoolArray
 from refimpl.cases._base import (
-    Builder,
     CaseSpec,
     CaseTensors,
     Config,
@@ -86,47 +87,72 @@ def random_mask(rng: np.random.Generator, b: int, length: int) -> BoolArray:
     return mask
 
 
-def _config(iterations: int, update: str, detach: bool, mapping: str) -> Config:
-    return {"iterations": iterations, "update": update, "detach_routing": detach, "map": mapping}
+@dataclass(frozen=True)
+class Routing:
+    """One routing case, declared once: the routing config (`config`), the shapes its tensors are
+    drawn with (`build`) and the description both give (`describe`).
 
+    `special_rows` names rows of the batch: 'single' (one valid behaviour), 'empty' (all padded),
+    'zero' (valid behaviours whose vectors are zero); `unit_item_weights` gives MIND's a_i = 1."""
 
-def _routing(
-    b: int,
-    length: int,
-    k: int,
-    d_in: int,
-    d_out: int,
-    mapping: str,
-    rows: tuple[str, ...] = (),
-    ones: bool = False,
-    logit_scale: float = 1.0,
-) -> Builder:
-    """A routing case; `rows` names special rows: 'single' (one valid behaviour), 'empty' (all
-    padded), 'zero' (valid behaviours whose vectors are zero); `ones` gives MIND's a_i = 1."""
+    batch: int
+    length: int
+    interests: int
+    d_in: int
+    d_out: int
+    iterations: int = 3
+    update: str = "replace"
+    detach_routing: bool = True
+    map: str = "per_interest"
+    special_rows: tuple[str, ...] = ()
+    unit_item_weights: bool = False
+    logit_scale: float = 1.0
 
-    def build(rng: np.random.Generator) -> CaseTensors:
+    @property
+    def config(self) -> Config:
+        return routing_case_config(self.iterations, self.update, self.detach_routing, self.map)
+
+    def describe(self) -> str:
+        widths = f"D={self.d_in}" if self.d_in == self.d_out else f"D_in={self.d_in}, D_out={self.d_out}"
+        shapes = f"B={self.batch}, L={self.length}, K={self.interests}, {widths}"
+        weights = "a_i = 1" if self.unit_item_weights else "random a_i"
+        return f"{describe_routing(self.config)}, {weights}; {shapes}"
+
+    def build(self, rng: np.random.Generator) -> CaseTensors:
+        b, length, k, d_in, d_out = self.batch, self.length, self.interests, self.d_in, self.d_out
         items = rng.standard_normal((b, length, d_in))
         mask = random_mask(rng, b, length)
-        for row, kind in enumerate(rows):
+        for row, kind in enumerate(self.special_rows):
             mask[row] = kind == "zero"
             if kind == "single":
                 mask[row, length // 2] = True
             if kind == "zero":
                 items[row] = 0.0
-        weights = np.ones((b, length)) if ones else rng.uniform(0.05, 1.0, (b, length))
-        w_shape = (d_in, d_out) if mapping == "shared" else (k, d_in, d_out)
+        weights = np.ones((b, length)) if self.unit_item_weights else rng.uniform(0.05, 1.0, (b, length))
+        w_shape = (d_in, d_out) if self.map == "shared" else (k, d_in, d_out)
         return CaseTensors(
             inputs={
                 "items": items,
                 "item_weights": weights,
                 "mask": mask,
-                "initial_logits": logit_scale * rng.standard_normal((b, length, k)),
+                "initial_logits": self.logit_scale * rng.standard_normal((b, length, k)),
             },
             params={"W": rng.standard_normal(w_shape) / np.sqrt(d_in)},
             upstream=upstream_like(rng, {"interests": (b, k, d_out)}),
         )
 
-    return build
+
+def routing_case_config(iterations: int, update: str, detach_routing: bool, map: str) -> Config:
+    """A case config of the routing (the keys `routing_config` reads)."""
+    return {"iterations": iterations, "update": update, "detach_routing": detach_routing, "map": map}
+
+
+def describe_routing(config: Config) -> str:
+    """The routing config in words, e.g. 'per-interest maps, replace, 3 iterations, detached'."""
+    maps = "per-interest maps" if config["map"] == "per_interest" else "shared map"
+    gradient = "detached" if config["detach_routing"] else "exact gradient"
+    iterations = config["iterations"]
+    return f"{maps}, {config['update']}, {iterations} iteration{'s' * (iterations != 1)}, {gradient}"
 
 
 def _tiny(rng: np.random.Generator) -> CaseTensors:
@@ -143,115 +169,97 @@ def _tiny(rng: np.random.Generator) -> CaseTensors:
     )
 
 
-def _case(
-    name: str, description: str, config: Config, build: Builder, section: str = ""
-) -> CaseSpec:
+def _case(name: str, why: str, routing: Routing, section: str = "algorithm") -> CaseSpec:
+    """A case whose description is `why` followed by what `routing` declares."""
     return CaseSpec(
-        "capsule_routing", name, description, f"{SPEC}#{section or 'algorithm'}", config, build
+        "capsule_routing", name, f"{why}: {routing.describe()}.", f"{SPEC}#{section}", routing.config, routing.build
     )
 
 
-UMI = ("per_interest", "replace")
-MIND = ("shared", "accumulate")
+TINY_CONFIG = routing_case_config(iterations=1, update="replace", detach_routing=True, map="per_interest")
+SMALL = Routing(batch=2, length=5, interests=3, d_in=4, d_out=4)
 EDGE_ROWS = ("single", "empty", "zero")
 
 CASES = (
-    _case(
+    CaseSpec(
+        "capsule_routing",
         "tiny_hand_checked",
-        "B=1, L=3, K=2, D=2, t=1, zero initial logits: the spec's worked example.",
-        _config(1, "replace", True, "per_interest"),
+        "The spec's worked example (W_0 = I, W_1 swaps the coordinates, zero initial logits): "
+        f"{describe_routing(TINY_CONFIG)}.",
+        f"{SPEC}#worked-example",
+        TINY_CONFIG,
         _tiny,
-        "worked-example",
     ),
-    _case(
-        "umi_detached_t3",
-        "UMI default: per-interest maps, replace, 3 iterations, detached; "
-        "B=3, L=6, K=3, D_in=4, D_out=5.",
-        _config(3, "replace", True, "per_interest"),
-        _routing(3, 6, 3, 4, 5, "per_interest"),
-    ),
+    _case("umi_detached_t3", "UMI default", Routing(batch=3, length=6, interests=3, d_in=4, d_out=5)),
     _case(
         "umi_exact_t3",
-        "Per-interest maps, replace, 3 iterations, exact gradient; B=3, L=6, K=3, D_in=4, D_out=5.",
-        _config(3, "replace", False, "per_interest"),
-        _routing(3, 6, 3, 4, 5, "per_interest"),
+        "UMI's routing with the exact gradient",
+        Routing(batch=3, length=6, interests=3, d_in=4, d_out=5, detach_routing=False),
         "gradient-modes",
     ),
     _case(
         "mind_detached_t3",
-        "MIND: shared map, accumulate, a_i = 1, 3 iterations, detached; B=3, L=6, K=3, D=4.",
-        _config(3, "accumulate", True, "shared"),
-        _routing(3, 6, 3, 4, 4, "shared", ones=True),
+        "MIND default",
+        Routing(batch=3, length=6, interests=3, d_in=4, d_out=4, update="accumulate", map="shared",
+                unit_item_weights=True),
     ),
     _case(
         "mind_exact_t3",
-        "Shared map, accumulate, random a_i, exact gradient; B=3, L=6, K=3, D_in=4, D_out=5.",
-        _config(3, "accumulate", False, "shared"),
-        _routing(3, 6, 3, 4, 5, "shared"),
+        "MIND's routing with random a_i and the exact gradient",
+        Routing(batch=3, length=6, interests=3, d_in=4, d_out=5, update="accumulate", map="shared",
+                detach_routing=False),
         "gradient-modes",
     ),
     _case(
         "per_interest_accumulate_exact_t3",
-        "Per-interest maps with the accumulate update, exact; B=2, L=5, K=3, D=4.",
-        _config(3, "accumulate", False, "per_interest"),
-        _routing(2, 5, 3, 4, 4, "per_interest"),
+        "UMI's maps with MIND's update",
+        replace(SMALL, update="accumulate", detach_routing=False),
         "gradient-modes",
     ),
     _case(
         "shared_replace_detached_t3",
-        "Shared map with the replace update, detached; B=2, L=5, K=3, D=4.",
-        _config(3, "replace", True, "shared"),
-        _routing(2, 5, 3, 4, 4, "shared"),
+        "Shared map with the replace update",
+        replace(SMALL, map="shared"),
     ),
     _case(
         "t1_exact",
-        "One iteration, exact gradient (initial logits get a gradient through c^0); "
-        "B=2, L=5, K=3, D=4.",
-        _config(1, "replace", False, "per_interest"),
-        _routing(2, 5, 3, 4, 4, "per_interest"),
+        "One iteration, exact gradient (initial logits get a gradient through c^0)",
+        replace(SMALL, iterations=1, detach_routing=False),
         "gradient-modes",
     ),
     _case(
         "t1_detached",
-        "One iteration, detached: interests = squash(sum a_i softmax(b0)_ij W_j e_i); "
-        "B=2, L=5, K=3, D=4.",
-        _config(1, "replace", True, "per_interest"),
-        _routing(2, 5, 3, 4, 4, "per_interest"),
+        "One iteration, detached: interests = squash(sum a_i softmax(b0)_ij W_j e_i)",
+        replace(SMALL, iterations=1),
     ),
     _case(
         "k1_exact_t3",
-        "K = 1 (c = 1 everywhere), 3 iterations, exact; B=2, L=5, D_in=4, D_out=3.",
-        _config(3, "replace", False, "per_interest"),
-        _routing(2, 5, 1, 4, 3, "per_interest"),
+        "K = 1 (c = 1 everywhere)",
+        Routing(batch=2, length=5, interests=1, d_in=4, d_out=3, detach_routing=False),
         "edge-cases",
     ),
     _case(
         "edge_rows_exact",
-        "Row 0 one valid behaviour, row 1 all padded, row 2 valid but zero vectors "
-        "(squash(0)); exact, t=3.",
-        _config(3, "replace", False, "per_interest"),
-        _routing(4, 5, 3, 4, 4, "per_interest", EDGE_ROWS),
+        "Row 0 one valid behaviour, row 1 all padded, row 2 valid but zero vectors (squash(0))",
+        replace(SMALL, batch=4, special_rows=EDGE_ROWS, detach_routing=False),
         "edge-cases",
     ),
     _case(
         "edge_rows_mind_detached",
-        "The edge rows of edge_rows_exact under MIND routing (shared, accumulate, a_i = 1), "
-        "detached.",
-        _config(3, "accumulate", True, "shared"),
-        _routing(4, 5, 3, 4, 4, "shared", EDGE_ROWS, ones=True),
+        "The edge rows of edge_rows_exact under MIND routing",
+        replace(SMALL, batch=4, special_rows=EDGE_ROWS, update="accumulate", map="shared",
+                unit_item_weights=True),
         "edge-cases",
     ),
     _case(
         "large_initial_logits_exact",
-        "Initial logits ~ N(0, 30^2): the softmax over interests must not overflow; exact, t=3.",
-        _config(3, "replace", False, "per_interest"),
-        _routing(2, 5, 3, 4, 4, "per_interest", logit_scale=30.0),
+        "Initial logits ~ N(0, 30^2): the softmax over interests must not overflow",
+        replace(SMALL, logit_scale=30.0, detach_routing=False),
         "edge-cases",
     ),
     _case(
         "realistic",
-        "UMI default at a realistic shape: B=3, L=24, K=4, D_in=D_out=8, detached.",
-        _config(3, "replace", True, "per_interest"),
-        _routing(3, 24, 4, 8, 8, "per_interest", ("single",)),
+        "UMI default at a realistic shape, row 0 with one valid behaviour",
+        Routing(batch=3, length=24, interests=4, d_in=8, d_out=8, special_rows=("single",)),
     ),
 )

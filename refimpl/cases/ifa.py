@@ -70,6 +70,12 @@ class Shape:
     scale: float = 1.0  # multiplies the embedding tables (large inputs)
     logit_scale: float = 1.0  # multiplies the towers' output layers (large logits)
 
+    def describe(self, heads: int) -> str:
+        return (
+            f"B={self.batch}, M={self.candidates}, L={self.length}, E={self.width}, H={heads}, "
+            f"hidden {self.hidden}"
+        )
+
 
 def _mask(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
     mask = rng.random((b, n)) < 0.75
@@ -165,16 +171,18 @@ def _case(name: str, description: str, section: str, config: Config, build: Buil
     return CaseSpec("ifa", name, description, f"{SPEC}#{section}", config, build, atol=atol)
 
 
+SINGLE = Shape(batch=3, candidates=1, length=1, width=4)
+REALISTIC = Shape(batch=2, candidates=16, length=48, width=8, items=40, users=5, cross=6, hidden=(16,))
+
 CASES = (
-    _case("small_softplus", "B=2, M=4, L=6, E=8, H=2, one hidden layer of 8, masked candidates.",
+    _case("small_softplus", f"Masked candidates; {Shape().describe(heads=2)}.",
           "the-model", {"num_heads": 2, "phi": "softplus"}, _build(Shape())),
     _case("small_elu1", "As small_softplus with phi = elu+1 and two hidden layers (8, 4).",
           "the-model", {"num_heads": 2, "phi": "elu+1"}, _build(Shape(hidden=(8, 4)))),
     _case("fully_masked_sequence", "Batch row 0 has no valid behaviour: its FSM rows are zero.",
           "edge-cases", {"num_heads": 2}, _build(Shape(), empty_sequence_rows=1)),
-    _case("single_candidate_single_behaviour", "M = 1 and L = 1: B=3, E=4, H=1.",
-          "edge-cases", {"num_heads": 1},
-          _build(Shape(batch=3, candidates=1, length=1, width=4))),
+    _case("single_candidate_single_behaviour", f"One candidate, one behaviour; {SINGLE.describe(heads=1)}.",
+          "edge-cases", {"num_heads": 1}, _build(SINGLE)),
     _case("large_inputs",
           "Tables scaled by 10, tower outputs by 20: logits in the tens, the BCE stays finite.",
           "edge-cases", {"num_heads": 2}, _build(Shape(scale=10.0, logit_scale=20.0))),
@@ -186,8 +194,6 @@ CASES = (
           "Logits near +-30 with every label pattern, linear towers: a BCE of the probabilities "
           "(1 - p rounded) fails; the logit form does not.",
           "the-loss-and-softplus", {"num_heads": 2}, _saturated_logits),
-    _case("realistic", "B=2, M=16 candidates, L=48 behaviours, E=8, H=2, hidden (16,).",
-          "the-model", {"num_heads": 2},
-          _build(Shape(batch=2, candidates=16, length=48, width=8, items=40, users=5,
-                       cross=6, hidden=(16,)))),
+    _case("realistic", f"A realistic shape; {REALISTIC.describe(heads=2)}.", "the-model", {"num_heads": 2},
+          _build(REALISTIC)),
 )

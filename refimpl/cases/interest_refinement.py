@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from refimpl.cases._base import (
-    Builder,
     CaseSpec,
     CaseTensors,
     Config,
@@ -77,18 +78,42 @@ def random_params(
     }
 
 
-def _build(b: int, k: int, d: int, fields: int, field_dim: int, zero_interest: bool) -> Builder:
-    def build(rng: np.random.Generator) -> CaseTensors:
+@dataclass(frozen=True)
+class RefinementShape:
+    """The sizes a random case is drawn with (and described by): capsules (B, K, D), profile
+    (B, C, F), hidden widths H_d = 5 and H = 6; `zero_interest` makes row 0's interests zero."""
+
+    batch: int
+    interests: int
+    d: int
+    fields: int
+    field_dim: int
+    zero_interest: bool = False
+
+    def describe(self) -> str:
+        return (
+            f"B={self.batch}, K={self.interests}, D={self.d}, C={self.fields} fields of F={self.field_dim}, "
+            f"H_d={FIELD_HIDDEN}, H={OUTPUT_HIDDEN}"
+        )
+
+    def build(self, rng: np.random.Generator) -> CaseTensors:
+        b, k, d = self.batch, self.interests, self.d
         interests = rng.standard_normal((b, k, d))
-        if zero_interest:
+        if self.zero_interest:
             interests[0] = 0.0
         return CaseTensors(
-            inputs={"interests": interests, "profile": rng.standard_normal((b, fields, field_dim))},
-            params=random_params(rng, d, fields, field_dim, 5, 6, d),
+            inputs={"interests": interests, "profile": rng.standard_normal((b, self.fields, self.field_dim))},
+            params=random_params(rng, d, self.fields, self.field_dim, FIELD_HIDDEN, OUTPUT_HIDDEN, d),
             upstream=upstream_like(rng, {"refined": (b, k, d)}),
         )
 
-    return build
+
+FIELD_HIDDEN, OUTPUT_HIDDEN = 5, 6
+
+
+def _random_case(name: str, why: str, section: str, shape: RefinementShape) -> CaseSpec:
+    description = f"{why}; {shape.describe()}." if why else f"{shape.describe()}."
+    return CaseSpec("interest_refinement", name, description, f"{SPEC}#{section}", {}, shape.build)
 
 
 def _tiny(rng: np.random.Generator) -> CaseTensors:
@@ -137,40 +162,23 @@ CASES = (
     CaseSpec(
         "interest_refinement",
         "tiny_hand_checked",
-        "B=K=1, D=F=H_d=H=1, C=2: the spec's worked example.",
+        "The spec's worked example (one interest, unit widths, two profile fields).",
         f"{SPEC}#worked-example",
         {},
         _tiny,
     ),
-    CaseSpec(
-        "interest_refinement",
-        "small",
-        "B=2, K=3, D=4, C=3 fields of F=2, H_d=5, H=6.",
-        f"{SPEC}#equations",
-        {},
-        _build(2, 3, 4, 3, 2, False),
-    ),
-    CaseSpec(
-        "interest_refinement",
+    _random_case("small", "", "equations", RefinementShape(batch=2, interests=3, d=4, fields=3, field_dim=2)),
+    _random_case(
         "k1_zero_interests",
-        "K=1; row 0's interest is the zero vector (an all-padded history); B=3, D=4, C=2, F=3.",
-        f"{SPEC}#edge-cases",
-        {},
-        _build(3, 1, 4, 2, 3, True),
+        "One interest; row 0's interest is the zero vector (an all-padded history)",
+        "edge-cases",
+        RefinementShape(batch=3, interests=1, d=4, fields=2, field_dim=3, zero_interest=True),
     ),
-    CaseSpec(
-        "interest_refinement",
-        "realistic",
-        "B=4, K=4, D=8, C=4 fields of F=4.",
-        f"{SPEC}#equations",
-        {},
-        _build(4, 4, 8, 4, 4, False),
-    ),
+    _random_case("realistic", "", "equations", RefinementShape(batch=4, interests=4, d=8, fields=4, field_dim=4)),
     CaseSpec(
         "interest_refinement",
         "relu_at_zero",
-        "Pre-activations exactly 0 in both MLPs (integer inputs and weights): relu'(0) = 0. "
-        "B=1, K=2, D=2, C=2, F=1.",
+        "Pre-activations exactly 0 in both MLPs (integer inputs and weights): relu'(0) = 0.",
         f"{SPEC}#edge-cases",
         {},
         _relu_at_zero,

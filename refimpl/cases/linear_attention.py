@@ -5,6 +5,7 @@ definition diag(A 1 + eps)^-1 A V), both in spec/linear_attention.md."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -106,14 +107,25 @@ COMPONENTS = {
 }
 
 
-def _cross(
-    b: int, q: int, length: int, d: int, scale: float = 1.0, empty_rows: int = 0
-) -> Builder:
-    """Random queries/keys/masks; the first `empty_rows` batch rows have no valid key."""
+@dataclass(frozen=True)
+class CrossShape:
+    """The sizes a random case is drawn with (and described by): queries (B, Q, D), keys and
+    values (B, L, D); weights scaled by `scale`; the first `empty_rows` batch rows have no valid key."""
 
-    def build(rng: np.random.Generator) -> CaseTensors:
+    batch: int
+    queries: int
+    keys: int
+    width: int
+    scale: float = 1.0
+    empty_rows: int = 0
+
+    def describe(self) -> str:
+        return f"B={self.batch}, Q={self.queries}, L={self.keys}, D={self.width}"
+
+    def build(self, rng: np.random.Generator) -> CaseTensors:
+        b, q, length, d = self.batch, self.queries, self.keys, self.width
         key_mask = random_mask(rng, b, length)
-        key_mask[:empty_rows] = False
+        key_mask[: self.empty_rows] = False
         return CaseTensors(
             inputs={
                 "q_in": rng.standard_normal((b, q, d)),
@@ -121,11 +133,15 @@ def _cross(
                 "key_mask": key_mask,
                 "query_mask": random_mask(rng, b, q),
             },
-            params=random_params(rng, d, scale),
+            params=random_params(rng, d, self.scale),
             upstream=upstream_like(rng, {"out": (b, q, d)}),
         )
 
-    return build
+
+def describe_config(config: Config) -> str:
+    """The attention config in words, e.g. 'phi = relu, H = 2'."""
+    eps = f", eps = {config['eps']:g}" if "eps" in config else ""
+    return f"phi = {config['phi']}, H = {config['num_heads']}{eps}"
 
 
 def _identity_params(d: int) -> Tensors:
@@ -173,10 +189,13 @@ def _zero_degree(rng: np.random.Generator) -> CaseTensors:
     )
 
 
+MASKED_QUERIES = CrossShape(batch=2, queries=4, keys=5, width=4)
+
+
 def _masked_queries(rng: np.random.Generator) -> CaseTensors:
-    """softplus, B=2, Q=4, L=5, D=4, H=2: row 0 masks queries 1 and 3 (its keys partly valid),
-    row 1 masks query 0 and has every key valid."""
-    tensors = _cross(2, 4, 5, 4)(rng)
+    """MASKED_QUERIES with fixed masks: row 0 masks queries 1 and 3 (its keys partly valid), row 1
+    masks query 0 and has every key valid."""
+    tensors = MASKED_QUERIES.build(rng)
     key_mask = np.array([[True, False, True, True, False], [True] * 5])
     query_mask = np.array([[True, False, True, False], [False, True, True, True]])
     return CaseTensors({**tensors.inputs, "key_mask": key_mask, "query_mask": query_mask},
@@ -184,31 +203,35 @@ def _masked_queries(rng: np.random.Generator) -> CaseTensors:
 
 
 def _cases(component: str) -> tuple[CaseSpec, ...]:
-    def case(name: str, description: str, section: str, config: Config, build: Builder) -> CaseSpec:
+    def case(name: str, why: str, section: str, config: Config, build: Builder, shape: str = "") -> CaseSpec:
+        description = f"{why}: {describe_config(config)}{'; ' + shape if shape else ''}."
         return CaseSpec(component, name, description, f"{SPEC}#{section}", config, build)
 
+    def random_case(name: str, why: str, section: str, config: Config, shape: CrossShape) -> CaseSpec:
+        return case(name, why, section, config, shape.build, shape.describe())
+
+    softplus = {"num_heads": 2, "phi": "softplus"}
+    small = CrossShape(batch=2, queries=4, keys=6, width=8)
     return (
-        case("hand_checkable", "relu, identity projections, B=1, Q=2, L=3 (third key masked), D=2.",
+        case("hand_checkable", "Identity projections, the third key masked (the spec's worked example)",
              "worked-example", {"num_heads": 1, "phi": "relu"}, _hand_checkable),
-        case("softplus_multihead", "Default phi: B=2, Q=4, L=6, D=8, H=2, random masks.",
-             "the-component", {"num_heads": 2, "phi": "softplus"}, _cross(2, 4, 6, 8)),
-        case("relu_multihead", "phi = relu: B=2, Q=4, L=6, D=8, H=2, random masks.",
-             "the-component", {"num_heads": 2, "phi": "relu"}, _cross(2, 4, 6, 8)),
-        case("elu1_multihead", "phi = elu+1, eps = 1e-3: B=2, Q=4, L=6, D=8, H=2.",
-             "the-component", {"num_heads": 2, "phi": "elu+1", "eps": 1e-3}, _cross(2, 4, 6, 8)),
-        case("relu_zero_degree", "relu with queries of degree 0 (context 0 / eps = 0).",
+        random_case("softplus_multihead", "Default phi, random masks", "the-component", softplus, small),
+        random_case("relu_multihead", "relu, random masks", "the-component", {"num_heads": 2, "phi": "relu"},
+                    small),
+        random_case("elu1_multihead", "elu+1 with a larger eps", "the-component",
+                    {"num_heads": 2, "phi": "elu+1", "eps": 1e-3}, small),
+        case("relu_zero_degree", "relu with queries of degree 0 (context 0 / eps = 0)",
              "edge-cases", {"num_heads": 2, "phi": "relu"}, _zero_degree),
         case("masked_queries", "Masked queries with valid keys: zero attn_weights, context and "
-             "output rows there, no gradient. B=2, Q=4, L=5, D=4, H=2.",
-             "masked-rows", {"num_heads": 2, "phi": "softplus"}, _masked_queries),
-        case("fully_masked_sequence", "Batch row 0 has no valid key: its output rows are zero.",
-             "edge-cases", {"num_heads": 2, "phi": "softplus"}, _cross(2, 3, 5, 4, empty_rows=1)),
-        case("single_candidate_single_key", "M = 1 query, L = 1 key: B=2, D=4, H=2.",
-             "edge-cases", {"num_heads": 2, "phi": "softplus"}, _cross(2, 1, 1, 4)),
-        case("large_inputs", "Weights scaled by 30: phi values in the tens, degrees in the hundreds.",
-             "edge-cases", {"num_heads": 2, "phi": "softplus"}, _cross(2, 3, 6, 8, scale=30.0)),
-        case("realistic", "B=2, M=16 candidates, L=40 behaviours, D=12, H=3.",
-             "the-component", {"num_heads": 3, "phi": "softplus"}, _cross(2, 16, 40, 12)),
+             "output rows there, no gradient", "masked-rows", softplus, _masked_queries, MASKED_QUERIES.describe()),
+        random_case("fully_masked_sequence", "Batch row 0 has no valid key: its output rows are zero",
+                    "edge-cases", softplus, CrossShape(batch=2, queries=3, keys=5, width=4, empty_rows=1)),
+        random_case("single_candidate_single_key", "One query, one key", "edge-cases", softplus,
+                    CrossShape(batch=2, queries=1, keys=1, width=4)),
+        random_case("large_inputs", "Weights scaled by 30: phi values in the tens, degrees in the hundreds",
+                    "edge-cases", softplus, CrossShape(batch=2, queries=3, keys=6, width=8, scale=30.0)),
+        random_case("realistic", "A realistic shape (Q candidates, L behaviours)", "the-component",
+                    {"num_heads": 3, "phi": "softplus"}, CrossShape(batch=2, queries=16, keys=40, width=12)),
     )
 
 

@@ -8,6 +8,8 @@ ties, and every implementation, whatever its summation order, makes the same cho
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from refimpl.cases._base import Builder, CaseSpec, CaseTensors, Config, Result, Tensors
@@ -40,12 +42,23 @@ def _eighths(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return rng.integers(-16, 17, size=shape) / 8.0
 
 
-def _random(b: int, k: int, d: int, m: int) -> Builder:
-    def build(rng: np.random.Generator) -> CaseTensors:
-        inputs = {"interests": _eighths(rng, (b, k, d)), "items": _eighths(rng, (m, d))}
-        return CaseTensors(inputs, {}, {"d_scores": _eighths(rng, (b, m))})
+@dataclass(frozen=True)
+class ScoreShape:
+    """A random case in eighths (exact in float32): interests (B, K, D), items (M, D), top n."""
 
-    return build
+    batch: int
+    interests: int
+    d: int
+    items: int
+    n: int
+
+    def describe(self) -> str:
+        return f"B={self.batch}, K={self.interests}, D={self.d}, M={self.items}, n={self.n}"
+
+    def build(self, rng: np.random.Generator) -> CaseTensors:
+        b, m = self.batch, self.items
+        inputs = {"interests": _eighths(rng, (b, self.interests, self.d)), "items": _eighths(rng, (m, self.d))}
+        return CaseTensors(inputs, {}, {"d_scores": _eighths(rng, (b, m))})
 
 
 def _tiny_hand(rng: np.random.Generator) -> CaseTensors:
@@ -59,13 +72,17 @@ def _case(name: str, description: str, section: str, n: int, build: Builder) -> 
     return CaseSpec("max_interest_score", name, description, f"{SPEC}#{section}", {"n": n}, build)
 
 
+def _random_case(name: str, why: str, section: str, shape: ScoreShape) -> CaseSpec:
+    return _case(name, f"{why}; {shape.describe()}.", section, shape.n, shape.build)
+
+
 CASES = (
-    _case("tiny_hand", "B=1, K=2, D=2, M=4, n=3: an item tied between both interests, two items "
-          "tied in score; numbers in the spec.", "worked-example", 3, _tiny_hand),
-    _case("one_interest", "K=1: the plain inner product; B=2, D=3, M=5, n=2.", "edge-cases", 2,
-          _random(2, 1, 3, 5)),
-    _case("small", "B=3, K=3, D=4, M=8, n=4; values in eighths (exact in float32).", "golden-cases",
-          4, _random(3, 3, 4, 8)),
-    _case("realistic", "B=4, K=4, D=16, M=60, n=10; values in eighths (exact in float32).",
-          "golden-cases", 10, _random(4, 4, 16, 60)),
+    _case("tiny_hand", "The spec's worked example: an item tied between both interests, two items tied in "
+          "score.", "worked-example", 3, _tiny_hand),
+    _random_case("one_interest", "One interest: the plain inner product, values in eighths", "edge-cases",
+                 ScoreShape(batch=2, interests=1, d=3, items=5, n=2)),
+    _random_case("small", "Values in eighths (exact in float32)", "golden-cases",
+                 ScoreShape(batch=3, interests=3, d=4, items=8, n=4)),
+    _random_case("realistic", "Values in eighths (exact in float32)", "golden-cases",
+                 ScoreShape(batch=4, interests=4, d=16, items=60, n=10)),
 )

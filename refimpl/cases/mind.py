@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from refimpl.cases._base import Builder, CaseSpec, Config, Result, Tensors
-from refimpl.cases.capsule_routing import routing_config
+from refimpl.cases._base import Builder, Config, Result, Tensors
+from refimpl.cases.capsule_routing import routing_case_config, routing_config
 from refimpl.cases.umi import (
     FIELD_DIM,
     FIELDS,
     PROFILE_VALUES,
+    ModelShape,
     batch_of,
     capsule_intermediates,
     model_builder,
+    model_cases,
     model_grads,
 )
 from refimpl.models.mind import MINDConfig, mind_backward_with_inputs, mind_forward, mind_init
@@ -45,47 +47,22 @@ def mind_reference(inputs: Tensors, params: Tensors, config: Config, upstream: T
 COMPONENTS = {"mind": mind_reference}
 
 
-def _build(b: int, length: int, k: int, vocab: int, d: int, hidden: int) -> Builder:
+def _build(shape: ModelShape) -> Builder:
     cfg = MINDConfig(
-        num_items=vocab,
+        num_items=shape.vocab,
         num_profile_values=PROFILE_VALUES,
         num_fields=FIELDS,
-        dim=d,
+        dim=shape.dim,
         profile_dim=FIELD_DIM,
-        num_interests=k,
-        hidden=hidden,
+        num_interests=shape.interests,
+        hidden=shape.hidden,
     )
-    return model_builder(lambda rng: mind_init(rng, cfg), b, length, k, vocab, d)
+    return model_builder(lambda rng: mind_init(rng, cfg), shape.batch, shape.length, shape.interests, shape.vocab,
+                         shape.dim)
 
 
-def _config(detach: bool) -> Config:
-    return {"iterations": 3, "update": "accumulate", "detach_routing": detach, "map": "shared"}
+def _routing(detach: bool) -> Config:
+    return routing_case_config(iterations=3, update="accumulate", detach_routing=detach, map="shared")
 
 
-CASES = (
-    CaseSpec(
-        "mind",
-        "small_detached",
-        "MIND default (shared map, accumulate, a_i = 1, detached, 3 iterations): B=3, L=6, K=3, "
-        "V=7, D=4, C=2 fields of F=3; duplicate behaviour ids, row 1 fully padded.",
-        f"{SPEC}#model",
-        _config(True),
-        _build(3, 6, 3, 7, 4, 5),
-    ),
-    CaseSpec(
-        "mind",
-        "small_exact",
-        "As small_detached with the exact routing gradient.",
-        f"{SPEC}#model",
-        _config(False),
-        _build(3, 6, 3, 7, 4, 5),
-    ),
-    CaseSpec(
-        "mind",
-        "realistic",
-        "B=3, L=16, K=4, V=30, D=8, hidden 8; detached.",
-        f"{SPEC}#model",
-        _config(True),
-        _build(3, 16, 4, 30, 8, 8),
-    ),
-)
+CASES = model_cases("mind", _routing, _build)

@@ -7,17 +7,18 @@ refimpl.cases.sampled_softmax (`temperature`, `denominator`, `remove_accidental_
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from refimpl.cases._base import Builder, CaseSpec, Config, Result, Tensors
 from refimpl.cases.sampled_softmax import (
     DEFAULT,
-    Hits,
+    ScoredShape,
     fixed_case,
     loss_config,
     q_grads,
     q_inputs,
-    random_case,
 )
 from refimpl.nn.multi_interest_readout import (
     ReadoutConfig,
@@ -57,14 +58,6 @@ def multi_interest_readout_reference(
 COMPONENTS = {"multi_interest_readout": multi_interest_readout_reference}
 
 
-def readout_case(
-    b: int, k: int, n: int, d: int, shared: bool = True, hits: Hits = (), logq: bool = False
-) -> Builder:
-    """Interests, positive and negatives ~ N(0, 1/sqrt(D)): scores O(1), argmax gaps >> float32 eps
-    for these seeds (checked by tests/test_multi_interest_readout.py)."""
-    return random_case(b, n, d, shared, hits, logq, interests=k)
-
-
 def _ties() -> Tensors:
     """Small integers, so every score is exact in any float type and the ties are exact.
 
@@ -92,31 +85,37 @@ def _case(name: str, description: str, section: str, config: Config, build: Buil
     return CaseSpec("multi_interest_readout", name, description, f"{SPEC}#{section}", config, build)
 
 
+def _random_case(name: str, why: str, section: str, config: Config, shape: ScoredShape) -> CaseSpec:
+    """Interests, positive and negatives ~ N(0, 1/sqrt(D)): scores O(1), argmax gaps >> float32 eps
+    for these seeds (checked by tests/test_multi_interest_readout.py)."""
+    return _case(name, f"{why}; {shape.describe()}.", section, config, shape.build)
+
+
+SMALL = ScoredShape(batch=3, interests=3, negatives=4, d=6)
+
 CASES = (
-    _case("standard_small", "Standard readout: B=3, K=3, N=4, D=6, shared negatives.",
-          "standard-readout", STANDARD, readout_case(3, 3, 4, 6)),
-    _case("harder_small", "Harder negatives on the same shapes: B=3, K=3, N=4, D=6.",
-          "harder-negatives", HARDER, readout_case(3, 3, 4, 6)),
-    _case("harder_per_row", "Harder negatives, per-row negatives (B, N, D) = (3, 4, 6), one hit.",
-          "harder-negatives", HARDER, readout_case(3, 3, 4, 6, shared=False, hits=((1, 2),))),
-    _case("standard_per_row", "Standard readout, per-row negatives (B, N, D) = (3, 4, 6).",
-          "standard-readout", STANDARD, readout_case(3, 3, 4, 6, shared=False)),
+    _random_case("standard_small", "Standard readout", "standard-readout", STANDARD, SMALL),
+    _random_case("harder_small", "Harder negatives on the same shapes", "harder-negatives", HARDER, SMALL),
+    _random_case("harder_per_row", "Harder negatives, per-row negatives", "harder-negatives", HARDER,
+                 replace(SMALL, shared=False, hits=((1, 2),))),
+    _random_case("standard_per_row", "Standard readout, per-row negatives", "standard-readout", STANDARD,
+                 replace(SMALL, shared=False)),
     _case("ties_standard", "Exact argmax ties (integer scores): the lowest interest index wins.",
           "ties", STANDARD, fixed_case(_ties)),
     _case("ties_harder", "Exact argmax ties under harder negatives: the lowest index wins.",
           "ties", HARDER, fixed_case(_ties)),
-    _case("one_interest_standard", "K = 1: equal to the plain sampled softmax.", "edge-cases",
-          STANDARD, readout_case(3, 1, 4, 5)),
-    _case("one_interest_harder", "K = 1 under harder negatives: equal to the plain sampled softmax.",
-          "edge-cases", HARDER, readout_case(3, 1, 4, 5)),
-    _case("harder_logq_temperature", "Harder negatives with logQ and temperature 0.5.",
-          "harder-negatives", HARDER | {"temperature": 0.5, "logq_correction": True},
-          readout_case(4, 3, 5, 6, logq=True)),
-    _case("harder_negatives_only", "Harder negatives under negatives_only; negative 1 hits row 0.",
-          "harder-negatives", HARDER | {"denominator": "negatives_only"},
-          readout_case(4, 3, 5, 6, hits=((0, 1),))),
-    _case("harder_one_negative", "Harder negatives with N = 1.", "edge-cases", HARDER,
-          readout_case(3, 3, 1, 6)),
-    _case("realistic_harder", "B=8, K=4, N=24, D=16 shared in-category negatives, two hits.",
-          "harder-negatives", HARDER, readout_case(8, 4, 24, 16, hits=((2, 7), (5, 20)))),
+    _random_case("one_interest_standard", "One interest: equal to the plain sampled softmax", "edge-cases",
+                 STANDARD, ScoredShape(batch=3, interests=1, negatives=4, d=5)),
+    _random_case("one_interest_harder", "One interest under harder negatives: equal to the plain sampled softmax",
+                 "edge-cases", HARDER, ScoredShape(batch=3, interests=1, negatives=4, d=5)),
+    _random_case("harder_logq_temperature", "Harder negatives with logQ and temperature 0.5", "harder-negatives",
+                 HARDER | {"temperature": 0.5, "logq_correction": True},
+                 ScoredShape(batch=4, interests=3, negatives=5, d=6, logq=True)),
+    _random_case("harder_negatives_only", "Harder negatives under negatives_only; negative 1 hits row 0",
+                 "harder-negatives", HARDER | {"denominator": "negatives_only"},
+                 ScoredShape(batch=4, interests=3, negatives=5, d=6, hits=((0, 1),))),
+    _random_case("harder_one_negative", "Harder negatives with one negative", "edge-cases", HARDER,
+                 ScoredShape(batch=3, interests=3, negatives=1, d=6)),
+    _random_case("realistic_harder", "In-category negatives", "harder-negatives", HARDER,
+                 ScoredShape(batch=8, interests=4, negatives=24, d=16, hits=((2, 7), (5, 20)))),
 )

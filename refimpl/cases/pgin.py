@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -89,8 +89,35 @@ def random_batch(
     return replace(batch, label=label)
 
 
-def _draw(config: dict[str, Any], b: int, long_length: int, short_length: int, p: int, empty_short: bool) -> Builder:
+@dataclass(frozen=True)
+class PGINShape:
+    """The sizes of a case: B users, L long-term and S short-term behaviours, a merged category
+    history of P; `empty_short` leaves row 0 without a short-term behaviour."""
+
+    batch: int
+    long: int
+    short: int
+    history: int
+    empty_short: bool = False
+
+    def describe(self) -> str:
+        return f"B={self.batch}, L={self.long}, S={self.short}, P={self.history}"
+
+
+def describe_config(config: dict[str, Any]) -> str:
+    """The model config in words, e.g. 'C=6, V=10, F=3, D=4, H=2, hidden layers (5,), learned gate'."""
+    return (
+        f"C={config['num_categories']}, V={config['num_items']}, F={config['user_feature_dim']}, "
+        f"D={config['dim']}, H={config['num_heads']}, hidden layers {tuple(config['mlp_hidden'])}, "
+        f"{config['gate']} gate"
+    )
+
+
+def _draw(config: dict[str, Any], shape: PGINShape) -> Builder:
     cfg = model_config(config)
+    b, long_length, short_length, p, empty_short = (
+        shape.batch, shape.long, shape.short, shape.history, shape.empty_short
+    )
 
     def build(rng: np.random.Generator) -> CaseTensors:
         params = pgin_init(rng, cfg)
@@ -116,25 +143,14 @@ def _config(**overrides: Any) -> dict[str, Any]:
     return {**base, **overrides}
 
 
-def _case(
-    name: str,
-    description: str,
-    config: dict[str, Any],
-    shape: tuple[int, int, int, int],
-    empty_short: bool = False,
-) -> CaseSpec:
-    return CaseSpec(
-        "pgin", name, description, f"{SPEC}#model", config, _draw(config, *shape, empty_short)
-    )
+def _case(name: str, why: str, config: dict[str, Any], shape: PGINShape) -> CaseSpec:
+    description = f"{why}: {describe_config(config)}; {shape.describe()}."
+    return CaseSpec("pgin", name, description, f"{SPEC}#model", config, _draw(config, shape))
 
 
 CASES = (
-    _case(
-        "small", "C=6, V=10, F=3, D=4, H=2, two hidden layers (6, 5); B=3, L=6, S=3, P=4; row 0 "
-        "has an empty short sequence.", _config(mlp_hidden=[6, 5]), (3, 6, 3, 4), empty_short=True,
-    ),
-    _case(
-        "one_category", "C = 1, one head, one hidden layer of 5: y = [1] for every row.",
-        _config(num_categories=1, num_heads=1), (2, 4, 2, 2),
-    ),
+    _case("small", "Row 0 has an empty short sequence", _config(mlp_hidden=[6, 5]),
+          PGINShape(batch=3, long=6, short=3, history=4, empty_short=True)),
+    _case("one_category", "One category: y = [1] for every row", _config(num_categories=1, num_heads=1),
+          PGINShape(batch=2, long=4, short=2, history=2)),
 )

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -117,11 +117,11 @@ class Recipe:
     position; `label` is 'random', 'absent' or 'present'
     (relative to each row's history); `gate_bias` fixes gate_b (None: drawn)."""
 
-    b: int
-    p: int
-    d: int
-    c: int
-    g: int
+    batch: int
+    positions: int
+    width: int
+    categories: int
+    hidden: int
     valid: tuple[int, ...] = ()
     duplicates: bool = False
     single_id_rows: tuple[int, ...] = ()
@@ -129,28 +129,38 @@ class Recipe:
     gate_bias: float | None = None
     weight_scale: float = 1.0
 
+    def describe(self, heads: int) -> str:
+        return (
+            f"B={self.batch}, P={self.positions}, D={self.width}, H={heads}, C={self.categories}, "
+            f"G={self.hidden}"
+        )
+
 
 def _history(rng: np.random.Generator, r: Recipe) -> tuple[IntArray, BoolArray]:
-    counts = rng.integers(1, r.p + 1, size=r.b)
+    counts = rng.integers(1, r.positions + 1, size=r.batch)
     counts[: len(r.valid)] = r.valid
-    history = np.zeros((r.b, r.p), dtype=np.int64)
-    mask = np.arange(r.p)[None, :] < counts[:, None]
-    for row in range(r.b):
+    history = np.zeros((r.batch, r.positions), dtype=np.int64)
+    mask = np.arange(r.positions)[None, :] < counts[:, None]
+    for row in range(r.batch):
         if r.duplicates:
-            ids = rng.integers(0, min(r.c, 3), size=r.p)
+            ids = rng.integers(0, min(r.categories, 3), size=r.positions)
         else:
-            ids = rng.permutation(r.c)[: r.p] if r.c >= r.p else rng.integers(0, r.c, size=r.p)
+            ids = (
+                rng.permutation(r.categories)[: r.positions]
+                if r.categories >= r.positions
+                else rng.integers(0, r.categories, size=r.positions)
+            )
         if row in r.single_id_rows:
-            ids = np.full(r.p, ids[0])
+            ids = np.full(r.positions, ids[0])
         history[row] = np.where(mask[row], ids, 0)
     return history, mask
 
 
 def _labels(rng: np.random.Generator, r: Recipe, history: IntArray, mask: BoolArray) -> IntArray:
-    labels = rng.integers(0, r.c, size=r.b)
-    for row in range(r.b):
+    labels = rng.integers(0, r.categories, size=r.batch)
+    for row in range(r.batch):
         present = np.unique(history[row, mask[row]])
-        absent = np.setdiff1d(np.arange(r.c), present)
+        absent = np.setdiff1d(np.arange(r.categories), present)
         if r.label == "present" and present.size:
             labels[row] = rng.choice(present)
         elif r.label == "absent" and absent.size:
@@ -161,26 +171,26 @@ def _labels(rng: np.random.Generator, r: Recipe, history: IntArray, mask: BoolAr
 def _draw(r: Recipe) -> Builder:
     def build(rng: np.random.Generator) -> CaseTensors:
         history, mask = _history(rng, r)
-        table = rng.standard_normal((r.c, r.d))
+        table = rng.standard_normal((r.categories, r.width))
         params: Tensors = {
-            name: rng.standard_normal((r.d, r.d)) * r.weight_scale / np.sqrt(r.d)
+            name: rng.standard_normal((r.width, r.width)) * r.weight_scale / np.sqrt(r.width)
             if name.startswith("W")
-            else 0.1 * rng.standard_normal(r.d)
+            else 0.1 * rng.standard_normal(r.width)
             for name in PARAM_NAMES
         }
-        params["gate_w"] = rng.standard_normal(r.d + r.g) / np.sqrt(r.d + r.g)
+        params["gate_w"] = rng.standard_normal(r.width + r.hidden) / np.sqrt(r.width + r.hidden)
         bias = rng.standard_normal() if r.gate_bias is None else r.gate_bias
         params["gate_b"] = np.array([bias])
         inputs: Tensors = {
-            "query": rng.standard_normal((r.b, r.d)),
+            "query": rng.standard_normal((r.batch, r.width)),
             "history_emb": table[history],
             "history": history,
             "history_mask": mask,
-            "generator_logits": rng.standard_normal((r.b, r.c)),
-            "generator_hidden": rng.standard_normal((r.b, r.g)),
+            "generator_logits": rng.standard_normal((r.batch, r.categories)),
+            "generator_hidden": rng.standard_normal((r.batch, r.hidden)),
             "label": _labels(rng, r, history, mask),
         }
-        return CaseTensors(inputs, params, upstream_like(rng, {"y": (r.b, r.c), "loss": ()}))
+        return CaseTensors(inputs, params, upstream_like(rng, {"y": (r.batch, r.categories), "loss": ()}))
 
     return build
 
@@ -214,73 +224,76 @@ def _hand(rng: np.random.Generator) -> CaseTensors:
     return CaseTensors(inputs, params, upstream_like(rng, {"y": (1, 4), "loss": ()}))
 
 
-def _case(name: str, description: str, section: str, recipe: Recipe | Builder, **config: object) -> CaseSpec:
-    build = _draw(recipe) if isinstance(recipe, Recipe) else recipe
-    return CaseSpec(
-        "pointer_generator", name, description, f"{SPEC}#{section}",
-        {"num_heads": 1, "gate": "learned", **config}, build,
-    )
+def _case(
+    name: str, description: str, section: str, recipe: Recipe | Builder, num_heads: int = 1, gate: str = "learned"
+) -> CaseSpec:
+    """A case; a Recipe's shapes and heads are appended to `description`."""
+    if isinstance(recipe, Recipe):
+        description = f"{description}; {recipe.describe(num_heads)}."
+        recipe = _draw(recipe)
+    config = {"num_heads": num_heads, "gate": gate}
+    return CaseSpec("pointer_generator", name, description, f"{SPEC}#{section}", config, recipe)
 
+
+SMALL = Recipe(batch=4, positions=5, width=4, categories=7, hidden=3)
+EDGE = Recipe(batch=3, positions=4, width=4, categories=6, hidden=2)
 
 TRAINING_CASES = (
     _case(
-        "tiny_hand", "The spec's worked example: B=1, P=3 (ids 2, 0, 2), D=2, C=4, gate 0.5.",
+        "tiny_hand", "The spec's worked example: history ids (2, 0, 2), gate 0.5.",
         "worked-example", _hand,
     ),
+    _case("small", "Random history lengths and labels", "equations", SMALL, num_heads=2),
     _case(
-        "small", "B=4, P=5, D=4, H=2, C=7, G=3; random history lengths and labels.",
-        "equations", Recipe(4, 5, 4, 7, 3), num_heads=2,
-    ),
-    _case(
-        "duplicates", "Un-deduplicated histories with repeated ids (ids from {0, 1, 2}): the scatter "
-        "must sum them. B=4, P=6, D=4, C=5.",
-        "edge-cases", Recipe(4, 6, 4, 5, 2, valid=(6, 6), duplicates=True),
+        "duplicates", "Un-deduplicated histories with repeated ids (ids from {0, 1, 2}): the scatter must sum them",
+        "edge-cases",
+        Recipe(batch=4, positions=6, width=4, categories=5, hidden=2, valid=(6, 6), duplicates=True),
     ),
     _case(
         "single_category_history", "Rows 0 and 1 have one valid history position, row 2 repeats one "
-        "category at every position. B=3, P=4, D=4, C=6.",
-        "edge-cases", Recipe(3, 4, 4, 6, 2, valid=(1, 1, 4), single_id_rows=(2,)),
+        "category at every position",
+        "edge-cases", replace(EDGE, valid=(1, 1, 4), single_id_rows=(2,)),
     ),
     _case(
-        "label_absent", "Every label is absent from its row's history: y[label] comes from the "
-        "generator only. B=4, P=4, D=4, C=9.",
-        "edge-cases", Recipe(4, 4, 4, 9, 3, label="absent"),
+        "label_absent", "Every label is absent from its row's history: y[label] comes from the generator only",
+        "edge-cases", Recipe(batch=4, positions=4, width=4, categories=9, hidden=3, label="absent"),
     ),
     _case(
-        "gate_near_one", "gate_b = +20 saturates the gate: P_poi = 1 - O(1e-9). Labels in the history.",
-        "edge-cases", Recipe(3, 4, 4, 6, 2, label="present", gate_bias=20.0),
+        "gate_near_one", "gate_b = +20 saturates the gate: P_poi = 1 - O(1e-9); labels in the history",
+        "edge-cases", replace(EDGE, label="present", gate_bias=20.0),
     ),
     _case(
-        "gate_near_zero", "gate_b = -20 saturates the gate: P_poi = O(1e-9). Labels in the history.",
-        "edge-cases", Recipe(3, 4, 4, 6, 2, label="present", gate_bias=-20.0),
+        "gate_near_zero", "gate_b = -20 saturates the gate: P_poi = O(1e-9); labels in the history",
+        "edge-cases", replace(EDGE, label="present", gate_bias=-20.0),
     ),
     _case(
-        "one_category", "C = 1: y = [1] whatever the gate; loss -log(1 + 1e-12); zero logit grads.",
-        "edge-cases", Recipe(3, 3, 4, 1, 2, duplicates=True),
+        "one_category", "One category: y = [1] whatever the gate; loss -log(1 + 1e-12); zero logit grads",
+        "edge-cases", Recipe(batch=3, positions=3, width=4, categories=1, hidden=2, duplicates=True),
     ),
     _case(
-        "empty_history_row", "Row 0 has no valid history: its gate is 0 and y = y_gen. B=3, P=4, C=6.",
-        "edge-cases", Recipe(3, 4, 4, 6, 2, valid=(0,)),
+        "empty_history_row", "Row 0 has no valid history: its gate is 0 and y = y_gen",
+        "edge-cases", replace(EDGE, valid=(0,)),
     ),
     _case(
-        "gate_pointer", "cfg.gate = 'pointer' (ablation): P_poi = 1 on rows with a history; row 0 empty.",
-        "gate-modes", Recipe(3, 4, 4, 6, 2, valid=(0,)), gate="pointer",
+        "gate_pointer", "cfg.gate = 'pointer' (ablation): P_poi = 1 on rows with a history; row 0 empty",
+        "gate-modes", replace(EDGE, valid=(0,)), gate="pointer",
     ),
     _case(
-        "gate_generator", "cfg.gate = 'generator' (ablation): P_poi = 0, y = y_gen.",
-        "gate-modes", Recipe(3, 4, 4, 6, 2), gate="generator",
+        "gate_generator", "cfg.gate = 'generator' (ablation): P_poi = 0, y = y_gen",
+        "gate-modes", EDGE, gate="generator",
     ),
     _case(
-        "realistic", "B=6, P=20, D=8, H=2, C=60, G=8 (kept small for the golden size budget).",
-        "equations", Recipe(6, 20, 8, 60, 8), num_heads=2,
+        "realistic", "Kept small for the golden size budget", "equations",
+        Recipe(batch=6, positions=20, width=8, categories=60, hidden=8), num_heads=2,
     ),
 )
 
+SERVING_WITHOUT_HISTORY = replace(SMALL, valid=(0,))
 SERVING_CASES = (
     CaseSpec(
-        "pointer_generator_serving", "no_label", "Serving without a label (no loss): B=4, P=5, D=4, "
-        "H=2, C=7, G=3, row 0 without history (y = y_gen there).", f"{SPEC}#serving-without-a-label",
-        {"num_heads": 2, "gate": "learned"}, _without_label(_draw(Recipe(4, 5, 4, 7, 3, valid=(0,)))),
+        "pointer_generator_serving", "no_label", "Serving without a label (no loss), row 0 without history "
+        f"(y = y_gen there); {SERVING_WITHOUT_HISTORY.describe(2)}.", f"{SPEC}#serving-without-a-label",
+        {"num_heads": 2, "gate": "learned"}, _without_label(_draw(SERVING_WITHOUT_HISTORY)),
     ),
 )
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from refimpl.cases._base import (
-    Builder,
     CaseSpec,
     CaseTensors,
     Config,
@@ -27,11 +28,21 @@ def masked_mean_pool_reference(inputs: Tensors, params: Tensors, config: Config,
 COMPONENTS = {"masked_mean_pool": masked_mean_pool_reference}
 
 
-def _random(b: int, length: int, d: int) -> Builder:
-    """Random masks; row 0 all masked, row 1 all valid, row 2 (if any) a single valid position."""
+@dataclass(frozen=True)
+class PoolShape:
+    """A random case of x (B, L, D): row 0 all masked, row 1 all valid, row 2 (if any) a single
+    valid position, the others random."""
 
-    def build(rng: np.random.Generator) -> CaseTensors:
-        x = rng.standard_normal((b, length, d))
+    batch: int
+    length: int
+    d: int
+
+    def describe(self) -> str:
+        return f"B={self.batch}, L={self.length}, D={self.d}"
+
+    def build(self, rng: np.random.Generator) -> CaseTensors:
+        b, length = self.batch, self.length
+        x = rng.standard_normal((b, length, self.d))
         mask = rng.random((b, length)) < 0.6
         mask[0] = False
         mask[1] = True
@@ -41,10 +52,12 @@ def _random(b: int, length: int, d: int) -> Builder:
         return CaseTensors(
             inputs={"x": x, "mask": mask},
             params={},
-            upstream=upstream_like(rng, {"out": (b, d)}),
+            upstream=upstream_like(rng, {"out": (b, self.d)}),
         )
 
-    return build
+
+def _random_case(name: str, why: str, section: str, shape: PoolShape) -> CaseSpec:
+    return CaseSpec("masked_mean_pool", name, f"{why}; {shape.describe()}.", f"{SPEC}#{section}", {}, shape.build)
 
 
 def _tiny_hand(rng: np.random.Generator) -> CaseTensors:
@@ -63,25 +76,13 @@ CASES = (
     CaseSpec(
         "masked_mean_pool",
         "tiny_hand",
-        "B=2, L=3, D=2; row 1 all masked (pools to zeros, zero gradient); numbers in the spec.",
+        "The spec's worked example: row 1 all masked (pools to zeros, zero gradient).",
         f"{SPEC}#worked-example",
         {},
         _tiny_hand,
     ),
-    CaseSpec(
-        "masked_mean_pool",
-        "small",
-        "B=4, L=7, D=5: an all-masked row, an all-valid row, a single valid position.",
-        f"{SPEC}#edge-cases",
-        {},
-        _random(4, 7, 5),
-    ),
-    CaseSpec(
-        "masked_mean_pool",
-        "long_rows",
-        "B=8, L=50 (the short-term encoder's batch and length), D=4; row 0 all masked.",
-        f"{SPEC}#shapes",
-        {},
-        _random(8, 50, 4),
-    ),
+    _random_case("small", "An all-masked row, an all-valid row, a single valid position", "edge-cases",
+                 PoolShape(batch=4, length=7, d=5)),
+    _random_case("long_rows", "The short-term encoder's batch and length; row 0 all masked", "shapes",
+                 PoolShape(batch=8, length=50, d=4)),
 )

@@ -8,6 +8,7 @@ Negatives are shared when `negatives` is (N, D), per row when it is (B, N, D).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -106,17 +107,34 @@ def draw_q(rng: np.random.Generator, b: int, n: int, shared: bool) -> Tensors:
     }
 
 
-def random_case(
-    b: int, n: int, d: int, shared: bool = True, hits: Hits = (), logq: bool = False,
-    scale: float = 1.0, interests: int | None = None,
-) -> Builder:
-    """User, positive and negatives ~ N(0, scale^2 / sqrt(D)) so scores are O(scale); with
-    `interests` = K the user is K interest vectors (B, K, D), as the multi-interest readout reads."""
+@dataclass(frozen=True)
+class ScoredShape:
+    """A random case, declared once: B users scored against their positive and N negatives of
+    width D, shared (N, D) or per row (B, N, D); `hits` plants accidental hits (row, negative);
+    `logq` draws sampling probabilities; with `interests` = K the user is K interest vectors
+    (B, K, D), as the multi-interest readout reads. User, positive and negatives are
+    N(0, scale^2 / sqrt(D)), so scores are O(scale)."""
 
-    def build(rng: np.random.Generator) -> CaseTensors:
-        std = scale / d**0.25
-        positive_ids, negative_ids = draw_ids(rng, b, n, shared, hits)
-        user_name, user_shape = ("user", (b, d)) if interests is None else ("interests", (b, interests, d))
+    batch: int
+    negatives: int
+    d: int
+    shared: bool = True
+    hits: Hits = ()
+    logq: bool = False
+    scale: float = 1.0
+    interests: int | None = None
+
+    def describe(self) -> str:
+        interests = "" if self.interests is None else f", K={self.interests}"
+        negatives = "shared negatives" if self.shared else "per-row negatives"
+        hits = {0: "", 1: ", one accidental hit"}.get(len(self.hits), f", {len(self.hits)} accidental hits")
+        return f"B={self.batch}{interests}, N={self.negatives}, D={self.d}, {negatives}{hits}"
+
+    def build(self, rng: np.random.Generator) -> CaseTensors:
+        b, n, d, shared = self.batch, self.negatives, self.d, self.shared
+        std = self.scale / d**0.25
+        positive_ids, negative_ids = draw_ids(rng, b, n, shared, self.hits)
+        user_name, user_shape = ("user", (b, d)) if self.interests is None else ("interests", (b, self.interests, d))
         inputs = {
             user_name: std * rng.standard_normal(user_shape),
             "positive": std * rng.standard_normal((b, d)),
@@ -124,11 +142,9 @@ def random_case(
             "positive_ids": positive_ids,
             "negative_ids": negative_ids,
         }
-        if logq:
+        if self.logq:
             inputs |= draw_q(rng, b, n, shared)
         return CaseTensors(inputs=inputs, params={}, upstream=upstream_like(rng, {"loss": ()}))
-
-    return build
 
 
 def fixed_case(inputs: Callable[[], Tensors]) -> Builder:
@@ -211,21 +227,25 @@ DEFAULT = {"temperature": 1.0, "denominator": "with_positive", "remove_accidenta
            "logq_correction": False}
 NEGATIVES_ONLY = DEFAULT | {"denominator": "negatives_only"}
 
+def _random_case(name: str, why: str, section: str, config: Config, shape: ScoredShape) -> CaseSpec:
+    return _case(name, f"{why}; {shape.describe()}.", section, config, shape.build)
+
+
 CASES = (
-    _case("tiny", "The spec's worked example: B=2, N=2, D=2, hand-checkable logits.",
+    _case("tiny", "The spec's worked example: hand-checkable logits.",
           "worked-example", DEFAULT, fixed_case(_tiny)),
-    _case("shared_accidental_hit", "Shared negatives B=4, N=6, D=8; negative 3 is row 1's positive.",
-          "accidental-hits", DEFAULT, random_case(4, 6, 8, hits=((1, 3),))),
-    _case("per_row", "Per-row negatives (B, N, D) = (4, 5, 8); row 2's negative 0 is a hit.",
-          "shapes", DEFAULT, random_case(4, 5, 8, shared=False, hits=((2, 0),))),
-    _case("logq_temperature", "logQ correction and temperature 0.1; shared, B=4, N=6, D=8.",
-          "temperature-and-logq-correction", DEFAULT | {"temperature": 0.1, "logq_correction": True},
-          random_case(4, 6, 8, logq=True)),
-    _case("logq_per_row", "logQ with per-row negatives and q (B, N); B=3, N=4, D=6.",
-          "temperature-and-logq-correction", DEFAULT | {"logq_correction": True},
-          random_case(3, 4, 6, shared=False, logq=True)),
-    _case("negatives_only", "ULIM eq. 2 as printed: B=4, N=5, D=8, shared; negative 0 hits row 3.",
-          "denominator-and-reduction", NEGATIVES_ONLY, random_case(4, 5, 8, hits=((3, 0),))),
+    _random_case("shared_accidental_hit", "Negative 3 is row 1's positive", "accidental-hits", DEFAULT,
+                 ScoredShape(batch=4, negatives=6, d=8, hits=((1, 3),))),
+    _random_case("per_row", "Row 2's negative 0 is a hit", "shapes", DEFAULT,
+                 ScoredShape(batch=4, negatives=5, d=8, shared=False, hits=((2, 0),))),
+    _random_case("logq_temperature", "logQ correction and temperature 0.1", "temperature-and-logq-correction",
+                 DEFAULT | {"temperature": 0.1, "logq_correction": True},
+                 ScoredShape(batch=4, negatives=6, d=8, logq=True)),
+    _random_case("logq_per_row", "logQ with per-row negatives and q (B, N)", "temperature-and-logq-correction",
+                 DEFAULT | {"logq_correction": True},
+                 ScoredShape(batch=3, negatives=4, d=6, shared=False, logq=True)),
+    _random_case("negatives_only", "ULIM eq. 2 as printed; negative 0 hits row 3", "denominator-and-reduction",
+                 NEGATIVES_ONLY, ScoredShape(batch=4, negatives=5, d=8, hits=((3, 0),))),
     _case("negatives_only_all_removed",
           "negatives_only; both shared negatives are row 0's positive: row 0 is not counted.",
           "every-negative-removed", NEGATIVES_ONLY, fixed_case(_all_removed)),
@@ -237,15 +257,14 @@ CASES = (
           fixed_case(_equal_to_positive)),
     _case("negative_equal_to_positive", "Negative 2 is row 1's positive (id and vector); removed.",
           "accidental-hits", DEFAULT, fixed_case(_equal_to_positive)),
-    _case("one_negative", "N = 1 shared negative; B=3, D=4.", "edge-cases", DEFAULT,
-          random_case(3, 1, 4)),
-    _case("one_negative_negatives_only", "N = 1 under negatives_only: l_b = s_b1 - s_b.",
-          "edge-cases", NEGATIVES_ONLY, random_case(3, 1, 4)),
+    _random_case("one_negative", "One shared negative", "edge-cases", DEFAULT,
+                 ScoredShape(batch=3, negatives=1, d=4)),
+    _random_case("one_negative_negatives_only", "N = 1 under negatives_only: l_b = s_b1 - s_b", "edge-cases",
+                 NEGATIVES_ONLY, ScoredShape(batch=3, negatives=1, d=4)),
     _case("all_logits_equal", "A zero user vector: every logit 0, loss log(N + 1).", "edge-cases",
           DEFAULT, fixed_case(_all_equal)),
     _case("extreme_logits", "Scores of +-1e4 in float64: no overflow, loss finite and >= 0.",
           "edge-cases", DEFAULT, fixed_case(_extreme), atol=1e-6),
-    _case("realistic", "B=16, N=32, D=16 shared in-category negatives with logQ, two hits.",
-          "shapes", DEFAULT | {"logq_correction": True},
-          random_case(16, 32, 16, hits=((0, 5), (9, 20)), logq=True, scale=2.0)),
+    _random_case("realistic", "In-category negatives with logQ", "shapes", DEFAULT | {"logq_correction": True},
+                 ScoredShape(batch=16, negatives=32, d=16, hits=((0, 5), (9, 20)), logq=True, scale=2.0)),
 )

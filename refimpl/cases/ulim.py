@@ -7,6 +7,7 @@ loss (eq. 1); the gradient of every parameter.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -60,9 +61,35 @@ def ulim_reference(inputs: Tensors, params: Tensors, config: Config, upstream: T
 COMPONENTS = {"ulim": ulim_reference}
 
 
-def _draw(
-    config: dict[str, Any], b: int, s: int, length: int, n: int, empty_long_row: bool
-) -> Builder:
+@dataclass(frozen=True)
+class BatchShape:
+    """The sizes of a category-homogeneous batch: B users, S short-term behaviours, L long-term
+    (already clustered) behaviours, N shared negatives; `empty_long_row` leaves row 0 without a
+    behaviour of the batch's category."""
+
+    batch: int
+    short: int
+    long: int
+    negatives: int
+    empty_long_row: bool = False
+
+    def describe(self) -> str:
+        return f"B={self.batch}, S={self.short}, L={self.long}, N={self.negatives} shared negatives"
+
+
+def describe_config(config: dict[str, Any]) -> str:
+    """The model config in words, e.g. 'I=12 items in C=3 categories, D=4, H=2, target attention,
+    alpha=1, beta=1, batch category 1'."""
+    encoder = "target attention" if config["long_encoder"] == "target" else "self attention"
+    return (
+        f"I={config['num_items']} items in C={config['num_categories']} categories, D={config['dim']}, "
+        f"H={config['num_heads']}, {encoder}, alpha={config['alpha']:g}, beta={config['beta']:g}, "
+        f"batch category {config['batch_category']}"
+    )
+
+
+def _draw(config: dict[str, Any], shape: BatchShape) -> Builder:
+    b, s, length, n, empty_long_row = shape.batch, shape.short, shape.long, shape.negatives, shape.empty_long_row
     cfg = model_config(config)
     items, categories, category = cfg.num_items, cfg.num_categories, config["batch_category"]
 
@@ -93,10 +120,14 @@ def _draw(
     return build
 
 
+UNCLUSTERED = BatchShape(batch=3, short=4, long=10, negatives=3)
+
+
 def _draw_unclustered(config: dict[str, Any]) -> Builder:
-    """B=3, S=4, N=3 and a long sequence of L=10 over every category: row 0 holds more behaviours
-    of the batch's category than `max_subsequence` keeps, row 2 none at all."""
-    clustered = _draw(config, 3, 4, 1, 3, empty_long_row=False)  # everything but the long input
+    """UNCLUSTERED, with a long sequence over every category: row 0 holds more behaviours of the
+    batch's category than `max_subsequence` keeps, row 2 none at all."""
+    # everything but the long input, which is drawn below
+    clustered = _draw(config, BatchShape(batch=3, short=4, long=1, negatives=3))
     items, category = config["num_items"], config["batch_category"]
 
     def build(rng: np.random.Generator) -> CaseTensors:
@@ -104,10 +135,10 @@ def _draw_unclustered(config: dict[str, Any]) -> Builder:
         item_category = drawn.inputs["item_category"]
         foreign = np.flatnonzero(item_category != category)
         in_category = np.flatnonzero(item_category == category)
-        sequence = rng.integers(0, items, size=(3, 10)).astype(np.int64)
+        sequence = rng.integers(0, items, size=(3, UNCLUSTERED.long)).astype(np.int64)
         sequence[0, ::2] = rng.choice(in_category, size=5)
-        sequence[2] = rng.choice(foreign, size=10)
-        mask = rng.random((3, 10)) < 0.9
+        sequence[2] = rng.choice(foreign, size=UNCLUSTERED.long)
+        mask = rng.random((3, UNCLUSTERED.long)) < 0.9
         mask[0, ::2] = True
         inputs = {
             name: value for name, value in drawn.inputs.items() if name not in ("long_items", "long_mask")
@@ -126,41 +157,32 @@ def _config(**overrides: Any) -> dict[str, Any]:
     return {**base, **overrides}
 
 
-def _case(
-    name: str, description: str, config: dict[str, Any], shape: tuple[int, int, int, int],
-    empty_long_row: bool = False,
-) -> CaseSpec:
-    return CaseSpec(
-        "ulim", name, description, f"{SPEC}#golden-cases", config,
-        _draw(config, *shape, empty_long_row), atol=1e-8,
-    )
+def _case(name: str, why: str, config: dict[str, Any], shape: BatchShape) -> CaseSpec:
+    description = f"{why}: {describe_config(config)}; {shape.describe()}."
+    return CaseSpec("ulim", name, description, f"{SPEC}#golden-cases", config, _draw(config, shape), atol=1e-8)
 
+
+SMALL = BatchShape(batch=3, short=4, long=5, negatives=3)
+UNCLUSTERED_CONFIG = _config(max_subsequence=4)
 
 CASES = (
+    _case("small", "A batch of one category (item i has category i mod 3)", _config(), SMALL),
+    _case("self_attention", "The ULIM-self-attention ablation (MHSA + masked mean over the subsequence)",
+          _config(long_encoder="self"), SMALL),
     _case(
-        "small", "I=12 items in C=3 categories (item i has category i mod 3), D=4, H=2; a batch "
-        "of category 1: B=3, S=4, L=5, N=3 shared negatives; target attention; alpha=beta=1.",
-        _config(), (3, 4, 5, 3),
-    ),
-    _case(
-        "self_attention", "The ULIM-self-attention ablation (MHSA + masked mean over the "
-        "subsequence); otherwise as `small`.", _config(long_encoder="self"), (3, 4, 5, 3),
-    ),
-    _case(
-        "empty_subsequence", "Row 0 has no behaviour of the batch's category: v_l = 0 for that "
-        "row and its long-term loss is log(1 + N) (every score 0); one head; alpha=1, beta=0.5.",
-        _config(num_heads=1, beta=0.5), (2, 3, 4, 2), empty_long_row=True,
+        "empty_subsequence", "Row 0 has no behaviour of the batch's category: v_l = 0 for that row and its "
+        "long-term loss is log(1 + N) (every score 0)",
+        _config(num_heads=1, beta=0.5), BatchShape(batch=2, short=3, long=4, negatives=2, empty_long_row=True),
     ),
     CaseSpec(
-        "ulim", "unclustered_long_sequence", "The whole long sequence (L=10, every category) goes "
-        "in: the model clusters it first (ULIM 2.1.1), keeping the batch category's behaviours in "
-        "time order, the most recent max_subsequence=4 (row 0 has 7); row 2 has none (v_l = 0). "
-        "The extracted subsequence is an intermediate. B=3, S=4, N=3; as `small` otherwise.",
-        f"{SPEC}#category-clustering-ulim-211", _config(max_subsequence=4),
-        _draw_unclustered(_config(max_subsequence=4)), atol=1e-8,
+        "ulim", "unclustered_long_sequence", "The whole long sequence (every category) goes in: the model "
+        "clusters it first (ULIM 2.1.1), keeping the batch category's behaviours in time order, the most "
+        f"recent max_subsequence={UNCLUSTERED_CONFIG['max_subsequence']} (row 0 has 7); row 2 has none "
+        f"(v_l = 0). The extracted subsequence is an intermediate: {describe_config(UNCLUSTERED_CONFIG)}; "
+        f"{UNCLUSTERED.describe()}.",
+        f"{SPEC}#category-clustering-ulim-211", UNCLUSTERED_CONFIG, _draw_unclustered(UNCLUSTERED_CONFIG),
+        atol=1e-8,
     ),
-    _case(
-        "accidental_hit", "A negative equal to a row's positive is removed from that row; "
-        "alpha=0.3, beta=1.", _config(alpha=0.3), (4, 3, 3, 4),
-    ),
+    _case("accidental_hit", "A negative equal to a row's positive is removed from that row",
+          _config(alpha=0.3), BatchShape(batch=4, short=3, long=3, negatives=4)),
 )

@@ -8,9 +8,11 @@ negative_q.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from refimpl.cases._base import Builder, CaseSpec, CaseTensors, Config, Result, Tensors, upstream_like
+from refimpl.cases._base import CaseSpec, CaseTensors, Config, Result, Tensors, upstream_like
 from refimpl.cases.sampled_softmax import DEFAULT, draw_q, loss_config, q_grads, q_inputs
 from refimpl.losses import UlimLossConfig, ulim_loss_backward, ulim_loss_forward
 
@@ -44,11 +46,24 @@ def ulim_loss_reference(inputs: Tensors, params: Tensors, config: Config, upstre
 COMPONENTS = {"ulim_loss": ulim_loss_reference}
 
 
-def ulim_case(b: int, n: int, d: int, logq: bool = False, hit: bool = False) -> Builder:
-    """A catalogue of 30 items in 3 categories (item i is of category i % 3); the batch is of
-    category 1: positives and negatives drawn from items 1, 4, 7, ..."""
+@dataclass(frozen=True)
+class LossShape:
+    """A catalogue of 30 items in 3 categories (item i is of category i % 3); the batch of B users
+    is of category 1: positives and N shared negatives of width D drawn from items 1, 4, 7, ...;
+    `hit` makes negative 0 row 0's positive, `logq` draws sampling probabilities."""
 
-    def build(rng: np.random.Generator) -> CaseTensors:
+    batch: int
+    negatives: int
+    d: int
+    logq: bool = False
+    hit: bool = False
+
+    def describe(self) -> str:
+        hit = ", one accidental hit" if self.hit else ""
+        return f"B={self.batch}, N={self.negatives}, D={self.d}, category-pure batch{hit}"
+
+    def build(self, rng: np.random.Generator) -> CaseTensors:
+        b, n, d, logq, hit = self.batch, self.negatives, self.d, self.logq, self.hit
         item_categories = (np.arange(30) % 3).astype(np.int64)
         in_category = np.flatnonzero(item_categories == 1)
         chosen = rng.permutation(in_category)
@@ -71,17 +86,15 @@ def ulim_case(b: int, n: int, d: int, logq: bool = False, hit: bool = False) -> 
             inputs |= draw_q(rng, b, n, True)
         return CaseTensors(inputs=inputs, params={}, upstream=upstream_like(rng, {"loss": ()}))
 
-    return build
 
-
-def _case(name: str, description: str, config: Config, build: Builder) -> CaseSpec:
-    return CaseSpec("ulim_loss", name, description, f"{SPEC}#ulim-loss", config, build)
+def _case(name: str, why: str, config: Config, shape: LossShape) -> CaseSpec:
+    return CaseSpec("ulim_loss", name, f"{why}; {shape.describe()}.", f"{SPEC}#ulim-loss", config, shape.build)
 
 
 CASES = (
-    _case("small", "alpha=1, beta=0.5; B=3, N=4, D=5, category-pure batch, one hit.",
-          DEFAULT | {"alpha": 1.0, "beta": 0.5}, ulim_case(3, 4, 5, hit=True)),
-    _case("logq_negatives_only", "alpha=0.7, beta=0.3 with logQ under negatives_only.",
-          DEFAULT | {"alpha": 0.7, "beta": 0.3, "logq_correction": True,
-                     "denominator": "negatives_only"}, ulim_case(3, 5, 4, logq=True)),
+    _case("small", "alpha=1, beta=0.5", DEFAULT | {"alpha": 1.0, "beta": 0.5},
+          LossShape(batch=3, negatives=4, d=5, hit=True)),
+    _case("logq_negatives_only", "alpha=0.7, beta=0.3 with logQ under negatives_only",
+          DEFAULT | {"alpha": 0.7, "beta": 0.3, "logq_correction": True, "denominator": "negatives_only"},
+          LossShape(batch=3, negatives=5, d=4, logq=True)),
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from refimpl.cases._base import (
     Tensors,
     upstream_like,
 )
-from refimpl.cases.capsule_routing import random_mask, routing_config
+from refimpl.cases.capsule_routing import describe_routing, random_mask, routing_case_config, routing_config
 from refimpl.models.umi import Params, UMIConfig, UserBatch, umi_backward_with_inputs, umi_forward, umi_init
 from refimpl.nn.capsule_routing import CapsuleRoutingCache
 
@@ -125,49 +126,68 @@ def model_builder(
     return build
 
 
-def _build(b: int, length: int, k: int, vocab: int, d: int, hidden: int) -> Builder:
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes a multi-interest model case is drawn with (C = FIELDS profile fields of width
+    F = FIELD_DIM, V_p = PROFILE_VALUES profile rows throughout)."""
+
+    batch: int
+    length: int
+    interests: int
+    vocab: int
+    dim: int
+    hidden: int
+
+    def describe(self) -> str:
+        return (
+            f"B={self.batch}, L={self.length}, K={self.interests}, V={self.vocab}, D={self.dim}, "
+            f"hidden {self.hidden}, C={FIELDS} fields of F={FIELD_DIM}"
+        )
+
+
+SMALL = ModelShape(batch=3, length=6, interests=3, vocab=7, dim=4, hidden=5)
+REALISTIC = ModelShape(batch=3, length=16, interests=4, vocab=30, dim=8, hidden=8)
+
+
+def model_cases(
+    component: str, routing: Callable[[bool], Config], build: Callable[[ModelShape], Builder]
+) -> tuple[CaseSpec, ...]:
+    """The cases every multi-interest model has: small (detached and exact routing gradient) and
+    realistic (detached). `routing(detach)` is the model's routing config, `build(shape)` draws
+    its tensors."""
+    section = f"spec/{component}.md#model"
+
+    def case(name: str, why: str, shape: ModelShape, detach: bool) -> CaseSpec:
+        config = routing(detach)
+        description = f"{why}: {describe_routing(config)}; {shape.describe()}."
+        return CaseSpec(component, name, description, section, config, build(shape))
+
+    padded = "duplicate behaviour ids, row 1 fully padded"
+    return (
+        case("small_detached", f"Default routing, {padded}", SMALL, detach=True),
+        case("small_exact", f"Exact routing gradient (initial logits get a gradient), {padded}", SMALL, detach=False),
+        case("realistic", "A realistic shape", REALISTIC, detach=True),
+    )
+
+
+def _build(shape: ModelShape) -> Builder:
     cfg = UMIConfig(
-        num_items=vocab,
+        num_items=shape.vocab,
         num_profile_values=PROFILE_VALUES,
         num_fields=FIELDS,
-        dim=d,
+        dim=shape.dim,
         profile_dim=FIELD_DIM,
-        num_interests=k,
-        attention_hidden=hidden,
-        field_hidden=hidden,
-        refine_hidden=hidden,
+        num_interests=shape.interests,
+        attention_hidden=shape.hidden,
+        field_hidden=shape.hidden,
+        refine_hidden=shape.hidden,
     )
-    return model_builder(lambda rng: umi_init(rng, cfg), b, length, k, vocab, d)
+    return model_builder(lambda rng: umi_init(rng, cfg), shape.batch, shape.length, shape.interests, shape.vocab,
+                         shape.dim)
 
 
-def _config(detach: bool) -> Config:
-    return {"iterations": 3, "update": "replace", "detach_routing": detach, "map": "per_interest"}
+def _routing(detach: bool) -> Config:
+    return routing_case_config(iterations=3, update="replace", detach_routing=detach, map="per_interest")
 
 
-CASES = (
-    CaseSpec(
-        "umi",
-        "small_detached",
-        "UMI default (detached routing, 3 iterations): B=3, L=6, K=3, V=7, D=4, C=2 fields of F=3; "
-        "duplicate behaviour ids, row 1 fully padded.",
-        f"{SPEC}#model",
-        _config(True),
-        _build(3, 6, 3, 7, 4, 5),
-    ),
-    CaseSpec(
-        "umi",
-        "small_exact",
-        "As small_detached with the exact routing gradient (initial logits get a gradient).",
-        f"{SPEC}#model",
-        _config(False),
-        _build(3, 6, 3, 7, 4, 5),
-    ),
-    CaseSpec(
-        "umi",
-        "realistic",
-        "B=3, L=16, K=4, V=30, D=8, hidden 8; detached.",
-        f"{SPEC}#model",
-        _config(True),
-        _build(3, 16, 4, 30, 8, 8),
-    ),
-)
+CASES = model_cases("umi", _routing, _build)

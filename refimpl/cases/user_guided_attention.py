@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from refimpl.cases._base import (
-    Builder,
     CaseSpec,
     CaseTensors,
     Config,
@@ -59,22 +60,40 @@ def random_params(rng: np.random.Generator, d_in: int, hidden: int) -> Tensors:
     }
 
 
-def _build(b: int, length: int, d: int, d_user: int, hidden: int, empty_row: bool) -> Builder:
-    def build(rng: np.random.Generator) -> CaseTensors:
+@dataclass(frozen=True)
+class AttentionShape:
+    """The sizes a random case is drawn with (and described by); `empty_row` pads row 0 entirely."""
+
+    batch: int
+    length: int
+    d: int
+    d_user: int
+    hidden: int
+    empty_row: bool = False
+
+    def describe(self) -> str:
+        return f"B={self.batch}, L={self.length}, D={self.d}, D_u={self.d_user}, H={self.hidden}"
+
+    def build(self, rng: np.random.Generator) -> CaseTensors:
+        b, length = self.batch, self.length
         mask = random_mask(rng, b, length)
-        if empty_row:
+        if self.empty_row:
             mask[0] = False
         return CaseTensors(
             inputs={
-                "items": rng.standard_normal((b, length, d)),
-                "user": rng.standard_normal((b, d_user)),
+                "items": rng.standard_normal((b, length, self.d)),
+                "user": rng.standard_normal((b, self.d_user)),
                 "mask": mask,
             },
-            params=random_params(rng, d + d_user, hidden),
+            params=random_params(rng, self.d + self.d_user, self.hidden),
             upstream=upstream_like(rng, {"item_weights": (b, length)}),
         )
 
-    return build
+
+def _random_case(name: str, why: str, shape: AttentionShape, section: str) -> CaseSpec:
+    return CaseSpec(
+        "user_guided_attention", name, f"{why}; {shape.describe()}.", f"{SPEC}#{section}", {}, shape.build
+    )
 
 
 def _tiny(rng: np.random.Generator) -> CaseTensors:
@@ -119,39 +138,25 @@ CASES = (
     CaseSpec(
         "user_guided_attention",
         "tiny_hand_checked",
-        "B=1, L=3, D=D_u=H=1, unit weights: the spec's worked example; the last item padded.",
+        "The spec's worked example (D = D_u = H = 1, unit weights, zero biases); the last item padded.",
         f"{SPEC}#worked-example",
         {},
         _tiny,
     ),
-    CaseSpec(
-        "user_guided_attention",
-        "small",
-        "B=2, L=4, D=3, D_u=2, H=5, random masks.",
-        f"{SPEC}#equation",
-        {},
-        _build(2, 4, 3, 2, 5, False),
-    ),
-    CaseSpec(
-        "user_guided_attention",
+    _random_case("small", "Random masks", AttentionShape(batch=2, length=4, d=3, d_user=2, hidden=5), "equation"),
+    _random_case(
         "all_padded_row",
-        "Row 0 all padded (weights and gradients zero); B=3, L=5, D=4, D_u=3, H=4.",
-        f"{SPEC}#edge-cases",
-        {},
-        _build(3, 5, 4, 3, 4, True),
+        "Row 0 all padded (weights and gradients zero)",
+        AttentionShape(batch=3, length=5, d=4, d_user=3, hidden=4, empty_row=True),
+        "edge-cases",
     ),
-    CaseSpec(
-        "user_guided_attention",
-        "realistic",
-        "B=4, L=30, D=8, D_u=6, H=8.",
-        f"{SPEC}#equation",
-        {},
-        _build(4, 30, 8, 6, 8, False),
+    _random_case(
+        "realistic", "A realistic shape", AttentionShape(batch=4, length=30, d=8, d_user=6, hidden=8), "equation"
     ),
     CaseSpec(
         "user_guided_attention",
         "relu_at_zero",
-        "Pre-activations exactly 0 (integer inputs and weights): relu'(0) = 0. B=1, L=3, D=2, D_u=1, H=2.",
+        "Pre-activations exactly 0 (integer inputs and weights): relu'(0) = 0.",
         f"{SPEC}#edge-cases",
         {},
         _relu_at_zero,

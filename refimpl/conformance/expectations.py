@@ -12,16 +12,21 @@ A TOML file (Python's own `tomllib` reads it):
 
     [[tolerance]]                 # loosen a tolerance; the report says so, with the values used
     case = "mhsa/*"
-    tensor = "d_W*"               # fnmatch over tensor names (default "*")
+    tensor = "d_W*"               # required: fnmatch over tensor names; the entry applies to these only
     rtol = 1e-5
     atol = 1e-8
 
-Every entry needs a non-empty reason (tolerance entries too); an entry that matches no case is warned about.
+Every entry needs a non-empty reason (tolerance entries too). Any other key or table is an error naming
+it and the allowed ones (a misspelt `tensors =` must not widen a tolerance to every tensor). An entry that
+matches no case, or a tolerance whose pattern matches none of its cases' tensors, is warned about.
+spec/conformance.md documents the format.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -61,29 +66,51 @@ class Expectations:
             None,
         )
 
-    def unmatched(self, case_ids: list[str]) -> list[str]:
-        """Warnings for entries that match none of `case_ids`."""
+    def unmatched(self, tensors_by_case: Mapping[str, Sequence[str]]) -> list[str]:
+        """Warnings for entries that match none of the cases (or, for tolerances, none of their tensors)."""
+        case_ids = list(tensors_by_case)
         warnings = []
         for entry in self.entries:
             if not any(fnmatchcase(c, entry.case) for c in case_ids):
                 warnings.append(f"{self.source}: {entry.kind} entry {entry.case!r} matches no case")
         for tolerance in self.tolerances:
-            if not any(fnmatchcase(c, tolerance.case) for c in case_ids):
+            matched = [c for c in case_ids if fnmatchcase(c, tolerance.case)]
+            if not matched:
                 warnings.append(f"{self.source}: tolerance entry {tolerance.case!r} matches no case")
+            elif not any(fnmatchcase(t, tolerance.tensor) for c in matched for t in tensors_by_case[c]):
+                warnings.append(f"{self.source}: tolerance entry {tolerance.case!r} tensor {tolerance.tensor!r} "
+                                "matches no tensor of those cases")
         return warnings
 
 
+ALLOWED_KEYS = {
+    "skip": ("case", "reason"),
+    "xfail": ("case", "reason"),
+    "tolerance": ("case", "tensor", "rtol", "atol", "reason"),
+}
+
+
 def load_expectations(path: Path) -> Expectations:
-    """Read and validate an expectations file; ValueError naming the file and the entry."""
+    """Read and validate an expectations file; ValueError naming the file, the entry and the key."""
     try:
         document = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ValueError(f"{path}: expectations file not found") from None
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"{path}: not valid TOML ({error})") from None
-    unknown = set(document) - {"skip", "xfail", "tolerance"}
-    if unknown:
-        raise ValueError(f"{path}: unknown sections {sorted(unknown)} (skip, xfail, tolerance)")
+    for table, entries in document.items():
+        if table not in ALLOWED_KEYS:
+            allowed = ", ".join(f"[[{k}]]" for k in ALLOWED_KEYS)
+            raise ValueError(f"{path}: unknown table {table!r} (allowed: {allowed})")
+        if not isinstance(entries, list):
+            raise ValueError(f"{path}: {table!r} must be an array of tables, written [[{table}]]")
+        for index, raw in enumerate(entries):
+            if not isinstance(raw, dict):
+                raise ValueError(f"{path}: {table}[{index}] must be a table")
+            unknown = [key for key in raw if key not in ALLOWED_KEYS[table]]
+            if unknown:
+                raise ValueError(f"{path}: {table}[{index}]: unknown key {unknown[0]!r} "
+                                 f"(allowed: {', '.join(ALLOWED_KEYS[table])})")
     result = Expectations(source=str(path))
     for kind in ("skip", "xfail"):
         for index, raw in enumerate(document.get(kind, [])):
@@ -91,17 +118,18 @@ def load_expectations(path: Path) -> Expectations:
             result.entries.append(Expectation(kind, case, reason))
     for index, raw in enumerate(document.get("tolerance", [])):
         case, reason = _case_and_reason(path, "tolerance", index, raw)
-        try:
-            rtol, atol = float(raw["rtol"]), float(raw["atol"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{path}: tolerance[{index}] needs numeric rtol and atol") from None
-        tensor = raw.get("tensor", "*")
-        result.tolerances.append(ToleranceOverride(case, str(tensor), rtol, atol, reason))
+        where = f"{path}: tolerance[{index}] ({case!r})"
+        if not isinstance(raw.get("tensor"), str) or not raw["tensor"]:
+            raise ValueError(f"{where} needs a 'tensor' pattern: a tolerance applies only to the tensors it names")
+        values = [raw.get(key) for key in ("rtol", "atol")]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < math.inf for v in values):
+            raise ValueError(f"{where} needs numeric rtol and atol, finite and >= 0")
+        result.tolerances.append(ToleranceOverride(case, raw["tensor"], float(values[0]), float(values[1]), reason))
     return result
 
 
-def _case_and_reason(path: Path, kind: str, index: int, raw: Any) -> tuple[str, str]:
-    if not isinstance(raw, dict) or not isinstance(raw.get("case"), str):
+def _case_and_reason(path: Path, kind: str, index: int, raw: dict[str, Any]) -> tuple[str, str]:
+    if not isinstance(raw.get("case"), str):
         raise ValueError(f"{path}: {kind}[{index}] needs a 'case' pattern")
     reason = raw.get("reason")
     if not isinstance(reason, str) or not reason.strip():

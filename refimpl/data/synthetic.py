@@ -3,7 +3,9 @@
 A catalogue of items, each with a category and a latent vector, and users whose time-ordered
 behaviour sequences are chains of visits. A visit either visits one of the user's few
 long-term categories with the user's persistent taste inside that category, or follows the
-user's drifting short-term interest. The held-out next event of each user is the first event of
+user's drifting short-term interest; which interest, and where the short-term interest jumps, depends
+on the previous visit's category through a planted category affinity (the transitions PGIN learns
+beyond the user's category frequencies). The held-out next event of each user is the first event of
 the visit after the sequence: the short-term context says little about it, the user's
 long-ago history in its category says a lot, which is the regime ULIM is built for.
 
@@ -13,6 +15,7 @@ same data, bit for bit.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +42,8 @@ class SyntheticConfig:
     popularity_scale: float = 0.5  # [sigma_b] std of the item popularity logits
     category_skew: float = 0.5  # [s] category popularity ~ rank^-s
     short_term_jump: float = 0.3  # [j] chance a short-term visit moves to a new category
+    transition_strength: float = 2.0  # [beta] how strongly the previous visit's category steers the next
+    transition_rank: int = 4  # [r] rank of the planted category affinity A
     seed: int = 0
 
 
@@ -60,8 +65,9 @@ class SyntheticData:
 
     Sequences are stored flat: user u's events are `events[offsets[u]:offsets[u + 1]]`, oldest
     first. `visit_start` marks the first event of each visit. `heldout` (U,) is each user's
-    next event; `heldout_category` its category. The planted truth (`interests`, `tastes`) is
-    kept for diagnostics and tests, never for training.
+    next event; `heldout_category` its category. The planted truth (`interests`, `tastes`, the
+    affinity A, the process's distribution of the held-out category) is kept for diagnostics and
+    tests, never for training.
     """
 
     config: SyntheticConfig
@@ -75,6 +81,8 @@ class SyntheticData:
     interests: tuple[IntArray, ...]  # per user: its long-term categories (k_u,)
     interest_weights: tuple[Array, ...]  # per user: pi_u (k_u,)
     tastes: tuple[Array, ...]  # per user: (k_u, d) taste inside each long-term category
+    category_affinity: Array  # (C, C) A[c, c'], the planted transition structure (eq. D1b)
+    heldout_distribution: Array  # (U, C) the process's P(category of the held-out visit | past)
 
     @property
     def num_users(self) -> int:
@@ -110,7 +118,7 @@ class SyntheticData:
 def validate_config(cfg: SyntheticConfig) -> None:
     """Refuse configs the generator cannot honour, naming the field."""
     for name in ("num_categories", "num_items", "num_users", "latent_dim", "min_length",
-                 "max_length", "min_interests", "max_interests"):
+                 "max_length", "min_interests", "max_interests", "transition_rank"):
         require_positive_int(f"config.{name}", getattr(cfg, name))
     if cfg.num_items < cfg.num_categories:
         raise ValueError(
@@ -133,6 +141,10 @@ def validate_config(cfg: SyntheticConfig) -> None:
     for name in ("interest_concentration", "taste_sharpness"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"config.{name}: expected > 0, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.transition_strength < np.inf:
+        raise ValueError(
+            f"config.transition_strength: expected a finite value >= 0, got {cfg.transition_strength}"
+        )
 
 
 @dataclass(frozen=True)
@@ -179,6 +191,7 @@ class _User:
     interests: IntArray  # (k_u,) the long-term categories c_u
     weights: Array  # (k_u,) pi_u
     tastes: Array  # (k_u, d) tau_u
+    next_distribution: Array  # (C,) P(category of the held-out visit | the user's past), eq. D3
 
 
 def _visit_lengths(rng: np.random.Generator, cfg: SyntheticConfig, total: int) -> IntArray:
@@ -192,26 +205,87 @@ def _visit_lengths(rng: np.random.Generator, cfg: SyntheticConfig, total: int) -
         count *= 2
 
 
+@dataclass(frozen=True)
+class _Transitions:
+    """The planted transition structure (eqs. D1b, D3) in the form the visit loop reads it."""
+
+    affinity: Array  # (C, C) A
+    beta_affinity: Array  # (C, C) beta A
+    jump_cdf: list[list[float]]  # (C + 1) rows: the CDF of a jump's category after each category c
+    #                              (row C: no previous visit), eq. D3b
+
+
+def _transitions(cfg: SyntheticConfig, cat: _Catalogue, rng: np.random.Generator) -> _Transitions:
+    """A = F G^T / sqrt(r), F, G ~ N(0, I_r) (C, r) (eq. D1b), and the jump CDFs (eq. D3b)."""
+    rank = cfg.transition_rank
+    left = rng.standard_normal((cfg.num_categories, rank))
+    right = rng.standard_normal((cfg.num_categories, rank))
+    affinity = left @ right.T / np.sqrt(rank)
+    beta_affinity = cfg.transition_strength * affinity
+    jump = cat.category_popularity[None, :] * np.exp(beta_affinity - beta_affinity.max(axis=1, keepdims=True))
+    jump = np.concatenate([jump, cat.category_popularity[None, :]])
+    return _Transitions(affinity, beta_affinity, _cdf_rows(jump))
+
+
+def _cdf_rows(weights: Array) -> list[list[float]]:
+    """Row-wise CDFs of non-negative weights (R, n) as lists, the last entry exactly 1.0, so that
+    bisect_right(row, u) for u in [0, 1) is an index in [0, n)."""
+    cdf = np.cumsum(weights, axis=1)
+    cdf /= cdf[:, -1:]
+    cdf[:, -1] = 1.0
+    rows: list[list[float]] = cdf.tolist()
+    return rows
+
+
 def _visit_sources(
-    rng: np.random.Generator, cfg: SyntheticConfig, cat: _Catalogue, weights: Array, count: int
-) -> tuple[IntArray, IntArray]:
-    """Which source each visit draws from (eq. D3): a long-term interest j in [0, k), or a
-    short-term episode k + e. Returns (source per visit, each episode's category)."""
-    k = weights.shape[0]
-    is_long = rng.random(count) < cfg.long_term_rate
-    interest = rng.choice(k, size=count, p=weights)
-    # A short-term visit continues the current episode unless it jumps (prob j); the first
-    # short-term visit always opens one.
-    short = np.flatnonzero(~is_long)
-    jumps = rng.random(short.shape[0]) < cfg.short_term_jump
-    if short.shape[0] > 0:
-        jumps[0] = True
-    episode = np.cumsum(jumps) - 1
-    episodes = int(jumps.sum())
-    episode_category = rng.choice(cfg.num_categories, size=episodes, p=cat.category_popularity)
-    source = interest.copy()
-    source[short] = k + episode
-    return source, episode_category.astype(np.int64)
+    rng: np.random.Generator,
+    cfg: SyntheticConfig,
+    transitions: _Transitions,
+    interests: IntArray,
+    weights: Array,
+    count: int,
+) -> tuple[IntArray, IntArray, Array]:
+    """Which source each of `count` visits draws from (eq. D3), visit after visit: a long-term
+    interest j in [0, k), or a short-term episode k + e. Returns (source per visit, each episode's
+    category, the process's distribution over C of the category of visit `count`, the one after)."""
+    k = interests.shape[0]
+    c = transitions.affinity.shape[0]
+    is_long = (rng.random(count) < cfg.long_term_rate).tolist()
+    jumps = (rng.random(count) < cfg.short_term_jump).tolist()
+    draws = rng.random(count).tolist()
+    # Long-term choice after each previous category (row C: the first visit), eq. D3a.
+    beta_to_interests = transitions.beta_affinity[:, interests]
+    choice = weights[None, :] * np.exp(beta_to_interests - beta_to_interests.max(axis=1, keepdims=True))
+    choice = np.concatenate([choice, weights[None, :]])
+    choice /= choice.sum(axis=1, keepdims=True)
+    long_cdf = _cdf_rows(choice)
+    interest_list = interests.tolist()
+    source = [0] * count
+    episode_category: list[int] = []
+    previous = c  # no previous visit
+    for v in range(count):
+        if is_long[v]:
+            j = bisect_right(long_cdf[previous], draws[v])
+            source[v] = j
+            previous = interest_list[j]
+        else:
+            if not episode_category or jumps[v]:
+                episode_category.append(bisect_right(transitions.jump_cdf[previous], draws[v]))
+            source[v] = k + len(episode_category) - 1
+            previous = episode_category[-1]
+    jump_probability = np.diff(transitions.jump_cdf[previous], prepend=0.0)
+    next_distribution = np.zeros(c)
+    np.add.at(next_distribution, interests, cfg.long_term_rate * choice[previous])
+    if episode_category:
+        next_distribution += (1.0 - cfg.long_term_rate) * cfg.short_term_jump * jump_probability
+        next_distribution[episode_category[-1]] += (1.0 - cfg.long_term_rate) * (1.0 - cfg.short_term_jump)
+    else:
+        next_distribution += (1.0 - cfg.long_term_rate) * jump_probability
+    return (
+        np.array(source, dtype=np.int64),
+        np.array(episode_category, dtype=np.int64),
+        next_distribution,
+    )
 
 
 def _draw_events(
@@ -222,15 +296,21 @@ def _draw_events(
     source_taste: Array,
     event_source: IntArray,
 ) -> IntArray:
-    """Every event's item by inverse CDF of P(i | c, tau) of its source (eq. D4)."""
+    """Every event's item by inverse CDF of P(i | c, tau) of its source (eq. D4).
+
+    The CDF rows of the sources are normalised to end at 1 and shifted by their row index, so one
+    binary search over the flattened rows finds every event's item (O(T log S), not O(T S))."""
     logits = cfg.taste_sharpness * np.einsum(
         "sd,smd->sm", source_taste, cat.padded_latent[source_category]
     ) + cat.padded_popularity[source_category]
     weights = np.exp(logits - logits.max(axis=1, keepdims=True))
     cdf = np.cumsum(weights, axis=1)
-    draws = rng.random(event_source.shape[0]) * cdf[event_source, -1]
-    index = np.sum(cdf[event_source] <= draws[:, None], axis=1)
-    index = np.minimum(index, cdf.shape[1] - 1)
+    cdf /= cdf[:, -1:]
+    width = cdf.shape[1]
+    shifted = (cdf + np.arange(cdf.shape[0])[:, None]).reshape(-1)
+    draws = rng.random(event_source.shape[0]) + event_source
+    index = np.searchsorted(shifted, draws, side="right") - event_source * width
+    index = np.minimum(index, width - 1)
     result: IntArray = cat.members[source_category[event_source], index]
     return result
 
@@ -247,17 +327,21 @@ def _long_term_interests(
     return interests.astype(np.int64), weights, tastes
 
 
-def _user(rng: np.random.Generator, cfg: SyntheticConfig, cat: _Catalogue) -> _User:
+def _user(
+    rng: np.random.Generator, cfg: SyntheticConfig, cat: _Catalogue, transitions: _Transitions
+) -> _User:
     length = int(rng.integers(cfg.min_length, cfg.max_length + 1))
     interests, weights, tastes = _long_term_interests(rng, cfg, cat)
     scale = 1.0 / np.sqrt(cfg.latent_dim)
 
     lengths = _visit_lengths(rng, cfg, length)
-    source, episode_category = _visit_sources(rng, cfg, cat, weights, lengths.shape[0])
-    episode_taste = scale * rng.standard_normal((episode_category.shape[0], cfg.latent_dim))
     # Keep whole visits while they fit in `length`; the next visit's first event is held out.
     kept = int(np.searchsorted(np.cumsum(lengths), length, side="right"))
     kept = max(kept, 1)
+    source, episode_category, next_distribution = _visit_sources(
+        rng, cfg, transitions, interests, weights, kept + 1
+    )
+    episode_taste = scale * rng.standard_normal((episode_category.shape[0], cfg.latent_dim))
     total = int(lengths[:kept].sum())
     event_visit = np.repeat(np.arange(kept + 1), lengths[: kept + 1])[: total + 1]
     items = _draw_events(
@@ -270,7 +354,7 @@ def _user(rng: np.random.Generator, cfg: SyntheticConfig, cat: _Catalogue) -> _U
     )
     starts = np.zeros(total, dtype=bool)
     starts[np.concatenate([[0], np.cumsum(lengths[: kept - 1])])] = True
-    return _User(items[:total], starts, int(items[total]), interests, weights, tastes)
+    return _User(items[:total], starts, int(items[total]), interests, weights, tastes, next_distribution)
 
 
 def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticData:
@@ -278,7 +362,8 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticData:
     validate_config(cfg)
     rng = np.random.Generator(np.random.PCG64(cfg.seed))
     cat = _catalogue(cfg, rng)
-    users = [_user(rng, cfg, cat) for _ in range(cfg.num_users)]
+    transitions = _transitions(cfg, cat, rng)
+    users = [_user(rng, cfg, cat, transitions) for _ in range(cfg.num_users)]
     offsets = np.concatenate([[0], np.cumsum([u.events.shape[0] for u in users])]).astype(np.int64)
     return SyntheticData(
         config=cfg,
@@ -292,5 +377,7 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticData:
         interests=tuple(u.interests for u in users),
         interest_weights=tuple(u.weights for u in users),
         tastes=tuple(u.tastes for u in users),
+        category_affinity=transitions.affinity,
+        heldout_distribution=np.stack([u.next_distribution for u in users]),
     )
 

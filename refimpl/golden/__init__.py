@@ -6,7 +6,9 @@ C order) per tensor; `spec/case.schema.json` is the JSON Schema of `case.json`.
 
 from pathlib import Path
 
+from refimpl.suite import golden_root
+
 
 def default_golden_root() -> Path:
-    """The committed `golden/` folder of this checkout (next to the `refimpl` package)."""
-    return Path(__file__).resolve().parent.parent.parent / "golden"
+    """The golden suite shipped with the package, or the checkout's `golden/` (see `refimpl.suite`)."""
+    return golden_root()

@@ -36,12 +36,30 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class Float32Tolerance:
-    """Tolerance for float32 implementations, measured by running the reference in float32."""
+    """Tolerance for float32 implementations and the measurements it comes from (spec/golden.md).
+
+    atol = max(safety_factor * max(reference_float32_error, perturbation_spread,
+    *alternative_errors.values()), atol_floor), rounded up to 2 significant digits.
+    """
 
     rtol: float
     atol: float
-    measured_max_abs_error: float
     safety_factor: float
+    atol_floor: float
+    reference_float32_error: float
+    perturbation_spread: float
+    alternative_errors: tuple[tuple[str, float], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "safety_factor": self.safety_factor,
+            "atol_floor": self.atol_floor,
+            "reference_float32_error": self.reference_float32_error,
+            "perturbation_spread": self.perturbation_spread,
+            "alternative_errors": dict(self.alternative_errors),
+        }
 
 
 @dataclass(frozen=True)
@@ -67,12 +85,7 @@ class TensorEntry:
         if self.float64 is not None and self.float32 is not None:
             entry["tolerance"] = {
                 "float64": {"rtol": self.float64.rtol, "atol": self.float64.atol},
-                "float32": {
-                    "rtol": self.float32.rtol,
-                    "atol": self.float32.atol,
-                    "measured_max_abs_error": self.float32.measured_max_abs_error,
-                    "safety_factor": self.float32.safety_factor,
-                },
+                "float32": self.float32.to_json(),
             }
         return entry
 
@@ -221,11 +234,17 @@ def _entry_from_json(path: Path, raw: Any) -> TensorEntry:
         try:
             f64, f32 = tolerance["float64"], tolerance["float32"]
             float64 = Tolerance(float(f64["rtol"]), float(f64["atol"]))
+            alternatives = f32["alternative_errors"]
+            if not isinstance(alternatives, dict):
+                raise TypeError("alternative_errors")
             float32 = Float32Tolerance(
-                float(f32["rtol"]),
-                float(f32["atol"]),
-                float(f32["measured_max_abs_error"]),
-                float(f32["safety_factor"]),
+                rtol=float(f32["rtol"]),
+                atol=float(f32["atol"]),
+                safety_factor=float(f32["safety_factor"]),
+                atol_floor=float(f32["atol_floor"]),
+                reference_float32_error=float(f32["reference_float32_error"]),
+                perturbation_spread=float(f32["perturbation_spread"]),
+                alternative_errors=tuple((str(k), float(v)) for k, v in sorted(alternatives.items())),
             )
         except (KeyError, TypeError, ValueError):
             raise GoldenError(f"{path}: {where}: malformed 'tolerance'") from None

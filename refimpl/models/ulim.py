@@ -24,7 +24,7 @@ Params are a flat `dict[str, Array]` so that refimpl.optim.adam_step updates the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -65,6 +65,7 @@ from refimpl.nn.attention import (
 from refimpl.nn.embedding import EmbeddingCache, embedding_backward, embedding_forward
 from refimpl.nn.linear import LinearCache, LinearParams, linear_backward, linear_forward
 from refimpl.nn.pooling import PoolCache, masked_mean_pool_backward, masked_mean_pool_forward
+from refimpl.nn.sampled_softmax import sampled_softmax_backward, sampled_softmax_forward
 
 __all__ = [
     "ULIMBatch",
@@ -415,7 +416,8 @@ def _gather(
     )
     splits = np.cumsum([p.size for p in parts])[:-1]
     return [
-        chunk.reshape(*p.shape, table.shape[1]) for chunk, p in zip(np.split(flat, splits), parts, strict=True)
+        chunk.reshape(*p.shape, table.shape[1])
+        for chunk, p in zip(np.split(flat, splits), parts, strict=True)
     ], cache
 
 
@@ -428,6 +430,7 @@ def ulim_loss_and_grads(
     item_category: IntArray,
     cfg: ULIMConfig,
     d_loss: float = 1.0,
+    short_negative_ids: IntArray | None = None,
 ) -> ULIMLoss:
     """ULIM eq. 1 over one category-homogeneous batch, and the gradient of every param.
 
@@ -436,6 +439,9 @@ def ulim_loss_and_grads(
     `batch.long_items` must be the batch category's subsequence (`category_subsequence`): a valid
     behaviour of another category is refused (`require_category_subsequence`).
     The gradients are of `d_loss * loss` (the upstream gradient; 1 when training).
+    short_negative_ids (N',): when given, L_short scores against these (e.g. drawn from the whole
+    catalogue, the pool the short-term vector searches at serving) instead of the in-category
+    negatives; L_long keeps the in-category ones (spec/ulim.md#short-term-negatives).
     """
     check_config(cfg)
     check_params(params, cfg)
@@ -450,24 +456,50 @@ def ulim_loss_and_grads(
     require_ids("item_category", item_category, cfg.num_categories, ("I",))
     d_loss = require_real("d_loss", d_loss)
     require_category_subsequence(batch.long_items, batch.long_mask, item_category, batch_category)
-    catalogue, tower = catalogue_tower_forward(params, item_category)
-    (short_emb, long_emb, positive, negatives), lookup = _gather(
-        catalogue,
-        [
-            np.where(batch.short_mask, batch.short_items, 0),
-            np.where(batch.long_mask, batch.long_items, 0),
-            positive_ids,
-            negative_ids,
-        ],
+    parts = [
+        np.where(batch.short_mask, batch.short_items, 0),
+        np.where(batch.long_mask, batch.long_items, 0),
+        positive_ids,
+        negative_ids,
+        np.zeros(0, dtype=np.int64) if short_negative_ids is None else short_negative_ids,
+    ]
+    # The tower runs once per distinct item of the batch (not per use, not per catalogue item):
+    # the same numbers as the catalogue tower, at a cost that does not grow with the catalogue.
+    used, where = np.unique(np.concatenate([p.reshape(-1) for p in parts]), return_inverse=True)
+    catalogue, tower = item_tower_forward(params, used, item_category[used].astype(np.int64))
+    splits = np.cumsum([p.size for p in parts])[:-1]
+    (short_emb, long_emb, positive, negatives, short_negatives), lookup = _gather(
+        catalogue, [w.reshape(p.shape) for w, p in zip(np.split(where, splits), parts, strict=True)]
     )
     v_l, v_s, encoder = encode_forward(
         params, short_emb, batch.short_mask, long_emb, batch.long_mask, cfg
     )
-    loss, loss_cache = ulim_loss_forward(
-        v_l, v_s, positive, negatives, positive_ids, negative_ids, batch_category,
-        item_category, cfg.loss,
-    )
-    loss_grads = ulim_loss_backward(loss_cache, np.asarray(d_loss, dtype=loss.dtype))
+    if short_negative_ids is None:
+        loss, loss_cache = ulim_loss_forward(
+            v_l, v_s, positive, negatives, positive_ids, negative_ids, batch_category,
+            item_category, cfg.loss,
+        )
+        loss_grads = ulim_loss_backward(loss_cache, np.asarray(d_loss, dtype=loss.dtype))
+        d_short_negatives = short_negatives
+        long_loss, short_loss = float(loss_cache.long_loss), float(loss_cache.short_loss)
+    else:
+        # L_long alone through ULIM's loss (beta 0), L_short against its own negatives.
+        long_only = replace(cfg.loss, beta=0.0)
+        loss, loss_cache = ulim_loss_forward(
+            v_l, v_s, positive, negatives, positive_ids, negative_ids, batch_category,
+            item_category, long_only,
+        )
+        upstream = np.asarray(d_loss, dtype=loss.dtype)
+        loss_grads = ulim_loss_backward(loss_cache, upstream)
+        short_value, short_cache = sampled_softmax_forward(
+            v_s, positive, short_negatives, positive_ids, short_negative_ids, cfg.loss.loss
+        )
+        short_grads = sampled_softmax_backward(short_cache, upstream * cfg.loss.beta)
+        loss = loss + loss.dtype.type(cfg.loss.beta) * short_value
+        loss_grads = replace(loss_grads, short_user=short_grads.user,
+                             positive=loss_grads.positive + short_grads.positive)
+        d_short_negatives = short_grads.negatives
+        long_loss, short_loss = float(loss_cache.long_loss), float(short_value)
     grads, d_short_emb, d_long_emb = encode_backward(
         encoder, loss_grads.long_user, loss_grads.short_user
     )
@@ -476,11 +508,10 @@ def ulim_loss_and_grads(
         d_long_emb.reshape(-1, cfg.dim),
         loss_grads.positive,
         loss_grads.negatives,
+        np.zeros_like(short_negatives) if short_negative_ids is None else d_short_negatives,
     ])
-    add_grads(grads, catalogue_tower_backward(tower, embedding_backward(lookup, d_rows)))
-    return ULIMLoss(
-        float(loss), float(loss_cache.long_loss), float(loss_cache.short_loss), grads, v_l, v_s
-    )
+    add_grads(grads, item_tower_backward(tower, embedding_backward(lookup, d_rows)))
+    return ULIMLoss(float(loss), long_loss, short_loss, grads, v_l, v_s)
 
 
 def encode_for_serving(

@@ -59,6 +59,7 @@ def embedding_backward(cache: EmbeddingCache, d_out: Array) -> Array:
     width = cache.width if cache.width is not None else int(np.shape(d_out)[-1])
     dtype = cache.dtype if cache.dtype is not None else getattr(d_out, "dtype", None)
     check_upstream("d_out", d_out, (*cache.ids.shape, width), np.dtype(dtype))
+    # in the forward pass this was: out = table[ids] (a gather; a row read twice gets both gradients)
     d_table = np.zeros((cache.vocab, width), dtype=d_out.dtype)
     np.add.at(d_table, cache.ids.reshape(-1), d_out.reshape(-1, width))
     return d_table

@@ -121,11 +121,14 @@ def interest_refinement_backward(cache: InterestRefinementCache, d_refined: Arra
     d_refined = check_upstream("d_refined", d_refined, refined.shape, refined.dtype)
     profile = cache.profile
     b, c, f = profile.shape
+    # in the forward pass this was: refined = output_mlp([reweighted; interests])
     output_grads, d_output_in = mlp_backward(cache.output_mlp, d_refined)
     d_reweighted = d_output_in[..., : c * f].reshape(b, d_refined.shape[1], c, f)
     d_interests = d_output_in[..., c * f :]
+    # in the forward pass this was: reweighted = field_weights[..., None] * profile[:, None]
     d_field_weights = np.einsum("bkcf,bcf->bkc", d_reweighted, profile)
     d_profile = np.einsum("bkcf,bkc->bcf", d_reweighted, cache.field_weights)
+    # in the forward pass this was: field_weights = field_mlp([interests; profile broadcast over K])
     field_grads, d_field_in = mlp_backward(cache.field_mlp, d_field_weights)
     d_interests = d_interests + d_field_in[..., : cache.interest_dim]
     d_profile = d_profile + d_field_in[..., cache.interest_dim :].sum(axis=1).reshape(b, c, f)

@@ -56,24 +56,25 @@ def check_features(shapes: Shapes, name: str, x: object, width: str) -> Array:
 
 def affine(x: Array, W: Array, b: Array) -> Array:
     """x W + b, unchecked (the kernel that `linear_forward` and every attention projection share;
-    callers validate). The bias is added in place: one (..., D_out) buffer instead of two."""
-    y: Array = x @ W
-    y += b
+    callers validate)."""
+    y: Array = x @ W + b
     return y
 
 
 def affine_param_grads(x: Array, d_y: Array) -> tuple[Array, Array]:
-    """d_W = sum over leading axes of x^T d_y and d_b = 1^T d_y, unchecked. Both are BLAS products:
-    einsum would not use BLAS, and np.sum over many rows is ~4x slower than 1^T d_y."""
-    rows = x.reshape(-1, x.shape[-1])
-    d_rows = d_y.reshape(-1, d_y.shape[-1])
+    """d_W and d_b of y = x W + b, unchecked. Every leading axis of x is a row of the same map, so
+    both gradients sum over all rows: d_W = rows(x)^T rows(d_y), d_b = sum of rows(d_y)."""
+    rows = x.reshape(-1, x.shape[-1])  # (N, D_in), N = product of the leading axes
+    d_rows = d_y.reshape(-1, d_y.shape[-1])  # (N, D_out)
+    # in the forward pass this was: y = rows @ W + b (b broadcast to every row)
     d_W: Array = rows.T @ d_rows
-    d_b: Array = np.ones(len(d_rows), dtype=d_rows.dtype) @ d_rows
+    d_b: Array = d_rows.sum(axis=0)
     return d_W, d_b
 
 
 def affine_backward(x: Array, W: Array, d_y: Array) -> tuple[Array, Array, Array]:
-    """d_W, d_b and d_x = d_y W^T of y = x W + b, unchecked."""
+    """d_W, d_b and d_x of y = x W + b, unchecked."""
+    # in the forward pass this was: y = x @ W + b
     d_x: Array = d_y @ W.T
     return (*affine_param_grads(x, d_y), d_x)
 

@@ -47,7 +47,7 @@ from refimpl.nn.attention import (
     _split_heads,
     check_attention_params,
 )
-from refimpl.nn.linear import affine, affine_backward, affine_param_grads
+from refimpl.nn.linear import affine, affine_backward
 
 __all__ = [
     "ExplicitCache",
@@ -107,38 +107,22 @@ class ExplicitCache:
 
 
 def feature_map(name: str, x: Array) -> Array:
-    """phi(x) element-wise, in the dtype of x."""
-    return _feature_map_in_place(name, x.copy())
-
-
-def _feature_map_in_place(name: str, x: Array) -> Array:
-    """phi(x), overwriting x (a buffer the caller owns): every phi is max(x, 0) + tail(x), with
-    tail = log1p(e^-|x|) for softplus (no overflow; ~10x faster than np.logaddexp, a scalar loop),
-    e^min(x, 0) for elu+1 (x + 1 above 0, e^x below) and 0 for relu. In place because each fresh
-    (N, D) temporary costs a pass and page faults."""
+    """phi(x) element-wise, in the dtype of x. Every phi is max(x, 0) + tail(x): tail = log1p(e^-|x|)
+    for softplus (log(1 + e^x) without overflow), e^min(x, 0) for elu+1 (x + 1 above 0, e^x below)
+    and 0 for relu."""
     if name == "relu":
-        return np.maximum(x, 0, out=x)
+        return np.maximum(x, 0)
     if name == "softplus":
-        tail = np.copysign(x, -1.0)  # -|x| in one pass
-        np.exp(tail, out=tail)
-        np.log1p(tail, out=tail)
-    else:
-        tail = np.minimum(x, 0)
-        np.exp(tail, out=tail)
-    np.maximum(x, 0, out=x)
-    x += tail
-    return x
+        return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+    return np.maximum(x, 0) + np.exp(np.minimum(x, 0))
 
 
 def feature_map_derivative(name: str, phi: Array) -> Array:
-    """phi'(x) from phi(x) itself, one pass each: softplus' = sigmoid(x) = 1 - e^-phi (as -expm1,
-    accurate for tiny phi), relu' = [phi > 0] (0 at x = 0), elu+1' = min(phi, 1) (e^x below 0).
+    """phi'(x) from phi(x) itself: softplus' = sigmoid(x) = 1 - e^-phi (as -expm1, accurate for tiny
+    phi), relu' = [phi > 0] (0 at x = 0), elu+1' = min(phi, 1) (e^x below 0, 1 above).
     A masked (zeroed) row of phi gets derivative 0, which is what the mask needs anyway."""
     if name == "softplus":
-        derivative = np.negative(phi)  # one buffer, transformed in place: -expm1(-phi)
-        np.expm1(derivative, out=derivative)
-        np.negative(derivative, out=derivative)
-        return derivative
+        return -np.expm1(-phi)
     if name == "relu":
         return (phi > 0).astype(phi.dtype)
     return np.minimum(phi, 1)
@@ -155,15 +139,15 @@ def _check_config(cfg: LinearAttentionConfig, d: int) -> tuple[int, str, float]:
     return heads, phi, float(eps)
 
 
-def project(
+def check_inputs(
     params: AttentionParams,
     q_in: Array,
     kv_in: Array,
     key_mask: BoolArray,
     cfg: LinearAttentionConfig,
     query_mask: BoolArray | None = None,
-) -> tuple[Projection, float]:
-    """Validate, project into heads, apply phi and the key mask (after phi). Returns eps too."""
+) -> tuple[BoolArray, int, str, float]:
+    """Validate; returns the query mask (all True when None), the heads, phi and eps."""
     shapes = Shapes()
     shapes.check_float("q_in", q_in, ("B", "Q", "D"))
     shapes.check_float("kv_in", kv_in, ("B", "L", "D"))
@@ -173,30 +157,44 @@ def project(
     shapes.check_bool("query_mask", query_mask, ("B", "Q"))
     check_attention_params(params, shapes)
     heads, phi, eps = _check_config(cfg, shapes.size("D"))
+    return query_mask, heads, phi, eps
 
+
+def project(
+    params: AttentionParams,
+    q_in: Array,
+    kv_in: Array,
+    key_mask: BoolArray,
+    cfg: LinearAttentionConfig,
+    query_mask: BoolArray | None = None,
+) -> tuple[Projection, float]:
+    """Validate, project into heads, apply phi and the key mask (after phi). Returns eps too."""
+    query_mask, heads, phi, eps = check_inputs(params, q_in, kv_in, key_mask, cfg, query_mask)
     # q and k before phi are not kept: phi' is computed from phi (feature_map_derivative)
-    phi_q = _feature_map_in_place(phi, _split_heads(affine(q_in, params.Wq, params.bq), heads))
-    phi_k = _feature_map_in_place(phi, _split_heads(affine(kv_in, params.Wk, params.bk), heads))
-    if not key_mask.all():  # zeroed in place, after phi; where, not a multiply: inf * 0 would be NaN
-        np.copyto(phi_k, 0, where=~key_mask[:, None, :, None])
+    phi_q = feature_map(phi, _split_heads(affine(q_in, params.Wq, params.bq), heads))
+    # masked AFTER phi, with where rather than a product: phi(0) != 0, and inf * 0 would be NaN
+    phi_k = np.where(
+        key_mask[:, None, :, None],
+        feature_map(phi, _split_heads(affine(kv_in, params.Wk, params.bk), heads)),
+        0,
+    )
     v = _split_heads(affine(kv_in, params.Wv, params.bv), heads)
     row_valid = query_mask & key_mask.any(axis=1, keepdims=True)
     proj = Projection(params, q_in, kv_in, v, phi_q, phi_k, key_mask, row_valid, phi, heads)
     return proj, eps
 
 
-def _zero_invalid_rows(proj: Projection, per_query: Array) -> None:
-    """Zero, in place, the rows of a (B, H, Q, *) array this form owns at invalid query rows: the
-    attention weights and the context of a masked query (or of a batch element without a valid key)
-    are zero, as in the softmax kernel (spec/attention.md)."""
-    if not proj.row_valid.all():
-        np.copyto(per_query, 0, where=~proj.row_valid[:, None, :, None])
+def _zero_invalid_rows(proj: Projection, per_query: Array) -> Array:
+    """per_query (B, H, Q, *) with its invalid query rows zeroed: the attention weights and the
+    context of a masked query (or of a batch element without a valid key) are zero, as in the
+    softmax kernel (spec/attention.md)."""
+    zeroed: Array = np.where(proj.row_valid[:, None, :, None], per_query, 0)
+    return zeroed
 
 
 def project_output(proj: Projection, context: Array) -> Array:
     """out = r (context Wo + bo): masked query rows, and rows without a valid key, are zero."""
-    out = affine(context, proj.params.Wo, proj.params.bo)
-    out[~proj.row_valid] = 0
+    out: Array = np.where(proj.row_valid[:, :, None], affine(context, proj.params.Wo, proj.params.bo), 0)
     return out
 
 
@@ -215,92 +213,71 @@ def linear_attention_forward(
 
 def attend_linear(proj: Projection, eps: float) -> tuple[Array, LinearAttentionCache]:
     """The linear form from projected, feature-mapped heads."""
-    kv_summary = proj.phi_k.transpose(0, 1, 3, 2) @ proj.v
-    key_sum = np.ones(proj.phi_k.shape[2], dtype=proj.phi_k.dtype) @ proj.phi_k  # BLAS, not np.sum
-    degree = (proj.phi_q @ key_sum[..., None])[..., 0]
+    kv_summary = _keys_first(proj.phi_k) @ proj.v  # S = K'^T v
+    key_sum = proj.phi_k.sum(axis=2)  # z = K'^T 1
+    degree = (proj.phi_q @ key_sum[..., None])[..., 0]  # deg_i = Q'_i . z
     denominator = degree + eps
-    numerator = proj.phi_q @ kv_summary
-    numerator /= denominator[..., None]
-    _zero_invalid_rows(proj, numerator)
-    context = _merge_heads(numerator)
+    numerator = proj.phi_q @ kv_summary  # n_i = Q'_i S
+    context = _merge_heads(_zero_invalid_rows(proj, numerator / denominator[..., None]))
     cache = LinearAttentionCache(proj, kv_summary, key_sum, degree, denominator, context)
     return project_output(proj, context), cache
+
+
+def _keys_first(x: Array) -> Array:
+    """x^T per batch element and head: (B, H, N, D_h) -> (B, H, D_h, N)."""
+    return x.transpose(0, 1, 3, 2)
 
 
 def _output_backward(proj: Projection, context: Array, d_out: Array) -> tuple[Array, Array, Array]:
     """d_Wo, d_bo and d_context (B, H, Q, D_h) of out = r (context Wo + bo)."""
     check_upstream("d_out", d_out, context.shape, context.dtype)
-    # d_out is only read below, so with every row valid it is used as is, without a masked copy
-    d_projected = d_out if proj.row_valid.all() else np.where(proj.row_valid[:, :, None], d_out, 0)
+    # in the forward pass this was: out = where(r, context @ Wo + bo, 0)
+    d_projected = np.where(proj.row_valid[:, :, None], d_out, 0)
     d_Wo, d_bo, d_context = affine_backward(context, proj.params.Wo, d_projected)
     return d_Wo, d_bo, _split_heads(d_context, proj.heads)
 
 
-def _query_backward(proj: Projection, d_phi_q: Array) -> tuple[Array, Array, Array]:
-    """d_Wq, d_bq and d_q_in from d_phi_q, which is this backward's own buffer and is scaled by
-    phi' in place."""
-    d_phi_q *= feature_map_derivative(proj.phi, proj.phi_q)
-    return affine_backward(proj.q_in, proj.params.Wq, _merge_heads(d_phi_q))
-
-
-def _value_backward(proj: Projection, d_v: Array) -> tuple[Array, Array, Array]:
-    """d_Wv, d_bv and the value path's share of d_kv_in."""
-    return affine_backward(proj.kv_in, proj.params.Wv, _merge_heads(d_v))
-
-
-def _key_backward(proj: Projection, d_phi_k: Array, d_kv_in: Array) -> tuple[Array, Array]:
-    """d_Wk and d_bk; adds the key path's share to d_kv_in (this backward's own buffer) in place,
-    which saves the (B, L, D) d_x buffer `affine_backward` would allocate. d_phi_k (also our
-    own) is scaled in place by phi' and the key mask."""
-    d_phi_k *= feature_map_derivative(proj.phi, proj.phi_k)
-    if not proj.key_mask.all():
-        np.copyto(d_phi_k, 0, where=~proj.key_mask[:, None, :, None])
-    d_k = _merge_heads(d_phi_k)
-    d_kv_in += d_k @ proj.params.Wk.T
-    return affine_param_grads(proj.kv_in, d_k)
+def _projection_backward(
+    proj: Projection, d_phi_q: Array, d_phi_k: Array, d_v: Array, d_Wo: Array, d_bo: Array
+) -> tuple[AttentionParams, Array, Array]:
+    """The shared front of both forms, backward: every parameter gradient (d_Wo and d_bo come from
+    `_output_backward`), d_q_in and d_kv_in."""
+    # in the forward pass this was: phi_q = phi(q),  q = q_in @ Wq + bq
+    d_q = d_phi_q * feature_map_derivative(proj.phi, proj.phi_q)
+    d_Wq, d_bq, d_q_in = affine_backward(proj.q_in, proj.params.Wq, _merge_heads(d_q))
+    # in the forward pass this was: phi_k = where(key_mask, phi(k), 0),  k = kv_in @ Wk + bk
+    d_k = np.where(
+        proj.key_mask[:, None, :, None], d_phi_k * feature_map_derivative(proj.phi, proj.phi_k), 0
+    )
+    d_Wk, d_bk, d_kv_in_keys = affine_backward(proj.kv_in, proj.params.Wk, _merge_heads(d_k))
+    # in the forward pass this was: v = kv_in @ Wv + bv
+    d_Wv, d_bv, d_kv_in_values = affine_backward(proj.kv_in, proj.params.Wv, _merge_heads(d_v))
+    grads = AttentionParams(Wq=d_Wq, bq=d_bq, Wk=d_Wk, bk=d_bk, Wv=d_Wv, bv=d_bv, Wo=d_Wo, bo=d_bo)
+    return grads, d_q_in, d_kv_in_keys + d_kv_in_values
 
 
 def linear_attention_backward(
     cache: LinearAttentionCache, d_out: Array
 ) -> tuple[AttentionParams, Array, Array]:
-    """Gradients of the params (as AttentionParams), d_q_in (B, Q, D) and d_kv_in (B, L, D).
-
-    With ctx = n / den, n = Q' S, den = Q' z + eps:
-    d_n = d_ctx / den, d_den = -sum(d_ctx * ctx) / den,
-    d_Q' = d_n S^T + d_den z^T, d_S = Q'^T d_n, d_z = Q'^T d_den,
-    d_K' = v d_S^T + 1 d_z^T, d_v = K' d_S.
-
-    Stage by stage (output, normalization, query, value, key), each stage's (B, N, D) buffers are
-    released before the next: the peak memory stays a few (B, N, D) arrays for any N.
-    """
+    """Gradients of the params (as AttentionParams), d_q_in (B, Q, D) and d_kv_in (B, L, D), each
+    step inverting one line of `attend_linear`, last line first."""
     proj = cache.proj
     d_Wo, d_bo, d_context = _output_backward(proj, cache.context, d_out)
-    d_numerator, d_denominator = _normalization_backward(cache, d_context)
-    del d_context
-    d_kv_summary = proj.phi_q.transpose(0, 1, 3, 2) @ d_numerator
+    # in the forward pass this was: context = r * numerator / denominator
+    # (d_context is already zero at invalid rows, so r needs no second application here)
+    context = _split_heads(cache.context, proj.heads)
+    d_numerator = d_context / cache.denominator[..., None]
+    d_denominator = -np.sum(d_numerator * context, axis=-1)  # -sum(d_ctx * n) / den^2
+    # in the forward pass this was: numerator = phi_q @ kv_summary
+    d_phi_q = d_numerator @ _keys_first(cache.kv_summary)
+    d_kv_summary = _keys_first(proj.phi_q) @ d_numerator
+    # in the forward pass this was: denominator = degree + eps,  degree = phi_q @ key_sum
+    d_phi_q = d_phi_q + d_denominator[..., None] * cache.key_sum[:, :, None, :]
     d_key_sum = (d_denominator[:, :, None, :] @ proj.phi_q)[:, :, 0, :]
-    d_phi_q = d_numerator @ cache.kv_summary.transpose(0, 1, 3, 2)
-    del d_numerator
-    d_phi_q += d_denominator[..., None] * cache.key_sum[:, :, None, :]
-    d_Wq, d_bq, d_q_in = _query_backward(proj, d_phi_q)
-    del d_phi_q
-    d_Wv, d_bv, d_kv_in = _value_backward(proj, proj.phi_k @ d_kv_summary)
-    d_phi_k = proj.v @ d_kv_summary.transpose(0, 1, 3, 2)
-    d_phi_k += d_key_sum[:, :, None, :]
-    d_Wk, d_bk = _key_backward(proj, d_phi_k, d_kv_in)
-    grads = AttentionParams(Wq=d_Wq, bq=d_bq, Wk=d_Wk, bk=d_bk, Wv=d_Wv, bv=d_bv, Wo=d_Wo, bo=d_bo)
-    return grads, d_q_in, d_kv_in
-
-
-def _normalization_backward(cache: LinearAttentionCache, d_context: Array) -> tuple[Array, Array]:
-    """d_numerator (B, H, Q, D_h) and d_denominator (B, H, Q) of ctx = numerator / denominator.
-    d_context is this backward's own buffer and becomes d_numerator in place."""
-    context = _split_heads(cache.context, cache.proj.heads)
-    d_numerator = d_context
-    d_numerator /= cache.denominator[..., None]
-    # -sum(d_ctx * ctx) / den = -sum(d_n * ctx): row dot products, without a (Q, D_h) product array
-    d_denominator: Array = -np.einsum("bhqd,bhqd->bhq", d_numerator, context)
-    return d_numerator, d_denominator
+    # in the forward pass this was: kv_summary = phi_k^T @ v,  key_sum = phi_k summed over keys
+    d_phi_k = proj.v @ _keys_first(d_kv_summary) + d_key_sum[:, :, None, :]
+    d_v = proj.phi_k @ d_kv_summary
+    return _projection_backward(proj, d_phi_q, d_phi_k, d_v, d_Wo, d_bo)
 
 
 def linear_attention_explicit_forward(
@@ -318,12 +295,10 @@ def linear_attention_explicit_forward(
 
 def attend_explicit(proj: Projection, eps: float) -> tuple[Array, ExplicitCache]:
     """The explicit form from projected, feature-mapped heads."""
-    affinity = proj.phi_q @ proj.phi_k.transpose(0, 1, 3, 2)
-    degree = affinity.sum(axis=-1)
+    affinity = proj.phi_q @ _keys_first(proj.phi_k)  # A = Q' K'^T  (B, H, Q, L)
+    degree = affinity.sum(axis=-1)  # A 1
     denominator = degree + eps
-    weights = affinity  # normalized in place: the (Q, L) matrices dominate this form's memory
-    weights /= denominator[..., None]
-    _zero_invalid_rows(proj, weights)
+    weights = _zero_invalid_rows(proj, affinity / denominator[..., None])  # W = diag(r) ... A
     context = _merge_heads(weights @ proj.v)
     cache = ExplicitCache(proj, weights, degree, denominator, context)
     return project_output(proj, context), cache
@@ -332,20 +307,21 @@ def attend_explicit(proj: Projection, eps: float) -> tuple[Array, ExplicitCache]
 def linear_attention_explicit_backward(
     cache: ExplicitCache, d_out: Array
 ) -> tuple[AttentionParams, Array, Array]:
-    """Gradients of the explicit form: with W = A / (A 1 + eps),
-    d_A = (d_W - sum_j(d_W * W)) / (A 1 + eps), d_Q' = d_A K', d_K' = d_A^T Q'."""
+    """Gradients of the explicit form, each step inverting one line of `attend_explicit`."""
     proj = cache.proj
     d_Wo, d_bo, d_context = _output_backward(proj, cache.context, d_out)
-    d_weights = d_context @ proj.v.transpose(0, 1, 3, 2)
-    d_v = cache.weights.transpose(0, 1, 3, 2) @ d_context
-    d_affinity = d_weights  # in place, as in the forward
-    d_affinity -= np.sum(d_weights * cache.weights, axis=-1, keepdims=True)
-    d_affinity /= cache.denominator[..., None]
-    d_Wq, d_bq, d_q_in = _query_backward(proj, d_affinity @ proj.phi_k)
-    d_Wv, d_bv, d_kv_in = _value_backward(proj, d_v)
-    d_Wk, d_bk = _key_backward(proj, d_affinity.transpose(0, 1, 3, 2) @ proj.phi_q, d_kv_in)
-    grads = AttentionParams(Wq=d_Wq, bq=d_bq, Wk=d_Wk, bk=d_bk, Wv=d_Wv, bv=d_bv, Wo=d_Wo, bo=d_bo)
-    return grads, d_q_in, d_kv_in
+    # in the forward pass this was: context = weights @ v
+    d_weights = d_context @ _keys_first(proj.v)
+    d_v = _keys_first(cache.weights) @ d_context
+    # in the forward pass this was: weights = r * affinity / (affinity summed over keys + eps)
+    # (d_weights is already zero at invalid rows)
+    d_affinity = (
+        d_weights - np.sum(d_weights * cache.weights, axis=-1, keepdims=True)
+    ) / cache.denominator[..., None]
+    # in the forward pass this was: affinity = phi_q @ phi_k^T
+    d_phi_q = d_affinity @ proj.phi_k
+    d_phi_k = _keys_first(d_affinity) @ proj.phi_q
+    return _projection_backward(proj, d_phi_q, d_phi_k, d_v, d_Wo, d_bo)
 
 
 def linear_self_attention_forward(

@@ -63,6 +63,8 @@ def max_interest_score_backward(cache: MaxInterestCache, d_scores: Array) -> tup
     shapes = Shapes(B=b, M=cache.items.shape[0])
     shapes.check_float("interests", cache.interests, ("B", "K", "D"))
     shapes.check_float("d_scores", d_scores, ("B", "M"))
+    # in the forward pass this was: scores = per_interest[..., best_interest],
+    # per_interest = einsum("bkd,md->bmk", interests, items): only the best interest gets a gradient
     chosen = np.eye(k, dtype=d_scores.dtype)[cache.best_interest]  # (B, M, K) one-hot
     d_interests: Array = np.einsum("bm,bmk,md->bkd", d_scores, chosen, cache.items)
     d_items: Array = np.einsum("bm,bmk,bkd->md", d_scores, chosen, cache.interests)

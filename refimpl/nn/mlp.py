@@ -118,7 +118,9 @@ def mlp_backward(cache: MLPCache, d_out: Array) -> tuple[MLPParams, Array]:
     grads: list[LinearParams] = []
     d_h = d_out
     for lin, act, a in zip(reversed(cache.linear), reversed(cache.activations), reversed(cache.activated), strict=True):
+        # in the forward pass this was: h = activate(act, z)
         d_z = activation_backward(act, a, d_h)
+        # in the forward pass this was: z = h_previous W + b
         layer_grads, d_h = linear_backward(lin, d_z)
         grads.append(layer_grads)
     return MLPParams(layers=tuple(reversed(grads))), d_h

@@ -138,13 +138,15 @@ def multi_interest_readout_forward(
 
 def multi_interest_readout_backward(cache: ReadoutCache, d_loss: Array | float) -> ReadoutGrads:
     """Gradients: d_interests (B, K, D) only at the chosen interests, d_positive, d_negatives."""
+    # in the forward pass this was: loss = scores_loss(chosen_positive, chosen_negative, ...)
     d_pos_score, d_neg_score, d_positive_q, d_negative_q = scores_loss_backward(
         cache.logit_loss.cache, d_loss, cache.temperature, cache.positive_q, cache.negative_q, cache.shared
     )
     interests = cache.interests
     b, k, _ = interests.shape
     rows = np.arange(b)
-    # Each score routes its gradient to one interest: a (B, N, K) one-hot weighting.
+    # in the forward pass this was: chosen_negative = negative_scores[b, n, negative_interests[b, n]],
+    # negative_scores = interests . negatives: each score routes its gradient to one interest
     negative_routing = d_neg_score[:, :, None] * (
         cache.negative_interests[:, :, None] == np.arange(k)
     )
@@ -155,6 +157,7 @@ def multi_interest_readout_backward(cache: ReadoutCache, d_loss: Array | float) 
     else:
         d_interests = np.einsum("bnk,bnd->bkd", negative_routing, cache.negatives)
         d_negatives = d_neg_score[:, :, None] * chosen_vectors
+    # in the forward pass this was: chosen_positive = interests[b, positive_interest[b]] . positive[b]
     d_interests[rows, cache.positive_interest] += d_pos_score[:, None] * cache.positive
     d_positive: Array = d_pos_score[:, None] * interests[rows, cache.positive_interest]
     return ReadoutGrads(d_interests, d_positive, d_negatives, d_positive_q, d_negative_q)

@@ -219,17 +219,25 @@ def pointer_generator_backward(
 ) -> PointerGeneratorGrads:
     """Gradients of every float input and param from upstream d_y (B, C) and d_loss ()."""
     out = cache.out
+    # in the forward pass this was: row_loss = -log(y[b, label_b] + eps), loss = mean(row_loss)
     d_mix = _d_y_total(cache, d_y, d_loss)
+    # in the forward pass this was: y = P_poi y_poi + (1 - P_poi) y_gen
     gate = out.P_poi[:, None]
     d_y_poi = gate * d_mix
+    d_gate = np.sum(d_mix * (out.y_poi - out.y_gen), axis=1)
+    # in the forward pass this was: y_gen = softmax(generator_logits)
     d_generator_logits = softmax_backward(out.y_gen, (1 - gate) * d_mix)
-    # The scatter's backward is a gather: each position reads the gradient of its category.
+    # in the forward pass this was: y_poi = scatter_to_categories(pointer_weights, history, ...);
+    # the scatter's backward is a gather: each position reads the gradient of its category
     safe_history = np.where(cache.history_mask, cache.history, 0)
     d_weights = np.where(cache.history_mask, np.take_along_axis(d_y_poi, safe_history, axis=1), 0)
-    d_gate = np.sum(d_mix * (out.y_poi - out.y_gen), axis=1)
+    # in the forward pass this was: P_poi = where(has_history, sigmoid(gate_input gate_w + gate_b), 0)
+    # (a fixed gate, "pointer" or "generator", has no parameters and passes no gradient)
     d_gate_logit = d_gate * out.P_poi * (1 - out.P_poi) if cache.learned_gate else np.zeros_like(d_gate)
     d = out.pointer_context.shape[1]
     d_gate_input = d_gate_logit[:, None] * cache.gate_w
+    # in the forward pass this was: pointer_weights = attention weights averaged over the heads,
+    # with context and weights = target_attention(query, history_emb); gate_input = [context; hidden]
     heads = cache.attention.weights.shape[1]
     d_attention_weights = np.broadcast_to(
         (d_weights / heads)[:, None, None, :], cache.attention.weights.shape

@@ -47,5 +47,6 @@ def masked_mean_pool_forward(x: Array, mask: BoolArray) -> tuple[Array, PoolCach
 def masked_mean_pool_backward(cache: PoolCache, d_out: Array) -> Array:
     """d_x (B, L, D) for upstream d_out (B, D)."""
     check_upstream("d_out", d_out, (cache.weights.shape[0], cache.width), cache.weights.dtype)
+    # in the forward pass this was: out = einsum("bl,bld->bd", weights, x)
     d_x: Array = cache.weights[:, :, None] * d_out[:, None, :]
     return d_x

@@ -170,6 +170,8 @@ def softmax_loss_forward(
 def softmax_loss_backward(cache: LogitLossCache, d_loss: Array | float) -> tuple[Array, Array]:
     """d_positive_logits (B,) and d_negative_logits (B, N) from the scalar d_loss."""
     dtype = cache.negative_probs.dtype
+    # in the forward pass this was: loss = sum over counted rows of (lse - positive_logit) / count,
+    # lse = logsumexp over the kept logits, whose gradient is their softmax probability
     d_rows = (check_loss_upstream("d_loss", d_loss, dtype) * cache.row_counted / max(cache.count, 1)).astype(dtype)
     d_positive_logits: Array = d_rows * (cache.positive_probs - 1)
     d_negative_logits: Array = d_rows[:, None] * cache.negative_probs
@@ -252,6 +254,7 @@ def scores_loss_backward(
 ) -> tuple[Array, Array, Array | None, Array | None]:
     """(d_positive_scores (B,), d_negative_scores (B, N), d_positive_q, d_negative_q)."""
     d_pos_logit, d_neg_logit = softmax_loss_backward(logit_loss, d_loss)
+    # in the forward pass this was: logits = scores / tau - [log q]
     inv_tau = d_pos_logit.dtype.type(1.0 / temperature)
     d_positive_q, d_negative_q = logq_backward(positive_q, negative_q, d_pos_logit, d_neg_logit, shared)
     return d_pos_logit * inv_tau, d_neg_logit * inv_tau, d_positive_q, d_negative_q
@@ -289,6 +292,7 @@ def sampled_softmax_backward(cache: SampledSoftmaxCache, d_loss: Array | float) 
     d_pos_score, d_neg_score, d_positive_q, d_negative_q = scores_loss_backward(
         cache.logit_loss.cache, d_loss, cache.temperature, cache.positive_q, cache.negative_q, cache.shared
     )
+    # in the forward pass this was: positive_scores = <user, positive>, negative_scores = <user, negatives>
     if cache.shared:
         d_user = d_pos_score[:, None] * cache.positive + d_neg_score @ cache.negatives
         d_negatives: Array = d_neg_score.T @ cache.user

@@ -91,9 +91,12 @@ def user_guided_attention_backward(
     d_item_weights = check_upstream(
         "d_item_weights", d_item_weights, scores.shape[:2], scores.dtype
     )
+    # in the forward pass this was: weights = where(mask, scores, 0)
     d_scores = np.where(cache.mask, d_item_weights, 0).astype(d_item_weights.dtype, copy=False)
+    # in the forward pass this was: scores = mlp(joint)
     mlp_grads, d_joint = mlp_backward(cache.mlp, d_scores[..., None])
     first, second = mlp_grads.layers
+    # in the forward pass this was: joint = [items; user broadcast over the L positions]
     return UserGuidedAttentionGrads(
         params=UserGuidedAttentionParams(W1=first.W, b1=first.b, W2=second.W, b2=second.b),
         items=d_joint[..., : cache.item_dim],

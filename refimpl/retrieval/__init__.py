@@ -17,6 +17,7 @@ from refimpl.retrieval.cascade import (
     cascade_recall,
     cascade_retrieve,
     split_evenly,
+    split_weighted,
 )
 from refimpl.retrieval.catalogue import Catalogue
 from refimpl.retrieval.exact import ExactIndex
@@ -36,4 +37,5 @@ __all__ = [
     "cascade_recall",
     "cascade_retrieve",
     "split_evenly",
+    "split_weighted",
 ]

@@ -20,6 +20,12 @@ de-duplicated and cut to N. The quotas:
    is what the quotas fix: a prefix of the result is NOT the cascade at a smaller N.
 A row returns fewer than N items only if the catalogue has fewer than N items; the missing slots
 are padding (id -1, score -inf, route PAD_ROUTE, valid False).
+
+Steps 2-4 are the default split, "even". `CascadeConfig.split` offers two others, compared by
+measurement in spec/retrieval.md#quota-policies: "weighted" (step 3 splits N - q_s in proportion to
+`route_weights`, e.g. PGIN's probabilities: `split_weighted`) and "score" (no quotas: every live
+long-term route returns up to N items of its category, the short-term route up to N of the whole
+pool, and the union, each item at its best score, is cut to the N best).
 """
 
 from __future__ import annotations
@@ -31,7 +37,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from refimpl._check import Array, BoolArray, IntArray, Shapes, require_positive_int
+from refimpl._check import (
+    Array,
+    BoolArray,
+    IntArray,
+    Shapes,
+    require_choice,
+    require_positive_int,
+)
 from refimpl.retrieval.catalogue import Int64Array
 from refimpl.retrieval.index import SearchIndex
 
@@ -41,16 +54,26 @@ PAD_ROUTE = -2
 """`routes` value of a padding slot (only when the catalogue has fewer than N items)."""
 
 
+SPLITS = ("even", "weighted", "score")
+"""How N is shared between the routes (spec/retrieval.md#quota-policies): "even" (the default,
+steps 2-4 above), "weighted" (the long-term share split in proportion to route weights, e.g.
+PGIN's probabilities), "score" (no quotas: every route returns up to N, the union is ranked by
+score and cut to N)."""
+
+
 @dataclass(frozen=True)
 class CascadeConfig:
     """n: N, the number of items retrieved per user; short_share: the share of N reserved for the
-    short-term vector in [0, 1], or None for an equal share with each live long-term route."""
+    short-term vector in [0, 1], or None for an equal share with each live long-term route;
+    split: one of SPLITS."""
 
     n: int
     short_share: float | None = None
+    split: str = "even"
 
     def __post_init__(self) -> None:
         require_positive_int("CascadeConfig.n", self.n)
+        require_choice("CascadeConfig.split", self.split, SPLITS)
         share = self.short_share
         if share is not None and not (isinstance(share, float | int) and 0.0 <= share <= 1.0):
             raise ValueError(f"CascadeConfig.short_share: expected None or [0, 1], got {share!r}")
@@ -94,6 +117,30 @@ def split_evenly(total: int, capacities: Sequence[int]) -> list[int]:
     return quotas
 
 
+def split_weighted(total: int, capacities: Sequence[int], weights: Sequence[float]) -> list[int]:
+    """Split of `total` over routes in priority order in proportion to `weights` (>= 0), each capped
+    by its capacity: repeatedly give every open route floor(left * w / sum of open w) (at most its
+    room); when that gives nothing, one unit to the open route with the largest share (ties to the
+    better rank). Routes whose weights are all 0 share evenly."""
+    caps = [int(c) for c in capacities]
+    quotas = [0] * len(caps)
+    left = min(total, sum(caps))
+    while left > 0:
+        room = [r for r, cap in enumerate(caps) if quotas[r] < cap]
+        mass = sum(max(float(weights[r]), 0.0) for r in room)
+        share = [
+            left * (max(float(weights[r]), 0.0) / mass if mass > 0 else 1.0 / len(room))
+            for r in room
+        ]
+        gives = [min(caps[r] - quotas[r], int(np.floor(x))) for r, x in zip(room, share, strict=True)]
+        if sum(gives) == 0:
+            gives[int(np.argmax(share))] = 1
+        for r, give in zip(room, gives, strict=True):
+            quotas[r] += give
+        left -= sum(gives)
+    return quotas
+
+
 def live_routes(categories: IntArray, mask: BoolArray, category_sizes: Int64Array) -> BoolArray:
     """(B, K): masked in, first occurrence of its category in the row, and a non-empty category."""
     first = mask.copy()
@@ -105,9 +152,17 @@ def live_routes(categories: IntArray, mask: BoolArray, category_sizes: Int64Arra
     return live
 
 
-def route_quotas(live: BoolArray, capacities: Int64Array, catalogue_size: int, cfg: CascadeConfig) -> Int64Array:
-    """(B, K + 1) quotas: long-term routes by rank, then the short-term route (steps 2-4)."""
+def route_quotas(
+    live: BoolArray, capacities: Int64Array, catalogue_size: int, cfg: CascadeConfig,
+    weights: Array | None = None,
+) -> Int64Array:
+    """(B, K + 1) quotas: long-term routes by rank, then the short-term route (steps 2-4); with
+    cfg.split "weighted" the long-term share follows `weights` (B, K); with "score" every live
+    route, and the short-term one, may return up to N."""
     batch, k = live.shape
+    if cfg.split == "score":
+        quotas = np.where(live, np.minimum(capacities, cfg.n), 0)
+        return np.concatenate([quotas, np.full((batch, 1), min(cfg.n, catalogue_size))], axis=1)
     quotas = np.zeros((batch, k + 1), dtype=np.int64)
     for row in range(batch):
         ranks = np.flatnonzero(live[row])
@@ -115,7 +170,11 @@ def route_quotas(live: BoolArray, capacities: Int64Array, catalogue_size: int, c
             short = cfg.n // (ranks.size + 1)
         else:
             short = int(np.floor(cfg.short_share * cfg.n))
-        long_quotas = split_evenly(cfg.n - short, [int(c) for c in capacities[row, ranks]])
+        caps = [int(c) for c in capacities[row, ranks]]
+        if cfg.split == "weighted" and weights is not None:
+            long_quotas = split_weighted(cfg.n - short, caps, [float(w) for w in weights[row, ranks]])
+        else:
+            long_quotas = split_evenly(cfg.n - short, caps)
         quotas[row, ranks] = long_quotas
         long_total = sum(long_quotas)
         quotas[row, k] = min(cfg.n - long_total, catalogue_size - long_total)
@@ -129,13 +188,16 @@ def cascade_retrieve(
     short_vectors: Array,
     cfg: CascadeConfig,
     long_mask: BoolArray | None = None,
+    route_weights: Array | None = None,
 ) -> CascadeResult:
     """Cascaded retrieval for B users.
 
     categories (B, K) int: PGIN's top-K categories, best first; long_vectors (B, K, D): the
     long-term vector of each predicted category; short_vectors (B, D); long_mask (B, K) bool
     (True = valid; False for a category the user has no history in, or padding when K exceeds
-    the number of categories: its category id is then ignored). Unknown category ids at valid
+    the number of categories: its category id is then ignored); route_weights (B, K) >= 0, what
+    cfg.split "weighted" splits the long-term share by (PGIN's probabilities; required for it,
+    ignored otherwise). Unknown category ids at valid
     positions raise ValueError naming them. Vectors must have the catalogue's width and dtype.
     """
     catalogue = index.catalogue
@@ -149,14 +211,23 @@ def cascade_retrieve(
     catalogue.check_categories("categories", categories[mask])
     _check_finite("long_vectors", long_vectors[mask])
     _check_finite("short_vectors", short_vectors)
+    if cfg.split == "weighted":
+        if route_weights is None:
+            raise ValueError("route_weights: required by CascadeConfig.split 'weighted', got None")
+        shapes.check_float("route_weights", route_weights, ("B", "K"))
+        if not np.all(np.isfinite(route_weights) & (route_weights >= 0)):
+            raise ValueError("route_weights: expected finite weights >= 0")
 
     cats = categories.astype(np.int64)
     sizes = catalogue.category_sizes()
     live = live_routes(cats, mask, sizes)
     capacities = np.where(live, sizes[np.where(mask, cats, 0)], 0)
-    quotas = route_quotas(live, capacities, catalogue.size, cfg)
+    quotas = route_quotas(live, capacities, catalogue.size, cfg, route_weights)
     picks = _long_term_picks(index, cats, long_vectors, quotas)
-    _add_short_term_picks(index, short_vectors, quotas, picks)
+    if cfg.split == "score":
+        _add_short_term_picks(index, short_vectors, quotas, [[] for _ in picks], picks)
+        return _merge(_best_by_score(picks, cfg.n), quotas, cfg.n, catalogue.vectors.dtype)
+    _add_short_term_picks(index, short_vectors, quotas, picks, picks)
     return _merge(picks, quotas, cfg.n, catalogue.vectors.dtype)
 
 
@@ -187,9 +258,11 @@ def _long_term_picks(
 
 
 def _add_short_term_picks(
-    index: SearchIndex, short_vectors: Array, quotas: Int64Array, picks: list[list[Pick]]
+    index: SearchIndex, short_vectors: Array, quotas: Int64Array, excluded: list[list[Pick]],
+    picks: list[list[Pick]],
 ) -> None:
-    """The short-term route's quota of the best whole-pool items not already picked."""
+    """The short-term route's quota of the best whole-pool items not in `excluded`, added to
+    `picks`."""
     rows = np.flatnonzero(quotas[:, -1] > 0)
     if rows.size == 0:
         return
@@ -197,10 +270,29 @@ def _add_short_term_picks(
     depth = int(min(index.catalogue.size, int((quotas[rows, -1] + taken).max())))
     ids, scores = index.search(short_vectors[rows], depth)
     for row, row_ids, row_scores in zip(rows, ids, scores, strict=True):
-        already = {pick[0] for pick in picks[row]}
+        already = {pick[0] for pick in excluded[row]}
         quota = int(quotas[row, -1])
         fresh = [(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if int(i) not in already]
         picks[row].extend((i, s, SHORT_ROUTE) for i, s in fresh[:quota])
+
+
+def _best_by_score(picks: list[list[Pick]], n: int) -> list[list[Pick]]:
+    """Split "score": each row's picks de-duplicated (an item keeps its best score, then the
+    better route), the best n by score, ties to the lower item id."""
+    result = []
+    for row_picks in picks:
+        best: dict[int, Pick] = {}
+        for pick in row_picks:
+            kept = best.get(pick[0])
+            if kept is None or (pick[1], -_route_order(pick[2])) > (kept[1], -_route_order(kept[2])):
+                best[pick[0]] = pick
+        result.append(sorted(best.values(), key=lambda p: (-p[1], p[0]))[:n])
+    return result
+
+
+def _route_order(route: int) -> int:
+    """Long-term routes by rank first, the short-term route last."""
+    return route if route >= 0 else 1 << 30
 
 
 def _merge(picks: list[list[Pick]], quotas: Int64Array, n: int, dtype: Any) -> CascadeResult:

@@ -1,0 +1,432 @@
+"""PGIN's learning check: trained to convergence on a validation split, measured on held-out users
+against the non-learned next-category predictors (spec/pgin.md#learning-check).
+
+- inputs (`pgin_inputs`): the batch refimpl.train.pgin_batch builds (the most recent behaviours
+  for the two MHSA inputs, the pointer's deduplicated category history from the whole long
+  window), built for every target at once from per-user prefix statistics, so that a training
+  step only indexes rows;
+- users are split into training, validation and test users (`split_users`); the Markov counts and
+  the tie-break prior come from the training users only;
+- training (`train_pgin_to_convergence`): Adam on random batches of training targets; every
+  `eval_every` steps the mean loss over the validation targets; stop when it has not fallen by
+  more than `min_improvement` for `patience` evaluations, or at `max_steps`; the params at the
+  lowest validation loss are kept. ln C, the loss of a model that learned nothing (y uniform), and
+  the loss of the training users' category frequencies are printed beside it;
+- evaluation (`run_pgin_experiment`): top-k accuracy on every target of the test users, for PGIN
+  and for the frequency predictor (whole long window and recent window) and the Markov predictor.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from typing import TextIO
+
+import numpy as np
+
+from refimpl._check import Array, BoolArray, IntArray, require_choice
+from refimpl.category_baselines import (
+    category_prior,
+    frequency_markov_top_k,
+    markov_top_k,
+    rank_by_frequency,
+    top_k_accuracy,
+    transition_counts,
+)
+from refimpl.data.synthetic import SyntheticConfig, SyntheticData, generate
+from refimpl.models import pgin as pgin_model
+from refimpl.models._params import Params
+from refimpl.optim import AdamConfig, adam_init, adam_step
+from refimpl.train import Samples, SequenceConfig, training_samples
+
+# ---------------------------------------------------------------- inputs
+
+POINTER_HISTORIES = ("deduplicated", "sampled")
+"""The pointer's history: the deduplicated most recent categories (spec/pgin.md, the model's
+contract), or the categories of `pgin_history` behaviours sampled evenly over the long window,
+duplicates kept (the pointer then sums a category's weights: its counts reach y_poi)."""
+
+
+def recent_windows(
+    data: SyntheticData, samples: Samples, length: int
+) -> tuple[IntArray, BoolArray]:
+    """The most recent `length` behaviours before each target: items, mask (S, length), oldest
+    first, valid positions first (refimpl.train.recent_window's layout, built without a loop)."""
+    count = samples.positions.clip(max=length)  # (S,) behaviours available
+    slot = np.arange(length)[None, :]
+    mask = slot < count[:, None]
+    position = samples.positions[:, None] - count[:, None] + slot
+    ids = data.events[np.where(mask, data.offsets[samples.users][:, None] + position, 0)]
+    items: IntArray = np.where(mask, ids, 0)
+    return items, mask
+
+
+def sampled_window(
+    data: SyntheticData, samples: Samples, count: int, length: int
+) -> tuple[IntArray, BoolArray]:
+    """`count` behaviours spaced s = max(1, length // count) apart over the recent `length`,
+    ending at the last behaviour before each target: items, mask (S, count), oldest first, valid
+    positions first. With count = length it is `recent_windows`."""
+    stride = max(1, length // count)
+    newest_first = samples.positions[:, None] - 1 - stride * np.arange(count)[None, :]
+    start = np.maximum(samples.positions - length, 0)
+    filled = (newest_first >= start[:, None]).sum(axis=1)
+    age = filled[:, None] - 1 - np.arange(count)[None, :]  # slot i holds the age-th newest
+    mask = age >= 0
+    position = np.take_along_axis(newest_first, np.maximum(age, 0), axis=1)
+    ids = data.events[np.where(mask, data.offsets[samples.users][:, None] + position, 0)]
+    items: IntArray = np.where(mask, ids, 0)
+    return items, mask
+
+
+@dataclass(frozen=True)
+class CategoryStats:
+    """Each target's category statistics over the recent `length` behaviours before it."""
+
+    counts: Array  # (S, C) how often each category occurs
+    last_seen: IntArray  # (S, C) position of its last occurrence in the sequence, -1 if absent
+
+
+def category_stats(data: SyntheticData, samples: Samples, length: int) -> CategoryStats:
+    """Counts and last occurrences (S, C) of each target's recent `length` behaviours, from one
+    prefix sum and one running maximum per user (O(T C) per user, whatever the window)."""
+    c = data.num_categories
+    counts = np.zeros((samples.size, c))
+    last_seen = np.full((samples.size, c), -1, dtype=np.int64)
+    for user in np.unique(samples.users):
+        rows = np.flatnonzero(samples.users == user)
+        categories = data.item_category[data.sequence(int(user))]
+        t = categories.shape[0]
+        seen = np.zeros((t + 1, c), dtype=np.int64)
+        seen[np.arange(1, t + 1), categories] = 1
+        prefix = np.cumsum(seen, axis=0)  # prefix[p] counts positions < p
+        latest = np.full((t + 1, c), -1, dtype=np.int64)
+        latest[np.arange(1, t + 1), categories] = np.arange(t)
+        latest = np.maximum.accumulate(latest, axis=0)  # latest[p]: last position < p
+        positions = samples.positions[rows]
+        start = np.maximum(positions - length, 0)
+        counts[rows] = prefix[positions] - prefix[start]
+        in_window = latest[positions]
+        last_seen[rows] = np.where(in_window >= start[:, None], in_window, -1)
+    return CategoryStats(counts, last_seen)
+
+
+def history_from_stats(stats: CategoryStats, max_history: int) -> tuple[IntArray, BoolArray]:
+    """The pointer's history (S, P): the P most recently seen categories, oldest first, padded
+    with 0 on the right, as refimpl.data.category_history.merge_category_history builds it."""
+    newest_first = np.argsort(-stats.last_seen, axis=1, kind="stable")
+    filled = np.minimum((stats.last_seen >= 0).sum(axis=1), max_history)
+    age = filled[:, None] - 1 - np.arange(max_history)[None, :]
+    mask = age >= 0
+    ids = np.take_along_axis(newest_first, np.clip(age, 0, newest_first.shape[1] - 1), axis=1)
+    history: IntArray = np.where(mask, ids, 0).astype(np.int64)
+    return history, mask
+
+
+def pgin_inputs(
+    data: SyntheticData,
+    samples: Samples,
+    seq: SequenceConfig,
+    long_length: int | None = None,
+    stats: CategoryStats | None = None,
+    pointer_history: str = "deduplicated",
+    read_items: bool = True,
+) -> pgin_model.PGINBatch:
+    """PGIN's batch for every target, equal to refimpl.train.pgin_batch's: the MHSA inputs are
+    the most recent `pgin_long_length` and `pgin_short_length` behaviours, the pointer's history
+    is deduplicated from the long window (the recent `long_length`, seq.long_length by default);
+    no user features (one constant). `stats` (category_stats over the long window) is computed
+    when not given."""
+    length = seq.long_length if long_length is None else long_length
+    cats = data.item_category
+    long, long_mask = recent_windows(data, samples, min(seq.pgin_long_length, length))
+    short, short_mask = recent_windows(data, samples, min(seq.pgin_short_length, length))
+    stats = category_stats(data, samples, length) if stats is None else stats
+    require_choice("pointer_history", pointer_history, POINTER_HISTORIES)
+    if pointer_history == "deduplicated":
+        history, history_mask = history_from_stats(stats, seq.pgin_history)
+    else:
+        sampled, history_mask = sampled_window(data, samples, seq.pgin_history, length)
+        history = np.where(history_mask, cats[sampled], 0)
+    return pgin_model.PGINBatch(
+        user_features=np.ones((samples.size, 1)),
+        long_items=long if read_items else np.zeros_like(long),
+        long_categories=cats[long],
+        long_mask=long_mask,
+        short_items=short if read_items else np.zeros_like(short),
+        short_categories=cats[short],
+        short_mask=short_mask,
+        history=history,
+        history_mask=history_mask,
+        label=samples.categories,
+    )
+
+
+def take_rows(batch: pgin_model.PGINBatch, rows: IntArray) -> pgin_model.PGINBatch:
+    """The batch's rows `rows` (every field is indexed by the row on its first axis)."""
+    return pgin_model.PGINBatch(
+        batch.user_features[rows], batch.long_items[rows], batch.long_categories[rows],
+        batch.long_mask[rows], batch.short_items[rows], batch.short_categories[rows],
+        batch.short_mask[rows], batch.history[rows], batch.history_mask[rows],
+        None if batch.label is None else batch.label[rows],
+    )
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class PGINTrainConfig:
+    """PGIN's model size and the stopping rule."""
+
+    dim: int = 16
+    num_heads: int = 2
+    mlp_hidden: tuple[int, ...] = (32,)
+    lr: float = 3e-3
+    batch_size: int = 128
+    max_steps: int = 3_000
+    eval_every: int = 50  # steps between two validation losses
+    patience: int = 4  # evaluations without an improvement before stopping
+    min_improvement: float = 1e-3  # nats: a smaller fall of the validation loss does not count
+    eval_chunk: int = 1_024  # targets per forward pass when evaluating
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PGINCurve:
+    """The losses of a training run: `train` per step; `valid` at `valid_steps` (step 0 = the
+    init); `chance` = ln C; `prior` = the loss of predicting the training users' category
+    frequencies for everyone; `best_step` = the kept params' step."""
+
+    train: list[float]
+    valid_steps: list[int]
+    valid: list[float]
+    chance: float
+    prior: float
+    best_step: int
+    stopped_early: bool
+    seconds: float
+
+    @property
+    def best_valid(self) -> float:
+        return self.valid[self.valid_steps.index(self.best_step)]
+
+
+@dataclass(frozen=True)
+class PGINRun:
+    params: Params
+    config: pgin_model.PGINConfig
+    curve: PGINCurve
+
+
+def pgin_scores(
+    params: Params, cfg: pgin_model.PGINConfig, batch: pgin_model.PGINBatch, chunk: int
+) -> tuple[Array, float]:
+    """y (S, C) and the mean loss over every labelled row, `chunk` rows per forward pass."""
+    size = batch.history.shape[0]
+    parts, total = [], 0.0
+    for start in range(0, size, chunk):
+        rows = np.arange(start, min(start + chunk, size))
+        out, _ = pgin_model.pgin_forward(params, take_rows(batch, rows), cfg)
+        parts.append(out.y)
+        total += float(out.loss) * rows.shape[0] if out.loss is not None else 0.0
+    return np.concatenate(parts), total / max(size, 1)
+
+
+def train_pgin_to_convergence(
+    num_categories: int,
+    num_items: int,
+    train_batch: pgin_model.PGINBatch,
+    valid_batch: pgin_model.PGINBatch,
+    cfg: PGINTrainConfig,
+    prior: Array,
+    name: str = "PGIN",
+    stream: TextIO | None = sys.stderr,
+) -> PGINRun:
+    """Adam on random batches of `train_batch` under the stopping rule of PGINTrainConfig; the
+    params at the lowest loss on `valid_batch`. `prior` (C,): the training users' category
+    frequencies, whose loss is printed beside ln C."""
+    if train_batch.label is None or valid_batch.label is None:
+        raise ValueError("train_batch, valid_batch: training needs labels, got None")
+    model_cfg = pgin_model.PGINConfig(
+        num_categories=num_categories, num_items=num_items,
+        user_feature_dim=train_batch.user_features.shape[1], dim=cfg.dim,
+        num_heads=cfg.num_heads, mlp_hidden=cfg.mlp_hidden,
+    )
+    rng = np.random.Generator(np.random.PCG64(cfg.seed))
+    params = pgin_model.pgin_init(rng, model_cfg)
+    state = adam_init(params)
+    adam = AdamConfig(lr=cfg.lr)
+    size = train_batch.history.shape[0]
+    chance = float(np.log(num_categories))
+    prior_loss = float(-np.mean(np.log(prior[valid_batch.label] + 1e-12)))
+    start = time.perf_counter()
+    best_params, best_step = params, 0
+    best = pgin_scores(params, model_cfg, valid_batch, cfg.eval_chunk)[1]
+    train_losses: list[float] = []
+    steps, valid, waited = [0], [best], 0
+    for step in range(1, cfg.max_steps + 1):
+        rows = np.sort(rng.choice(size, size=min(cfg.batch_size, size), replace=False))
+        loss, grads = pgin_model.pgin_loss_and_grads(params, take_rows(train_batch, rows), model_cfg)
+        params, state = adam_step(params, grads, state, adam)
+        train_losses.append(loss)
+        if step % cfg.eval_every and step != cfg.max_steps:
+            continue
+        loss_now = pgin_scores(params, model_cfg, valid_batch, cfg.eval_chunk)[1]
+        steps.append(step)
+        valid.append(loss_now)
+        if stream is not None:
+            stream.write(
+                f"{name:>12} step {step:>5} train {np.mean(train_losses[-cfg.eval_every:]):.4f} "
+                f"valid {loss_now:.4f} (ln C {chance:.4f}, category frequencies {prior_loss:.4f}) "
+                f"{time.perf_counter() - start:6.1f}s\n"
+            )
+            stream.flush()
+        waited += 1
+        if loss_now < best:
+            if loss_now < best - cfg.min_improvement:
+                waited = 0
+            best_params, best_step, best = params, step, loss_now
+        if waited >= cfg.patience:
+            break
+    curve = PGINCurve(
+        train_losses, steps, valid, chance, prior_loss, best_step,
+        stopped_early=steps[-1] < cfg.max_steps, seconds=time.perf_counter() - start,
+    )
+    return PGINRun(best_params, model_cfg, curve)
+
+
+# ---------------------------------------------------------------- the experiment
+
+
+def split_users(num_users: int, valid_fraction: float, test_fraction: float, seed: int) -> tuple[IntArray, ...]:
+    """(training, validation, test) user ids, ascending, a random partition drawn with `seed`."""
+    if not (0 < valid_fraction and 0 < test_fraction and valid_fraction + test_fraction < 1):
+        raise ValueError(
+            f"valid_fraction, test_fraction: expected positive with a sum below 1, got "
+            f"{valid_fraction}, {test_fraction}"
+        )
+    order = np.random.Generator(np.random.PCG64(seed)).permutation(num_users)
+    n_valid = max(1, int(round(valid_fraction * num_users)))
+    n_test = max(1, int(round(test_fraction * num_users)))
+    return (
+        np.sort(order[n_valid + n_test :]),
+        np.sort(order[:n_valid]),
+        np.sort(order[n_valid : n_valid + n_test]),
+    )
+
+
+def of_users(samples: Samples, users: IntArray) -> Samples:
+    """The samples of the given users."""
+    return samples.take(np.flatnonzero(np.isin(samples.users, users)))
+
+
+def previous_categories(data: SyntheticData, samples: Samples) -> IntArray:
+    """The category of the behaviour right before each target (S,); targets need position >= 1."""
+    result: IntArray = data.item_category[data.events[data.offsets[samples.users] + samples.positions - 1]]
+    return result
+
+
+@dataclass(frozen=True)
+class PGINExperiment:
+    """One learning check: the data, PGIN's windows, its training, the split and the baselines."""
+
+    data: SyntheticConfig
+    seq: SequenceConfig
+    train: PGINTrainConfig = field(default_factory=PGINTrainConfig)
+    valid_fraction: float = 0.2
+    test_fraction: float = 0.2
+    recent_length: int = 100  # the recent window of the recent-frequency predictor
+    ks: tuple[int, ...] = (1, 4)
+    pointer_history: str = "deduplicated"  # POINTER_HISTORIES
+    read_items: bool = False  # False: every behaviour's item id is 0, PGIN reads categories only
+
+
+@dataclass(frozen=True)
+class PGINResult:
+    """Top-k accuracy (%) per predictor and k on the test users' targets, and PGIN's curve."""
+
+    accuracy: dict[str, dict[int, float]]
+    curve: PGINCurve
+    test_targets: int
+
+
+def baseline_predictions(
+    data: SyntheticData,
+    train: Samples,
+    test: Samples,
+    seq: SequenceConfig,
+    recent_length: int,
+    k: int,
+    long_stats: CategoryStats | None = None,
+) -> dict[str, IntArray]:
+    """The non-learned predictors' top-k (S, k) for the `test` targets; the Markov counts and
+    the tie-break prior come from the `train` targets only."""
+    c = data.num_categories
+    prior = category_prior(train.categories, c)
+    whole = category_stats(data, test, seq.long_length) if long_stats is None else long_stats
+    recent = category_stats(data, test, recent_length)
+    counts = transition_counts(previous_categories(data, train), train.categories, c)
+    previous = previous_categories(data, test)
+    # One extra count per category keeps every prior positive, as the naive-Bayes ratio needs.
+    smoothed = category_prior(np.concatenate([train.categories, np.arange(c)]), c)
+    return {
+        "frequency (whole history)": rank_by_frequency(whole.counts, whole.last_seen, k, prior),
+        f"frequency (last {recent_length})": rank_by_frequency(recent.counts, recent.last_seen, k, prior),
+        "Markov (previous category)": markov_top_k(counts, previous, k, prior),
+        "frequency x Markov": frequency_markov_top_k(
+            whole.counts, whole.last_seen, counts, previous, k, smoothed
+        ),
+    }
+
+
+def other_user_rows(samples: Samples) -> IntArray:
+    """A row of ANOTHER user for every row (S,): the rows shifted by the most rows any one user
+    has (a user's rows are contiguous, so the shift always lands in another user's block).
+    The negative control's inputs: PGIN predicting a target from someone else's history."""
+    if np.unique(samples.users).shape[0] < 2:
+        raise ValueError("samples: the control needs targets of at least two users")
+    shift = int(np.bincount(samples.users).max())
+    result: IntArray = (np.arange(samples.size) + shift) % samples.size
+    return result
+
+
+def run_pgin_experiment(
+    exp: PGINExperiment, seed: int, stream: TextIO | None = sys.stderr, data: SyntheticData | None = None
+) -> PGINResult:
+    """Generate the data with `seed` (unless given), split the users with `seed`, train PGIN with
+    `seed` and measure every predictor's top-k accuracy on the test users' targets, and PGIN's
+    when each target is given another test user's inputs (`other_user_rows`)."""
+    if data is None:
+        data = generate(replace(exp.data, seed=seed))
+    samples = training_samples(data, exp.seq)
+    train, valid, test = (
+        of_users(samples, users)
+        for users in split_users(data.num_users, exp.valid_fraction, exp.test_fraction, seed)
+    )
+
+    def inputs(rows: Samples, stats: CategoryStats | None = None) -> pgin_model.PGINBatch:
+        return pgin_inputs(data, rows, exp.seq, stats=stats, pointer_history=exp.pointer_history,
+                           read_items=exp.read_items)
+
+    run = train_pgin_to_convergence(
+        data.num_categories, data.num_items, inputs(train), inputs(valid), replace(exp.train, seed=seed),
+        category_prior(train.categories, data.num_categories), stream=stream,
+    )
+    test_stats = category_stats(data, test, exp.seq.long_length)
+    test_batch = inputs(test, test_stats)
+    k_max = max(exp.ks)
+    predictions = {}
+    for name, batch in (("PGIN", test_batch),
+                        ("PGIN, another user's inputs", take_rows(test_batch, other_user_rows(test)))):
+        y, _ = pgin_scores(run.params, run.config, batch, exp.train.eval_chunk)
+        predictions[name] = pgin_model.top_k_from_distribution(y, k_max)
+    predictions.update(
+        baseline_predictions(data, train, test, exp.seq, exp.recent_length, k_max, test_stats)
+    )
+    accuracy = {
+        name: {k: 100.0 * top_k_accuracy(top[:, :k], test.categories) for k in exp.ks}
+        for name, top in predictions.items()
+    }
+    return PGINResult(accuracy, run.curve, test.size)

@@ -8,6 +8,9 @@ shape with the bound sizes, and the actual shape: never an IndexError deep in a 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -59,11 +62,21 @@ class Shapes:
                     f"({dim} is {bound} from an earlier argument, {actual} here)"
                 )
 
-    def check_float(self, name: str, value: Any, dims: tuple[Dim, ...]) -> Array:
-        """Check a float array's shape and that its dtype matches every other float argument."""
+    def check_float(
+        self, name: str, value: Any, dims: tuple[Dim, ...], *, allow_inf: bool = False
+    ) -> Array:
+        """Check a float array's shape, that its dtype matches every other float argument and
+        that it holds no NaN or inf (`allow_inf`: -inf/inf allowed, for scores where -inf
+        means "never ranked"; NaN never is)."""
         self._shape(name, value, dims)
         if value.dtype not in (np.float32, np.float64):
             raise TypeError(f"{name}: expected float32 or float64, got {value.dtype}")
+        if allow_inf:
+            if np.isnan(value).any():
+                raise ValueError(f"{name}: expected no NaN, got NaN at position "
+                                 f"{tuple(int(i) for i in np.argwhere(np.isnan(value))[0])}")
+        else:
+            require_finite_array(name, value)
         if self.float_dtype is None:
             self.float_dtype = value.dtype
             self.float_dtype_source = name
@@ -108,3 +121,89 @@ def require_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
     return str(value)
+
+
+def require_finite_array(name: str, value: Array) -> None:
+    """A float array must hold no NaN or inf: one would spread through every sum it enters."""
+    if value.size and not np.isfinite(value).all():
+        position = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
+        raise ValueError(f"{name}: expected finite values, got {value[position]} at position {position}")
+
+
+def require_array(name: str, value: Any) -> np.ndarray[Any, Any]:
+    """A numpy array, never a list: a list has no dtype, and guessing one hides the caller's mistake."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(value).__name__}")
+    return value
+
+
+def require_bool(name: str, value: Any) -> bool:
+    """A flag must be a bool: a truthy string such as "no" would silently mean yes."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name}: expected a bool, got {value!r}")
+    return bool(value)
+
+
+def require_real(
+    name: str, value: Any, *, low: float | None = None, high: float | None = None,
+    low_open: bool = False,
+) -> float:
+    """A finite real config value in [low, high] (or (low, high] when `low_open`); bool is refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name}: expected a real number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    if low is not None and (number <= low if low_open else number < low):
+        raise ValueError(f"{name}: expected {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and number > high:
+        raise ValueError(f"{name}: expected <= {high}, got {value!r}")
+    return number
+
+
+def require_int(name: str, value: Any, *, low: int | None = None) -> int:
+    """An int config value (bool and 2.5 are refused), at least `low`."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name}: expected an integer, got {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def require_ids(name: str, value: Any, num: int, dims: tuple[Dim, ...] | None = None) -> IntArray:
+    """An integer id array with every id in [0, num)."""
+    array = require_array(name, value)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name}: expected an integer id array, got {array.dtype}")
+    if dims is not None and array.ndim != len(dims):
+        raise ValueError(f"{name}: expected {len(dims)} dimensions {dims}, got shape {array.shape}")
+    if array.size and (array.min() < 0 or array.max() >= num):
+        bad = array[(array < 0) | (array >= num)].reshape(-1)[0]
+        raise ValueError(f"{name}: id {bad} is outside [0, {num})")
+    result: IntArray = array
+    return result
+
+
+def require_nonempty_batch(name: str, size: int, why: str = "a loss is a mean over its rows") -> None:
+    """An empty batch where the result would have no defined value (a mean over no rows) is
+    refused by name, never answered with NaN or numpy's reshape message."""
+    if size == 0:
+        raise ValueError(f"{name}: the batch is empty (B = 0); {why}")
+
+
+@contextmanager
+def caller_names(**outer_by_inner: str) -> Iterator[None]:
+    """Re-raise a component's ValueError/TypeError under the name the caller used.
+
+    A model passes `long_Wk` to an attention block that calls it `Wk`; inside
+    `with caller_names(Wk="long_Wk"):` the block's "Wk: expected ..." becomes "long_Wk: expected ...".
+    Only the leading argument name is renamed: the rest of the message is the component's.
+    """
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        message = str(error)
+        for inner, outer in outer_by_inner.items():
+            if message.startswith(f"{inner}:"):
+                raise type(error)(outer + message[len(inner):]) from error
+        raise

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from refimpl._check import Array, IntArray
+from refimpl._check import Array, IntArray, Shapes, caller_names, require_real
 from refimpl.data.batching import require_category_pure
+from refimpl.nn._upstream import check_loss_upstream
 from refimpl.nn.sampled_softmax import (
     SampledSoftmaxCache,
     SampledSoftmaxConfig,
@@ -27,6 +28,15 @@ from refimpl.nn.sampled_softmax import (
     sampled_softmax_backward,
     sampled_softmax_forward,
 )
+
+__all__ = [
+    "UlimLossCache",
+    "UlimLossConfig",
+    "UlimLossGrads",
+    "composite_loss",
+    "ulim_loss_backward",
+    "ulim_loss_forward",
+]
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,11 @@ class UlimLossGrads:
 
 def composite_loss(long_loss: Array, short_loss: Array, alpha: float, beta: float) -> Array:
     """ULIM eq. 1: alpha * L_long + beta * L_short, in the dtype of the parts."""
+    shapes = Shapes()
+    shapes.check_float("long_loss", long_loss, ())
+    shapes.check_float("short_loss", short_loss, ())
+    for name, weight in (("alpha", alpha), ("beta", beta)):
+        require_real(name, weight, low=0.0)
     dtype = long_loss.dtype
     result: Array = np.asarray(dtype.type(alpha) * long_loss + dtype.type(beta) * short_loss)
     return result
@@ -88,12 +103,16 @@ def ulim_loss_forward(
     """ULIM's loss () over one category-pure batch; refuses a mixed batch."""
     _check_weights(cfg)
     require_category_pure(batch_category, item_categories, positive_ids, negative_ids)
-    long_loss, long_cache = sampled_softmax_forward(
-        long_user, positive, negatives, positive_ids, negative_ids, cfg.loss, positive_q, negative_q
-    )
-    short_loss, short_cache = sampled_softmax_forward(
-        short_user, positive, negatives, positive_ids, negative_ids, cfg.loss, positive_q, negative_q
-    )
+    with caller_names(user="long_user"):
+        long_loss, long_cache = sampled_softmax_forward(
+            long_user, positive, negatives, positive_ids, negative_ids, cfg.loss, positive_q,
+            negative_q,
+        )
+    with caller_names(user="short_user"):
+        short_loss, short_cache = sampled_softmax_forward(
+            short_user, positive, negatives, positive_ids, negative_ids, cfg.loss, positive_q,
+            negative_q,
+        )
     loss = composite_loss(long_loss, short_loss, cfg.alpha, cfg.beta)
     cache = UlimLossCache(
         float(cfg.alpha), float(cfg.beta), long_loss, short_loss, long_cache, short_cache
@@ -107,7 +126,7 @@ def _sum_optional(a: Array | None, b: Array | None) -> Array | None:
 
 def ulim_loss_backward(cache: UlimLossCache, d_loss: Array | float) -> UlimLossGrads:
     """Gradients of both user vectors, the positives, the negatives (and q when given)."""
-    upstream: Array = np.asarray(d_loss, dtype=cache.long_loss.dtype)
+    upstream = check_loss_upstream("d_loss", d_loss, cache.long_loss.dtype)
     long = sampled_softmax_backward(cache.long, upstream * cache.long_loss.dtype.type(cache.alpha))
     short = sampled_softmax_backward(cache.short, upstream * cache.long_loss.dtype.type(cache.beta))
     return UlimLossGrads(

@@ -30,6 +30,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+__all__ = [
+    "auc",
+    "hit_rate_at_n",
+    "hr_at_n",
+    "precision_at_n",
+]
+
 Ranked = Sequence[ArrayLike] | NDArray[np.integer[Any]]
 
 
@@ -57,9 +64,13 @@ def auc(scores: ArrayLike, labels: ArrayLike, mask: ArrayLike | None = None) -> 
     """ROC AUC of `scores` for binary `labels` (any shape, flattened), ties counting one half.
 
     `mask` (True = counted) selects the entries to use, e.g. the valid candidates. Raises
-    ValueError when the (masked) input holds only one class, is empty, or has a non-finite score.
+    ValueError when the (masked) input holds only one class, is empty, or has a non-finite score;
+    TypeError for complex or bool scores (a metric takes array-likes: lists are fine).
     """
-    score_array = np.asarray(scores, dtype=np.float64)
+    raw = np.asarray(scores)
+    if raw.dtype == np.bool_ or not (np.issubdtype(raw.dtype, np.integer) or np.issubdtype(raw.dtype, np.floating)):
+        raise TypeError(f"scores: expected real (integer or float) scores, got {raw.dtype}")
+    score_array = raw.astype(np.float64)
     if np.shape(labels) != score_array.shape:
         raise ValueError(
             f"labels: expected the shape of scores {score_array.shape}, got {np.shape(labels)}"

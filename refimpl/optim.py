@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refimpl._check import Array
+from refimpl._check import Array, Shapes, require_int, require_real
+
+__all__ = [
+    "AdamConfig",
+    "AdamState",
+    "adam_init",
+    "adam_step",
+]
 
 
 @dataclass(frozen=True)
@@ -24,14 +31,14 @@ class AdamConfig:
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
-        # beta = 1 would make the bias correction 1 - beta^t zero: a division by zero, not an error
-        if not self.lr > 0:
-            raise ValueError(f"AdamConfig.lr: expected > 0, got {self.lr!r}")
+        # beta = 1 would make the bias correction 1 - beta^t zero: a division by zero, not an error;
+        # eps = 0 divides 0 by 0 for a parameter whose gradients have all been 0
+        require_real("AdamConfig.lr", self.lr, low=0.0, low_open=True)
         for name in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"AdamConfig.{name}: expected [0, 1), got {getattr(self, name)!r}")
-        if not self.eps >= 0:
-            raise ValueError(f"AdamConfig.eps: expected >= 0, got {self.eps!r}")
+            value = require_real(f"AdamConfig.{name}", getattr(self, name), low=0.0)
+            if not value < 1.0:
+                raise ValueError(f"AdamConfig.{name}: expected [0, 1), got {value!r}")
+        require_real("AdamConfig.eps", self.eps, low=0.0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,8 @@ class AdamState:
 
 def adam_init(params: dict[str, Array]) -> AdamState:
     """Zero moments for every parameter, step 0."""
+    for name, p in params.items():
+        Shapes().check_float(f"params[{name!r}]", p, tuple(np.shape(p)))
     return AdamState(
         step=0,
         m={name: np.zeros_like(p) for name, p in params.items()},
@@ -61,15 +70,21 @@ def adam_step(
     for moments in ("m", "v"):
         if set(getattr(state, moments)) != set(params):
             raise ValueError(f"state.{moments}: keys must match params ({sorted(params)})")
+    require_int("state.step", state.step, low=0)
     for name, p in params.items():
-        if grads[name].shape != p.shape:
-            raise ValueError(
-                f"grads[{name!r}]: expected shape {p.shape} like the param, got {grads[name].shape}"
-            )
-        if grads[name].dtype != p.dtype:
-            raise TypeError(
-                f"grads[{name!r}]: dtype {grads[name].dtype} differs from the param's {p.dtype}"
-            )
+        shapes = Shapes()
+        dims = tuple(np.shape(p))
+        shapes.check_float(f"params[{name!r}]", p, dims)
+        for label, value in (
+            (f"grads[{name!r}]", grads[name]),
+            (f"state.m[{name!r}]", state.m[name]),
+            (f"state.v[{name!r}]", state.v[name]),
+        ):
+            if isinstance(value, np.ndarray) and value.shape != dims:
+                raise ValueError(f"{label}: expected shape {dims} like the param, got {value.shape}")
+            shapes.check_float(label, value, dims)
+        if (state.v[name] < 0).any():
+            raise ValueError(f"state.v[{name!r}]: a second moment is >= 0, got a negative entry")
     step = state.step + 1
     correction1 = 1.0 - cfg.beta1**step
     correction2 = 1.0 - cfg.beta2**step

@@ -188,7 +188,8 @@ def test_float32_chooses_the_same_interests_as_float64(case: Any) -> None:
     t = case.draw()
     as32 = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in t.inputs.items()}
     r64 = REFERENCE(t.inputs, {}, case.config, t.upstream)
-    r32 = REFERENCE(as32, {}, case.config, t.upstream)
+    up32 = {k: v.astype(np.float32) for k, v in t.upstream.items()}  # an upstream grad has the forward's dtype
+    r32 = REFERENCE(as32, {}, case.config, up32)
     for name in ("positive_interest", "negative_interests"):
         assert np.array_equal(r64.intermediates[name], r32.intermediates[name])
     assert r32.outputs["loss"].dtype == np.float32

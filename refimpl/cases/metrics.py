@@ -22,7 +22,7 @@ def top_n_metrics_reference(inputs: Tensors, params: Tensors, config: Config, up
     relevant_mask (U, T): each user's ground-truth items. The metrics come back in the dtype of
     the scores; `hits` (U,) int64 is |R_u^N ∩ T_u|."""
     shapes = Shapes()
-    scores = shapes.check_float("scores", inputs["scores"], ("U", "R"))
+    scores = shapes.check_float("scores", inputs["scores"], ("U", "R"), allow_inf=True)
     retrieved = shapes.check_int("retrieved", inputs["retrieved"], ("U", "R"))
     retrieved_mask = shapes.check_bool("retrieved_mask", inputs["retrieved_mask"], ("U", "R"))
     relevant = shapes.check_int("relevant", inputs["relevant"], ("U", "T"))

@@ -36,7 +36,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refimpl._check import Array, IntArray, Shapes, require_choice, require_positive_int
+from refimpl._check import (
+    Array,
+    IntArray,
+    Shapes,
+    require_array,
+    require_bool,
+    require_choice,
+    require_int,
+    require_positive_int,
+)
+
+__all__ = [
+    "BatchingConfig",
+    "CategoryBatch",
+    "category_batches",
+    "check_batching_config",
+    "require_category_pure",
+]
 
 SAMPLERS = ("uniform", "popularity")
 SMALL_CATEGORY = ("with_replacement", "all_items")
@@ -77,6 +94,7 @@ def require_category_pure(
     [0, I) are refused too, by name, and non-integer ids or categories are a TypeError.
     """
     Shapes().check_int("item_categories", item_categories, ("I",))
+    require_int("batch_category", batch_category)
     num_items = item_categories.shape[0]
     named = {
         "positive_ids": _catalogue_ids("positive_ids", positive_ids, num_items),
@@ -98,7 +116,7 @@ def require_category_pure(
 
 def _catalogue_ids(name: str, ids: IntArray, num_items: int) -> IntArray:
     """`ids` flattened, refused unless they are integers in the catalogue [0, I)."""
-    flat: IntArray = np.asarray(ids).reshape(-1)
+    flat: IntArray = require_array(name, ids).reshape(-1)
     if not np.issubdtype(flat.dtype, np.integer):
         raise TypeError(f"{name}: expected integer item ids, got {flat.dtype}")
     outside = flat[(flat < 0) | (flat >= num_items)]
@@ -112,6 +130,8 @@ def check_batching_config(cfg: BatchingConfig) -> BatchingConfig:
     require_positive_int("cfg.num_negatives", cfg.num_negatives)
     require_choice("cfg.sampler", cfg.sampler, SAMPLERS)
     require_choice("cfg.small_category", cfg.small_category, SMALL_CATEGORY)
+    require_bool("cfg.shuffle", cfg.shuffle)
+    require_bool("cfg.drop_last", cfg.drop_last)
     return cfg
 
 

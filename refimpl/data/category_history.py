@@ -25,7 +25,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from refimpl._check import BoolArray, IntArray, Shapes, require_positive_int
+from refimpl._check import BoolArray, IntArray, Shapes, require_int, require_positive_int
+
+__all__ = [
+    "merge_category_history",
+]
 
 
 def _check_times(name: str, times: Any, like: IntArray, mask: BoolArray) -> NDArray[Any]:
@@ -140,7 +144,7 @@ def merge_category_history(
     age = np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]  # 0 = the most recent
     kept = age < p
     slot = (np.minimum(counts, p)[rows] - 1 - age)[kept]  # oldest first, newest in the last slot
-    history = np.full((b, p), pad_id, dtype=np.int64)
+    history = np.full((b, p), require_int("pad_id", pad_id), dtype=np.int64)
     history_mask = np.zeros((b, p), dtype=bool)
     history[rows[kept], slot] = categories.reshape(-1)[newest_first[kept]]
     history_mask[rows[kept], slot] = True

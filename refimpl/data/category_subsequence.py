@@ -22,7 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl._check import BoolArray, IntArray, Shapes, require_positive_int
+from refimpl._check import BoolArray, IntArray, Shapes, require_int, require_positive_int
+
+__all__ = [
+    "category_subsequences",
+]
 
 
 def category_subsequences(
@@ -44,7 +48,7 @@ def category_subsequences(
     shapes.check_int("categories", categories, ("B", "K"))
     length = require_positive_int("max_length", max_length)
     batch, wanted = categories.shape
-    subsequence = np.full((batch, wanted, length), pad_id, dtype=np.int64)
+    subsequence = np.full((batch, wanted, length), require_int("pad_id", pad_id), dtype=np.int64)
     subsequence_mask = np.zeros((batch, wanted, length), dtype=bool)
     for row in range(batch):
         for slot, category in enumerate(categories[row]):

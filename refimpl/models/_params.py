@@ -21,7 +21,10 @@ Params = dict[str, Array]
 
 
 def check_param_names(params: Mapping[str, Array], expected: Iterable[str], model: str) -> None:
-    """Refuse a params dict that lacks or adds a parameter (named), before any lookup fails."""
+    """Refuse a params dict that lacks or adds a parameter (named), before any lookup fails, and
+    any param that is not a finite float32/float64 array of the dtype the others share."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params: expected a dict of arrays, got {type(params).__name__}")
     expected = tuple(expected)
     missing = sorted(set(expected) - set(params))
     extra = sorted(set(params) - set(expected))
@@ -30,6 +33,16 @@ def check_param_names(params: Mapping[str, Array], expected: Iterable[str], mode
             f"params: the {model} parameters are {list(expected)}; "
             f"missing {missing}, unexpected {extra}"
         )
+    check_param_arrays(params)
+
+
+def check_param_arrays(params: Mapping[str, Array]) -> None:
+    """Every param a finite float32/float64 array, all of one dtype; errors name the param."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params: expected a dict of arrays, got {type(params).__name__}")
+    dtypes = Shapes()
+    for name, value in params.items():
+        dtypes.check_float(name, value, tuple(f"{name}.{axis}" for axis in range(np.ndim(value))))
 
 
 def check_param_shapes(

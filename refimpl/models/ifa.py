@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from refimpl._check import Array, BoolArray, IntArray, Shapes
+from refimpl._check import Array, BoolArray, IntArray, Shapes, require_positive_int
+from refimpl.nn._upstream import check_loss_upstream
 from refimpl.nn.attention import PARAM_NAMES, AttentionParams
 from refimpl.nn.embedding import EmbeddingCache, embedding_backward, embedding_forward
 from refimpl.nn.linear import LinearParams
@@ -50,6 +51,21 @@ from refimpl.nn.linear_attention import (
     linear_self_attention_forward,
 )
 from refimpl.nn.mlp import MLPCache, MLPConfig, MLPParams, mlp_backward, mlp_forward, sigmoid
+
+__all__ = [
+    "EsmmCache",
+    "IFABatch",
+    "IFACache",
+    "IFAConfig",
+    "IFAOutput",
+    "IFAParams",
+    "esmm_loss_backward",
+    "esmm_loss_forward",
+    "ifa_backward",
+    "ifa_forward",
+    "init_ifa_params",
+    "rank_candidates",
+]
 
 TOWERS = ("impression", "click")
 FEATURE_BLOCKS = 5  # user, item, cross, FSM out, RAM out
@@ -170,7 +186,19 @@ def _log_one_minus_ctcvr_parts(a: Array, c: Array) -> tuple[Array, Array, Array,
 def esmm_loss_forward(
     impression_logit: Array, click_logit: Array, impression: IntArray, click: IntArray, mask: BoolArray
 ) -> tuple[Array, Array, EsmmCache]:
-    """ESMM loss from logits: (loss (), per-candidate loss (B, M) zero where masked, cache)."""
+    """ESMM loss from logits: (loss (), per-candidate loss (B, M) zero where masked, cache).
+
+    impression, click (B, M) integer labels 0/1; mask (B, M) bool. With no valid candidate
+    (B = 0, or mask all False) the loss is 0 and its gradient 0: nothing was observed.
+    """
+    shapes = Shapes()
+    shapes.check_float("impression_logit", impression_logit, ("B", "M"))
+    shapes.check_float("click_logit", click_logit, ("B", "M"))
+    for name, labels in (("impression", impression), ("click", click)):
+        shapes.check_int(name, labels, ("B", "M"))
+        if not np.isin(labels, (0, 1)).all():
+            raise ValueError(f"{name}: labels must be 0 or 1, got values {np.unique(labels)[:5]}")
+    shapes.check_bool("mask", mask, ("B", "M"))
     dtype = impression_logit.dtype
     y_imp = impression.astype(dtype)
     y_clk = click.astype(dtype)
@@ -192,7 +220,7 @@ def esmm_loss_backward(cache: EsmmCache, d_loss: Array) -> tuple[Array, Array]:
     """
     a, c = cache.impression_logit, cache.click_logit
     _, w_a, w_c, w_ac = _log_one_minus_ctcvr_parts(a, c)
-    scale = np.asarray(d_loss, dtype=cache.weights.dtype) * cache.weights
+    scale = check_loss_upstream("d_loss", d_loss, cache.weights.dtype) * cache.weights
     not_clicked = 1 - cache.y_clk
     d_a = scale * ((sigmoid(a) - cache.y_imp) - sigmoid(-a) + not_clicked * (w_a + w_ac))
     d_c = scale * (-sigmoid(-c) + not_clicked * (w_c + w_ac))
@@ -261,6 +289,9 @@ def ifa_backward(cache: IFACache, d_loss: Array) -> IFAParams:
 
 def rank_candidates(score: Array, cand_mask: BoolArray) -> IntArray:
     """Candidate indices (B, M) by descending score; invalid candidates last; ties by lower index."""
+    shapes = Shapes()
+    shapes.check_float("score", score, ("B", "M"))
+    shapes.check_bool("cand_mask", cand_mask, ("B", "M"))
     keyed = np.where(cand_mask, -score.astype(np.float64), np.inf)
     order: IntArray = np.argsort(keyed, axis=-1, kind="stable")
     return order
@@ -316,6 +347,9 @@ def init_ifa_params(
     dtype: Any = np.float64,
 ) -> IFAParams:
     """Embeddings ~ N(0, 0.5^2), projections and tower weights ~ N(0, 1/fan_in), biases 0."""
+    for name, size in (("num_items", num_items), ("num_users", num_users), ("num_cross", num_cross),
+                       ("width", width), *((f"hidden[{i}]", h) for i, h in enumerate(hidden))):
+        require_positive_int(name, size)
 
     def table(rows: int) -> Array:
         result: Array = (0.5 * rng.standard_normal((rows, width))).astype(dtype)

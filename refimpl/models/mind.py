@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from refimpl._check import Array, IntArray, require_choice, require_positive_int
-from refimpl.models._params import check_param_names
+from refimpl._check import Array, IntArray, caller_names, require_choice, require_positive_int
+from refimpl.models._params import check_param_shapes
 from refimpl.models.umi import (
     Params,
     UserBatch,
@@ -47,6 +47,15 @@ from refimpl.nn.embedding import EmbeddingCache, embedding_backward
 from refimpl.nn.linear import LinearParams
 from refimpl.nn.mlp import MLPCache, MLPConfig, MLPParams, mlp_backward, mlp_forward
 from refimpl.nn.multi_interest_readout import ReadoutConfig
+
+__all__ = [
+    "MINDCache",
+    "MINDConfig",
+    "mind_backward",
+    "mind_forward",
+    "mind_init",
+    "mind_loss",
+]
 
 OUTPUT_MLP = MLPConfig(activations=("relu", "identity"))
 PARAM_NAMES = ("item_table", "profile_table", "routing_W", "mlp_W1", "mlp_b1", "mlp_W2", "mlp_b2")
@@ -84,8 +93,7 @@ def check_num_fields(num_fields: int) -> None:
         raise ValueError(f"cfg.num_fields: expected an integer >= 0, got {num_fields!r}")
 
 
-def mind_init(rng: np.random.Generator, cfg: MINDConfig) -> Params:
-    """Parameters drawn from `rng`: weights N(0, 1/fan_in), biases 0, tables N(0, 1/D)."""
+def _check_config(cfg: MINDConfig) -> None:
     for name in (
         "num_items",
         "num_profile_values",
@@ -96,6 +104,26 @@ def mind_init(rng: np.random.Generator, cfg: MINDConfig) -> Params:
     ):
         require_positive_int(f"cfg.{name}", getattr(cfg, name))
     check_num_fields(cfg.num_fields)
+
+
+def _param_shapes(cfg: MINDConfig) -> dict[str, tuple[int, ...]]:
+    d, h = cfg.dim, cfg.hidden
+    joint = d + cfg.num_fields * cfg.profile_dim
+    shapes = {
+        "item_table": (cfg.num_items, d),
+        "profile_table": (cfg.num_profile_values, cfg.profile_dim),
+        "routing_W": (d, d),
+        "mlp_W1": (joint, h),
+        "mlp_b1": (h,),
+        "mlp_W2": (h, d),
+        "mlp_b2": (d,),
+    }
+    return {name: shapes[name] for name in PARAM_NAMES}
+
+
+def mind_init(rng: np.random.Generator, cfg: MINDConfig) -> Params:
+    """Parameters drawn from `rng`: weights N(0, 1/fan_in), biases 0, tables N(0, 1/D)."""
+    _check_config(cfg)
     d, h = cfg.dim, cfg.hidden
     scale = 1.0 / np.sqrt(d)
     joint = d + cfg.num_fields * cfg.profile_dim
@@ -113,31 +141,34 @@ def mind_init(rng: np.random.Generator, cfg: MINDConfig) -> Params:
 def mind_forward(params: Params, batch: UserBatch, cfg: MINDConfig) -> tuple[Array, MINDCache]:
     """The K interests (B, K, D) of every user in the batch."""
     require_choice("cfg.routing.map", cfg.routing.map, ("shared",))
-    check_param_names(params, PARAM_NAMES, "MIND")
+    _check_config(cfg)
+    check_param_shapes(params, _param_shapes(cfg), "MIND")
     check_batch(batch, cfg.num_interests)
     items, profile, item_lookup, profile_lookup = lookup_user(params, batch)
     b, length, d = items.shape
-    capsules, routing = capsule_routing_forward(
-        CapsuleRoutingParams(W=params["routing_W"]),
-        items,
-        np.ones((b, length), dtype=items.dtype),
-        batch.mask,
-        batch.initial_logits,
-        cfg.routing,
-    )
+    with caller_names(W="routing_W"):
+        capsules, routing = capsule_routing_forward(
+            CapsuleRoutingParams(W=params["routing_W"]),
+            items,
+            np.ones((b, length), dtype=items.dtype),
+            batch.mask,
+            batch.initial_logits,
+            cfg.routing,
+        )
     k = capsules.shape[1]
     profile_width = profile.shape[1] * profile.shape[2]
     user = np.broadcast_to(profile.reshape(b, 1, profile_width), (b, k, profile_width))
-    interests, output = mlp_forward(
-        MLPParams(
-            (
-                LinearParams(params["mlp_W1"], params["mlp_b1"]),
-                LinearParams(params["mlp_W2"], params["mlp_b2"]),
-            )
-        ),
-        np.concatenate([capsules, user], axis=-1),
-        OUTPUT_MLP,
-    )
+    with caller_names(W_0="mlp_W1", b_0="mlp_b1", W_1="mlp_W2", b_1="mlp_b2"):
+        interests, output = mlp_forward(
+            MLPParams(
+                (
+                    LinearParams(params["mlp_W1"], params["mlp_b1"]),
+                    LinearParams(params["mlp_W2"], params["mlp_b2"]),
+                )
+            ),
+            np.concatenate([capsules, user], axis=-1),
+            OUTPUT_MLP,
+        )
     cache = MINDCache(item_lookup, profile_lookup, routing, output, d, profile.shape, interests.shape, interests.dtype)
     return interests, cache
 

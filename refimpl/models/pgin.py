@@ -32,7 +32,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice, require_positive_int
+from refimpl._check import (
+    Array,
+    BoolArray,
+    IntArray,
+    Shapes,
+    require_choice,
+    require_positive_int,
+)
 from refimpl.data.category_history import merge_category_history
 from refimpl.models._params import (
     attention_block,
@@ -62,6 +69,19 @@ from refimpl.nn.pointer_generator import (
     pointer_generator_forward,
 )
 from refimpl.nn.pooling import PoolCache, masked_mean_pool_backward, masked_mean_pool_forward
+
+__all__ = [
+    "PGINBatch",
+    "PGINCache",
+    "PGINConfig",
+    "make_batch",
+    "pgin_backward",
+    "pgin_forward",
+    "pgin_init",
+    "pgin_loss_and_grads",
+    "top_k_categories",
+    "top_k_from_distribution",
+]
 
 Params = dict[str, Array]
 ATTENTION_BLOCKS = ("long", "short", "fusion", "pointer")
@@ -109,6 +129,12 @@ def make_batch(
     short_times: NDArray[Any] | None = None,
 ) -> PGINBatch:
     """A batch whose history is merged from the two sequences (merge_category_history)."""
+    shapes = Shapes()
+    shapes.check_float("user_features", user_features, ("B", "F"))
+    shapes.check_int("long_items", long_items, ("B", "L"))
+    shapes.check_int("short_items", short_items, ("B", "S"))
+    if label is not None:
+        shapes.check_int("label", label, ("B",))
     history, history_mask = merge_category_history(
         long_categories, long_mask, short_categories, short_mask, max_history,
         long_times=long_times, short_times=short_times,
@@ -328,6 +354,7 @@ def pgin_loss_and_grads(params: Params, batch: PGINBatch, cfg: PGINConfig) -> tu
 def top_k_from_distribution(y: Array, k: int) -> IntArray:
     """The k most probable categories per row (B, k) int64, most probable first; ties go to the
     lowest category id (a stable sort of -y)."""
+    Shapes().check_float("y", y, ("B", "C"))
     num_categories = y.shape[1]
     k = require_positive_int("k", k)
     if k > num_categories:

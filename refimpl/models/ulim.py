@@ -29,7 +29,18 @@ from typing import Any
 
 import numpy as np
 
-from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice, require_positive_int
+from refimpl._check import (
+    Array,
+    BoolArray,
+    IntArray,
+    Shapes,
+    caller_names,
+    require_choice,
+    require_ids,
+    require_int,
+    require_positive_int,
+    require_real,
+)
 from refimpl.data.category_subsequence import category_subsequences
 from refimpl.losses import UlimLossConfig, ulim_loss_backward, ulim_loss_forward
 from refimpl.models._params import (
@@ -38,9 +49,11 @@ from refimpl.models._params import (
     attention_block,
     attention_block_grads,
     attention_block_shapes,
+    check_param_arrays,
     check_param_shapes,
     normal_init,
 )
+from refimpl.nn._upstream import check_upstream
 from refimpl.nn.attention import (
     AttentionCache,
     AttentionConfig,
@@ -54,6 +67,20 @@ from refimpl.nn.embedding import EmbeddingCache, embedding_backward, embedding_f
 from refimpl.nn.linear import LinearCache, LinearParams, linear_backward, linear_forward
 from refimpl.nn.pooling import PoolCache, masked_mean_pool_backward, masked_mean_pool_forward
 from refimpl.nn.sampled_softmax import sampled_softmax_backward, sampled_softmax_forward
+
+__all__ = [
+    "ULIMBatch",
+    "ULIMConfig",
+    "ULIMLoss",
+    "catalogue_vectors",
+    "category_subsequence",
+    "encode_backward",
+    "encode_for_serving",
+    "encode_forward",
+    "require_category_subsequence",
+    "ulim_init",
+    "ulim_loss_and_grads",
+]
 
 LONG_ENCODERS = ("target", "self")
 
@@ -199,7 +226,18 @@ def catalogue_tower_backward(cache: CatalogueTowerCache, d_out: Array) -> Params
 
 
 def catalogue_vectors(params: Params, item_category: IntArray) -> Array:
-    """Every item's tower vector (I, D): what retrieval searches."""
+    """Every item's tower vector (I, D): what retrieval searches.
+
+    params: ULIM's (only the item/category tables and the tower are read); item_category (I,).
+    """
+    check_param_arrays(params)
+    shapes = Shapes()
+    shapes.check_float("item_table", params.get("item_table"), ("I", "D"))
+    shapes.check_float("category_table", params.get("category_table"), ("C", "D"))
+    shapes.check_float("tower_W", params.get("tower_W"), (2 * shapes.size("D"), "D"))
+    shapes.check_float("tower_b", params.get("tower_b"), ("D",))
+    shapes.check_int("item_category", item_category, ("I",))
+    require_ids("item_category", item_category, shapes.size("C"))
     vectors, _ = catalogue_tower_forward(params, item_category)
     return vectors
 
@@ -272,6 +310,7 @@ def require_category_subsequence(
     shapes.check_int("long_items", long_items, ("B", "L"))
     shapes.check_bool("long_mask", long_mask, ("B", "L"))
     shapes.check_int("item_category", item_category, ("I",))
+    require_int("batch_category", batch_category)
     ids = long_items[long_mask]
     if ids.size and (ids.min() < 0 or ids.max() >= item_category.shape[0]):
         raise ValueError(
@@ -288,6 +327,11 @@ def require_category_subsequence(
             f"position ({row}, {position}) holds item {item} of category {int(item_category[item])}"
             f" ({int(foreign.sum())} valid position(s) of other categories)"
         )
+
+
+def _block_names(block: str, **inputs: str) -> dict[str, str]:
+    """Inner attention names -> the model's: Wk -> long_Wk, seq -> long_emb, ..."""
+    return {**{n: f"{block}_{n}" for n in ("Wq", "bq", "Wk", "bk", "Wv", "bv", "Wo", "bo")}, **inputs}
 
 
 def _short_forward(
@@ -320,8 +364,12 @@ def encode_forward(
 ) -> tuple[Array, Array, EncoderCache]:
     """(v_l (B, D), v_s (B, D), cache) from the embedded short (B, S, D) and long (B, L, D)
     sequences."""
-    v_s, short_attention, short_pool = _short_forward(params, short_emb, short_mask, cfg)
-    v_l, long_attention, long_pool = _long_forward(params, v_s, long_emb, long_mask, cfg)
+    check_config(cfg)
+    check_params(params, cfg)
+    with caller_names(**_block_names("short", x="short_emb", mask="short_mask")):
+        v_s, short_attention, short_pool = _short_forward(params, short_emb, short_mask, cfg)
+    with caller_names(**_block_names("long", seq="long_emb", x="long_emb", mask="long_mask")):
+        v_l, long_attention, long_pool = _long_forward(params, v_s, long_emb, long_mask, cfg)
     cache = EncoderCache(short_attention, short_pool, long_attention, long_pool, cfg.long_encoder)
     return v_l, v_s, cache
 
@@ -331,6 +379,10 @@ def encode_backward(
 ) -> tuple[Params, Array, Array]:
     """(param grads, d_short_emb, d_long_emb) for upstream dL/dv_l and dL/dv_s (B, D)."""
     grads: Params = {}
+    v_shape = (cache.short_attention.q_in.shape[0], cache.short_attention.q_in.shape[2])
+    dtype = cache.short_attention.q_in.dtype
+    check_upstream("d_long", d_long, v_shape, dtype)
+    check_upstream("d_short", d_short, v_shape, dtype)
     if isinstance(cache.long_attention, TargetAttentionCache):  # long_encoder == "target"
         long_grads, d_query, d_long_emb = target_attention_backward(cache.long_attention, d_long)
         d_short = d_short + d_query
@@ -395,6 +447,15 @@ def ulim_loss_and_grads(
     check_config(cfg)
     check_params(params, cfg)
     _check_batch(batch, cfg.num_items)
+    require_ids("positive_ids", positive_ids, cfg.num_items, ("B",))
+    if positive_ids.shape[0] != batch.short_items.shape[0]:
+        raise ValueError(
+            f"positive_ids: expected one per row of the batch (B = {batch.short_items.shape[0]}), "
+            f"got shape {positive_ids.shape}"
+        )
+    require_ids("negative_ids", negative_ids, cfg.num_items, ("N",))
+    require_ids("item_category", item_category, cfg.num_categories, ("I",))
+    d_loss = require_real("d_loss", d_loss)
     require_category_subsequence(batch.long_items, batch.long_mask, item_category, batch_category)
     parts = [
         np.where(batch.short_mask, batch.short_items, 0),
@@ -475,6 +536,9 @@ def encode_for_serving(
     shapes.check_bool("short_mask", short_mask, ("B", "S"))
     shapes.check_int("long_items", long_items, ("B", "K", "L"))
     shapes.check_bool("long_mask", long_mask, ("B", "K", "L"))
+    for name, ids, mask in (("short_items", short_items, short_mask), ("long_items", long_items, long_mask)):
+        require_ids(name, ids[mask], cfg.num_items)
+    require_ids("item_category", item_category, cfg.num_categories, ("I",))
     b, k, length = long_items.shape
     catalogue = catalogue_vectors(params, item_category)
     (short_emb, long_emb), _ = _gather(
@@ -485,8 +549,8 @@ def encode_for_serving(
     v_l, _, _ = _long_forward(
         params,
         np.repeat(v_s, k, axis=0),
-        long_emb.reshape(b * k, length, -1),
+        long_emb.reshape(b * k, length, cfg.dim),
         long_mask.reshape(b * k, length),
         cfg,
     )
-    return v_s, v_l.reshape(b, k, -1)
+    return v_s, v_l.reshape(b, k, cfg.dim)

@@ -29,7 +29,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from refimpl._check import Array, BoolArray, IntArray, Shapes, require_positive_int
+from refimpl._check import (
+    Array,
+    BoolArray,
+    IntArray,
+    Shapes,
+    caller_names,
+    require_int,
+    require_positive_int,
+    require_real,
+)
 from refimpl.models._params import check_param_names
 from refimpl.nn._upstream import check_upstream
 from refimpl.nn.capsule_routing import (
@@ -61,6 +70,17 @@ from refimpl.nn.user_guided_attention import (
     user_guided_attention_backward,
     user_guided_attention_forward,
 )
+
+__all__ = [
+    "UMICache",
+    "UMIConfig",
+    "UserBatch",
+    "draw_initial_logits",
+    "umi_backward",
+    "umi_forward",
+    "umi_init",
+    "umi_loss",
+]
 
 Params = dict[str, Array]
 
@@ -118,7 +138,13 @@ def draw_initial_logits(
     dtype: DTypeLike = np.float64,
 ) -> Array:
     """b^0 ~ N(0, std^2) of shape (B, L, K), drawn from the caller's generator."""
-    result: Array = (std * rng.standard_normal((batch, length, num_interests))).astype(dtype)
+    shape = (
+        require_int("batch", batch, low=0),
+        require_int("length", length, low=0),
+        require_positive_int("num_interests", num_interests),
+    )
+    std = require_real("std", std, low=0.0)
+    result: Array = (std * rng.standard_normal(shape)).astype(dtype)
     return result
 
 
@@ -128,8 +154,7 @@ def gaussian(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> 
     return result
 
 
-def umi_init(rng: np.random.Generator, cfg: UMIConfig) -> Params:
-    """Parameters drawn from `rng`: weights N(0, 1/fan_in), biases 0, tables N(0, 1/D)."""
+def _check_config(cfg: UMIConfig) -> None:
     for name in (
         "num_items",
         "num_profile_values",
@@ -137,8 +162,16 @@ def umi_init(rng: np.random.Generator, cfg: UMIConfig) -> Params:
         "dim",
         "profile_dim",
         "num_interests",
+        "attention_hidden",
+        "field_hidden",
+        "refine_hidden",
     ):
         require_positive_int(f"cfg.{name}", getattr(cfg, name))
+
+
+def umi_init(rng: np.random.Generator, cfg: UMIConfig) -> Params:
+    """Parameters drawn from `rng`: weights N(0, 1/fan_in), biases 0, tables N(0, 1/D)."""
+    _check_config(cfg)
     d, c, f, k = cfg.dim, cfg.num_fields, cfg.profile_dim, cfg.num_interests
     profile = c * f
     ha, hd, h = cfg.attention_hidden, cfg.field_hidden, cfg.refine_hidden
@@ -198,22 +231,28 @@ def _refine_params(params: Params) -> InterestRefinementParams:
 
 def umi_forward(params: Params, batch: UserBatch, cfg: UMIConfig) -> tuple[Array, UMICache]:
     """The K interests (B, K, D) of every user in the batch."""
+    _check_config(cfg)
     check_param_names(params, PARAM_NAMES, "UMI")
     check_batch(batch, cfg.num_interests)
     items, profile, item_lookup, profile_lookup = lookup_user(params, batch)
     b = items.shape[0]
-    item_weights, attention = user_guided_attention_forward(
-        _uga_params(params), items, profile.reshape(b, -1), batch.mask
-    )
-    capsules, routing = capsule_routing_forward(
-        CapsuleRoutingParams(W=params["routing_W"]),
-        items,
-        item_weights,
-        batch.mask,
-        batch.initial_logits,
-        cfg.routing,
-    )
-    interests, refinement = interest_refinement_forward(_refine_params(params), capsules, profile)
+    with caller_names(**{name: f"uga_{name}" for name in UGA_NAMES}):
+        item_weights, attention = user_guided_attention_forward(
+            _uga_params(params), items, profile.reshape(b, profile.shape[1] * profile.shape[2]), batch.mask
+        )
+    with caller_names(W="routing_W"):
+        capsules, routing = capsule_routing_forward(
+            CapsuleRoutingParams(W=params["routing_W"]),
+            items,
+            item_weights,
+            batch.mask,
+            batch.initial_logits,
+            cfg.routing,
+        )
+    with caller_names(**{name: f"refine_{name}" for name in REFINE_NAMES}):
+        interests, refinement = interest_refinement_forward(
+            _refine_params(params), capsules, profile
+        )
     cache = UMICache(
         item_lookup,
         profile_lookup,
@@ -265,6 +304,10 @@ def readout_loss_forward(
 ) -> tuple[Array, ReadoutLossCache]:
     """The multi-interest sampled-softmax loss () with positives and negatives from the item
     table."""
+    shapes = Shapes()
+    shapes.check_float("interests", interests, ("B", "K", "D"))
+    shapes.check_int("positive_ids", positive_ids, ("B",))
+    shapes.check_int("negative_ids", negative_ids, ("B", "N") if np.ndim(negative_ids) == 2 else ("N",))
     positive, positive_lookup = embedding_forward(item_table, positive_ids, "positive_ids")
     negatives, negative_lookup = embedding_forward(item_table, negative_ids, "negative_ids")
     loss, readout = multi_interest_readout_forward(interests, positive, negatives, positive_ids, negative_ids, cfg)

@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 from scipy import sparse  # type: ignore[import-untyped]
 
-from refimpl._check import Array, BoolArray, IntArray, Shapes, require_positive_int
+from refimpl._check import (
+    Array,
+    BoolArray,
+    IntArray,
+    Shapes,
+    require_ids,
+    require_positive_int,
+)
 from refimpl.models._params import Params, add_grads, check_param_shapes, normal_init
 from refimpl.models.ulim import (
     CatalogueFeaturesCache,
@@ -37,6 +44,12 @@ from refimpl.nn.sampled_softmax import (
     sampled_softmax_backward,
     sampled_softmax_forward,
 )
+
+__all__ = [
+    "YouTubeDNNConfig",
+    "youtube_dnn_init",
+    "youtube_dnn_loss_and_grads",
+]
 
 USER_MLP = MLPConfig(activations=("relu", "identity"))
 
@@ -68,9 +81,13 @@ def youtube_dnn_init(
     rng: np.random.Generator, cfg: YouTubeDNNConfig, dtype: Any = np.float64
 ) -> Params:
     """Weights N(0, 1/fan_in), biases 0, tables N(0, 1/D), drawn from `rng` in `dtype`."""
+    return normal_init(param_shapes(_check_config(cfg)), rng, dtype)
+
+
+def _check_config(cfg: YouTubeDNNConfig) -> YouTubeDNNConfig:
     for name in ("num_items", "num_categories", "dim", "hidden"):
         require_positive_int(f"cfg.{name}", getattr(cfg, name))
-    return normal_init(param_shapes(cfg), rng, dtype)
+    return cfg
 
 
 def _mlp(params: Params) -> MLPParams:
@@ -154,7 +171,13 @@ def youtube_dnn_loss_and_grads(
 
     items, mask (B, L) the behaviours; positive_ids (B,); negative_ids (N,) shared by the rows.
     """
-    check_param_shapes(params, param_shapes(cfg), "YouTube DNN")
+    check_param_shapes(params, param_shapes(_check_config(cfg)), "YouTube DNN")
+    require_ids("item_category", item_category, cfg.num_categories, ("I",))
+    require_ids("positive_ids", positive_ids, cfg.num_items, ("B",))
+    require_ids("negative_ids", negative_ids, cfg.num_items, ("N",))
+    rows = Shapes()
+    rows.check_int("items", items, ("B", "L"))
+    rows.check_int("positive_ids", positive_ids, ("B",))
     user, cache = user_forward(params, items, mask, item_category)
     positive, positive_tower = item_tower_forward(params, positive_ids, item_category[positive_ids])
     negatives, negative_tower = item_tower_forward(

@@ -51,6 +51,18 @@ from refimpl._check import Array, BoolArray, Shapes, require_positive_int
 from refimpl.nn._upstream import check_upstream
 from refimpl.nn.linear import affine, affine_backward
 
+__all__ = [
+    "AttentionCache",
+    "AttentionConfig",
+    "AttentionParams",
+    "attention_backward",
+    "attention_forward",
+    "mhsa_backward",
+    "mhsa_forward",
+    "target_attention_backward",
+    "target_attention_forward",
+]
+
 PARAM_NAMES = ("Wq", "bq", "Wk", "bk", "Wv", "bv", "Wo", "bo")
 
 

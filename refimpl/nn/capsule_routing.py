@@ -159,7 +159,7 @@ def map_items_backward(W: Array, items: Array, d_mapped: Array) -> tuple[Array, 
     b, length, d_in = items.shape
     rows = items.reshape(b * length, d_in)
     if W.ndim == 2:
-        d_shared = d_mapped.sum(axis=2).reshape(b * length, -1)
+        d_shared = d_mapped.sum(axis=2).reshape(b * length, W.shape[1])
         d_w: Array = rows.T @ d_shared
         return d_w, (d_shared @ W.T).reshape(items.shape)
     k, _, d_out = W.shape

@@ -23,6 +23,12 @@ from scipy import sparse  # type: ignore[import-untyped]
 from refimpl._check import Array, IntArray, Shapes
 from refimpl.nn._upstream import check_upstream
 
+__all__ = [
+    "EmbeddingCache",
+    "embedding_backward",
+    "embedding_forward",
+]
+
 
 @dataclass(frozen=True)
 class EmbeddingCache:

@@ -26,6 +26,14 @@ from refimpl.nn._upstream import check_upstream
 from refimpl.nn.linear import LinearParams
 from refimpl.nn.mlp import MLPCache, MLPConfig, MLPParams, mlp_backward, mlp_forward
 
+__all__ = [
+    "InterestRefinementCache",
+    "InterestRefinementGrads",
+    "InterestRefinementParams",
+    "interest_refinement_backward",
+    "interest_refinement_forward",
+]
+
 FIELD_MLP = MLPConfig(activations=("relu", "sigmoid"))
 OUTPUT_MLP = MLPConfig(activations=("relu", "identity"))
 PARAM_NAMES = ("Wd1", "bd1", "Wd2", "bd2", "Wa", "ba", "Wb", "bb")

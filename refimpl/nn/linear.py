@@ -19,6 +19,13 @@ import numpy as np
 from refimpl._check import Array, Shapes
 from refimpl.nn._upstream import check_upstream
 
+__all__ = [
+    "LinearCache",
+    "LinearParams",
+    "linear_backward",
+    "linear_forward",
+]
+
 
 @dataclass(frozen=True)
 class LinearParams:

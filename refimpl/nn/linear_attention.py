@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from refimpl._check import Array, BoolArray, Shapes, require_choice, require_positive_int
+from refimpl.nn._upstream import check_upstream
 from refimpl.nn.attention import (
     AttentionParams,
     _merge_heads,
@@ -47,6 +48,18 @@ from refimpl.nn.attention import (
     check_attention_params,
 )
 from refimpl.nn.linear import affine, affine_backward
+
+__all__ = [
+    "ExplicitCache",
+    "LinearAttentionCache",
+    "LinearAttentionConfig",
+    "linear_attention_backward",
+    "linear_attention_explicit_backward",
+    "linear_attention_explicit_forward",
+    "linear_attention_forward",
+    "linear_self_attention_backward",
+    "linear_self_attention_forward",
+]
 
 PHI_CHOICES = ("softplus", "relu", "elu+1")
 
@@ -217,6 +230,7 @@ def _keys_first(x: Array) -> Array:
 
 def _output_backward(proj: Projection, context: Array, d_out: Array) -> tuple[Array, Array, Array]:
     """d_Wo, d_bo and d_context (B, H, Q, D_h) of out = r (context Wo + bo)."""
+    check_upstream("d_out", d_out, context.shape, context.dtype)
     # in the forward pass this was: out = where(r, context @ Wo + bo, 0)
     d_projected = np.where(proj.row_valid[:, :, None], d_out, 0)
     d_Wo, d_bo, d_context = affine_backward(context, proj.params.Wo, d_projected)

@@ -28,6 +28,14 @@ import numpy as np
 
 from refimpl._check import Array, IntArray, Shapes, require_positive_int
 
+__all__ = [
+    "MaxInterestCache",
+    "max_interest_score_backward",
+    "max_interest_score_forward",
+    "max_interest_top_n",
+    "merge_interest_candidates",
+]
+
 
 @dataclass(frozen=True)
 class MaxInterestCache:
@@ -41,6 +49,8 @@ def max_interest_score_forward(interests: Array, items: Array) -> tuple[Array, M
     shapes = Shapes()
     shapes.check_float("interests", interests, ("B", "K", "D"))
     shapes.check_float("items", items, ("M", "D"))
+    if shapes.size("K") == 0:
+        raise ValueError("interests: expected at least one interest (K >= 1), got K = 0")
     per_interest = np.einsum("bkd,md->bmk", interests, items)  # (B, M, K)
     best_interest = np.argmax(per_interest, axis=-1).astype(np.int64)
     scores: Array = np.take_along_axis(per_interest, best_interest[..., None], axis=-1)[..., 0]

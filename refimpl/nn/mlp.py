@@ -25,6 +25,14 @@ from refimpl.nn.linear import (
     linear_forward,
 )
 
+__all__ = [
+    "MLPCache",
+    "MLPConfig",
+    "MLPParams",
+    "mlp_backward",
+    "mlp_forward",
+]
+
 ACTIVATIONS = ("relu", "sigmoid", "identity")
 
 

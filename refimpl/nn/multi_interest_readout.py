@@ -38,6 +38,14 @@ from refimpl.nn.sampled_softmax import (
     scores_loss_forward,
 )
 
+__all__ = [
+    "ReadoutCache",
+    "ReadoutConfig",
+    "ReadoutGrads",
+    "multi_interest_readout_backward",
+    "multi_interest_readout_forward",
+]
+
 MODES = ("standard", "harder_negatives")
 
 

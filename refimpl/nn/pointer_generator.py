@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice
-from refimpl.nn._upstream import check_upstream
+from refimpl.nn._upstream import check_loss_upstream, check_upstream
 from refimpl.nn.attention import (
     AttentionConfig,
     AttentionParams,
@@ -49,6 +49,16 @@ from refimpl.nn.attention import (
     target_attention_forward,
 )
 from refimpl.nn.mlp import sigmoid
+
+__all__ = [
+    "PointerGeneratorCache",
+    "PointerGeneratorConfig",
+    "PointerGeneratorGrads",
+    "PointerGeneratorOutput",
+    "PointerGeneratorParams",
+    "pointer_generator_backward",
+    "pointer_generator_forward",
+]
 
 GATE_MODES = ("learned", "pointer", "generator")
 LOSS_EPS = 1e-12
@@ -129,7 +139,8 @@ def _gate(
 def _cross_entropy(y: Array, label: IntArray) -> tuple[Array, Array]:
     rows = np.arange(y.shape[0])
     row_loss: Array = -np.log(y[rows, label] + LOSS_EPS)
-    return row_loss, np.asarray(row_loss.mean(), dtype=y.dtype)
+    # the mean over the rows, 0 for no row (an empty batch has loss 0 and zero gradients)
+    return row_loss, np.asarray(row_loss.sum() / max(row_loss.shape[0], 1), dtype=y.dtype)
 
 
 def pointer_generator_forward(
@@ -192,8 +203,8 @@ def _d_y_total(cache: PointerGeneratorCache, d_y: Array | None, d_loss: Array | 
     each row's label (PG-7)."""
     out = cache.out
     total = np.zeros_like(out.y) if d_y is None else check_upstream("d_y", d_y, out.y.shape, out.y.dtype).copy()
-    if d_loss is not None and np.shape(d_loss) != ():
-        raise ValueError(f"d_loss: expected a scalar (shape ()), got shape {np.shape(d_loss)}")
+    if d_loss is not None:
+        d_loss = check_loss_upstream("d_loss", d_loss, out.y.dtype)
     if d_loss is not None:
         if cache.label is None:
             raise ValueError("d_loss: the forward pass had no labels, so there is no loss")

@@ -19,6 +19,12 @@ import numpy as np
 from refimpl._check import Array, BoolArray, Shapes
 from refimpl.nn._upstream import check_upstream
 
+__all__ = [
+    "PoolCache",
+    "masked_mean_pool_backward",
+    "masked_mean_pool_forward",
+]
+
 
 @dataclass(frozen=True)
 class PoolCache:

@@ -32,6 +32,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice
+from refimpl.nn._upstream import check_loss_upstream
+
+__all__ = [
+    "SampledSoftmaxCache",
+    "SampledSoftmaxConfig",
+    "SampledSoftmaxGrads",
+    "sampled_softmax_backward",
+    "sampled_softmax_forward",
+]
 
 DENOMINATORS = ("with_positive", "negatives_only")
 
@@ -163,12 +172,10 @@ def softmax_loss_forward(
 
 def softmax_loss_backward(cache: LogitLossCache, d_loss: Array | float) -> tuple[Array, Array]:
     """d_positive_logits (B,) and d_negative_logits (B, N) from the scalar d_loss."""
-    if np.shape(d_loss) != ():
-        raise ValueError(f"d_loss: expected a scalar (shape ()), got shape {np.shape(d_loss)}")
     dtype = cache.negative_probs.dtype
     # in the forward pass this was: loss = sum over counted rows of (lse - positive_logit) / count,
     # lse = logsumexp over the kept logits, whose gradient is their softmax probability
-    d_rows = (np.asarray(d_loss, dtype=dtype) * cache.row_counted / max(cache.count, 1)).astype(dtype)
+    d_rows = (check_loss_upstream("d_loss", d_loss, dtype) * cache.row_counted / max(cache.count, 1)).astype(dtype)
     d_positive_logits: Array = d_rows * (cache.positive_probs - 1)
     d_negative_logits: Array = d_rows[:, None] * cache.negative_probs
     return d_positive_logits, d_negative_logits

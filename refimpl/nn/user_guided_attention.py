@@ -22,6 +22,14 @@ from refimpl.nn._upstream import check_upstream
 from refimpl.nn.linear import LinearParams
 from refimpl.nn.mlp import MLPCache, MLPConfig, MLPParams, mlp_backward, mlp_forward
 
+__all__ = [
+    "UserGuidedAttentionCache",
+    "UserGuidedAttentionGrads",
+    "UserGuidedAttentionParams",
+    "user_guided_attention_backward",
+    "user_guided_attention_forward",
+]
+
 MLP_CONFIG = MLPConfig(activations=("relu", "sigmoid"))
 
 

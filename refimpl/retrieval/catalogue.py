@@ -14,7 +14,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from refimpl._check import Array, IntArray, Shapes
+from refimpl._check import Array, IntArray, Shapes, require_int
+
+__all__ = [
+    "Catalogue",
+]
 
 Int64Array = NDArray[np.int64]
 
@@ -92,12 +96,12 @@ class Catalogue:
 
     def category_size(self, category: int) -> int:
         """The number of items of one category."""
-        self.check_categories("category", np.asarray([category]))
+        self.check_categories("category", np.asarray([require_int("category", category)]))
         return int(self.starts[category + 1] - self.starts[category])
 
     def category_block(self, category: int) -> tuple[Int64Array, Array]:
-        """The ids (n,) ascending and vectors (n, D) of one category's items (views). The
-        category is not checked: callers pass one that `check_categories` accepted."""
+        """The ids (n,) ascending and vectors (n, D) of one category's items (views)."""
+        self.check_categories("category", np.asarray([require_int("category", category)]))
         start, stop = self.starts[category], self.starts[category + 1]
         return self.item_ids[start:stop], self.vectors[start:stop]
 
@@ -107,7 +111,11 @@ class Catalogue:
         return sizes
 
     def check_categories(self, name: str, categories: NDArray[Any]) -> None:
-        """ValueError naming the category ids outside [0, C)."""
+        """ValueError naming the category ids outside [0, C) (the argument called `name` by the
+        caller); TypeError for anything but an integer array."""
+        if not isinstance(categories, np.ndarray) or not np.issubdtype(categories.dtype, np.integer):
+            got = getattr(categories, "dtype", type(categories).__name__)
+            raise TypeError(f"{name}: expected an integer array of category ids, got {got}")
         unknown = categories[(categories < 0) | (categories >= self.num_categories)]
         if unknown.size:
             raise ValueError(

@@ -16,6 +16,10 @@ from refimpl._check import Array
 from refimpl.retrieval.catalogue import Catalogue, Int64Array
 from refimpl.retrieval.index import check_search_args
 
+__all__ = [
+    "ExactIndex",
+]
+
 # Bound on the (queries x pool) score block held in memory at once, in elements.
 _BLOCK_ELEMENTS = 1 << 22
 

@@ -35,10 +35,15 @@ import hnswlib
 import numpy as np
 from numpy.typing import NDArray
 
-from refimpl._check import Array, require_choice, require_positive_int
+from refimpl._check import Array, Shapes, require_choice, require_positive_int
 from refimpl.retrieval.catalogue import Catalogue, Int64Array
 from refimpl.retrieval.exact import ExactIndex
 from refimpl.retrieval.index import check_search_args
+
+__all__ = [
+    "HnswConfig",
+    "HnswIndex",
+]
 
 SPACES = ("ip", "l2_augmented")
 
@@ -139,6 +144,7 @@ class HnswIndex:
     def index_queries(self, queries: Array) -> NDArray[np.float32]:
         """The queries (Q, D) as the graphs take them: contiguous float32, with the augmented L2
         space's zero coordinate appended (Q, D + 1)."""
+        Shapes(D=self.catalogue.dim).check_float("queries", queries, ("Q", "D"))
         data = np.asarray(queries, dtype=np.float32)
         if self.config.space == "l2_augmented":
             data = np.hstack([data, np.zeros((data.shape[0], 1), np.float32)])

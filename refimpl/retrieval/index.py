@@ -9,6 +9,10 @@ import numpy as np
 from refimpl._check import Array, Shapes, require_positive_int
 from refimpl.retrieval.catalogue import Catalogue, Int64Array
 
+__all__ = [
+    "SearchIndex",
+]
+
 
 class SearchIndex(Protocol):
     """Top-k maximum-inner-product search over one category's items or the whole catalogue.

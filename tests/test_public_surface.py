@@ -1,0 +1,664 @@
+"""Every public function refuses bad input clearly (spec/conventions.md), tried over the whole surface.
+
+The surface is generated, not hand-listed: `public_modules()` walks the package, and
+`public_functions()` takes every function in a module's `__all__` and every public method of a class
+there. A valid call of each is recorded, arguments and all, while the golden cases and `_valid_calls`
+run (a profiler hook sees every call); `test_every_public_function_has_a_recorded_call` fails for a
+new public function nothing calls, so a new function is covered by default.
+
+Each recorded call is then replayed with one argument spoiled by one bad-input kind (wrong rank,
+wrong dtype, NaN/inf, a list, an empty batch or sequence, an out-of-range id, a bad config value).
+An outcome is clear when the call raises ValueError/TypeError whose message names the spoiled
+argument (the parameter, the dict key or the dataclass field), or, for the kinds a function may
+legitimately accept (a rank change, an empty batch, an id, NaN in a position it ignores, an
+integer config value at its edge), when it returns a result with no NaN and no numpy warning.
+Anything else (an IndexError, numpy's reshape message, a silently cast dtype, a NaN) is reported.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import inspect
+import pkgutil
+import sys
+import types
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import refimpl
+from refimpl.cases import all_cases, reference_components
+
+# Packages and modules that are tooling with their own contracts (golden files, conformance, the
+# case registry, the CLI, the gradient checker) or private by their leading underscore.
+TOOLING = (
+    "refimpl.golden",
+    "refimpl.conformance",
+    "refimpl.cases",
+    "refimpl.cli",
+    "refimpl.gradcheck",
+)
+
+# Files other branches own while issue 15 is open (issue-10: train, demo, synthetic, cascade;
+# issue-16: capsule routing; and the modules below). The lead removes this list after merging those
+# branches, declaring `__all__` in each and fixing what the tests then show.
+EXCLUDED_MODULES = (
+    "refimpl.train",
+    "refimpl.demo",
+    "refimpl.data.synthetic",
+    "refimpl.retrieval.cascade",
+    "refimpl.nn.capsule_routing",
+    # merged into main while issue 15 was open (issue-10, issue-13-data, issue-14-readability):
+    # no `__all__` yet and not swept
+    "refimpl.baselines",
+    "refimpl.category_baselines",
+    "refimpl.diagnostics",
+    "refimpl.pgin_training",
+    "refimpl.spread",
+    "refimpl.suite",
+    "refimpl.data.interactions",
+    "refimpl.data.loaders",
+    "refimpl.data.protocols",
+    "refimpl.nn.linear_attention_fast",
+    "refimpl.threads",  # issue-16
+)
+
+
+def public_modules() -> list[str]:
+    """Every module of refimpl that is not a package, not tooling and not private."""
+    return sorted(
+        m.name
+        for m in pkgutil.walk_packages(refimpl.__path__, "refimpl.")
+        if not m.ispkg
+        and not m.name.startswith(TOOLING)
+        and not any(part.startswith("_") for part in m.name.split("."))
+    )
+
+
+PUBLIC_MODULES = tuple(m for m in public_modules() if not m.startswith(EXCLUDED_MODULES))
+
+def public_functions() -> dict[types.CodeType, tuple[str, Callable[..., Any]]]:
+    """Every public function and public method of the public modules, by code object."""
+    found: dict[types.CodeType, tuple[str, Callable[..., Any]]] = {}
+    for module_name in PUBLIC_MODULES:
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isfunction(obj):
+                found[obj.__code__] = (f"{module_name}.{name}", obj)
+            elif inspect.isclass(obj) and not getattr(obj, "_is_protocol", False):
+                for attr, member in vars(obj).items():
+                    fn = member.__func__ if isinstance(member, classmethod | staticmethod) else member
+                    if not attr.startswith("_") and inspect.isfunction(fn):
+                        found[fn.__code__] = (f"{module_name}.{name}.{attr}", fn)
+    return found
+
+
+def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]]) -> None:
+    """Valid calls of the public functions the golden cases do not reach (some reuse the
+    arguments of a recorded call)."""
+    from refimpl.data.batching import BatchingConfig, category_batches, check_batching_config
+    from refimpl.models.ifa import rank_candidates
+    from refimpl.models.mind import mind_backward, mind_forward, mind_loss
+    from refimpl.models.pgin import pgin_loss_and_grads, top_k_categories
+    from refimpl.models.ulim import ULIMConfig, category_subsequence, encode_for_serving, ulim_init
+    from refimpl.models.umi import draw_initial_logits, umi_backward, umi_forward, umi_loss
+    from refimpl.models.youtube_dnn import (
+        YouTubeDNNConfig,
+        youtube_dnn_init,
+        youtube_dnn_loss_and_grads,
+    )
+    from refimpl.nn.max_interest_score import merge_interest_candidates
+    from refimpl.nn.multi_interest_readout import ReadoutConfig
+    from refimpl.optim import AdamConfig, adam_init, adam_step
+    from refimpl.retrieval.catalogue import Catalogue
+    from refimpl.retrieval.hnsw import HnswConfig, HnswIndex
+
+    rng = np.random.default_rng(0)
+    check_batching_config(BatchingConfig())
+    params = {"w": rng.standard_normal((2, 2))}
+    adam_step(params, {"w": rng.standard_normal((2, 2))}, adam_init(params), AdamConfig())
+    item_category = np.array([0, 0, 1, 1, 2, 2])
+    items = np.array([[1, 2, 3], [0, 4, 5]])
+    mask = np.array([[True, True, False], [True, True, True]])
+    yt_cfg = YouTubeDNNConfig(num_items=6, num_categories=3, dim=4, hidden=5)
+    youtube_dnn_loss_and_grads(
+        youtube_dnn_init(rng, yt_cfg), items, mask, np.array([1, 2]), np.array([3, 4, 5]),
+        item_category, yt_cfg,
+    )
+    ulim_cfg = ULIMConfig(num_items=6, num_categories=3, dim=4, num_heads=2)
+    encode_for_serving(
+        ulim_init(rng, ulim_cfg), items, mask, items[:, None, :], mask[:, None, :], item_category,
+        ulim_cfg,
+    )
+    category_subsequence(items, mask, item_category, np.array([0, 2]), 2)
+    category_batches(
+        np.array([0, 1, 2]), np.array([0, 2, 3]), np.array([0, 1, 1]), item_category,
+        BatchingConfig(batch_size=2, num_negatives=2), rng,
+    )
+    rank_candidates(rng.standard_normal((2, 3)), np.array([[True, True, False], [True, True, True]]))
+    merge_interest_candidates(np.array([[[3, 1], [1, 2]]]), rng.standard_normal((1, 2, 2)), 2)
+    draw_initial_logits(rng, 2, 3, 2)
+    readout = ReadoutConfig()
+    for forward, backward, loss in ((mind_forward, mind_backward, mind_loss), (umi_forward, umi_backward, umi_loss)):
+        _, case = recorded[f"{forward.__module__}.{forward.__name__}"]
+        interests, cache = forward(**copy.deepcopy(case))
+        backward(cache, np.ones_like(interests))
+        b = case["batch"].behaviour_ids.shape[0]
+        loss(**copy.deepcopy(case), positive_ids=np.arange(b), negative_ids=np.array([b, b + 1]), readout=readout)
+    _, pgin_case = recorded["refimpl.models.pgin.pgin_forward"]
+    pgin_loss_and_grads(**copy.deepcopy(pgin_case))
+    top_k_categories(**copy.deepcopy(pgin_case), k=2)
+    catalogue = Catalogue.build(rng.standard_normal((6, 4)), item_category, num_categories=3)
+    catalogue.category_size(1)
+    catalogue.categories_of(np.array([0, 5]))
+    index = HnswIndex(catalogue, HnswConfig(M=4, ef=8))
+    index.with_query_settings(ef=10).search(rng.standard_normal((2, 4)), 2, category=1)
+    index.index_queries(rng.standard_normal((2, 4)))
+
+
+def record_calls() -> dict[str, tuple[Callable[..., Any], dict[str, Any]]]:
+    """The first valid call of every public function, with a deep copy of its arguments."""
+    public = public_functions()
+    recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {}
+
+    def hook(frame: types.FrameType, event: str, arg: object) -> None:
+        code = frame.f_code
+        if event != "call" or code not in public:
+            return
+        name, fn = public[code]
+        if name in recorded:
+            return
+        argnames = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+        recorded[name] = (fn, copy.deepcopy({a: frame.f_locals[a] for a in argnames}))
+
+    references = reference_components()
+    first_case: dict[str, Any] = {}
+    for case in all_cases():
+        first_case.setdefault(case.component, case)
+    sys.setprofile(hook)
+    try:
+        for case in first_case.values():
+            tensors = case.draw()
+            references[case.component](tensors.inputs, tensors.params, case.config, tensors.upstream)
+        _valid_calls(recorded)
+    finally:
+        sys.setprofile(None)
+    return recorded
+
+
+RECORDED = record_calls()
+
+# ---------------------------------------------------------------------------- bad-input kinds
+# A kind is (label, may_return): may_return says whether a clean result (no NaN, no warning) is
+# a clear outcome for it, or only a named ValueError/TypeError is.
+
+
+def _drop_axis(x: np.ndarray) -> Any:
+    """x with one axis fewer: flattened, or its first element (a scalar) when it has one axis."""
+    if x.ndim > 1:
+        return x.reshape(-1)
+    return x.reshape(-1)[0] if x.size else np.zeros((), x.dtype)
+
+
+def _float_kinds(x: np.ndarray) -> Iterator[tuple[str, bool, Any]]:
+    yield "rank+1", True, x[None]
+    yield "rank-1", True, _drop_axis(x)
+    yield "int", False, np.ones(x.shape, np.int64)
+    yield "bool", False, np.ones(x.shape, bool)
+    yield "float16", False, x.astype(np.float16)
+    yield "complex", False, x.astype(np.complex128)
+    yield "list", False, [x.tolist()] if x.ndim == 0 else x.tolist()
+    if x.size:
+        for label, value in (("nan", np.nan), ("inf", np.inf)):
+            spoiled = x.copy()
+            spoiled.reshape(-1)[0] = value
+            yield label, True, spoiled
+    if x.ndim >= 1:
+        yield "empty axis 0", True, x[:0]
+    if x.ndim >= 2:
+        yield "empty axis 1", True, x[:, :0]
+
+
+def _int_kinds(x: np.ndarray) -> Iterator[tuple[str, bool, Any]]:
+    yield "rank+1", True, x[None]
+    yield "rank-1", True, _drop_axis(x)
+    yield "float", False, x.astype(np.float64) + 0.5
+    yield "bool", False, x.astype(bool)
+    yield "list", False, x.tolist()
+    if x.size:
+        for label, value in (("id 10**6", 10**6), ("id -5", -5)):
+            spoiled = x.copy()
+            spoiled.reshape(-1)[0] = value
+            yield label, True, spoiled
+    if x.ndim >= 1:
+        yield "empty axis 0", True, x[:0]
+
+
+def _bool_kinds(x: np.ndarray) -> Iterator[tuple[str, bool, Any]]:
+    yield "rank+1", True, x[None]
+    yield "int", False, x.astype(np.int64)
+    yield "float", False, x.astype(np.float64)
+    yield "list", False, x.tolist()
+    if x.ndim >= 1:
+        yield "empty axis 0", True, x[:0]
+
+
+def _config_kinds(value: Any) -> Iterator[tuple[str, bool, Any]]:
+    if isinstance(value, bool):
+        yield "flag 'no'", False, "no"
+        yield "flag 1", False, 1
+    elif isinstance(value, int):
+        yield "int 0", True, 0
+        yield "int -1", True, -1
+        yield "int True", False, True
+        yield "int 2.5", False, 2.5
+        yield "int 'x'", False, "x"
+    elif isinstance(value, float):
+        yield "float nan", False, float("nan")
+        yield "float inf", False, float("inf")
+        yield "float 'x'", False, "x"
+    elif isinstance(value, str):
+        yield "choice 'bogus'", False, "bogus"
+
+
+def array_kinds(x: np.ndarray) -> Iterator[tuple[str, bool, Any]]:
+    if x.dtype == np.bool_:
+        return _bool_kinds(x)
+    if np.issubdtype(x.dtype, np.integer):
+        return _int_kinds(x)
+    if np.issubdtype(x.dtype, np.floating):
+        return _float_kinds(x)
+    return iter(())
+
+
+def _is_config(obj: Any) -> bool:
+    return dataclasses.is_dataclass(obj) and type(obj).__name__.endswith("Config")
+
+
+def _is_cache(name: str, obj: Any) -> bool:
+    # caches come from a forward, not from the caller: spoiling them tests nothing a user does
+    return name == "cache" or type(obj).__name__.endswith("Cache")
+
+
+def spoilers(kwargs: dict[str, Any]) -> Iterator[tuple[str, str, bool, Callable[[], dict[str, Any]]]]:
+    """(argument name as the caller names it, kind, may_return, build spoiled kwargs)."""
+    for arg, value in kwargs.items():
+        if arg in ("self", "cls") or _is_cache(arg, value):
+            continue
+
+        def put(arg: str = arg, replace: Callable[[Any], Any] = lambda v: v) -> Callable[[], dict[str, Any]]:
+            return lambda: {**kwargs, arg: replace(kwargs[arg])}
+
+        if isinstance(value, np.ndarray):
+            for kind, may_return, bad in array_kinds(value):
+                yield arg, kind, may_return, put(arg, lambda _v, bad=bad: bad)
+        elif isinstance(value, bool | int | float) and arg != "name":
+            # a scalar argument (n, k, category, max_length, ...) is checked like a config value
+            for kind, may_return, bad in _config_kinds(value):
+                yield arg, kind, may_return, put(arg, lambda _v, bad=bad: bad)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, np.ndarray):
+                    for kind, may_return, bad in array_kinds(item):
+                        yield str(key), kind, may_return, put(
+                            arg, lambda d, key=key, bad=bad: {**d, key: bad}
+                        )
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            config = _is_config(value)
+            for field in dataclasses.fields(value):
+                item = getattr(value, field.name)
+                kinds = (
+                    array_kinds(item)
+                    if isinstance(item, np.ndarray)
+                    else _config_kinds(item)
+                    if config
+                    else iter(())
+                )
+                for kind, may_return, bad in kinds:
+                    yield field.name, kind, may_return, put(
+                        arg, lambda d, f=field.name, bad=bad: _replace(d, f, bad)
+                    )
+
+
+def _replace(obj: Any, field: str, value: Any) -> Any:
+    """dataclasses.replace, through __post_init__ (a config checked at construction raises here)."""
+    return dataclasses.replace(obj, **{field: value})
+
+
+def _has_nan(result: Any, depth: int = 0) -> bool:
+    if depth > 4:
+        return False
+    if isinstance(result, np.ndarray):
+        return bool(np.issubdtype(result.dtype, np.inexact) and np.isnan(result).any())
+    if isinstance(result, float):
+        return bool(np.isnan(result))
+    if isinstance(result, dict):
+        return any(_has_nan(v, depth + 1) for v in result.values())
+    if isinstance(result, tuple | list):
+        return any(_has_nan(v, depth + 1) for v in result)
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return any(_has_nan(getattr(result, f.name), depth + 1) for f in dataclasses.fields(result))
+    return False
+
+
+def argument_names(kwargs: dict[str, Any]) -> set[str]:
+    """Every name a caller gives an input by: parameters, dict keys, dataclass fields."""
+    names = set(kwargs)
+    if isinstance(kwargs.get("name"), str):
+        names.add(kwargs["name"])  # a checker told the caller's name for its argument
+    for value in kwargs.values():
+        if isinstance(value, dict):
+            names.update(str(k) for k in value)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            names.update(f.name for f in dataclasses.fields(value))
+    return names - {"self", "cls"}
+
+
+def outcome(
+    fn: Callable[..., Any], build: Callable[[], dict[str, Any]], arg: str, may_return: bool,
+    names: set[str] | None = None,
+) -> str:
+    """'' for a clear outcome, else what went wrong.
+
+    A bad dtype, a list or a bad config value must be refused naming `arg` (or one of `names`, the
+    other arguments a shape mismatch may show at); `may_return` also accepts a result free of NaN.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            result = fn(**build())
+        except (ValueError, TypeError) as error:
+            message = str(error)
+            accepted = {arg} | (names or set())
+            if any(f"{name}" in message for name in accepted):
+                return ""
+            return f"{type(error).__name__} not naming {arg!r}: {message}"
+        except Exception as error:  # noqa: BLE001 - any other exception is the finding
+            return f"{type(error).__name__}: {error}"
+    if not may_return:
+        return "accepted"
+    if _has_nan(result):
+        return "returned NaN"
+    return ""
+
+
+def findings(
+    calls: dict[str, tuple[Callable[..., Any], dict[str, Any]]],
+) -> tuple[list[str], dict[str, int]]:
+    """Every unclear outcome, and the number of bad inputs tried per function."""
+    found: list[str] = []
+    tried: dict[str, int] = {}
+    for name, (fn, kwargs) in sorted(calls.items()):
+        tried[name] = 0
+        for arg, kind, may_return, build in spoilers(kwargs):
+            tried[name] += 1
+            documented = kind in DOCUMENTED.get((name, arg), set())
+            may = may_return or documented
+            problem = outcome(fn, build, arg, may, argument_names(kwargs) if may else None)
+            if problem:
+                found.append(f"{name}({arg}: {kind}): {problem[:160]}")
+    return found, tried
+
+
+def _covered() -> dict[str, tuple[Callable[..., Any], dict[str, Any]]]:
+    return dict(RECORDED)
+
+
+# Acceptances a docstring documents: (function, argument) -> the kinds it takes as valid input.
+DOCUMENTED: dict[tuple[str, str], set[str]] = {
+    # a metric takes array-likes: integer or float16 scores, lists, 0/1 or bool labels
+    ("refimpl.metrics.auc", "scores"): {"int", "float16", "list"},
+    ("refimpl.metrics.auc", "labels"): {"bool", "list"},
+    ("refimpl.metrics.auc", "mask"): {"list"},
+    # "batch.label is ignored" when serving
+    ("refimpl.models.pgin.top_k_categories", "label"): {"float", "bool", "list"},
+}
+
+
+def test_every_public_module_declares_its_surface() -> None:
+    """`__all__` is the public surface (spec/conventions.md): a new module must declare one."""
+    undeclared = [m for m in PUBLIC_MODULES if not hasattr(importlib.import_module(m), "__all__")]
+    assert not undeclared
+
+
+def test_every_public_function_has_a_recorded_call() -> None:
+    missing = sorted(name for name, _ in public_functions().values() if name not in RECORDED)
+    assert not missing, f"public functions no golden case or _valid_calls reaches: {missing}"
+
+
+def test_every_bad_input_gets_a_clear_outcome() -> None:
+    found, tried = findings(_covered())
+    assert sum(tried.values()) > 1000
+    assert not found, f"{len(found)} unclear outcomes:\n" + "\n".join(found)
+
+
+@given(st.data())
+def test_random_pairs_of_bad_inputs_get_a_clear_outcome(data: st.DataObject) -> None:
+    """Two arguments spoiled at once: the check met first still names one of them (or, when both
+    kinds may be accepted, the result is clean)."""
+    covered = _covered()
+    name = data.draw(st.sampled_from(sorted(covered)))
+    fn, kwargs = covered[name]
+    first = list(spoilers(kwargs))
+    if not first:
+        return
+    arg, _kind, may_return, build = data.draw(st.sampled_from(first))
+    try:
+        spoiled = build()
+    except (ValueError, TypeError):
+        return  # a config refused at construction: the single-spoil sweep checks its message
+    second = [s for s in spoilers(spoiled) if s[0] != arg]
+    if not second:
+        return
+    arg2, _kind2, may_return2, build2 = data.draw(st.sampled_from(second))
+    both_may_return = may_return and may_return2
+    names = argument_names(kwargs) if may_return or may_return2 else {arg}
+    problem = outcome(fn, build2, arg2, both_may_return, names)
+    assert problem == "", f"{name}({arg}, {arg2}): {problem}"
+
+
+def unvalidated_scale(x: np.ndarray, factor: float) -> np.ndarray:
+    """The negative control: a public-looking function that validates nothing."""
+    return x * factor
+
+
+def test_negative_control_an_unvalidated_function_is_reported() -> None:
+    found, tried = findings({"unvalidated_scale": (unvalidated_scale, {"x": np.ones((2, 3)), "factor": 2.0})})
+    assert tried["unvalidated_scale"] >= 8
+    assert any("(x: int): accepted" in f for f in found)
+    assert any("(x: list)" in f for f in found)
+    assert any("(factor: float nan): accepted" in f for f in found)
+
+
+def inner_named_mean(values: np.ndarray) -> np.ndarray:
+    """Negative controls: names an inner argument (`x`), and an empty batch gives NaN."""
+    if not isinstance(values, np.ndarray) or values.dtype != np.float64:
+        raise TypeError("x: expected a float64 array")
+    with np.errstate(invalid="ignore"):
+        return np.asarray(values.sum(axis=0) / values.shape[0])
+
+
+def test_negative_control_an_inner_name_and_a_nan_on_empty_input_are_reported() -> None:
+    found, _ = findings({"inner_named_mean": (inner_named_mean, {"values": np.ones((2, 3))})})
+    assert any("(values: int): TypeError not naming 'values'" in f for f in found)
+    assert any("(values: empty axis 0): returned NaN" in f for f in found)
+
+
+# ------------------------------------------------------------- the numbered cases of issue 15
+
+
+def _call(name: str, **changed: Any) -> Any:
+    fn, kwargs = RECORDED[name]
+    return fn(**{**copy.deepcopy(kwargs), **changed})
+
+
+def _args(name: str) -> dict[str, Any]:
+    return copy.deepcopy(RECORDED[name][1])
+
+
+ULIM = "refimpl.models.ulim."
+ADAM = "refimpl.optim.adam_step"
+YT = "refimpl.models.youtube_dnn.youtube_dnn_loss_and_grads"
+SERVE = ULIM + "encode_for_serving"
+
+
+def _adam_state(**changed: Any) -> Any:
+    return dataclasses.replace(_args(ADAM)["state"], **changed)
+
+
+def _spoil_first(arrays: dict[str, Any], spoil: Callable[[Any], Any]) -> dict[str, Any]:
+    """`arrays` with its first rank-2 entry spoiled."""
+    first = next(k for k, v in arrays.items() if np.ndim(v) == 2)
+    return {**arrays, first: spoil(arrays[first])}
+
+
+def _empty_rows(batch: Any) -> Any:
+    return dataclasses.replace(batch, **{
+        f.name: getattr(batch, f.name)[:0] for f in dataclasses.fields(batch)
+        if isinstance(getattr(batch, f.name), np.ndarray)
+    })
+
+
+REGRESSIONS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
+    ("1 unknown long_encoder", lambda: _call(
+        ULIM + "encode_forward",
+        cfg=dataclasses.replace(_args(ULIM + "encode_forward")["cfg"], long_encoder="bogus")),
+     ValueError, "cfg.long_encoder"),
+    ("2 shuffle 'no'", lambda: _call(
+        "refimpl.data.batching.check_batching_config",
+        cfg=dataclasses.replace(_args("refimpl.data.batching.check_batching_config")["cfg"], shuffle="no")),
+     TypeError, "cfg.shuffle"),
+    ("2 drop_last 1", lambda: _call(
+        "refimpl.data.batching.check_batching_config",
+        cfg=dataclasses.replace(_args("refimpl.data.batching.check_batching_config")["cfg"], drop_last=1)),
+     TypeError, "cfg.drop_last"),
+    ("3 esmm labels 10**6", lambda: _call(
+        "refimpl.models.ifa.esmm_loss_forward",
+        impression=np.full_like(_args("refimpl.models.ifa.esmm_loss_forward")["impression"], 10**6)),
+     ValueError, "impression"),
+    ("3 esmm int64 logits", lambda: _call(
+        "refimpl.models.ifa.esmm_loss_forward",
+        impression_logit=np.zeros_like(_args("refimpl.models.ifa.esmm_loss_forward")["impression"])),
+     TypeError, "impression_logit"),
+    ("5 ulim_loss_backward complex d_loss", lambda: _call(
+        "refimpl.losses.ulim_loss_backward", d_loss=np.asarray(1 + 1j)), TypeError, "d_loss"),
+    ("5 esmm_loss_backward list d_loss", lambda: _call(
+        "refimpl.models.ifa.esmm_loss_backward", d_loss=[1.0]), TypeError, "d_loss"),
+    ("5 ifa_backward int d_loss", lambda: _call(
+        "refimpl.models.ifa.ifa_backward", d_loss=np.asarray(1)), TypeError, "d_loss"),
+    ("4 adam eps 0", lambda: dataclasses.replace(_args(ADAM)["cfg"], eps=0.0), ValueError, "eps"),
+    ("4 adam lr inf", lambda: dataclasses.replace(_args(ADAM)["cfg"], lr=float("inf")), ValueError, "lr"),
+    ("4 adam step nan", lambda: _call(ADAM, state=_adam_state(step=float("nan"))), TypeError, "state.step"),
+    ("4 adam complex moment", lambda: _call(ADAM, state=_adam_state(m=_spoil_first(
+        _args(ADAM)["state"].m, lambda w: w.astype(complex)))), TypeError, "state.m"),
+    ("4 adam moment of rank 1 for rank 2", lambda: _call(ADAM, state=_adam_state(v=_spoil_first(
+        _args(ADAM)["state"].v, lambda w: w[0]))), ValueError, "state.v"),
+    ("8 adam list param", lambda: _call(
+        ADAM, params=_spoil_first(_args(ADAM)["params"], lambda w: w.tolist())), TypeError, "params"),
+    ("6 youtube id 10**6", lambda: _call(YT, positive_ids=np.array([10**6, 0])), ValueError, "positive_ids"),
+    ("6 youtube float ids", lambda: _call(YT, positive_ids=np.array([1.0, 0.0])), TypeError, "positive_ids"),
+    ("6 youtube bool ids", lambda: _call(YT, negative_ids=np.array([True, False])), TypeError, "negative_ids"),
+    ("8 ulim positive_ids list", lambda: _call(
+        ULIM + "ulim_loss_and_grads",
+        positive_ids=_args(ULIM + "ulim_loss_and_grads")["positive_ids"].tolist()), TypeError, "positive_ids"),
+    ("8 serving item_category list", lambda: _call(SERVE, item_category=[0, 0, 1, 1, 2, 2]),
+     TypeError, "item_category"),
+    ("10 serving long_items 10**6", lambda: _call(
+        SERVE, long_items=np.full_like(_args(SERVE)["long_items"], 10**6)), ValueError, "long_items"),
+    ("11 merge_category_history pad_id 2.5", lambda: _call(
+        "refimpl.data.category_history.merge_category_history", pad_id=2.5), TypeError, "pad_id"),
+    ("11 top_k_from_distribution NaN row", lambda: _call(
+        "refimpl.models.pgin.top_k_from_distribution",
+        y=np.where(np.arange(3) == 0, np.nan, _args("refimpl.models.pgin.top_k_from_distribution")["y"][:, :3])),
+     ValueError, "y:"),
+    ("11 auc complex scores", lambda: _call(
+        "refimpl.metrics.auc", scores=np.asarray(_args("refimpl.metrics.auc")["scores"], complex)),
+     TypeError, "scores"),
+    ("11 category_block(2.5)", lambda: _call(
+        "refimpl.retrieval.catalogue.Catalogue.category_block", category=2.5), TypeError, "category"),
+    ("11 category_block(99)", lambda: _call(
+        "refimpl.retrieval.catalogue.Catalogue.category_block", category=99), ValueError, "category"),
+    ("10 long_user named", lambda: _call(
+        "refimpl.losses.ulim_loss_forward", long_user=np.zeros(3)), ValueError, "long_user:"),
+    ("10 short_user named", lambda: _call(
+        "refimpl.losses.ulim_loss_forward", short_user=[[0.0]]), TypeError, "short_user:"),
+    ("10 d_long named", lambda: _call(
+        ULIM + "encode_backward", d_long=_args(ULIM + "encode_backward")["d_long"][:1]),
+     ValueError, "d_long:"),
+    ("10 d_short named", lambda: _call(
+        ULIM + "encode_backward", d_short=_args(ULIM + "encode_backward")["d_short"].astype(np.float16)),
+     TypeError, "d_short:"),
+    ("10 long_Wk named", lambda: _call(
+        ULIM + "encode_forward",
+        params={**_args(ULIM + "encode_forward")["params"], "long_Wk": np.zeros((2, 3))}),
+     ValueError, "long_Wk:"),
+    ("10 long_emb named", lambda: _call(
+        ULIM + "encode_forward", long_emb=_args(ULIM + "encode_forward")["long_emb"][..., :1]),
+     ValueError, "long_emb:"),
+]
+
+
+@pytest.mark.parametrize(("label", "call", "error", "words"), REGRESSIONS, ids=[r[0] for r in REGRESSIONS])
+def test_issue_15_numbered_cases(
+    label: str, call: Callable[[], object], error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error, match=words):
+        call()
+
+
+def _all_zero(grads: dict[str, np.ndarray]) -> bool:
+    return all(not np.any(g) for g in grads.values())
+
+
+def test_issue_15_case_7_an_empty_batch_has_loss_0_and_zero_gradients() -> None:
+    """spec/conventions.md: B = 0 gives empty outputs, a loss of 0 and zero gradients, never NaN
+    or numpy's reshape message (all under warnings-as-errors: no 0/0 either)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pg = "refimpl.nn.pointer_generator.pointer_generator_forward"
+        out, _ = _call(pg, **{k: v[:0] for k, v in _args(pg).items() if isinstance(v, np.ndarray)})
+        assert out.y.shape[0] == 0 and out.loss == 0
+        pgin = "refimpl.models.pgin."
+        out, _ = _call(pgin + "pgin_forward", batch=_empty_rows(_args(pgin + "pgin_forward")["batch"]))
+        assert out.loss == 0
+        loss, grads = _call(
+            pgin + "pgin_loss_and_grads", batch=_empty_rows(_args(pgin + "pgin_loss_and_grads")["batch"])
+        )
+        assert loss == 0 and _all_zero(grads)
+        ulim = _args(ULIM + "ulim_loss_and_grads")
+        result = _call(
+            ULIM + "ulim_loss_and_grads", batch=_empty_rows(ulim["batch"]), positive_ids=ulim["positive_ids"][:0]
+        )
+        assert result.loss == 0 and _all_zero(result.grads) and result.long_user.shape[0] == 0
+        no_long = dataclasses.replace(
+            ulim["batch"], long_items=ulim["batch"].long_items[:, :0], long_mask=ulim["batch"].long_mask[:, :0]
+        )
+        assert np.isfinite(_call(ULIM + "ulim_loss_and_grads", batch=no_long).loss)
+        umi = "refimpl.models.umi.umi_forward"
+        interests, _ = _call(umi, batch=_empty_rows(_args(umi)["batch"]))
+        assert interests.shape[0] == 0
+        for multi in ("refimpl.models.umi.umi_loss", "refimpl.models.mind.mind_loss"):
+            args = _args(multi)
+            loss, grads = _call(multi, batch=_empty_rows(args["batch"]), positive_ids=args["positive_ids"][:0])
+            assert loss == 0 and _all_zero(grads)
+        yt = _args(YT)
+        loss, grads = _call(YT, items=yt["items"][:0], mask=yt["mask"][:0], positive_ids=yt["positive_ids"][:0])
+        assert loss == 0 and _all_zero(grads)
+
+
+def test_issue_15_case_7_empty_serving_batch_is_an_empty_result() -> None:
+    """encode_for_serving of no user is (0, D) and (0, K, D); of users with no long behaviour
+    (L = 0) every route is the zero vector."""
+    args = _args(SERVE)
+    v_s, v_l = _call(SERVE, **{k: args[k][:0] for k in ("short_items", "short_mask", "long_items", "long_mask")})
+    assert v_s.shape == (0, 4) and v_l.shape == (0, 1, 4)
+    v_s, v_l = _call(SERVE, long_items=args["long_items"][..., :0], long_mask=args["long_mask"][..., :0])
+    assert np.isfinite(v_s).all() and np.all(v_l == 0)

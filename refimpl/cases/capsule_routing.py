@@ -38,11 +38,12 @@ def routing_config(config: Config) -> CapsuleRoutingConfig:
 
 def routing_intermediates(cache: CapsuleRoutingCache) -> Tensors:
     """The routing's named intermediates in computation order (the mapped items in their natural
-    shape: (B, L, K, D_out) per interest, (B, L, D_out) for the shared map)."""
+    shape: (B, L, K, D_out) per interest, (B, L, D_out) for the shared map). The item weights a_i
+    the routing uses are the input `item_weights` with padded behaviours at 0: a function of two
+    inputs, not stored again under a second name."""
     mapped = cache.mapped[:, :, 0, :] if cache.cfg.map == "shared" else cache.mapped
     named: Tensors = {
         "mapped_items": np.ascontiguousarray(mapped),
-        "effective_item_weights": cache.weights,
     }
     for r in range(cache.cfg.iterations):
         named[f"routing_coefficients_iter{r}"] = cache.coefficients[r]

@@ -70,7 +70,7 @@ def umi_reference(inputs: Tensors, params: Tensors, config: Config, upstream: Te
         outputs={"interests": interests},
         grads=model_grads(grads, d_logits),
         intermediates={
-            "item_weights": cache.routing.weights,
+            "item_weights": cache.routing.item_weights,
             **capsule_intermediates(cache.routing),
             "field_weights": cache.refinement.field_weights,
         },

@@ -276,25 +276,32 @@ def attention_backward(
         check_upstream("d_weights", d_weights, cache.weights.shape, cache.weights.dtype)
     p = cache.params
     heads = cache.q.shape[1]
+    # in the forward pass this was: out_i = r_i (ctx_i Wo + bo)
     d_projected = np.where(cache.row_valid[:, :, None], d_out, 0)
     d_Wo, d_bo, d_context_merged = affine_backward(cache.context, p.Wo, d_projected)
+    # in the forward pass this was: ctx = the heads ctx_h merged back to D
     d_context = _split_heads(d_context_merged, heads)
     v_t = cache.v.transpose(0, 1, 3, 2)
     d_q, d_k, d_v = (np.empty(x.shape, dtype=x.dtype) for x in (cache.q, cache.k, cache.v))
     for rows in _row_blocks(cache.weights.shape):  # the (B, H, Q, L) arrays a block at a time
         weights = cache.weights[rows]
-        d_scores = d_context[rows] @ v_t[rows]  # d_w, then d_s in place
-        if d_weights is not None:
+        # in the forward pass this was: ctx_hi = sum_j w_hij v_hj (d_w here, d_s in place below)
+        d_scores = d_context[rows] @ v_t[rows]
+        if d_weights is not None:  # the weights are an output too: their own upstream adds on
             d_scores += d_weights[rows]
         np.matmul(weights.transpose(0, 1, 3, 2), d_context[rows], out=d_v[rows])
-        # softmax backward, d_s = w * (d_w - sum_j w_j d_w_j) (einsum: the row sums without a
-        # product array); the 1/sqrt(D_h) of the scores goes on the (B, H, *, D_h) d_q, d_k below
+        # in the forward pass this was: w_hij = exp(s_hij) m_j / sum_j' exp(s_hij') m_j'
+        # d_s = w * (d_w - sum_j w_j d_w_j) (einsum: the row sums without a product array)
         d_scores -= np.einsum("bhql,bhql->bhq", d_scores, weights)[..., None]
         d_scores *= weights
+        # in the forward pass this was: s_hij = q_hi . k_hj / sqrt(D_h); the 1/sqrt(D_h) goes on
+        # the (B, H, *, D_h) d_q, d_k after the loop, not on the (B, H, Q, L) d_s
         np.matmul(d_scores, cache.k[rows], out=d_q[rows])
         np.matmul(d_scores.transpose(0, 1, 3, 2), cache.q[rows], out=d_k[rows])
     d_q *= cache.scale
     d_k *= cache.scale
+    # in the forward pass this was: q = q_in Wq + bq, k = kv_in Wk + bk, v = kv_in Wv + bv, split
+    # into heads; kv_in feeds both k and v, so its two gradients add
     d_Wq, d_bq, d_q_in = affine_backward(cache.q_in, p.Wq, _merge_heads(d_q))
     d_Wk, d_bk, d_kv_in = affine_backward(cache.kv_in, p.Wk, _merge_heads(d_k))
     d_Wv, d_bv, d_kv_in_values = affine_backward(cache.kv_in, p.Wv, _merge_heads(d_v))
@@ -373,26 +380,32 @@ def target_attention_backward(
     p = cache.params
     b, heads, d = cache.pooled.shape
     weights = cache.weights[:, :, 0, :]  # (B, H, L)
+    # in the forward pass this was: out = r (ctx Wo + bo)
     d_projected = np.where(cache.row_valid[:, None], d_out, 0)
     d_Wo, d_bo, d_context = affine_backward(cache.context[:, 0, :], p.Wo, d_projected)
+    # in the forward pass this was: ctx_h = p_h Wv_h + r bv_h, heads merged
     d_context_heads = d_context.reshape(b, heads, d // heads).transpose(1, 0, 2)  # (H, B, D_h)
     d_bv = np.ones(b, dtype=d_context.dtype) @ d_context  # rows without a valid key have d_context 0
     # d_Wv_h = p_h^T d_ctx_h: (H, D, B) @ (H, B, D_h) -> (H, D, D_h) -> head h's columns of (D, D)
     d_Wv = (cache.pooled.transpose(1, 2, 0) @ d_context_heads).transpose(1, 0, 2).reshape(d, d)
     d_pooled = (d_context_heads @ _weight_heads(p.Wv, heads).transpose(0, 2, 1)).transpose(1, 0, 2)  # (B, H, D)
+    # in the forward pass this was: p_h = sum_j w_hj seq_j
     d_w = d_pooled @ cache.seq.transpose(0, 2, 1)  # (B, H, L)
-    if d_weights is not None:
+    if d_weights is not None:  # the weights are an output too: their own upstream adds on
         d_w = d_w + d_weights[:, :, 0, :]
+    # in the forward pass this was: w_h = masked_softmax(s_h), s_hj = seq_j . g_h / sqrt(D_h)
     d_scores = softmax_backward(weights, d_w) * cache.scale
     d_folded = d_scores @ cache.seq  # (B, H, D)
     # seq feeds the pooled sum and the scores: d_seq = w^T d_p + d_s^T g, one product over 2H
     d_seq: Array = np.concatenate([weights, d_scores], axis=1).transpose(0, 2, 1) @ np.concatenate(
         [d_pooled, cache.folded_query], axis=1
     )
-    # g_h = Wk_h q_h: d_q_h = d_g_h Wk_h (H, B, D_h), d_Wk_h = d_g_h^T q_h (H, D, D_h)
+    # in the forward pass this was: g_h = Wk_h q_h, so d_q_h = d_g_h Wk_h (H, B, D_h) and
+    # d_Wk_h = d_g_h^T q_h (H, D, D_h); bk never entered (it cancels in the softmax)
     d_folded_heads, q_heads = d_folded.transpose(1, 0, 2), cache.q.transpose(1, 0, 2)
     d_q = (d_folded_heads @ _weight_heads(p.Wk, heads)).transpose(1, 0, 2).reshape(b, d)
     d_Wk = (d_folded_heads.transpose(0, 2, 1) @ q_heads).transpose(1, 0, 2).reshape(d, d)
+    # in the forward pass this was: q = query Wq + bq, split into heads
     d_Wq, d_bq, d_query = affine_backward(cache.query, p.Wq, d_q)
     grads = AttentionParams(
         Wq=d_Wq, bq=d_bq, Wk=d_Wk, bk=np.zeros_like(p.bk), Wv=d_Wv, bv=d_bv, Wo=d_Wo, bo=d_bo

@@ -62,7 +62,7 @@ class CapsuleRoutingCache:
     cfg: CapsuleRoutingConfig
     W: Array
     items: Array  # (B, L, D_in)
-    weights: Array  # (B, L) item weights with padded items zeroed
+    item_weights: Array  # (B, L) a_i: the input item weights with padded items at 0
     mask: BoolArray  # (B, L)
     mapped: Array  # (B, L, K, D_out) u_ij (broadcast view for the shared map)
     logits: tuple[Array, ...]  # b^r (B, L, K), r = 0 .. t-1
@@ -184,20 +184,20 @@ def _agreement(mapped: Array, vectors: Array) -> Array:
     return result
 
 
-def _aggregate(mapped: Array, weights: Array, coefficients: Array) -> Array:
+def _aggregate(mapped: Array, item_weights: Array, coefficients: Array) -> Array:
     """z_j = sum_i a_i c_ij u_ij (B, K, D_out)."""
-    return _interest_sums(mapped, weights[:, :, None] * coefficients)
+    return _interest_sums(mapped, item_weights[:, :, None] * coefficients)
 
 
 def _aggregate_backward(
-    mapped: Array, weights: Array, coefficients: Array, d_sums: Array
+    mapped: Array, item_weights: Array, coefficients: Array, d_sums: Array
 ) -> tuple[Array, Array, Array]:
     """(d_u, d_a, d_c) of z = sum_i a_i c_ij u_ij."""
     projected = _agreement(mapped, d_sums)  # u_ij . d_z_j
-    d_mapped: Array = (weights[:, :, None] * coefficients)[..., None] * d_sums[:, None, :, :]
-    d_weights: Array = np.sum(coefficients * projected, axis=-1)
-    d_coefficients: Array = weights[:, :, None] * projected
-    return d_mapped, d_weights, d_coefficients
+    d_mapped: Array = (item_weights[:, :, None] * coefficients)[..., None] * d_sums[:, None, :, :]
+    d_item_weights: Array = np.sum(coefficients * projected, axis=-1)
+    d_coefficients: Array = item_weights[:, :, None] * projected
+    return d_mapped, d_item_weights, d_coefficients
 
 
 def capsule_routing_forward(
@@ -210,12 +210,12 @@ def capsule_routing_forward(
 ) -> tuple[Array, CapsuleRoutingCache]:
     """Route L behaviours into K interest capsules; returns interests (B, K, D_out)."""
     _validate(params, items, item_weights, mask, initial_logits, cfg)
-    weights = np.where(mask, item_weights, 0).astype(items.dtype, copy=False)
+    item_weights = np.where(mask, item_weights, 0).astype(items.dtype, copy=False)  # padded: a_i = 0
     mapped = map_items(params.W, items, initial_logits.shape[2])
     logits, coefficients, sums, interests = [initial_logits], [], [], []
     for r in range(cfg.iterations):
         coefficients.append(softmax_interests(logits[r]))
-        sums.append(_aggregate(mapped, weights, coefficients[r]))
+        sums.append(_aggregate(mapped, item_weights, coefficients[r]))
         interests.append(squash(sums[r]))
         if r + 1 < cfg.iterations:
             agreement = _agreement(mapped, interests[r])
@@ -224,7 +224,7 @@ def capsule_routing_forward(
         cfg=cfg,
         W=params.W,
         items=items,
-        weights=weights,
+        item_weights=item_weights,
         mask=mask,
         mapped=mapped,
         logits=tuple(logits),
@@ -237,34 +237,44 @@ def capsule_routing_forward(
 
 def capsule_routing_backward(cache: CapsuleRoutingCache, d_interests: Array) -> CapsuleRoutingGrads:
     """Gradients of W, items, item_weights and initial_logits for upstream d_interests
-    (B, K, D_out)."""
+    (B, K, D_out). The loop walks the iterations backwards, r = t-1 .. 0; `d_next_logits` carries
+    d b^{r+1} from iteration r+1 down to iteration r (zero at r = t-1: b^t is never computed)."""
     last_sums = cache.sums[-1]
     d_interests = check_upstream("d_interests", d_interests, last_sums.shape, last_sums.dtype)
-    mapped, weights = cache.mapped, cache.weights
+    cfg, mapped, item_weights = cache.cfg, cache.mapped, cache.item_weights
     d_mapped = np.zeros(mapped.shape, dtype=mapped.dtype)
-    d_weights = np.zeros(weights.shape, dtype=weights.dtype)
-    d_interest = d_interests
-    d_logits_later = np.zeros(cache.logits[0].shape, dtype=mapped.dtype)  # d b^{r+1}; ends as d b^0
-    for r in range(cache.cfg.iterations - 1, -1, -1):
+    d_item_weights = np.zeros(item_weights.shape, dtype=item_weights.dtype)
+    d_interest = d_interests  # d v^r, starting at r = t-1 with the upstream gradient
+    d_next_logits = np.zeros(cache.logits[0].shape, dtype=mapped.dtype)  # d b^{r+1}
+    # detached: c^{t-1} is a constant, so only the last iteration's z^{t-1} and v^{t-1} are inverted
+    first_inverted = cfg.iterations - 1 if cfg.detach_routing else 0
+    for r in range(cfg.iterations - 1, first_inverted - 1, -1):
+        # in the forward pass this was: v^r = squash(z^r)
         d_sums = squash_backward(cache.sums[r], d_interest)
-        d_u, d_a, d_c = _aggregate_backward(mapped, weights, cache.coefficients[r], d_sums)
+        # in the forward pass this was: z^r_j = sum_i a_i c^r_ij u_ij
+        d_u, d_a, d_coefficients = _aggregate_backward(mapped, item_weights, cache.coefficients[r], d_sums)
         d_mapped += d_u
-        d_weights += d_a
-        if cache.cfg.detach_routing:
-            break
-        d_logits = softmax_backward(cache.coefficients[r], d_c)
-        if cache.cfg.update == "accumulate":  # b^{r+1} = b^r + ...: its gradient reaches b^r too
-            d_logits = d_logits + d_logits_later
-        if r > 0:  # b^r = u . v^{r-1} (+ b^{r-1}): route d b^r into u and v^{r-1}
+        d_item_weights += d_a
+        if cfg.detach_routing:  # c^{t-1} is a constant: nothing flows into the logits
+            continue
+        # in the forward pass this was: c^r = softmax_interests(b^r)
+        d_logits = softmax_backward(cache.coefficients[r], d_coefficients)  # d b^r, from c^r
+        if cfg.update == "accumulate":
+            # in the forward pass this was: b^{r+1} = b^r + u . v^r, so d b^{r+1} reaches b^r too
+            d_logits = d_logits + d_next_logits
+        if r > 0:
+            # in the forward pass this was: b^r = u . v^{r-1} (+ b^{r-1} under accumulate)
             d_mapped += d_logits[..., None] * cache.interests[r - 1][:, None, :, :]
-            d_interest = _interest_sums(mapped, d_logits)
-        d_logits_later = d_logits
+            d_interest = _interest_sums(mapped, d_logits)  # d v^{r-1}
+        d_next_logits = d_logits  # iteration r-1 sees d b^r as its d b^{r+1}
+    # in the forward pass this was: b^0 = initial_logits; detached, no gradient reaches it
+    d_initial_logits = np.zeros_like(d_next_logits) if cfg.detach_routing else d_next_logits
+    # in the forward pass this was: u_ij = W_j e_i
     d_w, d_items = map_items_backward(cache.W, cache.items, d_mapped)
+    # in the forward pass this was: a_i = item_weights_i if mask_i else 0
+    d_item_weights = np.where(cache.mask, d_item_weights, 0).astype(d_item_weights.dtype, copy=False)
     return CapsuleRoutingGrads(
-        W=d_w,
-        items=d_items,
-        item_weights=np.where(cache.mask, d_weights, 0).astype(d_weights.dtype, copy=False),
-        initial_logits=d_logits_later,
+        W=d_w, items=d_items, item_weights=d_item_weights, initial_logits=d_initial_logits
     )
 
 
@@ -279,5 +289,5 @@ def frozen_routing_forward(
     gradient `detach_routing=True` returns (at c = the final iteration's coefficients)."""
     mapping = "shared" if isinstance(params.W, np.ndarray) and params.W.ndim == 2 else "per_interest"
     _validate(params, items, item_weights, mask, coefficients, CapsuleRoutingConfig(map=mapping), "coefficients")
-    weights = np.where(mask, item_weights, 0).astype(items.dtype, copy=False)
-    return squash(_aggregate(map_items(params.W, items, coefficients.shape[2]), weights, coefficients))
+    item_weights = np.where(mask, item_weights, 0).astype(items.dtype, copy=False)  # padded: a_i = 0
+    return squash(_aggregate(map_items(params.W, items, coefficients.shape[2]), item_weights, coefficients))

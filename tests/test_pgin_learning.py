@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from refimpl import baselines
 from refimpl.category_baselines import (
     category_prior,
     frequency_markov_top_k,
@@ -32,7 +33,13 @@ from refimpl.pgin_training import (
     sampled_window,
     split_users,
 )
-from refimpl.train import SequenceConfig, pgin_batch, recent_window, training_samples
+from refimpl.train import (
+    SequenceConfig,
+    heldout_samples,
+    pgin_batch,
+    recent_window,
+    training_samples,
+)
 
 # --- the non-learned predictors ----------------------------------------------------------------
 
@@ -159,6 +166,20 @@ def test_category_stats_count_the_window_before_each_target() -> None:
     expected = frequency_top_k(data.item_category[items], mask, 4, data.num_categories)
     np.testing.assert_array_equal(rank_by_frequency(stats.counts, stats.last_seen, 4), expected)
     np.testing.assert_array_equal(stats.counts.sum(axis=1), mask.sum(axis=1))
+
+
+def test_the_frequency_cascade_routes_rank_by_the_one_rule() -> None:
+    """refimpl.baselines.frequency_routes (the demo's cascade routes) ranks by rank_by_frequency:
+    ties to the more recent category, categories the window never shows masked out."""
+    data = generate(SMALL_DATA)
+    held = heldout_samples(data)
+    items, mask = recent_window(data, held, 40)
+    routes = baselines.frequency_routes(data, held, 4, window=40)
+    np.testing.assert_array_equal(
+        routes.categories, frequency_top_k(data.item_category[items], mask, 4, data.num_categories)
+    )
+    distinct = np.array([np.unique(data.item_category[row[ok]]).size for row, ok in zip(items, mask, strict=True)])
+    np.testing.assert_array_equal(routes.mask.sum(axis=1), np.minimum(distinct, 4))
 
 
 def test_splits_partition_the_users_and_the_control_reads_another_user() -> None:

@@ -7,11 +7,12 @@ against the non-learned next-category predictors (spec/pgin.md#learning-check).
   step only indexes rows;
 - users are split into training, validation and test users (`split_users`); the Markov counts and
   the tie-break prior come from the training users only;
-- training (`train_pgin_to_convergence`): Adam on random batches of training targets; every
-  `eval_every` steps the mean loss over the validation targets; stop when it has not fallen by
-  more than `min_improvement` for `patience` evaluations, or at `max_steps`; the params at the
-  lowest validation loss are kept. ln C, the loss of a model that learned nothing (y uniform), and
-  the loss of the training users' category frequencies are printed beside it;
+- training (`train_pgin_to_convergence`, the demo's `train_pgin`): refimpl.train.fit, the one
+  loop of every model: Adam on random batches of training targets; every `eval_every` steps the
+  mean loss over the validation targets; stop when it has not fallen by more than
+  `min_improvement` for `patience` evaluations, or at `max_steps`; the params at the lowest
+  validation loss are kept. ln C, the loss of a model that learned nothing (y uniform), and
+  the loss of the training users' category frequencies are recorded beside it;
 - evaluation (`run_pgin_experiment`): top-k accuracy on every target of the test users, for PGIN
   and for the frequency predictor (whole long window and recent window) and the Markov predictor.
 """

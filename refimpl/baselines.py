@@ -10,19 +10,21 @@ differ only in where the vectors come from:
   and the short-term route the globally most popular ones, under the cascade's own quota split
   (refimpl.retrieval.cascade). It is the cascade with one-dimensional vectors: every item's vector
   is its popularity count and every query is 1, so the inner product ranks by popularity;
-- category frequency as a category predictor: the top-K accuracy of the same routes (what PGIN
-  must beat).
+- the category predictors PGIN must beat are in refimpl.category_baselines (the frequency routes
+  here rank by its one rule, `rank_by_frequency`).
 
-Ties: categories of equal count go to the lower id; items of equal popularity to the lower id
-(the exact back end's rule).
+Ties: categories of equal count go to the one seen more recently (`rank_by_frequency`); items of
+equal popularity to the lower id (the exact back end's rule).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from refimpl._check import Array, IntArray
+from refimpl._check import Array
+from refimpl.category_baselines import rank_by_frequency
 from refimpl.data.synthetic import SyntheticData
+from refimpl.pgin_training import category_stats
 from refimpl.retrieval import Catalogue, ExactIndex
 from refimpl.train import EvalConfig, Routes, Samples, Serving, hit_rate, merged_search
 
@@ -42,22 +44,21 @@ def popularity_index(data: SyntheticData) -> ExactIndex:
 
 
 def frequency_routes(
-    data: SyntheticData, samples: Samples, k: int, window: int | None = None
+    data: SyntheticData,
+    samples: Samples,
+    k: int,
+    window: int | None = None,
+    prior: Array | None = None,
 ) -> Routes:
     """Each sample's k most frequent categories in its history (the recent `window` behaviours, or
-    all of it), most frequent first, ties to the lower id; weights are the counts; a category the
-    window never shows is masked out."""
+    all of it), by the one frequency rule (refimpl.category_baselines.rank_by_frequency: ties to
+    the category seen more recently; unseen categories by `prior`, then the lower id); weights are
+    the counts; a category the window never shows is masked out."""
     k = min(k, data.num_categories)
-    counts = np.zeros((samples.size, data.num_categories))
-    for row, (user, position) in enumerate(zip(samples.users, samples.positions, strict=True)):
-        start = int(data.offsets[user])
-        first = start if window is None else max(start, start + int(position) - window)
-        history = data.events[first : start + int(position)]
-        counts[row] = np.bincount(data.item_category[history], minlength=data.num_categories)
-    order = np.lexsort((np.broadcast_to(np.arange(data.num_categories), counts.shape), -counts),
-                       axis=1)[:, :k]
-    weights = np.take_along_axis(counts, order, axis=1)
-    categories: IntArray = order.astype(np.int64)
+    length = int(data.lengths().max()) if window is None else window
+    stats = category_stats(data, samples, length)
+    categories = rank_by_frequency(stats.counts, stats.last_seen, k, prior)
+    weights = np.take_along_axis(stats.counts, categories, axis=1)
     return Routes(categories, weights, weights > 0)
 
 
@@ -81,9 +82,3 @@ def popularity_hit_rates(
         ids = np.repeat(top, samples.size, axis=0)
         result[n] = hit_rate(ids, ids >= 0, samples.targets, n)
     return result
-
-
-def top_k_accuracy(routes: Routes, targets: IntArray, k: int) -> float:
-    """Share of samples whose target category is among the first k (valid) routes."""
-    hit = (routes.categories[:, :k] == targets[:, None]) & routes.mask[:, :k]
-    return float(hit.any(axis=1).mean())

@@ -1,8 +1,10 @@
 """Non-learned next-category predictors: the bars PGIN is measured against (spec/pgin.md).
 
-- `frequency_top_k`: the user's k most frequent categories in the history it is given (the whole
-  history, or a recent window: the caller chooses the window). Nothing is fitted: it reads only the
-  user's own past, so it needs no training data.
+- `rank_by_frequency`: the user's k most frequent categories, from each row's category counts and
+  last occurrences over the history it is given (the whole history, or a recent window:
+  refimpl.pgin_training.category_stats builds them; refimpl.baselines.frequency_routes turns them
+  into the frequency cascade's routes). This is the one frequency rule of the project. Nothing is
+  fitted: it reads only the user's own past, so it needs no training data.
 - `transition_counts` + `markov_top_k`: the k categories that most often followed the user's
   previous category in the TRAINING data (a first-order Markov chain over visit categories, its
   counts pooled over the training users).
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl._check import Array, BoolArray, IntArray, Shapes, require_positive_int
+from refimpl._check import Array, IntArray, Shapes, require_positive_int
 
 
 def _check_k(k: int, num_categories: int) -> int:
@@ -78,30 +80,6 @@ def rank_by_frequency(
     ), axis=1)  # the last key is the primary one
     result: IntArray = order[:, :k].astype(np.int64)
     return result
-
-
-def frequency_top_k(
-    categories: IntArray, mask: BoolArray, k: int, num_categories: int, prior: Array | None = None
-) -> IntArray:
-    """The k most frequent categories of each row's valid positions (B, k), most frequent first.
-
-    categories, mask (B, L), oldest first. Ties: the category seen more recently first, then the
-    higher `prior` (C,), then the lower id; categories never seen in the row come after the seen
-    ones, by prior then id (`rank_by_frequency`).
-    """
-    c = require_positive_int("num_categories", num_categories)
-    shapes = Shapes()
-    shapes.check_int("categories", categories, ("B", "L"))
-    shapes.check_bool("mask", mask, ("B", "L"))
-    _check_ids("categories", categories[mask], c)
-    b, length = categories.shape
-    rows = np.broadcast_to(np.arange(b)[:, None], (b, length))[mask]
-    ids = categories[mask]
-    counts = np.zeros((b, c))
-    np.add.at(counts, (rows, ids), 1.0)
-    last_seen = np.full((b, c), -1, dtype=np.int64)
-    np.maximum.at(last_seen, (rows, ids), np.broadcast_to(np.arange(length), (b, length))[mask])
-    return rank_by_frequency(counts, last_seen, k, prior)
 
 
 def transition_counts(previous: IntArray, following: IntArray, num_categories: int) -> Array:

@@ -7,11 +7,12 @@ against the non-learned next-category predictors (spec/pgin.md#learning-check).
   step only indexes rows;
 - users are split into training, validation and test users (`split_users`); the Markov counts and
   the tie-break prior come from the training users only;
-- training (`train_pgin_to_convergence`): Adam on random batches of training targets; every
-  `eval_every` steps the mean loss over the validation targets; stop when it has not fallen by
-  more than `min_improvement` for `patience` evaluations, or at `max_steps`; the params at the
-  lowest validation loss are kept. ln C, the loss of a model that learned nothing (y uniform), and
-  the loss of the training users' category frequencies are printed beside it;
+- training (`train_pgin_to_convergence`, the demo's `train_pgin`): refimpl.train.fit, the one
+  loop of every model: Adam on random batches of training targets; every `eval_every` steps the
+  mean loss over the validation targets; stop when it has not fallen by more than
+  `min_improvement` for `patience` evaluations, or at `max_steps`; the params at the lowest
+  validation loss are kept. ln C, the loss of a model that learned nothing (y uniform), and
+  the loss of the training users' category frequencies are recorded beside it;
 - evaluation (`run_pgin_experiment`): top-k accuracy on every target of the test users, for PGIN
   and for the frequency predictor (whole long window and recent window) and the Markov predictor.
 """
@@ -37,8 +38,7 @@ from refimpl.category_baselines import (
 from refimpl.data.synthetic import SyntheticConfig, SyntheticData, generate
 from refimpl.models import pgin as pgin_model
 from refimpl.models._params import Params
-from refimpl.optim import AdamConfig, adam_init, adam_step
-from refimpl.train import Samples, SequenceConfig, training_samples
+from refimpl.train import Routes, Samples, SequenceConfig, TrainConfig, fit, training_samples
 
 # ---------------------------------------------------------------- inputs
 
@@ -244,9 +244,10 @@ def train_pgin_to_convergence(
     name: str = "PGIN",
     stream: TextIO | None = sys.stderr,
 ) -> PGINRun:
-    """Adam on random batches of `train_batch` under the stopping rule of PGINTrainConfig; the
+    """Adam on random batches of `train_batch` under the one stopping rule of every model
+    (refimpl.train.fit, with PGINTrainConfig's lr, eval_every, patience and min_improvement); the
     params at the lowest loss on `valid_batch`. `prior` (C,): the training users' category
-    frequencies, whose loss is printed beside ln C."""
+    frequencies, whose loss is recorded beside ln C."""
     if train_batch.label is None or valid_batch.label is None:
         raise ValueError("train_batch, valid_batch: training needs labels, got None")
     model_cfg = pgin_model.PGINConfig(
@@ -256,45 +257,65 @@ def train_pgin_to_convergence(
     )
     rng = np.random.Generator(np.random.PCG64(cfg.seed))
     params = pgin_model.pgin_init(rng, model_cfg)
-    state = adam_init(params)
-    adam = AdamConfig(lr=cfg.lr)
     size = train_batch.history.shape[0]
     chance = float(np.log(num_categories))
     prior_loss = float(-np.mean(np.log(prior[valid_batch.label] + 1e-12)))
+    rule = TrainConfig(lr=cfg.lr, eval_every=cfg.eval_every, patience=cfg.patience,
+                       min_improvement=cfg.min_improvement)
+
+    def step(p: Params, r: np.random.Generator) -> tuple[float, Params]:
+        rows = np.sort(r.choice(size, size=min(cfg.batch_size, size), replace=False))
+        return pgin_model.pgin_loss_and_grads(p, take_rows(train_batch, rows), model_cfg)
+
+    def valid_fn(p: Params) -> float:
+        return pgin_scores(p, model_cfg, valid_batch, cfg.eval_chunk)[1]
+
     start = time.perf_counter()
-    best_params, best_step = params, 0
-    best = pgin_scores(params, model_cfg, valid_batch, cfg.eval_chunk)[1]
-    train_losses: list[float] = []
-    steps, valid, waited = [0], [best], 0
-    for step in range(1, cfg.max_steps + 1):
-        rows = np.sort(rng.choice(size, size=min(cfg.batch_size, size), replace=False))
-        loss, grads = pgin_model.pgin_loss_and_grads(params, take_rows(train_batch, rows), model_cfg)
-        params, state = adam_step(params, grads, state, adam)
-        train_losses.append(loss)
-        if step % cfg.eval_every and step != cfg.max_steps:
-            continue
-        loss_now = pgin_scores(params, model_cfg, valid_batch, cfg.eval_chunk)[1]
-        steps.append(step)
-        valid.append(loss_now)
-        if stream is not None:
-            stream.write(
-                f"{name:>12} step {step:>5} train {np.mean(train_losses[-cfg.eval_every:]):.4f} "
-                f"valid {loss_now:.4f} (ln C {chance:.4f}, category frequencies {prior_loss:.4f}) "
-                f"{time.perf_counter() - start:6.1f}s\n"
-            )
-            stream.flush()
-        waited += 1
-        if loss_now < best:
-            if loss_now < best - cfg.min_improvement:
-                waited = 0
-            best_params, best_step, best = params, step, loss_now
-        if waited >= cfg.patience:
-            break
-    curve = PGINCurve(
-        train_losses, steps, valid, chance, prior_loss, best_step,
-        stopped_early=steps[-1] < cfg.max_steps, seconds=time.perf_counter() - start,
+    params, curve = fit(name, params, step, valid_fn, chance, rule, cfg.max_steps, rng, stream)
+    result = PGINCurve(
+        curve.train, curve.valid_steps, curve.valid, chance, prior_loss, curve.best_step,
+        curve.stopped_early, time.perf_counter() - start,
     )
-    return PGINRun(best_params, model_cfg, curve)
+    return PGINRun(params, model_cfg, result)
+
+
+def train_pgin(
+    data: SyntheticData,
+    train: Samples,
+    valid: Samples,
+    seq: SequenceConfig,
+    cfg: PGINTrainConfig,
+    stream: TextIO | None = sys.stderr,
+    read_items: bool = False,
+) -> PGINRun:
+    """PGIN trained to convergence on the `train` targets, stopped on the `valid` targets, reading
+    categories only unless `read_items` (spec/pgin.md#learning-check; the demo's PGIN)."""
+    def inputs(rows: Samples) -> pgin_model.PGINBatch:
+        return pgin_inputs(data, rows, seq, read_items=read_items)
+
+    return train_pgin_to_convergence(
+        data.num_categories, data.num_items, inputs(train), inputs(valid), cfg,
+        category_prior(train.categories, data.num_categories), stream=stream,
+    )
+
+
+def pgin_routes(
+    run: PGINRun,
+    data: SyntheticData,
+    samples: Samples,
+    seq: SequenceConfig,
+    k: int,
+    long_length: int | None = None,
+    read_items: bool = False,
+) -> Routes:
+    """PGIN's top-k categories for every sample, most probable first (ties to the lower id), with
+    their probabilities as weights, its pointer reading the recent `long_length` behaviours (the
+    whole long sequence by default); `read_items` as in training."""
+    k = min(k, data.num_categories)
+    batch = pgin_inputs(data, samples, seq, long_length, read_items=read_items)
+    y, _ = pgin_scores(run.params, run.config, replace(batch, label=None), PGINTrainConfig.eval_chunk)
+    top = pgin_model.top_k_from_distribution(y, k)
+    return Routes(top, np.take_along_axis(y, top, axis=1), np.ones(top.shape, dtype=bool))
 
 
 # ---------------------------------------------------------------- the experiment

@@ -85,8 +85,6 @@ class TrainConfig:
     num_heads: int = 2
     num_interests: int = 4  # MIND's K
     lr: float = 3e-3
-    pgin_steps: int = 300
-    pgin_dim: int = 16
     seed: int = 0
 
 
@@ -582,36 +580,6 @@ def train_mind(
     return _timed_fit("MIND", params, model_cfg, step, validation, cfg.steps, cfg, rng, stream)
 
 
-def train_pgin(
-    data: SyntheticData,
-    samples: Samples,
-    seq: SequenceConfig,
-    cfg: TrainConfig,
-    stream: TextIO | None = sys.stderr,
-) -> Trained:
-    """PGIN on the same data: predict each training target's category. Learned nothing: the
-    uniform distribution over the C categories, loss log C."""
-    model_cfg = pgin_model.PGINConfig(
-        num_categories=data.num_categories, num_items=data.num_items, user_feature_dim=1,
-        dim=cfg.pgin_dim,
-    )
-    rng = _seeded(cfg)
-    params = pgin_model.pgin_init(rng, model_cfg)
-    train, valid = training_split(samples, cfg)
-
-    def step(p: Params, r: np.random.Generator) -> tuple[float, Params]:
-        rows = train.take(_random_rows(train, cfg.batch_size, r))
-        return pgin_model.pgin_loss_and_grads(p, pgin_batch(data, rows, seq), model_cfg)
-
-    validation = _chunked_validation(
-        valid, cfg, lambda rows: pgin_batch(data, rows, seq),
-        lambda p, batch: pgin_model.pgin_loss_and_grads(p, batch, model_cfg)[0],
-        lambda _: float(np.log(data.num_categories)),
-    )
-    return _timed_fit("PGIN", params, model_cfg, step, validation, cfg.pgin_steps, cfg, rng,
-                      stream)
-
-
 # ---------------------------------------------------------------- evaluation
 
 
@@ -653,43 +621,6 @@ class Routes:
 
     def top(self, k: int) -> Routes:
         return Routes(self.categories[:, :k], self.weights[:, :k], self.mask[:, :k])
-
-
-def pgin_routes(
-    pgin: Trained,
-    data: SyntheticData,
-    samples: Samples,
-    seq: SequenceConfig,
-    k: int,
-    long_length: int | None = None,
-    chunk: int = 256,
-) -> Routes:
-    """PGIN's top-k categories for every sample, most probable first (ties to the lower id), with
-    their probabilities, reading the recent `long_length` behaviours (the whole long sequence by
-    default)."""
-    k = min(k, data.num_categories)
-    categories, weights = [], []
-    for rows in _chunks(samples, chunk):
-        batch = pgin_batch(data, samples.take(rows), seq, long_length)
-        out, _ = pgin_model.pgin_forward(pgin.params, replace(batch, label=None), pgin.config)
-        top = pgin_model.top_k_from_distribution(out.y, k)
-        categories.append(top)
-        weights.append(np.take_along_axis(out.y, top, axis=1))
-    cats = np.concatenate(categories)
-    return Routes(cats, np.concatenate(weights), np.ones(cats.shape, dtype=bool))
-
-
-def pgin_top_categories(
-    pgin: Trained,
-    data: SyntheticData,
-    samples: Samples,
-    seq: SequenceConfig,
-    k: int,
-    long_length: int | None = None,
-    chunk: int = 256,
-) -> IntArray:
-    """PGIN's top-k categories (S, k) for every sample, most probable first."""
-    return pgin_routes(pgin, data, samples, seq, k, long_length, chunk).categories
 
 
 def hit_rate(ids: IntArray, valid: BoolArray, targets: IntArray, cutoff: int) -> float:

@@ -11,6 +11,7 @@ import pytest
 
 import refimpl.demo as demo
 from refimpl.data.synthetic import SyntheticConfig
+from refimpl.pgin_training import PGINTrainConfig
 from refimpl.train import SequenceConfig, TrainConfig
 
 TINY = demo.DemoConfig(
@@ -24,8 +25,9 @@ TINY = demo.DemoConfig(
     ),
     train=TrainConfig(
         steps=3, eval_every=2, validation_rows=8, batch_size=8, num_negatives=4, dim=8,
-        num_heads=2, num_interests=2, pgin_steps=3, pgin_dim=8,
+        num_heads=2, num_interests=2,
     ),
+    pgin=PGINTrainConfig(dim=8, batch_size=8, max_steps=3, eval_every=2),
     cutoffs=(5, 10, 20),
     num_routes=2,
     k_values=(1, 2, 8),

@@ -10,10 +10,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from refimpl import baselines
 from refimpl.category_baselines import (
     category_prior,
     frequency_markov_top_k,
-    frequency_top_k,
     markov_top_k,
     rank_by_frequency,
     top_k_accuracy,
@@ -33,9 +33,29 @@ from refimpl.pgin_training import (
     sampled_window,
     split_users,
 )
-from refimpl.train import SequenceConfig, pgin_batch, recent_window, training_samples
+from refimpl.train import (
+    SequenceConfig,
+    heldout_samples,
+    pgin_batch,
+    recent_window,
+    training_samples,
+)
 
 # --- the non-learned predictors ----------------------------------------------------------------
+
+
+def frequency_top_k(categories: np.ndarray, mask: np.ndarray, k: int, num_categories: int,
+                    prior: np.ndarray | None = None) -> np.ndarray:
+    """The frequency rule on raw category rows (B, L), oldest first: counts and last occurrences
+    counted by a plain loop, ranked by the one rule (rank_by_frequency)."""
+    counts = np.zeros((categories.shape[0], num_categories))
+    last_seen = np.full(counts.shape, -1, dtype=np.int64)
+    for row, (cats, ok) in enumerate(zip(categories, mask, strict=True)):
+        for position, category in enumerate(cats):
+            if ok[position]:
+                counts[row, category] += 1
+                last_seen[row, category] = position
+    return rank_by_frequency(counts, last_seen, k, prior)
 
 
 def test_frequency_ranks_by_count_then_recency_then_prior_then_id() -> None:
@@ -84,9 +104,10 @@ def test_frequency_markov_multiplies_the_two_evidences() -> None:
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: frequency_top_k(np.array([[0, 5]]), np.ones((1, 2), dtype=bool), 1, 3), "categories"),
-        (lambda: frequency_top_k(np.array([[0, 1]]), np.ones((1, 3), dtype=bool), 1, 3), "mask"),
-        (lambda: frequency_top_k(np.array([[0, 1]]), np.ones((1, 2), dtype=bool), 4, 3), "k"),
+        (lambda: rank_by_frequency(np.zeros((1, 3)), np.zeros((1, 2), dtype=np.int64), 1), "last_seen"),
+        (lambda: rank_by_frequency(np.zeros((1, 3), dtype=np.int64), np.zeros((1, 3), dtype=np.int64), 1),
+         "counts"),
+        (lambda: rank_by_frequency(np.zeros((1, 3)), np.zeros((1, 3), dtype=np.int64), 4), "k"),
         (lambda: markov_top_k(np.zeros((3, 3)), np.array([3]), 1), "previous"),
         (lambda: markov_top_k(np.zeros((3, 2)), np.array([0]), 1), "counts"),
         (lambda: transition_counts(np.array([0]), np.array([0, 1]), 3), "following"),
@@ -145,6 +166,20 @@ def test_category_stats_count_the_window_before_each_target() -> None:
     expected = frequency_top_k(data.item_category[items], mask, 4, data.num_categories)
     np.testing.assert_array_equal(rank_by_frequency(stats.counts, stats.last_seen, 4), expected)
     np.testing.assert_array_equal(stats.counts.sum(axis=1), mask.sum(axis=1))
+
+
+def test_the_frequency_cascade_routes_rank_by_the_one_rule() -> None:
+    """refimpl.baselines.frequency_routes (the demo's cascade routes) ranks by rank_by_frequency:
+    ties to the more recent category, categories the window never shows masked out."""
+    data = generate(SMALL_DATA)
+    held = heldout_samples(data)
+    items, mask = recent_window(data, held, 40)
+    routes = baselines.frequency_routes(data, held, 4, window=40)
+    np.testing.assert_array_equal(
+        routes.categories, frequency_top_k(data.item_category[items], mask, 4, data.num_categories)
+    )
+    distinct = np.array([np.unique(data.item_category[row[ok]]).size for row, ok in zip(items, mask, strict=True)])
+    np.testing.assert_array_equal(routes.mask.sum(axis=1), np.minimum(distinct, 4))
 
 
 def test_splits_partition_the_users_and_the_control_reads_another_user() -> None:

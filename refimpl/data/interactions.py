@@ -158,6 +158,9 @@ def unknown_raw_id(dtype: np.dtype[Any]) -> Any:
 
 def validate(log: Interactions) -> None:
     """Check every invariant of spec/data_model.md; ValueError/TypeError naming the field."""
+    for name in ("user_ids", "item_ids", "category_ids"):
+        if not isinstance(getattr(log, name), np.ndarray):
+            raise TypeError(f"{name}: expected a numpy array of raw ids, got {type(getattr(log, name)).__name__}")
     offsets = _require_int_array("user_offsets", log.user_offsets)
     if offsets.shape[0] < 1 or offsets[0] != 0:
         raise ValueError("user_offsets: expected (U + 1,) offsets starting at 0")
@@ -167,7 +170,7 @@ def validate(log: Interactions) -> None:
         raise ValueError(f"user_offsets: every user has at least one event; user {first} has none")
     num_users = offsets.shape[0] - 1
     num_items = _require_int_array("item_category", log.item_category).shape[0]
-    num_categories = len(log.category_ids) if isinstance(log.category_ids, np.ndarray) else 0
+    num_categories = len(log.category_ids)
     _require_codes("items", log.items, num_events, num_items)
     _require_codes("item_category", log.item_category, num_items, num_categories)
     _require_raw_ids("user_ids", log.user_ids, num_users)

@@ -62,10 +62,8 @@ EXCLUDED_MODULES = (
     "refimpl.diagnostics",
     "refimpl.pgin_training",
     "refimpl.spread",
-    "refimpl.suite",
     "refimpl.data.loaders",
     "refimpl.nn.linear_attention_fast",
-    "refimpl.threads",  # issue-16
 )
 
 
@@ -118,6 +116,8 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
     from refimpl.optim import AdamConfig, adam_init, adam_step
     from refimpl.retrieval.catalogue import Catalogue
     from refimpl.retrieval.hnsw import HnswConfig, HnswIndex
+    from refimpl.suite import golden_root, spec_root, suite_folder
+    from refimpl.threads import blas_threads
 
     rng = np.random.default_rng(0)
     check_batching_config(BatchingConfig())
@@ -161,6 +161,10 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
     index.with_query_settings(ef=10).search(rng.standard_normal((2, 4)), 2, category=1)
     index.index_queries(rng.standard_normal((2, 4)))
     _valid_data_calls()
+    with blas_threads(1):
+        suite_folder("spec")
+        golden_root()
+        spec_root()
 
 
 def _valid_data_calls() -> None:

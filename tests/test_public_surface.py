@@ -63,7 +63,6 @@ EXCLUDED_MODULES = (
     "refimpl.pgin_training",
     "refimpl.spread",
     "refimpl.data.loaders",
-    "refimpl.nn.linear_attention_fast",
 )
 
 
@@ -111,6 +110,7 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
         youtube_dnn_init,
         youtube_dnn_loss_and_grads,
     )
+    from refimpl.nn.linear_attention_fast import linear_attention_fast_backward, linear_attention_fast_forward
     from refimpl.nn.max_interest_score import merge_interest_candidates
     from refimpl.nn.multi_interest_readout import ReadoutConfig
     from refimpl.optim import AdamConfig, adam_init, adam_step
@@ -151,6 +151,9 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
         backward(cache, np.ones_like(interests))
         b = case["batch"].behaviour_ids.shape[0]
         loss(**copy.deepcopy(case), positive_ids=np.arange(b), negative_ids=np.array([b, b + 1]), readout=readout)
+    _, linear_case = recorded["refimpl.nn.linear_attention.linear_attention_forward"]
+    out, linear_cache = linear_attention_fast_forward(**copy.deepcopy(linear_case))
+    linear_attention_fast_backward(linear_cache, np.ones_like(out))
     _, pgin_case = recorded["refimpl.models.pgin.pgin_forward"]
     pgin_loss_and_grads(**copy.deepcopy(pgin_case))
     top_k_categories(**copy.deepcopy(pgin_case), k=2)

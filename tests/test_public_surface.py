@@ -23,9 +23,11 @@ import importlib
 import inspect
 import pkgutil
 import sys
+import tempfile
 import types
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,7 +64,6 @@ EXCLUDED_MODULES = (
     "refimpl.diagnostics",
     "refimpl.pgin_training",
     "refimpl.spread",
-    "refimpl.data.loaders",
 )
 
 
@@ -164,10 +165,40 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
     index.with_query_settings(ef=10).search(rng.standard_normal((2, 4)), 2, category=1)
     index.index_queries(rng.standard_normal((2, 4)))
     _valid_data_calls()
+    _valid_loader_calls()
     with blas_threads(1):
         suite_folder("spec")
         golden_root()
         spec_root()
+
+
+# the loaders' files live as long as the recorded calls that name them
+LOADER_FILES = tempfile.TemporaryDirectory(prefix="refimpl-surface-")
+
+
+def _valid_loader_calls() -> None:
+    """Valid calls of the loaders, on the tiny files test_loaders writes."""
+    from test_loaders import TAOBAO, write_ml1m, write_ml100k, write_recbole
+
+    from refimpl.data.loaders import (
+        arrow_available,
+        load_movielens_1m,
+        load_movielens_100k,
+        load_recbole,
+        load_taobao,
+        read_taobao_columns,
+    )
+
+    root = Path(LOADER_FILES.name)
+    write_ml100k(root / "ml-100k")
+    load_movielens_100k(root / "ml-100k", min_rating=3)
+    write_ml1m(root / "ml-1m")
+    load_movielens_1m(root / "ml-1m", min_rating=3)
+    load_recbole(write_recbole(root), behaviour_field="action")
+    (root / "taobao.csv").write_text(TAOBAO)
+    read_taobao_columns(root / "taobao.csv", backend="numpy", chunk_bytes=64)
+    load_taobao(root / "taobao.csv", backend="numpy", chunk_bytes=64)
+    arrow_available()
 
 
 def _valid_data_calls() -> None:

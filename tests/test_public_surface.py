@@ -55,7 +55,6 @@ EXCLUDED_MODULES = (
     "refimpl.train",
     "refimpl.demo",
     "refimpl.data.synthetic",
-    "refimpl.retrieval.cascade",
     "refimpl.nn.capsule_routing",
     # merged into main while issue 15 was open (issue-10, issue-13-data, issue-14-readability):
     # no `__all__` yet and not swept
@@ -164,12 +163,27 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
     index = HnswIndex(catalogue, HnswConfig(M=4, ef=8))
     index.with_query_settings(ef=10).search(rng.standard_normal((2, 4)), 2, category=1)
     index.index_queries(rng.standard_normal((2, 4)))
+    _valid_cascade_calls(catalogue, rng)
     _valid_data_calls()
     _valid_loader_calls()
     with blas_threads(1):
         suite_folder("spec")
         golden_root()
         spec_root()
+
+
+def _valid_cascade_calls(catalogue: Any, rng: np.random.Generator) -> None:
+    from refimpl.retrieval.cascade import CascadeConfig, cascade_recall, cascade_retrieve, split_evenly, split_weighted
+    from refimpl.retrieval.exact import ExactIndex
+
+    split_evenly(5, [1, 4, 3])
+    split_weighted(5, [1, 4, 3], [0.2, 0.5, 0.3])
+    exact = cascade_retrieve(
+        ExactIndex(catalogue), np.array([[0, 2], [1, 1]]), rng.standard_normal((2, 2, 4)),
+        rng.standard_normal((2, 4)), CascadeConfig(n=4, short_share=0.25, split="weighted"),
+        long_mask=np.array([[True, True], [True, False]]), route_weights=np.array([[0.7, 0.3], [1.0, 0.0]]),
+    )
+    cascade_recall(exact, exact)
 
 
 # the loaders' files live as long as the recorded calls that name them

@@ -55,7 +55,6 @@ EXCLUDED_MODULES = (
     "refimpl.train",
     "refimpl.demo",
     "refimpl.data.synthetic",
-    "refimpl.nn.capsule_routing",
     # merged into main while issue 15 was open (issue-10, issue-13-data, issue-14-readability):
     # no `__all__` yet and not swept
     "refimpl.baselines",
@@ -110,6 +109,7 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
         youtube_dnn_init,
         youtube_dnn_loss_and_grads,
     )
+    from refimpl.nn.capsule_routing import frozen_routing_forward
     from refimpl.nn.linear_attention_fast import linear_attention_fast_backward, linear_attention_fast_forward
     from refimpl.nn.max_interest_score import merge_interest_candidates
     from refimpl.nn.multi_interest_readout import ReadoutConfig
@@ -154,6 +154,11 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
     _, linear_case = recorded["refimpl.nn.linear_attention.linear_attention_forward"]
     out, linear_cache = linear_attention_fast_forward(**copy.deepcopy(linear_case))
     linear_attention_fast_backward(linear_cache, np.ones_like(out))
+    _, routing_case = recorded["refimpl.nn.capsule_routing.capsule_routing_forward"]
+    frozen_routing_forward(
+        **{k: v for k, v in copy.deepcopy(routing_case).items() if k not in ("initial_logits", "cfg")},
+        coefficients=np.full_like(routing_case["initial_logits"], 1 / routing_case["initial_logits"].shape[2]),
+    )
     _, pgin_case = recorded["refimpl.models.pgin.pgin_forward"]
     pgin_loss_and_grads(**copy.deepcopy(pgin_case))
     top_k_categories(**copy.deepcopy(pgin_case), k=2)

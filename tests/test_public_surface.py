@@ -48,15 +48,12 @@ TOOLING = (
     "refimpl.gradcheck",
 )
 
-# Files other branches own while issue 15 is open (issue-10: train, demo, synthetic, cascade;
-# issue-16: capsule routing; and the modules below). The lead removes this list after merging those
-# branches, declaring `__all__` in each and fixing what the tests then show.
+# Files another branch (issue-10-followup) is editing while issue 15 is open: the lead declares
+# `__all__` in each after merging it, brings it in here and fixes what the sweep then shows.
 EXCLUDED_MODULES = (
     "refimpl.train",
     "refimpl.demo",
     "refimpl.data.synthetic",
-    # merged into main while issue 15 was open (issue-10, issue-13-data, issue-14-readability):
-    # no `__all__` yet and not swept
     "refimpl.baselines",
     "refimpl.category_baselines",
     "refimpl.diagnostics",

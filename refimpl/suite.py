@@ -12,6 +12,8 @@ from pathlib import Path
 
 import refimpl
 
+__all__ = ["golden_root", "spec_root", "suite_folder"]
+
 
 def suite_folder(name: str) -> Path:
     """The packaged `refimpl/_suite/<name>` folder if there is one, else `<checkout>/<name>`."""

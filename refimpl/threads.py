@@ -20,20 +20,28 @@ writes `with blas_threads(1): ...` (or `threadpoolctl.threadpool_limits(1, user_
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from threadpoolctl import threadpool_limits
 
 from refimpl._check import require_positive_int
 
+__all__ = ["COMMAND_THREADS", "blas_threads"]
+
 COMMAND_THREADS = 1  # the BLAS threads of every `refimpl` command unless it is told otherwise
 
 
-@contextmanager
-def blas_threads(threads: int | None = COMMAND_THREADS) -> Iterator[None]:
+def blas_threads(threads: int | None = COMMAND_THREADS) -> AbstractContextManager[None]:
     """Inside `with blas_threads(n):` every loaded BLAS uses at most n threads; on exit each gets
-    its previous setting back. `None` changes nothing (the caller's setting stays)."""
+    its previous setting back. `None` changes nothing (the caller's setting stays).
+
+    A bad `threads` is refused when `blas_threads` is called, not later at the `with`."""
     if threads is not None:
         require_positive_int("threads", threads)
+    return _limited(threads)
+
+
+@contextmanager
+def _limited(threads: int | None) -> Iterator[None]:
     with threadpool_limits(limits=threads, user_api="blas"):
         yield

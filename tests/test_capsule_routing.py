@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -442,3 +443,19 @@ def test_conformance_catches_a_missing_item_weight(patched: pytest.MonkeyPatch) 
     assert case.first_divergent_intermediate == "weighted_sums_iter0"
     assert "interests" in case.failing_names
     assert "capsule_routing/mind_detached_t3" not in failures  # a_i = 1: nothing to miss
+
+
+def test_squash_does_not_overflow_or_underflow() -> None:
+    """issue 15 case 11: |z|^2 of a float32 vector of norm 1e20 overflows; squash scales by max|z|
+    first, so it returns the unit vector (the limit), and a vector of norm 1e-30 gives 0, both with
+    no NaN and no numpy warning. Negative control: the unscaled formula gives NaN."""
+    z = np.array([[1e20, 0.0, 0.0], [0.0, -1e-30, 0.0]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        v = squash(z)
+    assert v.dtype == np.float32
+    np.testing.assert_allclose(v, [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], atol=1e-6)
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm2 = np.sum(z * z, axis=-1, keepdims=True)
+        unscaled = z * (norm2 / ((1 + norm2) * np.sqrt(norm2 + 1e-9)))
+    assert np.isnan(unscaled).any()

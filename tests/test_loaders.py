@@ -108,8 +108,29 @@ def test_taobao_backend_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         read_taobao_columns(path, backend="arrow")
     with pytest.raises(ValueError, match="backend"):
         read_taobao_columns(path, backend="pandas")
-    with pytest.raises(ValueError, match="no such file"):
-        read_taobao_columns(tmp_path / "missing.csv")
+
+
+
+def test_file_errors_name_the_path(tmp_path: Path) -> None:
+    """spec/conventions.md, "Files": a missing file is a FileNotFoundError, a directory where a file
+    is expected a ValueError, a path of the wrong type a TypeError; each message starts with the path
+    (or the argument)."""
+    missing = tmp_path / "missing.csv"
+    with pytest.raises(FileNotFoundError, match=f"^{missing}: no such file"):
+        read_taobao_columns(missing)
+    with pytest.raises(ValueError, match=f"^{tmp_path}: expected a file, got a directory"):
+        load_taobao(tmp_path)
+    with pytest.raises(FileNotFoundError, match="u.data: no such file"):
+        load_movielens_100k(tmp_path)
+    write_ml100k(tmp_path)
+    (tmp_path / "u.user").unlink()
+    (tmp_path / "u.user").mkdir()
+    with pytest.raises(ValueError, match="u.user: expected a file, got a directory"):
+        load_movielens_100k(tmp_path)
+    with pytest.raises(TypeError, match="^directory: expected a str or os.PathLike"):
+        load_movielens_1m(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^min_rating: expected an integer"):
+        load_movielens_100k(tmp_path, min_rating=3.5)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------- MovieLens

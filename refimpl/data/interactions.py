@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from refimpl._check import BoolArray, IntArray, require_choice
+from refimpl._check import BoolArray, IntArray, require_array, require_choice, require_int
 from refimpl.data.synthetic import SyntheticData
 
 UNKNOWN_STR = "<unknown>"
@@ -36,6 +36,17 @@ UNKNOWN_INT = -1
 MISSING_CATEGORY = ("unknown", "error")
 
 RawIds = NDArray[Any]  # (n,) int64 or str_ raw ids
+
+__all__ = [
+    "MISSING_CATEGORY",
+    "UNKNOWN_INT",
+    "UNKNOWN_STR",
+    "Interactions",
+    "SyntheticInteractions",
+    "build_interactions",
+    "dense_ids",
+    "from_synthetic",
+]
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,9 @@ class Interactions:
 
     def sequence(self, user: int) -> IntArray:
         """User `user`'s dense item ids (T_u,), oldest first."""
+        user = require_int("user", user, low=0)
+        if user >= self.num_users:
+            raise ValueError(f"user: expected a dense user id in [0, {self.num_users}), got {user}")
         result: IntArray = self.items[self.user_offsets[user] : self.user_offsets[user + 1]]
         return result
 
@@ -105,11 +119,11 @@ class Interactions:
 
     def dense_items(self, raw: RawIds) -> IntArray:
         """Dense ids of raw item ids; ValueError naming the first raw id the log does not know."""
-        return _lookup("raw item ids", self.item_ids, np.asarray(raw))
+        return _lookup("raw", self.item_ids, _raw("raw", raw))
 
     def dense_users(self, raw: RawIds) -> IntArray:
         """Dense ids of raw user ids; ValueError naming the first raw id the log does not know."""
-        return _lookup("raw user ids", self.user_ids, np.asarray(raw))
+        return _lookup("raw", self.user_ids, _raw("raw", raw))
 
 
 def _lookup(name: str, sorted_ids: RawIds, raw: RawIds) -> IntArray:
@@ -158,6 +172,9 @@ def unknown_raw_id(dtype: np.dtype[Any]) -> Any:
 
 def validate(log: Interactions) -> None:
     """Check every invariant of spec/data_model.md; ValueError/TypeError naming the field."""
+    for name in ("user_ids", "item_ids", "category_ids"):
+        if not isinstance(getattr(log, name), np.ndarray):
+            raise TypeError(f"{name}: expected a numpy array of raw ids, got {type(getattr(log, name)).__name__}")
     offsets = _require_int_array("user_offsets", log.user_offsets)
     if offsets.shape[0] < 1 or offsets[0] != 0:
         raise ValueError("user_offsets: expected (U + 1,) offsets starting at 0")
@@ -167,7 +184,7 @@ def validate(log: Interactions) -> None:
         raise ValueError(f"user_offsets: every user has at least one event; user {first} has none")
     num_users = offsets.shape[0] - 1
     num_items = _require_int_array("item_category", log.item_category).shape[0]
-    num_categories = len(log.category_ids) if isinstance(log.category_ids, np.ndarray) else 0
+    num_categories = len(log.category_ids)
     _require_codes("items", log.items, num_events, num_items)
     _require_codes("item_category", log.item_category, num_items, num_categories)
     _require_raw_ids("user_ids", log.user_ids, num_users)
@@ -210,7 +227,7 @@ def _validate_timestamps(timestamps: Any, offsets: IntArray) -> None:
 
 def _raw(name: str, raw: Any) -> RawIds:
     """Raw ids as a 1-D int64 or str array (bytes are decoded as UTF-8)."""
-    values = np.asarray(raw)
+    values = require_array(name, raw)
     if values.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array, got shape {values.shape}")
     if values.dtype.kind == "S":
@@ -265,10 +282,12 @@ def _with_unknown(name: str, known: RawIds, missing: BoolArray, rule: str) -> tu
     return np.concatenate([known, tail]), known.shape[0]
 
 
-def _attach(name: str, keys: RawIds, key_values: Any, wanted: RawIds) -> tuple[RawIds, BoolArray]:
+def _attach(
+    name: str, keys: RawIds, key_values: Any, wanted: RawIds, values_name: str
+) -> tuple[RawIds, BoolArray]:
     """The value of every `wanted` key from the (key, value) table, and which wanted keys have none."""
     keys = _raw(name, keys)
-    values = _raw(name, key_values)
+    values = _raw(values_name, key_values)
     if keys.shape != values.shape or keys.ndim != 1:
         raise ValueError(f"{name}: keys {keys.shape} and values {values.shape} differ in shape")
     order = np.argsort(keys, kind="stable")
@@ -314,14 +333,14 @@ def build_interactions(
     """
     require_choice("missing_category", missing_category, MISSING_CATEGORY)
     user_ids, event_user = dense_ids("users", users)
-    time = np.asarray(timestamps)
+    time = require_array("timestamps", timestamps)
     if time.dtype.kind in "iu":
         time = time.astype(np.int64)
     elif time.dtype.kind == "f":
         time = time.astype(np.float64)
     else:
         raise TypeError(f"timestamps: expected integers or floats, got {time.dtype}")
-    raw_items = np.asarray(items)
+    raw_items = require_array("items", items)
     if not (event_user.shape == time.shape == raw_items.shape):
         raise ValueError(f"users, items, timestamps: expected one entry per event each, got shapes "
                          f"{event_user.shape}, {raw_items.shape}, {time.shape}")
@@ -337,7 +356,9 @@ def build_interactions(
         raw_category, no_category = np.zeros(item_ids.shape[0], dtype=np.int64), np.ones(item_ids.shape[0], bool)
         known_categories: RawIds = np.zeros(0, dtype=np.int64)
     else:
-        raw_category, no_category = _attach("catalogue_items", catalogue, catalogue_categories, item_ids)
+        raw_category, no_category = _attach(
+            "catalogue_items", catalogue, catalogue_categories, item_ids, "catalogue_categories"
+        )
         known_categories = _raw("catalogue_categories", catalogue_categories)
     category_ids, _ = dense_ids("catalogue_categories", known_categories)
     lookup = np.zeros(0, dtype=np.int64)
@@ -360,7 +381,9 @@ def build_interactions(
 
     codes = None
     if behaviours is not None:
-        codes = np.asarray(behaviours)
+        codes = require_array("behaviours", behaviours)
+        if not np.issubdtype(codes.dtype, np.integer):
+            raise TypeError(f"behaviours: expected integer codes, got {codes.dtype}")
         if codes.shape != sorted_time.shape:
             raise ValueError(f"behaviours: expected shape {sorted_time.shape}, got {codes.shape}")
         codes = codes.astype(np.int8)[order]
@@ -393,7 +416,7 @@ def _profile(
     profile: dict[str, IntArray] = {}
     values: dict[str, RawIds] = {}
     for name, column in profile_fields.items():
-        raw, missing = _attach(f"profile_fields[{name!r}]", profile_users, column, user_ids)
+        raw, missing = _attach("profile_users", profile_users, column, user_ids, f"profile_fields[{name!r}]")
         known, codes = dense_ids(f"profile_fields[{name!r}]", raw[~missing])
         known, unknown = _with_unknown(f"profile field {name!r}", known, missing, "unknown")
         field_codes = np.full(user_ids.shape[0], -1 if unknown is None else unknown, dtype=np.int64)
@@ -418,6 +441,7 @@ class SyntheticInteractions:
 
 def from_synthetic(data: SyntheticData) -> SyntheticInteractions:
     """Convert `SyntheticData` into the data model without changing any id (spec/data_model.md)."""
+    _check_synthetic(data)
     lengths = data.lengths()
     num_users = data.num_users
     offsets = np.concatenate([[0], np.cumsum(lengths + 1)]).astype(np.int64)
@@ -442,3 +466,37 @@ def from_synthetic(data: SyntheticData) -> SyntheticInteractions:
         source=f"synthetic (seed {data.config.seed})",
     )
     return SyntheticInteractions(log, visit_start)
+
+
+def _check_synthetic(data: SyntheticData) -> None:
+    """Every array of `data` has the generator's dtype and shape, ids in range (a hand-edited or
+    corrupted `SyntheticData` is refused by field name, not met deep inside the conversion)."""
+    num_items = _require_int_array("item_category", data.item_category).shape[0]
+    _require_codes("item_category", data.item_category, num_items, data.num_categories)
+    num_users = _require_int_array("offsets", data.offsets).shape[0] - 1
+    num_events = data.events.shape[0] if isinstance(data.events, np.ndarray) else 0
+    if num_users < 0 or data.offsets[0] != 0 or data.offsets[-1] != num_events or np.any(
+        data.offsets[1:] < data.offsets[:-1]
+    ):
+        raise ValueError(f"offsets: expected non-decreasing offsets from 0 to the {num_events} events")
+    _require_codes("events", data.events, num_events, num_items)
+    _require_codes("heldout", data.heldout, num_users, num_items)
+    visit_start = require_array("visit_start", data.visit_start)
+    if visit_start.dtype != np.bool_:
+        raise TypeError(f"visit_start: expected a bool array, got {visit_start.dtype}")
+    if visit_start.shape != (num_events,):
+        raise ValueError(f"visit_start: expected shape ({num_events},), got {visit_start.shape}")
+    floats = {
+        "item_latent": (num_items, data.config.latent_dim),
+        "item_popularity": (num_items,),
+        "category_affinity": (data.num_categories, data.num_categories),
+        "heldout_distribution": (num_users, data.num_categories),
+    }
+    for name, shape in floats.items():
+        value = require_array(name, getattr(data, name))
+        if value.dtype != np.float64:
+            raise TypeError(f"{name}: expected float64, got {value.dtype}")
+        if value.shape != shape:
+            raise ValueError(f"{name}: expected shape {shape}, got {value.shape}")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{name}: expected finite values")

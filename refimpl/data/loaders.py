@@ -24,8 +24,24 @@ from typing import Any, NoReturn
 import numpy as np
 from numpy.typing import NDArray
 
-from refimpl._check import IntArray, require_choice, require_positive_int
+from refimpl._check import IntArray, require_choice, require_int, require_positive_int
 from refimpl.data.interactions import Interactions, build_interactions, dense_ids
+
+__all__ = [
+    "MOVIELENS_100K_GENRES",
+    "MOVIELENS_PROFILE_FIELDS",
+    "RECBOLE_CATEGORY_FIELDS",
+    "RECBOLE_TYPES",
+    "TAOBAO_BACKENDS",
+    "TAOBAO_BEHAVIOURS",
+    "TaobaoColumns",
+    "arrow_available",
+    "load_movielens_100k",
+    "load_movielens_1m",
+    "load_recbole",
+    "load_taobao",
+    "read_taobao_columns",
+]
 
 ByteArray = NDArray[np.uint8]
 BytesColumn = NDArray[np.bytes_]
@@ -191,10 +207,29 @@ def _raise_field_count(
                                         f"{per_line[row] + 1}: {text[:80]!r}")
 
 
-def _read(path: Path) -> ByteArray:
+def _path(name: str, value: object) -> Path:
+    """A str or os.PathLike argument as a Path (TypeError naming the argument otherwise)."""
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(f"{name}: expected a str or os.PathLike path, got {type(value).__name__}")
+    return Path(value)
+
+
+def _require_file(path: Path) -> None:
+    """spec/conventions.md, "Files": FileNotFoundError for a missing file, ValueError for a path
+    that is not a regular file; both messages start with the path."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise ValueError(f"{path}: expected a file, got a {'directory' if path.is_dir() else 'special file'}")
+
+
+def _read(path: Path) -> ByteArray:
+    _require_file(path)
     return np.fromfile(path, dtype=np.uint8)
+
+
+def _min_rating(min_rating: int | None) -> int | None:
+    return None if min_rating is None else require_int("min_rating", min_rating)
 
 
 def _require_ascii(path: Path, data: ByteArray, first_line: int = 1) -> None:
@@ -268,7 +303,8 @@ def load_movielens_100k(directory: str | os.PathLike[str], *, min_rating: int | 
     unknown category. Profile: gender, age (years, as a token) and occupation. `u.data` and `u.user` must be
     ASCII; `u.item` is Latin-1 (its titles), of which only the id and flags are read.
     """
-    root = Path(directory)
+    root = _path("directory", directory)
+    min_rating = _min_rating(min_rating)
     ratings_path, items_path, users_path = root / "u.data", root / "u.item", root / "u.user"
     ratings_data = _read(ratings_path)
     _require_ascii(ratings_path, ratings_data)
@@ -307,7 +343,8 @@ def load_movielens_1m(directory: str | os.PathLike[str], *, min_rating: int | No
     movie; a movie with an empty genre list gets the unknown category. Profile: gender, age (the
     dataset's age-group code) and occupation (its code), as tokens; the zip code is dropped.
     """
-    root = Path(directory)
+    root = _path("directory", directory)
+    min_rating = _min_rating(min_rating)
     ratings_path, movies_path, users_path = root / "ratings.dat", root / "movies.dat", root / "users.dat"
     ratings_data = _read(ratings_path)
     _require_ascii(ratings_path, ratings_data)
@@ -416,7 +453,7 @@ def load_recbole(
     optional token field `behaviour_field` of `.inter`. Profile: `profile_fields` of `.user`, by default
     every token field but the user id.
     """
-    root = Path(directory)
+    root = _path("directory", directory)
     name = dataset if dataset is not None else root.name
     inter = _atomic(root / f"{name}.inter")
     for field_name, role in ((user_field, "user"), (item_field, "item")):
@@ -587,11 +624,10 @@ def read_taobao_columns(
     to name the line), with one difference: pyarrow accepts spaces around a number, the NumPy parser
     refuses them.
     """
-    source = Path(path)
+    source = _path("path", path)
     require_choice("backend", backend, TAOBAO_BACKENDS)
     size = require_positive_int("chunk_bytes", chunk_bytes)
-    if not source.is_file():
-        raise ValueError(f"{source}: no such file")
+    _require_file(source)
     use_arrow = backend == "arrow" or (backend == "auto" and arrow_available())
     if backend == "arrow" and not arrow_available():
         raise ValueError("backend: 'arrow' needs pyarrow (pip install 'refimpl[arrow]')")

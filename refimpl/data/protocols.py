@@ -18,8 +18,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refimpl._check import IntArray, require_choice, require_positive_int
+from refimpl._check import IntArray, require_choice, require_int, require_positive_int
 from refimpl.data.interactions import Interactions
+
+__all__ = [
+    "DEFAULT_SEEN_POLICY",
+    "LEAVE_LAST_OUT",
+    "PROTOCOLS",
+    "SEEN_POLICIES",
+    "STRONG_GENERALIZATION",
+    "Requests",
+    "SeenItems",
+    "Split",
+    "drop_seen",
+    "leave_last_out",
+    "seen_items",
+    "split_users",
+    "strong_generalization",
+    "training_events",
+]
 
 LEAVE_LAST_OUT = "leave-last-out"
 STRONG_GENERALIZATION = "strong-generalization"
@@ -45,17 +62,68 @@ class Requests:
     target_offsets: IntArray  # (R + 1,)
     targets: IntArray  # (sum of targets,) dense item ids, in time order per row
 
+    def __post_init__(self) -> None:
+        rows = _int_column("users", self.users).shape[0]
+        start = _int_column("history_start", self.history_start, rows)
+        end = _int_column("history_end", self.history_end, rows)
+        if np.any(start > end):
+            raise ValueError("history_end: expected history_end >= history_start in every row")
+        _offsets("target_offsets", self.target_offsets, rows, _int_column("targets", self.targets).shape[0])
+
+    def _check_against(self, interactions: Interactions) -> None:
+        """ValueError naming the field that does not fit the log (a user, an event range, an item)."""
+        users = self.users
+        if users.size and (users.min() < 0 or users.max() >= interactions.num_users):
+            raise ValueError(f"users: expected dense user ids in [0, {interactions.num_users}), "
+                             f"got [{users.min()}, {users.max()}]")
+        first, after = interactions.user_offsets[users], interactions.user_offsets[users + 1]
+        if np.any(self.history_start < first):
+            raise ValueError("history_start: expected each row's history inside its user's events")
+        if np.any(self.history_end > after):
+            raise ValueError("history_end: expected each row's history inside its user's events")
+        if self.targets.size and (self.targets.min() < 0 or self.targets.max() >= interactions.num_items):
+            raise ValueError(f"targets: expected dense item ids in [0, {interactions.num_items})")
+
     @property
     def num_rows(self) -> int:
         return int(self.users.shape[0])
 
     def history(self, interactions: Interactions, row: int) -> IntArray:
-        result: IntArray = interactions.items[self.history_start[row] : self.history_end[row]]
+        self._check_against(interactions)
+        index = self._row(row)
+        result: IntArray = interactions.items[self.history_start[index] : self.history_end[index]]
         return result
 
     def target_items(self, row: int) -> IntArray:
-        result: IntArray = self.targets[self.target_offsets[row] : self.target_offsets[row + 1]]
+        index = self._row(row)
+        result: IntArray = self.targets[self.target_offsets[index] : self.target_offsets[index + 1]]
         return result
+
+    def _row(self, row: int) -> int:
+        index = require_int("row", row, low=0)
+        if index >= self.num_rows:
+            raise ValueError(f"row: expected a row in [0, {self.num_rows}), got {row}")
+        return index
+
+
+def _int_column(name: str, value: object, length: int | None = None) -> IntArray:
+    """A (n,) integer array; `length` when given."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(value).__name__}")
+    if not np.issubdtype(value.dtype, np.integer):
+        raise TypeError(f"{name}: expected an integer array, got {value.dtype}")
+    if value.ndim != 1 or (length is not None and value.shape[0] != length):
+        expected = "(n,)" if length is None else f"({length},)"
+        raise ValueError(f"{name}: expected shape {expected}, got {value.shape}")
+    return value
+
+
+def _offsets(name: str, value: object, rows: int, total: int) -> None:
+    """CSR offsets (rows + 1,): from 0, never decreasing, ending at `total`."""
+    offsets = _int_column(name, value, rows + 1)
+    if offsets[0] != 0 or offsets[-1] != total or np.any(offsets[1:] < offsets[:-1]):
+        raise ValueError(f"{name}: expected non-decreasing offsets from 0 to {total}, got "
+                         f"{offsets[0]}..{offsets[-1]}")
 
 
 @dataclass(frozen=True)
@@ -71,6 +139,11 @@ class Split:
     validation: Requests
     test: Requests
     max_length: int | None
+
+    def __post_init__(self) -> None:
+        require_choice("protocol", self.protocol, PROTOCOLS)
+        _int_column("train_end", self.train_end)
+        _check_max_length(self.max_length)
 
     def describe(self, seen_policy: str = DEFAULT_SEEN_POLICY) -> str:
         """One line for a report: the protocol, T, the request counts and the seen-item policy."""
@@ -133,6 +206,7 @@ def split_users(num_users: int, seed: int) -> tuple[IntArray, IntArray, IntArray
     validation users, the rest the training users.
     """
     count = require_positive_int("num_users", num_users)
+    require_int("seed", seed, low=0)
     keys = np.random.Generator(np.random.PCG64(seed)).random(count)
     order = np.argsort(keys, kind="stable").astype(np.int64)
     held = count // 10
@@ -175,10 +249,13 @@ def training_events(interactions: Interactions, split: Split, min_history: int =
     """
     if isinstance(min_history, bool) or not isinstance(min_history, int) or min_history < 0:
         raise ValueError(f"min_history: expected a non-negative integer, got {min_history!r}")
+    train_end = _int_column("train_end", split.train_end, interactions.num_users)
+    if np.any(train_end < interactions.user_offsets[:-1]) or np.any(train_end > interactions.user_offsets[1:]):
+        raise ValueError("train_end: expected every user's training end inside its events")
     owner = interactions.event_users()
     position = np.arange(interactions.num_events, dtype=np.int64) - interactions.user_offsets[owner]
     absolute = np.arange(interactions.num_events, dtype=np.int64)
-    keep = (absolute < split.train_end[owner]) & (position >= min_history)
+    keep = (absolute < train_end[owner]) & (position >= min_history)
     return owner[keep], position[keep]
 
 
@@ -192,9 +269,17 @@ class SeenItems:
     offsets: IntArray  # (R + 1,)
     items: IntArray  # (sum,) dense item ids
 
+    def __post_init__(self) -> None:
+        items = _int_column("items", self.items)
+        if items.size and items.min() < 0:
+            raise ValueError(f"items: expected dense item ids >= 0, got {items.min()}")
+        offsets = _int_column("offsets", self.offsets)
+        _offsets("offsets", offsets, max(offsets.shape[0] - 1, 0), items.shape[0])
+
 
 def seen_items(interactions: Interactions, requests: Requests) -> SeenItems:
     """Items each request's user interacted with before the request's cut-off (`history_end`)."""
+    requests._check_against(interactions)
     first = interactions.user_offsets[requests.users]
     counts = requests.history_end - first
     rows = np.repeat(np.arange(requests.num_rows, dtype=np.int64), counts)

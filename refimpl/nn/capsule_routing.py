@@ -39,6 +39,17 @@ from refimpl._check import Array, BoolArray, Shapes, require_choice, require_pos
 from refimpl.nn._upstream import check_upstream
 from refimpl.nn.attention import masked_softmax, softmax_backward
 
+__all__ = [
+    "SQUASH_EPS",
+    "CapsuleRoutingCache",
+    "CapsuleRoutingConfig",
+    "CapsuleRoutingGrads",
+    "CapsuleRoutingParams",
+    "capsule_routing_backward",
+    "capsule_routing_forward",
+    "frozen_routing_forward",
+]
+
 SQUASH_EPS = 1e-9
 UPDATES = ("replace", "accumulate")
 MAPS = ("per_interest", "shared")
@@ -80,9 +91,19 @@ class CapsuleRoutingGrads:
 
 
 def squash(z: Array) -> Array:
-    """|z|^2 / (1 + |z|^2) * z / sqrt(|z|^2 + 1e-9) over the last axis (UMI eq. 6)."""
-    norm2 = np.sum(z * z, axis=-1, keepdims=True)
-    result: Array = z * (norm2 / ((1 + norm2) * np.sqrt(norm2 + SQUASH_EPS)))
+    """|z|^2 / (1 + |z|^2) * z / sqrt(|z|^2 + 1e-9) over the last axis (UMI eq. 6).
+
+    Computed on u = z / m with m = max|z_d| (m = 1 for z = 0), so that |z|^2 never overflows
+    (float32 |z| = 1e20 would give inf / inf = NaN): with s = |u|^2 and t = 1 / m,
+    |z|^2 / (1 + |z|^2) = s / (t^2 + s) and z / sqrt(|z|^2 + eps) = u / sqrt(s + eps t^2).
+    """
+    peak = np.max(np.abs(z), axis=-1, keepdims=True, initial=0)
+    inverse = 1 / np.where(peak > 0, peak, 1)  # t = 1 / m; t^2 may underflow to 0, never overflows
+    u = z * inverse
+    s = np.sum(u * u, axis=-1, keepdims=True)
+    with np.errstate(over="ignore"):  # |z| < 1e-19 in float32: t^2 = inf is the right limit (v = 0)
+        t2 = inverse * inverse
+    result: Array = u * (s / ((t2 + s) * np.sqrt(s + SQUASH_EPS * t2)))
     return result
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from refimpl._check import Array, BoolArray
+from refimpl.nn._upstream import check_upstream
 from refimpl.nn.attention import AttentionParams, _merge_heads, _split_heads
 from refimpl.nn.linear_attention import (
     LinearAttentionCache,
@@ -22,6 +23,8 @@ from refimpl.nn.linear_attention import (
     Projection,
     check_inputs,
 )
+
+__all__ = ["linear_attention_fast_backward", "linear_attention_fast_forward"]
 
 
 def linear_attention_fast_forward(
@@ -61,6 +64,7 @@ def linear_attention_fast_backward(
     """`linear_attention_backward`, tuned: the same steps, each stage's (B, N, D) buffers released
     before the next, so the peak memory stays a few (B, N, D) arrays for any N."""
     proj = cache.proj
+    check_upstream("d_out", d_out, cache.context.shape, cache.context.dtype)
     d_projected = d_out if proj.row_valid.all() else np.where(proj.row_valid[:, :, None], d_out, 0)
     d_Wo, d_bo = _affine_param_grads(cache.context, d_projected)
     d_numerator = _split_heads(d_projected @ proj.params.Wo.T, proj.heads)

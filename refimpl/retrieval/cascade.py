@@ -42,11 +42,26 @@ from refimpl._check import (
     BoolArray,
     IntArray,
     Shapes,
+    require_array,
     require_choice,
+    require_int,
     require_positive_int,
+    require_real,
 )
 from refimpl.retrieval.catalogue import Int64Array
 from refimpl.retrieval.index import SearchIndex
+
+__all__ = [
+    "PAD_ROUTE",
+    "SHORT_ROUTE",
+    "SPLITS",
+    "CascadeConfig",
+    "CascadeResult",
+    "cascade_recall",
+    "cascade_retrieve",
+    "split_evenly",
+    "split_weighted",
+]
 
 SHORT_ROUTE = -1
 """`routes` value of an item retrieved by the short-term vector (long-term routes are 0..K-1)."""
@@ -91,6 +106,20 @@ class CascadeResult:
     valid: BoolArray
     quotas: Int64Array
 
+    def __post_init__(self) -> None:
+        shapes = Shapes()
+        shapes.check_int("ids", self.ids, ("B", "N"))
+        scores = require_array("scores", self.scores)
+        if scores.dtype not in (np.float32, np.float64):
+            raise TypeError(f"scores: expected float32 or float64, got {scores.dtype}")
+        if scores.shape != self.ids.shape:
+            raise ValueError(f"scores: expected shape (B, N) = {self.ids.shape} like ids, got {scores.shape}")
+        if np.isnan(scores).any():
+            raise ValueError("scores: expected no NaN (padding slots hold -inf)")
+        shapes.check_int("routes", self.routes, ("B", "N"))
+        shapes.check_bool("valid", self.valid, ("B", "N"))
+        shapes.check_int("quotas", self.quotas, ("B", "R"))
+
 
 def split_evenly(total: int, capacities: Sequence[int]) -> list[int]:
     """Max-min fair split of `total` over routes in priority order, each capped by its capacity.
@@ -98,7 +127,7 @@ def split_evenly(total: int, capacities: Sequence[int]) -> list[int]:
     The level L is the largest integer with sum(min(cap, L)) <= total; each route gets min(cap, L)
     and the units left over go one each to the best-ranked routes whose capacity exceeds L.
     """
-    caps = [int(c) for c in capacities]
+    total, caps = _check_split(total, capacities)
     if total >= sum(caps):
         return caps
     low, high = 0, max(caps)
@@ -122,7 +151,11 @@ def split_weighted(total: int, capacities: Sequence[int], weights: Sequence[floa
     by its capacity: repeatedly give every open route floor(left * w / sum of open w) (at most its
     room); when that gives nothing, one unit to the open route with the largest share (ties to the
     better rank). Routes whose weights are all 0 share evenly."""
-    caps = [int(c) for c in capacities]
+    total, caps = _check_split(total, capacities)
+    if isinstance(weights, str) or not isinstance(weights, Sequence | np.ndarray) or len(weights) != len(caps):
+        raise ValueError(f"weights: expected a sequence of {len(caps)} weights like capacities, got {weights!r}")
+    for weight in weights:
+        require_real("weights", weight, low=0.0)
     quotas = [0] * len(caps)
     left = min(total, sum(caps))
     while left > 0:
@@ -139,6 +172,14 @@ def split_weighted(total: int, capacities: Sequence[int], weights: Sequence[floa
             quotas[r] += give
         left -= sum(gives)
     return quotas
+
+
+def _check_split(total: int, capacities: Sequence[int]) -> tuple[int, list[int]]:
+    """total a non-negative int; capacities a sequence of non-negative ints."""
+    count = require_int("total", total, low=0)
+    if isinstance(capacities, str) or not isinstance(capacities, Sequence | np.ndarray):
+        raise TypeError(f"capacities: expected a sequence of integers, got {type(capacities).__name__}")
+    return count, [require_int("capacities", c, low=0) for c in capacities]
 
 
 def live_routes(categories: IntArray, mask: BoolArray, category_sizes: Int64Array) -> BoolArray:

@@ -155,6 +155,23 @@ def test_bad_config_is_refused_by_name(field: str, value: object, message: str) 
         generate(replace(TINY, **{field: value}))
 
 
+FLOAT_FIELDS = ("interest_concentration", "long_term_rate", "mean_visit_length", "taste_sharpness",
+                "popularity_scale", "category_skew", "short_term_jump", "transition_strength")
+
+
+@pytest.mark.parametrize("field", FLOAT_FIELDS)
+def test_nan_in_any_float_field_is_refused_by_name(field: str) -> None:
+    """Issue 15 item 9: NaN passes comparisons such as `x <= 0`; every float field is checked finite."""
+    with pytest.raises(ValueError, match=f"config.{field}: expected a finite number"):
+        generate(replace(TINY, **{field: float("nan")}))
+
+
+@pytest.mark.parametrize("field", [*FLOAT_FIELDS, "seed"])
+def test_a_string_in_a_numeric_field_is_a_type_error_naming_it(field: str) -> None:
+    with pytest.raises(TypeError, match=f"config.{field}"):
+        generate(replace(TINY, **{field: "2"}))
+
+
 def transition_affinity_correlation(data: SyntheticData) -> float:
     """Correlation, over the pairs of distinct categories (c, c'), between the planted affinity
     A[c, c'] and log(P(next visit in c' | visit in c) + 1e-3), the frequencies counted over every

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refimpl._check import Array, BoolArray, IntArray, require_positive_int
+from refimpl._check import Array, BoolArray, IntArray, require_int, require_positive_int, require_real
 
 
 @dataclass(frozen=True)
@@ -132,19 +132,16 @@ def validate_config(cfg: SyntheticConfig) -> None:
             f"config.max_interests: need min_interests <= max_interests <= num_categories, got "
             f"{cfg.min_interests}, {cfg.max_interests}, {cfg.num_categories}"
         )
+    # Every float field is a finite real (a NaN passes `x <= 0` and `x < 1` unnoticed and then
+    # collapses the generator, e.g. taste_sharpness = nan puts every event on 3 items).
     for name in ("long_term_rate", "short_term_jump"):
-        value = getattr(cfg, name)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"config.{name}: expected a probability in [0, 1], got {value}")
-    if cfg.mean_visit_length < 1.0:
-        raise ValueError(f"config.mean_visit_length: expected >= 1, got {cfg.mean_visit_length}")
+        require_real(f"config.{name}", getattr(cfg, name), low=0.0, high=1.0)
+    require_real("config.mean_visit_length", cfg.mean_visit_length, low=1.0)
     for name in ("interest_concentration", "taste_sharpness"):
-        if getattr(cfg, name) <= 0:
-            raise ValueError(f"config.{name}: expected > 0, got {getattr(cfg, name)}")
-    if not 0.0 <= cfg.transition_strength < np.inf:
-        raise ValueError(
-            f"config.transition_strength: expected a finite value >= 0, got {cfg.transition_strength}"
-        )
+        require_real(f"config.{name}", getattr(cfg, name), low=0.0, low_open=True)
+    for name in ("popularity_scale", "category_skew", "transition_strength"):
+        require_real(f"config.{name}", getattr(cfg, name), low=0.0)
+    require_int("config.seed", cfg.seed, low=0)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from refimpl._check import Array, BoolArray, IntArray, require_choice
+from refimpl.data import category_subsequence
 from refimpl.data.batching import BatchingConfig, category_batches
 from refimpl.data.category_history import merge_category_history
 from refimpl.data.synthetic import SyntheticData
@@ -175,20 +176,21 @@ def category_subsequences(
     seq: SequenceConfig,
     long_length: int,
 ) -> tuple[IntArray, BoolArray]:
-    """S_c: the behaviours of category c in the long window, most recent `max_subsequence` kept.
+    """S_c: the behaviours of category c in the long window, most recent `max_subsequence` kept
+    (`data.category_subsequence`, the one definition of S_c).
 
     categories (B, K) -> items, mask (B, K, L) with L the longest subsequence found (at least 1).
     """
-    rows: list[IntArray] = []
-    for b in range(samples.size):
-        window = _history(data, int(samples.users[b]), int(samples.positions[b]), long_length)
-        window_categories = data.item_category[window]
-        for c in categories[b]:
-            rows.append(window[window_categories == c][-seq.max_subsequence :])
-    width = max((row.shape[0] for row in rows), default=1)
-    items, mask = _pad(rows, width)
-    b, k = categories.shape
-    return items.reshape(b, k, -1), mask.reshape(b, k, -1)
+    windows = [
+        _history(data, int(samples.users[b]), int(samples.positions[b]), long_length) for b in range(samples.size)
+    ]
+    window_items, window_mask = _pad(windows, max((w.shape[0] for w in windows), default=1))
+    items, mask = category_subsequence.category_subsequences(
+        window_items, data.item_category[window_items], window_mask, categories, seq.max_subsequence
+    )
+    # subsequences are left-aligned: the columns past the longest one are padding for every row
+    width = max(int(mask.sum(axis=-1).max(initial=0)), 1)
+    return items[..., :width], mask[..., :width]
 
 
 def ulim_batch(

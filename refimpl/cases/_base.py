@@ -87,6 +87,14 @@ class CaseSpec:
         return self.build(np.random.Generator(np.random.PCG64(self.seed)))
 
 
+def exact_case(
+    component: str, name: str, description: str, section: str, config: Config, build: Builder
+) -> CaseSpec:
+    """A case whose results are integers (ids, ranks, routes) or exact sums: compared with
+    atol = rtol = 0, so any port must reproduce them exactly."""
+    return CaseSpec(component, name, description, section, config, build, rtol=0.0, atol=0.0)
+
+
 def case_seed(case_id: str) -> int:
     """The generator seed of a case: the first 8 bytes of sha256(case_id), little-endian."""
     return int.from_bytes(hashlib.sha256(case_id.encode("utf-8")).digest()[:8], "little")

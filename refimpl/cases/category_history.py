@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl.cases._base import Builder, CaseSpec, CaseTensors, Config, Result, Tensors
+from refimpl.cases._base import CaseTensors, Config, Result, Tensors, exact_case
 from refimpl.data.category_history import merge_category_history
 from refimpl.data.category_subsequence import category_subsequences
 
@@ -130,23 +130,18 @@ def _subsequence_random(rng: np.random.Generator) -> CaseTensors:
     )
 
 
-def _case(component: str, name: str, description: str, section: str, config: Config,
-          build: Builder) -> CaseSpec:
-    return CaseSpec(component, name, description, section, config, build, rtol=0.0, atol=0.0)
-
-
 CASES = (
-    _case("category_history", "dedup_order_truncation", "No timestamps, P = 4: dedup by most recent "
+    exact_case("category_history", "dedup_order_truncation", "No timestamps, P = 4: dedup by most recent "
           "occurrence, long before short, the P most recent kept, masked ids ignored, an empty row.",
           "spec/pgin.md#the-category-history-merge_category_history",
           {"max_history": 4, "pad_id": 0}, _merge_hand),
-    _case("category_history", "timestamps_and_ties", "Timestamps interleave the sequences; equal "
+    exact_case("category_history", "timestamps_and_ties", "Timestamps interleave the sequences; equal "
           "timestamps order long before short. P = 3, pad_id = -1.",
           "spec/pgin.md#the-category-history-merge_category_history",
           {"max_history": 3, "pad_id": -1}, _merge_timestamps),
-    _case("category_subsequence", "hand_truncation", "T = 3: the most recent behaviours of each "
+    exact_case("category_subsequence", "hand_truncation", "T = 3: the most recent behaviours of each "
           "category, oldest first; a missing category; a category asked twice; masked positions ignored.",
           "spec/category_sequences.md#category-subsequences", {"max_length": 3, "pad_id": 0}, _subsequence_hand),
-    _case("category_subsequence", "random", "B=3, L=40, C=5 (one rare), K=4, T=6.",
+    exact_case("category_subsequence", "random", "B=3, L=40, C=5 (one rare), K=4, T=6.",
           "spec/category_sequences.md#category-subsequences", {"max_length": 6, "pad_id": 0}, _subsequence_random),
 )

@@ -19,6 +19,7 @@ from refimpl.cases._base import (
 )
 from refimpl.nn.attention import PARAM_NAMES, AttentionParams
 from refimpl.nn.pointer_generator import (
+    PointerGeneratorCache,
     PointerGeneratorConfig,
     PointerGeneratorOutput,
     PointerGeneratorParams,
@@ -42,10 +43,11 @@ def _params(params: Tensors) -> PointerGeneratorParams:
     )
 
 
-def pointer_generator_reference(
-    inputs: Tensors, params: Tensors, config: Config, upstream: Tensors
-) -> Result:
-    out, cache = pointer_generator_forward(
+def _forward(
+    inputs: Tensors, params: Tensors, config: Config, label: IntArray | None
+) -> tuple[PointerGeneratorOutput, PointerGeneratorCache]:
+    """The forward pass on a case's tensors, with the label (training) or without (serving)."""
+    return pointer_generator_forward(
         _params(params),
         inputs["query"],
         inputs["history_emb"],
@@ -53,9 +55,15 @@ def pointer_generator_reference(
         inputs["history_mask"],
         inputs["generator_logits"],
         inputs["generator_hidden"],
-        inputs["label"],
+        label,
         _config(config),
     )
+
+
+def pointer_generator_reference(
+    inputs: Tensors, params: Tensors, config: Config, upstream: Tensors
+) -> Result:
+    out, cache = _forward(inputs, params, config, inputs["label"])
     grads = pointer_generator_backward(cache, upstream["d_y"], upstream["d_loss"])
     assert out.loss is not None
     return Result(
@@ -90,17 +98,7 @@ def pointer_generator_serving_reference(
     inputs: Tensors, params: Tensors, config: Config, upstream: Tensors
 ) -> Result:
     """Serving: the forward pass without a label (no loss, no backward); y (B, C) only."""
-    out, _ = pointer_generator_forward(
-        _params(params),
-        inputs["query"],
-        inputs["history_emb"],
-        inputs["history"],
-        inputs["history_mask"],
-        inputs["generator_logits"],
-        inputs["generator_hidden"],
-        None,
-        _config(config),
-    )
+    out, _ = _forward(inputs, params, config, None)
     return Result(outputs={"y": out.y}, grads={}, intermediates=pointer_generator_intermediates(out))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl.cases._base import Builder, CaseSpec, CaseTensors, Config, Result, Tensors
+from refimpl.cases._base import CaseTensors, Config, Result, Tensors, exact_case
 from refimpl.models.pgin import top_k_from_distribution
 from refimpl.retrieval import CascadeConfig, Catalogue, ExactIndex, cascade_retrieve
 
@@ -100,20 +100,15 @@ def _cascade_small_category_ties(rng: np.random.Generator) -> CaseTensors:
     )
 
 
-def _case(component: str, name: str, description: str, section: str, config: Config,
-          build: Builder) -> CaseSpec:
-    return CaseSpec(component, name, description, section, config, build, rtol=0.0, atol=0.0)
-
-
 CASES = (
-    _case("top_k_categories", "ties", "C = 6, k = 3: ties at the top, across the cut and everywhere "
+    exact_case("top_k_categories", "ties", "C = 6, k = 3: ties at the top, across the cut and everywhere "
           "(uniform); ties go to the lower category id.", "spec/category_sequences.md#top-k-categories",
           {"k": 3}, _top_k_ties),
-    _case("cascade_exact", "worked_example", "The worked example of spec/retrieval.md: N = 8, a "
+    exact_case("cascade_exact", "worked_example", "The worked example of spec/retrieval.md: N = 8, a "
           "repeated category (dropped), a masked route, equal scores ordered by id.",
           "spec/retrieval.md#worked-example",
           {"n": 8, "short_share": None, "num_categories": 3}, _cascade_worked_example),
-    _case("cascade_exact", "small_category_and_ties", "N = 7, a one-item category (smaller than its "
+    exact_case("cascade_exact", "small_category_and_ties", "N = 7, a one-item category (smaller than its "
           "quota), an empty category, a repeat, a row without long-term routes, repeated vectors.",
           "spec/retrieval.md#the-cascade",
           {"n": 7, "short_share": None, "num_categories": 4}, _cascade_small_category_ties),

@@ -177,8 +177,10 @@ def table(title: str, axis: str, points: Sequence[int], rows: Sequence[dict[str,
     if len(points) >= 2:
         lines += [
             "",
-            f"log-log slope against {axis}: time "
+            f"log-log slope against {axis}: time (of the medians) "
             + ", ".join(f"{m} {slope(points, [r[m].median for r in rows]):.2f}" for m in METHODS)
+            + "; time (of the minima) "
+            + ", ".join(f"{m} {slope(points, [r[m].best for r in rows]):.2f}" for m in METHODS)
             + "; memory "
             + ", ".join(f"{m} {slope(points, [max(r[m].peak, 1) for r in rows]):.2f}" for m in METHODS),
         ]
@@ -208,15 +210,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--candidates", type=int, help=f"M (default {CANDIDATES})")
     parser.add_argument("--m-sweep", type=int, nargs="*", help=f"M values at L = {M_SWEEP_LENGTH} "
                         f"(default {M_SWEEP}; none to skip)")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved timed repeats (default 5)")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved timed repeats (default 7)")
     parser.add_argument("--width", type=int, default=WIDTH, help=f"D (default {WIDTH})")
     parser.add_argument("--heads", type=int, default=HEADS, help=f"H (default {HEADS})")
     args = parser.parse_args(argv)
-    sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
-    m = args.candidates or (QUICK_CANDIDATES if args.quick else CANDIDATES)
+    sizes = args.sizes if args.sizes is not None else (QUICK_SIZES if args.quick else SIZES)
+    m = args.candidates if args.candidates is not None else (QUICK_CANDIDATES if args.quick else CANDIDATES)
     m_sweep = args.m_sweep if args.m_sweep is not None else (QUICK_M_SWEEP if args.quick else M_SWEEP)
     sweep_length = min(M_SWEEP_LENGTH, max(sizes))
-    repeats = 1 if args.quick and args.repeats == 5 else args.repeats
+    repeats = 1 if args.quick and args.repeats == 7 else args.repeats
     for name, value in (("--candidates", m), ("--repeats", repeats), ("--width", args.width),
                         ("--heads", args.heads), *((f"--sizes {n}", n) for n in sizes),
                         *((f"--m-sweep {n}", n) for n in m_sweep)):

@@ -53,12 +53,10 @@ TOOLING = (
 EXCLUDED_MODULES = (
     "refimpl.train",
     "refimpl.demo",
-    "refimpl.data.synthetic",
     "refimpl.baselines",
     "refimpl.category_baselines",
     "refimpl.diagnostics",
     "refimpl.pgin_training",
-    "refimpl.spread",
 )
 
 
@@ -166,6 +164,7 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
     index.with_query_settings(ef=10).search(rng.standard_normal((2, 4)), 2, category=1)
     index.index_queries(rng.standard_normal((2, 4)))
     _valid_cascade_calls(catalogue, rng)
+    _valid_spread_calls()
     _valid_data_calls()
     _valid_loader_calls()
     with blas_threads(1):
@@ -186,6 +185,16 @@ def _valid_cascade_calls(catalogue: Any, rng: np.random.Generator) -> None:
         long_mask=np.array([[True, True], [True, False]]), route_weights=np.array([[0.7, 0.3], [1.0, 0.0]]),
     )
     cascade_recall(exact, exact)
+
+
+def _valid_spread_calls() -> None:
+    from refimpl.spread import beyond_spread, format_mean_std, mean_std, ordering
+
+    above, below = np.array([10.0, 11.0, 12.0]), np.array([7.0, 8.0, 9.0])
+    mean_std(above)
+    beyond_spread(above, below)
+    ordering("ULIM", above, "frequency", below)
+    format_mean_std(above, digits=2)
 
 
 # the loaders' files live as long as the recorded calls that name them
@@ -248,10 +257,14 @@ def _valid_data_calls() -> None:
         profile_users=np.array([1, 2]), profile_fields={"age": np.array([20, 30])},
     )
     dense_ids("items", np.array([5, 3, 5]))
-    from_synthetic(generate(SyntheticConfig(
+    synthetic = generate(SyntheticConfig(
         num_users=3, num_items=12, num_categories=3, latent_dim=2, min_length=4, max_length=6, min_interests=1,
         max_interests=2, mean_visit_length=2.0, transition_rank=1,
-    )))
+    ))
+    synthetic.sequence(2)
+    synthetic.lengths()
+    synthetic.category_items()
+    from_synthetic(synthetic)
     split = leave_last_out(log, max_length=2)
     strong_generalization(log, seed=0, max_length=2)
     split_users(10, 0)
@@ -523,6 +536,13 @@ DOCUMENTED: dict[tuple[str, str], set[str]] = {
     ("refimpl.metrics.auc", "scores"): {"int", "float16", "list"},
     ("refimpl.metrics.auc", "labels"): {"bool", "list"},
     ("refimpl.metrics.auc", "mask"): {"list"},
+    # a table entry's per-seed values: a list, a tuple or a 1-D integer or float array
+    **{
+        (f"refimpl.spread.{fn}", arg): {"int", "float16", "list"}
+        for fn, args in (("mean_std", ("values",)), ("beyond_spread", ("above", "below")),
+                         ("ordering", ("a", "b")), ("format_mean_std", ("values",)))
+        for arg in args
+    },
     # "batch.label is ignored" when serving
     ("refimpl.models.pgin.top_k_categories", "label"): {"float", "bool", "list"},
 }

@@ -674,7 +674,7 @@ REGRESSIONS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
         impression_logit=np.zeros_like(_args("refimpl.models.ifa.esmm_loss_forward")["impression"])),
      TypeError, "impression_logit"),
     ("5 ulim_loss_backward complex d_loss", lambda: _call(
-        "refimpl.losses.ulim_loss_backward", d_loss=np.asarray(1 + 1j)), TypeError, "d_loss"),
+        "refimpl.nn.ulim_loss.ulim_loss_backward", d_loss=np.asarray(1 + 1j)), TypeError, "d_loss"),
     ("5 esmm_loss_backward list d_loss", lambda: _call(
         "refimpl.models.ifa.esmm_loss_backward", d_loss=[1.0]), TypeError, "d_loss"),
     ("5 ifa_backward int d_loss", lambda: _call(
@@ -712,9 +712,9 @@ REGRESSIONS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
     ("11 category_block(99)", lambda: _call(
         "refimpl.retrieval.catalogue.Catalogue.category_block", category=99), ValueError, "category"),
     ("10 long_user named", lambda: _call(
-        "refimpl.losses.ulim_loss_forward", long_user=np.zeros(3)), ValueError, "long_user:"),
+        "refimpl.nn.ulim_loss.ulim_loss_forward", long_user=np.zeros(3)), ValueError, "long_user:"),
     ("10 short_user named", lambda: _call(
-        "refimpl.losses.ulim_loss_forward", short_user=[[0.0]]), TypeError, "short_user:"),
+        "refimpl.nn.ulim_loss.ulim_loss_forward", short_user=[[0.0]]), TypeError, "short_user:"),
     ("10 d_long named", lambda: _call(
         ULIM + "encode_backward", d_long=_args(ULIM + "encode_backward")["d_long"][:1]),
      ValueError, "d_long:"),

@@ -110,17 +110,23 @@ class Shapes:
 
 
 def require_positive_int(name: str, value: Any) -> int:
-    """A config value that must be an int >= 1 (bool is refused: True is not a head count)."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+    """A config value that must be an int >= 1: a non-integer (a str, 2.5, a bool: True is not a
+    head count) is a TypeError, an int below 1 a ValueError (spec/conventions.md)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name}: expected a positive integer, got {type(value).__name__} {value!r}")
+    if value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
     return int(value)
 
 
 def require_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    """A config value that must be one of `choices`."""
+    """A config value that must be one of `choices`: a non-string is a TypeError, an unknown
+    string a ValueError."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected one of {choices}, got {type(value).__name__} {value!r}")
     if value not in choices:
         raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
-    return str(value)
+    return value
 
 
 def require_finite_array(name: str, value: Array) -> None:

@@ -134,7 +134,7 @@ BAD_CALLS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
     (
         "attention heads is a bool",
         lambda: attention_forward(ATT, X, X, MASK, AttentionConfig(True)),
-        ValueError,
+        TypeError,
         "cfg.num_heads",
     ),
     ("attention params not AttentionParams", lambda: attention_forward(vars(ATT), X, X, MASK, H2), TypeError, "params"),  # type: ignore[arg-type]

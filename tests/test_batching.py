@@ -21,12 +21,17 @@ from refimpl.data.batching import (
     BatchingConfig,
     CategoryBatch,
     category_batches,
-    require_category_pure,
 )
 from refimpl.gradcheck import assert_gradients_match, check_component
-from refimpl.losses import UlimLossConfig, composite_loss, ulim_loss_backward, ulim_loss_forward
 from refimpl.nn.attention import AttentionConfig, AttentionParams, target_attention_forward
 from refimpl.nn.sampled_softmax import SampledSoftmaxConfig, sampled_softmax_forward
+from refimpl.nn.ulim_loss import (
+    UlimLossConfig,
+    composite_loss,
+    require_category_pure,
+    ulim_loss_backward,
+    ulim_loss_forward,
+)
 
 Arr = np.ndarray[Any, Any]
 

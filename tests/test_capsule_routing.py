@@ -459,3 +459,62 @@ def test_squash_does_not_overflow_or_underflow() -> None:
         norm2 = np.sum(z * z, axis=-1, keepdims=True)
         unscaled = z * (norm2 / ((1 + norm2) * np.sqrt(norm2 + 1e-9)))
     assert np.isnan(unscaled).any()
+
+
+def squash_unscaled(z: np.ndarray) -> np.ndarray:
+    """squash as UMI eq. 6 writes it, on z itself (what the goldens were generated with)."""
+    norm2 = np.sum(z * z, axis=-1, keepdims=True)
+    result: np.ndarray = z * (norm2 / ((1 + norm2) * np.sqrt(norm2 + 1e-9)))
+    return result
+
+
+def squash_backward_unscaled(z: np.ndarray, d_v: np.ndarray) -> np.ndarray:
+    """squash's backward on z itself: g d_v + 2 g'(|z|^2) (z . d_v) z, |z|^2 formed explicitly."""
+    norm2 = np.sum(z * z, axis=-1, keepdims=True)
+    root = np.sqrt(norm2 + 1e-9)
+    scale = norm2 / ((1 + norm2) * root)
+    slope = (1 / (1 + norm2) - norm2 / (2 * (norm2 + 1e-9))) / ((1 + norm2) * root)
+    result: np.ndarray = scale * d_v + 2 * slope * np.sum(z * d_v, axis=-1, keepdims=True) * z
+    return result
+
+
+def test_squash_backward_does_not_overflow_or_underflow() -> None:
+    """issue 15 case 11, the backward: in float32 |z|^2 of norm 1e20 (or 3e38) overflows and the
+    unscaled backward gives NaN; squash_backward scales by a power of 2 first and agrees with the
+    float64 formula to float32 precision, and a norm of 1e-30 or a subnormal 1e-40 gives 0, all
+    with no numpy warning. Negative control: the unscaled backward in float32 gives NaN."""
+    z = np.array([[1e20, -3e19, 2e19], [3e38, 1.0, -1e38], [0.0, -1e-30, 0.0], [1e-40, 0.0, 0.0]], np.float32)
+    d_v = np.array([[0.3, 1.0, -2.0], [1.0, -0.5, 2.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d_z = squash_backward(z, d_v)
+        v = squash(z)
+    assert d_z.dtype == np.float32 and v.dtype == np.float32
+    expected = squash_backward_unscaled(z.astype(np.float64), d_v.astype(np.float64))
+    # gradients below float32's smallest normal number (rows of norm 3e38 and below) are compared absolutely
+    np.testing.assert_allclose(d_z, expected, rtol=1e-5, atol=np.finfo(np.float32).tiny)
+    assert np.all(d_z[2:] == 0) and np.all(v[2:] == 0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert np.isnan(squash_backward_unscaled(z, d_v)[:2]).any()
+
+
+@given(seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([0.0, 1e-12, 1e-3, 0.7, 1.0, 3.0, 1e3, 1e30]))
+def test_squash_and_its_backward_equal_the_unscaled_formula_bit_for_bit_in_float64(seed: int, scale: float) -> None:
+    """The power-of-2 scaling is exact in floating point: in float64 squash and squash_backward
+    return exactly the unscaled formula's bits, so no float64 golden moves."""
+    rng = np.random.default_rng(seed)
+    z, d_v = scale * rng.standard_normal((5, 4)), rng.standard_normal((5, 4))
+    assert np.array_equal(squash(z), squash_unscaled(z))
+    assert np.array_equal(squash_backward(z, d_v), squash_backward_unscaled(z, d_v))
+
+
+def test_negative_control_scaling_by_max_abs_itself_is_not_bit_exact() -> None:
+    """The bit-for-bit check can fail: scaling by m = max|z_d| (not a power of 2) rounds u = z / m,
+    and squash then differs from the unscaled formula in the last bits on some rows."""
+    z = np.random.default_rng(0).standard_normal((200, 4))
+    u = z / np.max(np.abs(z), axis=-1, keepdims=True)
+    t2 = 1 / np.max(np.abs(z), axis=-1, keepdims=True) ** 2
+    s = np.sum(u * u, axis=-1, keepdims=True)
+    scaled_by_max = u * (s / ((t2 + s) * np.sqrt(s + 1e-9 * t2)))
+    assert not np.array_equal(scaled_by_max, squash_unscaled(z))
+    assert np.array_equal(squash(z), squash_unscaled(z))

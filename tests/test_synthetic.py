@@ -162,13 +162,13 @@ FLOAT_FIELDS = ("interest_concentration", "long_term_rate", "mean_visit_length",
 @pytest.mark.parametrize("field", FLOAT_FIELDS)
 def test_nan_in_any_float_field_is_refused_by_name(field: str) -> None:
     """Issue 15 item 9: NaN passes comparisons such as `x <= 0`; every float field is checked finite."""
-    with pytest.raises(ValueError, match=f"config.{field}: expected a finite number"):
+    with pytest.raises(ValueError, match=f"SyntheticConfig.{field}: expected a finite number"):
         generate(replace(TINY, **{field: float("nan")}))
 
 
 @pytest.mark.parametrize("field", [*FLOAT_FIELDS, "seed"])
 def test_a_string_in_a_numeric_field_is_a_type_error_naming_it(field: str) -> None:
-    with pytest.raises(TypeError, match=f"config.{field}"):
+    with pytest.raises(TypeError, match=f"SyntheticConfig.{field}"):
         generate(replace(TINY, **{field: "2"}))
 
 
@@ -210,3 +210,27 @@ def test_heldout_distribution_is_a_distribution_that_the_heldout_category_follow
     wrong = np.mean(np.any(np.roll(top4, 1, axis=0) == data.heldout_category[:, None], axis=1))
     assert own > 0.7
     assert own - wrong > 0.3
+
+
+def test_a_config_is_checked_when_it_is_made_and_generate_takes_only_a_config() -> None:
+    """spec/data.md: the check runs at construction (dataclasses.replace included), so a bad
+    SyntheticConfig cannot exist; generate refuses anything else by its argument's name."""
+    with pytest.raises(ValueError, match="SyntheticConfig.num_users"):
+        SyntheticConfig(num_users=0)
+    with pytest.raises(TypeError, match="SyntheticConfig.latent_dim"):
+        replace(TINY, latent_dim=2.0)
+    with pytest.raises(TypeError, match="SyntheticConfig.transition_rank"):
+        replace(TINY, transition_rank=True)
+    with pytest.raises(TypeError, match="^cfg: expected a SyntheticConfig, got dict"):
+        generate({"num_users": 3})  # type: ignore[arg-type]
+
+
+def test_sequence_refuses_a_user_outside_the_data() -> None:
+    data = generate(TINY)
+    assert np.array_equal(data.sequence(np.int64(data.num_users - 1)), data.sequence(data.num_users - 1))
+    with pytest.raises(ValueError, match=rf"^user: expected a user id in \[0, {data.num_users}\)"):
+        data.sequence(data.num_users)
+    with pytest.raises(ValueError, match="^user: expected an integer >= 0"):
+        data.sequence(-1)
+    with pytest.raises(TypeError, match="^user: expected an integer"):
+        data.sequence(1.0)  # type: ignore[arg-type]

@@ -56,8 +56,8 @@ def test_none_leaves_the_setting_alone_and_bad_counts_are_refused() -> None:
     with threadpool_limits(CALLER_THREADS, user_api="blas"):
         with blas_threads(None):
             assert set(blas_thread_counts()) == {CALLER_THREADS}
-    for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match="threads"):
+    for bad, error in ((0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError), ("2", TypeError)):
+        with pytest.raises(error, match="threads"):
             with blas_threads(bad):  # type: ignore[arg-type]
                 pass
 

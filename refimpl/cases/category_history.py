@@ -8,6 +8,8 @@ Every result is an int64 id array and a bool mask: an implementation must match 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from refimpl.cases._base import CaseTensors, Config, Result, Tensors, exact_case
@@ -115,19 +117,44 @@ def _subsequence_hand(rng: np.random.Generator) -> CaseTensors:
     )
 
 
-def _subsequence_random(rng: np.random.Generator) -> CaseTensors:
-    """B=3, L=40 behaviours over C=5 categories (one rare), K=4 wanted categories, T=6."""
-    categories = rng.choice(5, size=(3, 40), p=[0.4, 0.3, 0.2, 0.08, 0.02])
-    return CaseTensors(
-        inputs={
-            "items": rng.integers(0, 1000, size=(3, 40)),
-            "item_categories": categories.astype(np.int64),
-            "mask": rng.random((3, 40)) < 0.85,
-            "categories": np.stack([rng.permutation(5)[:4] for _ in range(3)]).astype(np.int64),
-        },
-        params={},
-        upstream={},
-    )
+@dataclass(frozen=True)
+class RandomSubsequences:
+    """B rows of L behaviours (item ids in [0, `item_ids`)), valid with `valid_share`, whose
+    categories are drawn from `category_shares` (C = its length; the last ones rare); each row asks
+    for K distinct categories in random order, each cut to its T most recent behaviours."""
+
+    batch: int = 3
+    length: int = 40
+    category_shares: tuple[float, ...] = (0.4, 0.3, 0.2, 0.08, 0.02)
+    wanted: int = 4
+    max_length: int = 6
+    valid_share: float = 0.85
+    item_ids: int = 1000
+
+    def describe(self) -> str:
+        shares = ", ".join(f"{share:g}" for share in self.category_shares)
+        return (f"B={self.batch}, L={self.length}, C={len(self.category_shares)} with shares ({shares}), "
+                f"K={self.wanted}, T={self.max_length}, positions valid with share {self.valid_share}")
+
+    def build(self, rng: np.random.Generator) -> CaseTensors:
+        shape = (self.batch, self.length)
+        num_categories = len(self.category_shares)
+        categories = rng.choice(num_categories, size=shape, p=list(self.category_shares))
+        return CaseTensors(
+            inputs={
+                "items": rng.integers(0, self.item_ids, size=shape),
+                "item_categories": categories.astype(np.int64),
+                "mask": rng.random(shape) < self.valid_share,
+                "categories": np.stack(
+                    [rng.permutation(num_categories)[: self.wanted] for _ in range(self.batch)]
+                ).astype(np.int64),
+            },
+            params={},
+            upstream={},
+        )
+
+
+RANDOM_SUBSEQUENCES = RandomSubsequences()
 
 
 CASES = (
@@ -142,6 +169,7 @@ CASES = (
     exact_case("category_subsequence", "hand_truncation", "T = 3: the most recent behaviours of each "
           "category, oldest first; a missing category; a category asked twice; masked positions ignored.",
           "spec/category_sequences.md#category-subsequences", {"max_length": 3, "pad_id": 0}, _subsequence_hand),
-    exact_case("category_subsequence", "random", "B=3, L=40, C=5 (one rare), K=4, T=6.",
-          "spec/category_sequences.md#category-subsequences", {"max_length": 6, "pad_id": 0}, _subsequence_random),
+    exact_case("category_subsequence", "random", f"{RANDOM_SUBSEQUENCES.describe()}.",
+          "spec/category_sequences.md#category-subsequences",
+          {"max_length": RANDOM_SUBSEQUENCES.max_length, "pad_id": 0}, RANDOM_SUBSEQUENCES.build),
 )

@@ -7,6 +7,8 @@ The metrics are pure functions of lists in `refimpl.metrics`; here their inputs 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from refimpl._check import Shapes
@@ -109,16 +111,37 @@ def _auc_hand(rng: np.random.Generator) -> CaseTensors:
     )
 
 
-def _auc_masked_ties(rng: np.random.Generator) -> CaseTensors:
-    """B=3, M=6 candidates: scores on a grid of quarters (many ties, exact in float32), masked
-    candidates holding the highest scores (they must not count)."""
-    scores = rng.integers(0, 5, size=(3, 6)) / 4.0
-    labels = (rng.random((3, 6)) < 0.4).astype(np.int64)
-    labels[:, 0], labels[:, 1] = 1, 0
-    mask = rng.random((3, 6)) < 0.7
-    mask[:, :2] = True
-    scores[~mask] = 10.0
-    return CaseTensors(inputs={"scores": scores, "labels": labels, "mask": mask}, params={}, upstream={})
+@dataclass(frozen=True)
+class MaskedTies:
+    """An AUC case full of ties: B rows of M candidates, scores on a grid of 1/`grid` in [0, 1]
+    (exact in float32), candidates 0 and 1 a valid positive and a valid negative, the others
+    positive with `positive_share` and valid with `valid_share`; every masked candidate holds
+    `masked_score`, above every valid one, so counting it changes the AUC."""
+
+    batch: int = 3
+    candidates: int = 6
+    grid: int = 4
+    positive_share: float = 0.4
+    valid_share: float = 0.7
+    masked_score: float = 10.0
+
+    def describe(self) -> str:
+        return (f"B={self.batch}, M={self.candidates}, scores on a grid of 1/{self.grid} in [0, 1] (ties), "
+                f"positives with share {self.positive_share}, candidates masked with share "
+                f"{1 - self.valid_share:.1f} holding score {self.masked_score:g}, above every valid one")
+
+    def build(self, rng: np.random.Generator) -> CaseTensors:
+        shape = (self.batch, self.candidates)
+        scores = rng.integers(0, self.grid + 1, size=shape) / self.grid
+        labels = (rng.random(shape) < self.positive_share).astype(np.int64)
+        labels[:, 0], labels[:, 1] = 1, 0
+        mask = rng.random(shape) < self.valid_share
+        mask[:, :2] = True
+        scores[~mask] = self.masked_score
+        return CaseTensors(inputs={"scores": scores, "labels": labels, "mask": mask}, params={}, upstream={})
+
+
+MASKED_TIES = MaskedTies()
 
 
 def _case(component: str, name: str, description: str, section: str, config: Config,
@@ -136,6 +159,5 @@ CASES = (
           {"n": 3}, _edge_top_n),
     _case("auc", "hand_example", "The worked example: scores (3, 1, 2, 2, 2), labels (1, 0, 1, 0, 0): "
           "AUC = 5/6.", "auc-ifa", {}, _auc_hand),
-    _case("auc", "masked_ties", "B=3, M=6, scores on a grid of quarters (ties), masked candidates "
-          "with the highest scores.", "auc-ifa", {}, _auc_masked_ties),
+    _case("auc", "masked_ties", f"{MASKED_TIES.describe()}.", "auc-ifa", {}, MASKED_TIES.build),
 )

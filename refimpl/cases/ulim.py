@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from refimpl.cases._base import Builder, CaseSpec, CaseTensors, Config, Result, Tensors, upstream_like
-from refimpl.losses import UlimLossConfig
 from refimpl.models.ulim import ULIMBatch, ULIMConfig, category_subsequence, ulim_init, ulim_loss_and_grads
+from refimpl.nn.ulim_loss import UlimLossConfig
 
 SPEC = "spec/ulim.md"
 BATCH_FIELDS = ("short_items", "short_mask", "long_items", "long_mask")

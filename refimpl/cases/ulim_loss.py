@@ -14,7 +14,7 @@ import numpy as np
 
 from refimpl.cases._base import CaseSpec, CaseTensors, Config, Result, Tensors, upstream_like
 from refimpl.cases.sampled_softmax import DEFAULT, draw_q, loss_config, q_grads, q_inputs
-from refimpl.losses import UlimLossConfig, ulim_loss_backward, ulim_loss_forward
+from refimpl.nn.ulim_loss import UlimLossConfig, ulim_loss_backward, ulim_loss_forward
 
 SPEC = "spec/batching.md"
 

@@ -18,7 +18,7 @@ metrics and collapse training.
    `"with_replacement"` (default) draws N with replacement (N stays fixed, duplicates possible),
    `"all_items"` takes every item of the category once (the batch has fewer than N negatives);
 5. refuses (ValueError naming the ids) a batch whose positives or negatives are not all of its
-   category, by `require_category_pure`: the same check ULIM's loss entry point runs.
+   category, by `refimpl.nn.ulim_loss.require_category_pure`: the check ULIM's loss entry point runs.
 
 q (for the logQ correction) is the per-draw probability of an item under the category's sampling
 distribution: 1/|category| (uniform) or popularity_i / sum of the category's popularity; it is
@@ -40,19 +40,17 @@ from refimpl._check import (
     Array,
     IntArray,
     Shapes,
-    require_array,
     require_bool,
     require_choice,
-    require_int,
     require_positive_int,
 )
+from refimpl.nn.ulim_loss import require_category_pure
 
 __all__ = [
     "BatchingConfig",
     "CategoryBatch",
     "category_batches",
     "check_batching_config",
-    "require_category_pure",
 ]
 
 SAMPLERS = ("uniform", "popularity")
@@ -80,49 +78,6 @@ class CategoryBatch:
     negative_ids: IntArray  # (N,) int64, all of `category`
     positive_q: Array  # (B,) float64, per-draw sampling probability of each positive
     negative_q: Array  # (N,) float64
-
-
-def require_category_pure(
-    batch_category: int,
-    item_categories: IntArray,
-    positive_ids: IntArray,
-    negative_ids: IntArray,
-) -> None:
-    """Raise ValueError naming every positive and negative id not of `batch_category`.
-
-    item_categories (I,) maps item id to category; the ids may have any shape. Ids outside
-    [0, I) are refused too, by name, and non-integer ids or categories are a TypeError.
-    """
-    Shapes().check_int("item_categories", item_categories, ("I",))
-    require_int("batch_category", batch_category)
-    num_items = item_categories.shape[0]
-    named = {
-        "positive_ids": _catalogue_ids("positive_ids", positive_ids, num_items),
-        "negative_ids": _catalogue_ids("negative_ids", negative_ids, num_items),
-    }
-    problems = []
-    for name, flat in named.items():
-        foreign = flat[item_categories[flat] != batch_category]
-        if foreign.size:
-            unique = np.unique(foreign)
-            problems.append(
-                f"{name} {unique.tolist()} are of categories {item_categories[unique].tolist()}"
-            )
-    if problems:
-        raise ValueError(
-            f"batch of category {batch_category} is not category-pure: " + "; ".join(problems)
-        )
-
-
-def _catalogue_ids(name: str, ids: IntArray, num_items: int) -> IntArray:
-    """`ids` flattened, refused unless they are integers in the catalogue [0, I)."""
-    flat: IntArray = require_array(name, ids).reshape(-1)
-    if not np.issubdtype(flat.dtype, np.integer):
-        raise TypeError(f"{name}: expected integer item ids, got {flat.dtype}")
-    outside = flat[(flat < 0) | (flat >= num_items)]
-    if outside.size:
-        raise ValueError(f"{name}: ids {sorted(set(outside.tolist()))} are outside the catalogue [0, {num_items})")
-    return flat
 
 
 def check_batching_config(cfg: BatchingConfig) -> BatchingConfig:

@@ -22,6 +22,39 @@ import numpy as np
 
 from refimpl._check import Array, BoolArray, IntArray, require_int, require_positive_int, require_real
 
+__all__ = ["QUICK_CONFIG", "SyntheticConfig", "SyntheticData", "generate"]
+
+
+def _validate_config(cfg: SyntheticConfig) -> None:
+    """Refuse, at construction, a config the generator cannot honour, naming the field: a
+    non-integer size or seed and a non-number float are a TypeError, a value out of range, NaN or
+    inf a ValueError."""
+    for name in ("num_categories", "num_items", "num_users", "latent_dim", "min_length",
+                 "max_length", "min_interests", "max_interests", "transition_rank"):
+        require_positive_int(f"SyntheticConfig.{name}", getattr(cfg, name))
+    if cfg.num_items < cfg.num_categories:
+        raise ValueError(
+            f"SyntheticConfig.num_items: need at least one item per category ({cfg.num_categories}), "
+            f"got {cfg.num_items}"
+        )
+    if cfg.max_length < cfg.min_length:
+        raise ValueError(f"SyntheticConfig.max_length: {cfg.max_length} < min_length {cfg.min_length}")
+    if not cfg.min_interests <= cfg.max_interests <= cfg.num_categories:
+        raise ValueError(
+            f"SyntheticConfig.max_interests: need min_interests <= max_interests <= num_categories, got "
+            f"{cfg.min_interests}, {cfg.max_interests}, {cfg.num_categories}"
+        )
+    # Every float field is a finite real (a NaN passes `x <= 0` and `x < 1` unnoticed and then
+    # collapses the generator, e.g. taste_sharpness = nan puts every event on 3 items).
+    for name in ("long_term_rate", "short_term_jump"):
+        require_real(f"SyntheticConfig.{name}", getattr(cfg, name), low=0.0, high=1.0)
+    require_real("SyntheticConfig.mean_visit_length", cfg.mean_visit_length, low=1.0)
+    for name in ("interest_concentration", "taste_sharpness"):
+        require_real(f"SyntheticConfig.{name}", getattr(cfg, name), low=0.0, low_open=True)
+    for name in ("popularity_scale", "category_skew", "transition_strength"):
+        require_real(f"SyntheticConfig.{name}", getattr(cfg, name), low=0.0)
+    require_int("SyntheticConfig.seed", cfg.seed, low=0)
+
 
 @dataclass(frozen=True)
 class SyntheticConfig:
@@ -45,6 +78,9 @@ class SyntheticConfig:
     transition_strength: float = 2.0  # [beta] how strongly the previous visit's category steers the next
     transition_rank: int = 4  # [r] rank of the planted category affinity A
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _validate_config(self)
 
 
 QUICK_CONFIG = SyntheticConfig(
@@ -103,6 +139,9 @@ class SyntheticData:
 
     def sequence(self, user: int) -> IntArray:
         """User `user`'s behaviour sequence (T_u,), oldest first."""
+        require_int("user", user, low=0)
+        if user >= self.num_users:
+            raise ValueError(f"user: expected a user id in [0, {self.num_users}), got {user}")
         result: IntArray = self.events[self.offsets[user] : self.offsets[user + 1]]
         return result
 
@@ -113,35 +152,6 @@ class SyntheticData:
     def category_items(self) -> tuple[IntArray, ...]:
         """The ids of each category's items, ascending."""
         return tuple(np.flatnonzero(self.item_category == c) for c in range(self.num_categories))
-
-
-def validate_config(cfg: SyntheticConfig) -> None:
-    """Refuse configs the generator cannot honour, naming the field."""
-    for name in ("num_categories", "num_items", "num_users", "latent_dim", "min_length",
-                 "max_length", "min_interests", "max_interests", "transition_rank"):
-        require_positive_int(f"config.{name}", getattr(cfg, name))
-    if cfg.num_items < cfg.num_categories:
-        raise ValueError(
-            f"config.num_items: need at least one item per category ({cfg.num_categories}), "
-            f"got {cfg.num_items}"
-        )
-    if cfg.max_length < cfg.min_length:
-        raise ValueError(f"config.max_length: {cfg.max_length} < min_length {cfg.min_length}")
-    if not cfg.min_interests <= cfg.max_interests <= cfg.num_categories:
-        raise ValueError(
-            f"config.max_interests: need min_interests <= max_interests <= num_categories, got "
-            f"{cfg.min_interests}, {cfg.max_interests}, {cfg.num_categories}"
-        )
-    # Every float field is a finite real (a NaN passes `x <= 0` and `x < 1` unnoticed and then
-    # collapses the generator, e.g. taste_sharpness = nan puts every event on 3 items).
-    for name in ("long_term_rate", "short_term_jump"):
-        require_real(f"config.{name}", getattr(cfg, name), low=0.0, high=1.0)
-    require_real("config.mean_visit_length", cfg.mean_visit_length, low=1.0)
-    for name in ("interest_concentration", "taste_sharpness"):
-        require_real(f"config.{name}", getattr(cfg, name), low=0.0, low_open=True)
-    for name in ("popularity_scale", "category_skew", "transition_strength"):
-        require_real(f"config.{name}", getattr(cfg, name), low=0.0)
-    require_int("config.seed", cfg.seed, low=0)
 
 
 @dataclass(frozen=True)
@@ -356,7 +366,8 @@ def _user(
 
 def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticData:
     """Draw a catalogue and its users from the process of spec/data.md, seeded by `cfg.seed`."""
-    validate_config(cfg)
+    if not isinstance(cfg, SyntheticConfig):
+        raise TypeError(f"cfg: expected a SyntheticConfig, got {type(cfg).__name__}")
     rng = np.random.Generator(np.random.PCG64(cfg.seed))
     cat = _catalogue(cfg, rng)
     transitions = _transitions(cfg, cat, rng)

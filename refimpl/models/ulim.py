@@ -9,7 +9,7 @@ S_c is the category subsequence of the long sequence: the user's behaviours of c
 positive's category in training, each PGIN category in serving), most recent last. The same item
 tower embeds behaviours, positives, negatives and the retrieval catalogue. L_long and L_short are
 sampled softmaxes over one category-homogeneous batch with one shared set of in-category negatives
-(refimpl.losses.ulim_loss_forward, which refuses a batch that is not category-pure).
+(refimpl.nn.ulim_loss.ulim_loss_forward, which refuses a batch that is not category-pure).
 
 `long_encoder="self"` is the ULIM-self-attention ablation: v_l(c) = masked_mean(MHSA_long(e(S_c)))
 replaces the target attention (the short-term vector no longer steers the long-term one).
@@ -42,7 +42,6 @@ from refimpl._check import (
     require_real,
 )
 from refimpl.data.category_subsequence import category_subsequences
-from refimpl.losses import UlimLossConfig, ulim_loss_backward, ulim_loss_forward
 from refimpl.models._params import (
     Params,
     add_grads,
@@ -67,6 +66,7 @@ from refimpl.nn.embedding import EmbeddingCache, embedding_backward, embedding_f
 from refimpl.nn.linear import LinearCache, LinearParams, linear_backward, linear_forward
 from refimpl.nn.pooling import PoolCache, masked_mean_pool_backward, masked_mean_pool_forward
 from refimpl.nn.sampled_softmax import sampled_softmax_backward, sampled_softmax_forward
+from refimpl.nn.ulim_loss import UlimLossConfig, ulim_loss_backward, ulim_loss_forward
 
 __all__ = [
     "ULIMBatch",

@@ -90,19 +90,31 @@ class CapsuleRoutingGrads:
     initial_logits: Array
 
 
+def _scaled(z: Array) -> tuple[Array, Array, Array]:
+    """(u, t, t^2) with u = z t and t = 1 / m, m the power of 2 just above max|z_d| (t = 1 for z = 0).
+
+    |u| < 1, so |u|^2 never overflows (float32 |z| = 1e20 has |z|^2 = inf). Because m is a power
+    of 2, multiplying by t is exact in floating point: every expression of squash and its backward
+    written in u and t equals the one written in z bit for bit wherever neither overflows nor goes
+    subnormal (float64 goldens do not move). t is capped at 2^(maxexp / 3 - 8) (2^34 in float32):
+    for a smaller |z| the result is 0 to the dtype's precision, and the cap keeps t^3 finite.
+    """
+    peak = np.max(np.abs(z), axis=-1, keepdims=True, initial=0)
+    _, exponent = np.frexp(peak)  # peak = f 2^e with f in [0.5, 1); 0 gives e = 0
+    cap = np.finfo(z.dtype).maxexp // 3 - 8
+    t: Array = np.ldexp(np.ones_like(peak), -np.maximum(exponent, -cap))
+    u: Array = z * t
+    return u, t, t * t
+
+
 def squash(z: Array) -> Array:
     """|z|^2 / (1 + |z|^2) * z / sqrt(|z|^2 + 1e-9) over the last axis (UMI eq. 6).
 
-    Computed on u = z / m with m = max|z_d| (m = 1 for z = 0), so that |z|^2 never overflows
-    (float32 |z| = 1e20 would give inf / inf = NaN): with s = |u|^2 and t = 1 / m,
+    Computed on u = z t (`_scaled`), so that |z|^2 never overflows: with s = |u|^2 = t^2 |z|^2,
     |z|^2 / (1 + |z|^2) = s / (t^2 + s) and z / sqrt(|z|^2 + eps) = u / sqrt(s + eps t^2).
     """
-    peak = np.max(np.abs(z), axis=-1, keepdims=True, initial=0)
-    inverse = 1 / np.where(peak > 0, peak, 1)  # t = 1 / m; t^2 may underflow to 0, never overflows
-    u = z * inverse
+    u, _, t2 = _scaled(z)
     s = np.sum(u * u, axis=-1, keepdims=True)
-    with np.errstate(over="ignore"):  # |z| < 1e-19 in float32: t^2 = inf is the right limit (v = 0)
-        t2 = inverse * inverse
     result: Array = u * (s / ((t2 + s) * np.sqrt(s + SQUASH_EPS * t2)))
     return result
 
@@ -110,14 +122,19 @@ def squash(z: Array) -> Array:
 def squash_backward(z: Array, d_v: Array) -> Array:
     """d_z of v = g(|z|^2) z: d_z = g d_v + 2 g'(|z|^2) (z . d_v) z, finite at z = 0.
 
-    g(n) = n / ((1 + n) s) with s = sqrt(n + eps),
-    g'(n) = (1 / (1 + n) - n / (2 s^2)) / ((1 + n) s).
+    g(n) = n / ((1 + n) r) with r = sqrt(n + eps),
+    g'(n) = (1 / (1 + n) - n / (2 r^2)) / ((1 + n) r).
+    Computed on u = z t as squash is (`_scaled`): with s = |u|^2 = t^2 n and r_u = sqrt(s + eps t^2)
+    = t r, g = s / ((t^2 + s) r_u) * t, g' = (t^2 / (t^2 + s) - s / (2 r_u^2)) / ((t^2 + s) r_u) * t^3,
+    and (z . d_v) z = (u . d_v) u / t^2, so no factor of |z|^2 is ever formed.
     """
-    norm2 = np.sum(z * z, axis=-1, keepdims=True)
-    root = np.sqrt(norm2 + SQUASH_EPS)
-    scale = norm2 / ((1 + norm2) * root)
-    slope = (1 / (1 + norm2) - norm2 / (2 * (norm2 + SQUASH_EPS))) / ((1 + norm2) * root)
-    result: Array = scale * d_v + 2 * slope * np.sum(z * d_v, axis=-1, keepdims=True) * z
+    u, t, t2 = _scaled(z)
+    s = np.sum(u * u, axis=-1, keepdims=True)
+    root = np.sqrt(s + SQUASH_EPS * t2)
+    denominator = (t2 + s) * root
+    scale = s / denominator * t
+    slope_over_t2 = (t2 / (t2 + s) - s / (2 * (s + SQUASH_EPS * t2))) / denominator * t
+    result: Array = scale * d_v + 2 * slope_over_t2 * np.sum(u * d_v, axis=-1, keepdims=True) * u
     return result
 
 

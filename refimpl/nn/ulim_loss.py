@@ -5,7 +5,8 @@ batch (ULIM 2.1.2: long- and short-term interests are optimised jointly within a
 cluster): the same positives e_b and the same shared in-category negatives e_n, scored once by
 the long-term vector v_l(c) of the positive's category (L_long) and once by the short-term vector
 v_s (L_short). The entry point refuses, with a ValueError naming the ids, a batch whose positives
-or negatives are not all of `batch_category` (refimpl.data.batching.require_category_pure).
+or negatives are not all of `batch_category` (`require_category_pure`, which
+refimpl.data.batching runs on every batch it builds).
 
 Shapes: long_user, short_user, positive (B, D); negatives (N, D) shared (or (B, N, D));
 positive_ids (B,); negative_ids (N,) (or (B, N)); item_categories (I,); positive_q (B,),
@@ -18,8 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from refimpl._check import Array, IntArray, Shapes, caller_names, require_real
-from refimpl.data.batching import require_category_pure
+from refimpl._check import Array, IntArray, Shapes, caller_names, require_array, require_int, require_real
 from refimpl.nn._upstream import check_loss_upstream
 from refimpl.nn.sampled_softmax import (
     SampledSoftmaxCache,
@@ -34,6 +34,7 @@ __all__ = [
     "UlimLossConfig",
     "UlimLossGrads",
     "composite_loss",
+    "require_category_pure",
     "ulim_loss_backward",
     "ulim_loss_forward",
 ]
@@ -64,6 +65,49 @@ class UlimLossGrads:
     negatives: Array  # like negatives, both terms summed
     positive_q: Array | None
     negative_q: Array | None
+
+
+def require_category_pure(
+    batch_category: int,
+    item_categories: IntArray,
+    positive_ids: IntArray,
+    negative_ids: IntArray,
+) -> None:
+    """Raise ValueError naming every positive and negative id not of `batch_category`.
+
+    item_categories (I,) maps item id to category; the ids may have any shape. Ids outside
+    [0, I) are refused too, by name, and non-integer ids or categories are a TypeError.
+    """
+    Shapes().check_int("item_categories", item_categories, ("I",))
+    require_int("batch_category", batch_category)
+    num_items = item_categories.shape[0]
+    named = {
+        "positive_ids": _catalogue_ids("positive_ids", positive_ids, num_items),
+        "negative_ids": _catalogue_ids("negative_ids", negative_ids, num_items),
+    }
+    problems = []
+    for name, flat in named.items():
+        foreign = flat[item_categories[flat] != batch_category]
+        if foreign.size:
+            unique = np.unique(foreign)
+            problems.append(
+                f"{name} {unique.tolist()} are of categories {item_categories[unique].tolist()}"
+            )
+    if problems:
+        raise ValueError(
+            f"batch of category {batch_category} is not category-pure: " + "; ".join(problems)
+        )
+
+
+def _catalogue_ids(name: str, ids: IntArray, num_items: int) -> IntArray:
+    """`ids` flattened, refused unless they are integers in the catalogue [0, I)."""
+    flat: IntArray = require_array(name, ids).reshape(-1)
+    if not np.issubdtype(flat.dtype, np.integer):
+        raise TypeError(f"{name}: expected integer item ids, got {flat.dtype}")
+    outside = flat[(flat < 0) | (flat >= num_items)]
+    if outside.size:
+        raise ValueError(f"{name}: ids {sorted(set(outside.tolist()))} are outside the catalogue [0, {num_items})")
+    return flat
 
 
 def composite_loss(long_loss: Array, short_loss: Array, alpha: float, beta: float) -> Array:

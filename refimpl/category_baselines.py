@@ -26,6 +26,15 @@ import numpy as np
 
 from refimpl._check import Array, IntArray, Shapes, require_positive_int
 
+__all__ = [
+    "category_prior",
+    "frequency_markov_top_k",
+    "markov_top_k",
+    "rank_by_frequency",
+    "top_k_accuracy",
+    "transition_counts",
+]
+
 
 def _check_k(k: int, num_categories: int) -> int:
     k = require_positive_int("k", k)

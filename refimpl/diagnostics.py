@@ -22,6 +22,12 @@ from scipy import stats  # type: ignore[import-untyped]
 from refimpl._check import Array, BoolArray, IntArray
 from refimpl.data.synthetic import SyntheticData
 
+__all__ = [
+    "item_agreement",
+    "planted_logits",
+    "taste_agreement",
+]
+
 
 def _spearman(a: Array, b: Array) -> float:
     if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import refimpl.demo as demo
+import refimpl.demos.ulim as demo
 from refimpl.data.synthetic import SyntheticConfig
-from refimpl.pgin_training import PGINTrainConfig
-from refimpl.train import SequenceConfig, TrainConfig
+from refimpl.pipelines.pgin import PGINTrainConfig
+from refimpl.pipelines.ulim import SequenceConfig
+from refimpl.train import TrainConfig
 
 TINY = demo.DemoConfig(
     data=SyntheticConfig(

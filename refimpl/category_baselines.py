@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl._check import Array, IntArray, Shapes, require_positive_int
+from refimpl._check import Array, IntArray, Shapes, require_ids, require_positive_int
 
 __all__ = [
     "category_prior",
@@ -60,7 +60,7 @@ def _check_ids(name: str, ids: IntArray, num_categories: int) -> None:
 def category_prior(categories: IntArray, num_categories: int) -> Array:
     """Each category's share of `categories` (any shape, ids in [0, C)): the tie-break prior (C,)."""
     c = require_positive_int("num_categories", num_categories)
-    _check_ids("categories", categories, c)
+    require_ids("categories", categories, c)
     counts = np.bincount(categories.reshape(-1), minlength=c).astype(np.float64)
     result: Array = counts / max(counts.sum(), 1.0)
     return result

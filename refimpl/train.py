@@ -127,6 +127,10 @@ def report_line(name: str, step: int, cap: int, train: float, valid: float, chan
                 seconds: float) -> str:
     """One progress line: the training loss (mean of the last steps), the validation loss and the
     learned-nothing level side by side."""
+    require_int("step", step, low=0)
+    require_int("cap", cap, low=0)
+    for label, value in (("train", train), ("valid", valid), ("chance", chance), ("seconds", seconds)):
+        require_real(label, value)
     return (f"{name:>20} step {step:>5}/{cap} train {train:7.4f} valid {valid:7.4f} "
             f"(learned nothing {chance:7.4f}) {seconds:6.1f}s")
 

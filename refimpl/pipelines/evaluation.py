@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from refimpl._check import Array, BoolArray, IntArray, require_choice, require_positive_int
+from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice, require_positive_int
 from refimpl.data.protocols import DEFAULT_SEEN_POLICY, SEEN_POLICIES, SeenItems, drop_seen
 from refimpl.metrics import hit_rate_at_n
 from refimpl.nn.max_interest_score import merge_interest_candidates
@@ -71,6 +71,7 @@ def build_index(vectors: Array, item_category: IntArray, ev: EvalConfig) -> Sear
                          f"{getattr(item_category, 'shape', type(item_category).__name__)}")
     if not np.issubdtype(item_category.dtype, np.integer) or item_category.min() < 0:
         raise TypeError(f"item_category: expected non-negative integer ids, got {item_category.dtype}")
+    Shapes(I=item_category.shape[0]).check_float("vectors", vectors, ("I", "D"))
     catalogue = Catalogue.build(vectors, item_category, num_categories=int(item_category.max()) + 1)
     if ev.backend == "hnsw":
         return HnswIndex(catalogue, ev.hnsw)
@@ -93,6 +94,7 @@ def hit_rate(ids: IntArray, valid: BoolArray, targets: IntArray, cutoff: int) ->
         raise ValueError(f"valid: expected a bool array of shape {ids.shape}, got "
                          f"{getattr(valid, 'shape', type(valid).__name__)}")
     _targets(targets, ids.shape[0])
+    require_positive_int("cutoff", cutoff)
     retrieved = [row[ok] for row, ok in zip(ids, valid, strict=True)]
     return hit_rate_at_n(retrieved, [[int(t)] for t in targets], cutoff)
 
@@ -100,12 +102,18 @@ def hit_rate(ids: IntArray, valid: BoolArray, targets: IntArray, cutoff: int) ->
 def merged_search(index: SearchIndex, queries: Array, n: int) -> IntArray:
     """UMI eq. 1 served: the top-n of the union of each interest's top-n (queries (S, K, D)), by
     score, de-duplicated, ties to the lower item id, rows padded with -1 (spec/max_interest_score.md)."""
-    if not isinstance(queries, np.ndarray) or queries.ndim != 3:
-        raise ValueError(f"queries: expected shape (S, K, D), got {getattr(queries, 'shape', type(queries).__name__)}")
+    _check_queries("queries", queries)
     n = require_positive_int("n", n)
     s, k, d = queries.shape
     ids, scores = index.search(queries.reshape(s * k, d), n)
     return merge_interest_candidates(ids.reshape(s, k, -1), scores.reshape(s, k, -1), n)
+
+
+def _check_queries(name: str, queries: Array) -> None:
+    """(S, K, D) finite float queries with K, D >= 1."""
+    Shapes().check_float(name, queries, ("S", "K", "D"))
+    if queries.shape[1] == 0 or queries.shape[2] == 0:
+        raise ValueError(f"{name}: expected K >= 1 queries of width D >= 1 per sample, got shape {queries.shape}")
 
 
 def _extra(seen: SeenItems | None, ev: EvalConfig, rows: int) -> int:
@@ -132,8 +140,7 @@ def search_hit_rates(
 ) -> dict[int, float]:
     """HR@N per cut-off of `merged_search` with the query vectors (S, K, D) against one target per
     sample (S,); `seen` (the samples' SeenItems) is required when ev.seen is "excluded"."""
-    if not isinstance(vectors, np.ndarray) or vectors.ndim != 3:
-        raise ValueError(f"vectors: expected shape (S, K, D), got {getattr(vectors, 'shape', type(vectors).__name__)}")
+    _check_queries("vectors", vectors)
     _targets(targets, vectors.shape[0])
     extra = _extra(seen, ev, vectors.shape[0])
     result = {}

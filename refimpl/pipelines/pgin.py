@@ -174,6 +174,7 @@ def pgin_inputs(
     if not isinstance(seq, SequenceConfig):
         raise TypeError(f"seq: expected a SequenceConfig, got {type(seq).__name__}")
     require_choice("pointer_history", pointer_history, POINTER_HISTORIES)
+    _read_items_flag(read_items)
     cats = log.item_category
     long, long_mask = recent_window(log, samples, min(seq.pgin_long_length, seq.long_length))
     short, short_mask = recent_window(log, samples, min(seq.pgin_short_length, seq.long_length))
@@ -470,6 +471,7 @@ def baseline_predictions(
         rows.check_against(log)
         if rows.size == 0 or rows.positions.min() < 1:
             raise ValueError(f"{name}: expected at least one target, each with an event before it")
+    require_positive_int("recent_length", recent_length)
     c = log.num_categories
     prior = category_prior(train.categories, c)
     whole = category_stats(log, test, seq.long_length) if long_stats is None else long_stats

@@ -2,7 +2,7 @@
 
 - `rank_by_frequency`: the user's k most frequent categories, from each row's category counts and
   last occurrences over the history it is given (the whole history, or a recent window:
-  refimpl.pgin_training.category_stats builds them; refimpl.baselines.frequency_routes turns them
+  refimpl.pipelines.pgin.category_stats builds them; refimpl.baselines.frequency_routes turns them
   into the frequency cascade's routes). This is the one frequency rule of the project. Nothing is
   fitted: it reads only the user's own past, so it needs no training data.
 - `transition_counts` + `markov_top_k`: the k categories that most often followed the user's

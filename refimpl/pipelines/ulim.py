@@ -53,7 +53,6 @@ from refimpl.pipelines.inputs import (
 from refimpl.retrieval.index import SearchIndex
 from refimpl.train import (
     Curve,
-    StepFn,
     TrainConfig,
     ValidFn,
     chance_sampled_softmax,
@@ -156,14 +155,6 @@ def _chunked_validation(
     return valid_fn, level
 
 
-def _timed_fit(name: str, params: Params, model_cfg: Any, step_fn: StepFn, validation: tuple[ValidFn, float],
-               cfg: TrainConfig, stream: TextIO | None, long_input: str = "whole") -> Trained:
-    start = time.perf_counter()
-    valid_fn, chance = validation
-    params, curve = fit(name, params, step_fn, valid_fn, chance, cfg, cfg.steps, seeded_rng(cfg.seed), stream)
-    return Trained(name, params, curve, model_cfg, time.perf_counter() - start, long_input)
-
-
 # ---------------------------------------------------------------- ULIM
 
 
@@ -253,8 +244,10 @@ def train_ulim(
         )
         return out.loss, out.grads
 
-    validation = _ulim_validation(log, valid, seq, cfg, model_cfg, short_negatives, long_input)
-    return _timed_fit(name, params, model_cfg, step, validation, cfg, stream, long_input)
+    start = time.perf_counter()
+    valid_fn, chance = _ulim_validation(log, valid, seq, cfg, model_cfg, short_negatives, long_input)
+    params, curve = fit(name, params, step, valid_fn, chance, cfg, cfg.steps, seeded_rng(cfg.seed), stream)
+    return Trained(name, params, curve, model_cfg, time.perf_counter() - start, long_input)
 
 
 def ulim_vectors(
@@ -332,13 +325,15 @@ def train_youtube_dnn(
         rows = train.take(random_rows(train.size, cfg.batch_size, rng))
         return loss(p, (rows, uniform_negatives(log.num_items, cfg.num_negatives, rng)))
 
+    start = time.perf_counter()
     valid_rng = seeded_rng(cfg.seed, 2)
-    validation = _chunked_validation(
+    valid_fn, chance = _chunked_validation(
         valid, cfg, lambda rows: (rows, uniform_negatives(log.num_items, cfg.num_negatives, valid_rng)),
         lambda p, batch: loss(p, batch)[0],
         lambda batch: chance_sampled_softmax(batch[0].targets, batch[1]),
     )
-    return _timed_fit("YouTube DNN", params, model_cfg, step, validation, cfg, stream)
+    params, curve = fit("YouTube DNN", params, step, valid_fn, chance, cfg, cfg.steps, seeded_rng(cfg.seed), stream)
+    return Trained("YouTube DNN", params, curve, model_cfg, time.perf_counter() - start)
 
 
 def _mind_batch(log: Interactions, rows: Samples, seq: SequenceConfig, k: int,
@@ -387,12 +382,14 @@ def train_mind(
     def step(p: Params, rng: np.random.Generator) -> tuple[float, Params]:
         return loss(p, prepare(train.take(random_rows(train.size, cfg.batch_size, rng)), rng))
 
+    start = time.perf_counter()
     valid_rng = seeded_rng(cfg.seed, 2)
-    validation = _chunked_validation(
+    valid_fn, chance = _chunked_validation(
         valid, cfg, lambda rows: prepare(rows, valid_rng), lambda p, batch: loss(p, batch)[0],
         lambda batch: chance_sampled_softmax(batch[1], batch[2]),
     )
-    return _timed_fit("MIND", params, model_cfg, step, validation, cfg, stream)
+    params, curve = fit("MIND", params, step, valid_fn, chance, cfg, cfg.steps, seeded_rng(cfg.seed), stream)
+    return Trained("MIND", params, curve, model_cfg, time.perf_counter() - start)
 
 
 def _eval_samples(interactions: Interactions, samples: Samples) -> None:

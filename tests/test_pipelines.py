@@ -17,6 +17,7 @@ from refimpl.data.interactions import Interactions, build_interactions
 from refimpl.data.protocols import leave_last_out
 from refimpl.models import mind as mind_model
 from refimpl.models.umi import UserBatch, draw_initial_logits
+from refimpl.nn.multi_interest_readout import ReadoutConfig
 from refimpl.pipelines.evaluation import EvalConfig, Routes
 from refimpl.pipelines.inputs import (
     profile_features,
@@ -109,6 +110,8 @@ def test_mind_and_pgin_train_with_the_profile_and_a_wrong_width_is_refused_by_na
     split = leave_last_out(log)
     mind = train_mind(log, split, SEQ, CFG, stream=None)
     assert (mind.config.num_fields, mind.config.num_profile_values) == (3, 9)
+    harder = train_mind(log, split, SEQ, CFG, stream=None, readout=ReadoutConfig(mode="harder_negatives"))
+    assert harder.curve.train != mind.curve.train  # MIND+HN: the same trainer, UMI's readout (eq. 12-13)
     pgin = train_pgin(log, split, SEQ, PGINTrainConfig(dim=4, max_steps=2, eval_every=1, batch_size=4,
                                                        validation_rows=2), stream=None)
     assert pgin.config.user_feature_dim == 9

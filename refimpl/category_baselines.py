@@ -2,7 +2,7 @@
 
 - `rank_by_frequency`: the user's k most frequent categories, from each row's category counts and
   last occurrences over the history it is given (the whole history, or a recent window:
-  refimpl.pgin_training.category_stats builds them; refimpl.baselines.frequency_routes turns them
+  refimpl.pipelines.pgin.category_stats builds them; refimpl.baselines.frequency_routes turns them
   into the frequency cascade's routes). This is the one frequency rule of the project. Nothing is
   fitted: it reads only the user's own past, so it needs no training data.
 - `transition_counts` + `markov_top_k`: the k categories that most often followed the user's
@@ -24,7 +24,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl._check import Array, IntArray, Shapes, require_positive_int
+from refimpl._check import Array, IntArray, Shapes, require_ids, require_positive_int
+
+__all__ = [
+    "category_prior",
+    "frequency_markov_top_k",
+    "markov_top_k",
+    "rank_by_frequency",
+    "top_k_accuracy",
+    "transition_counts",
+]
 
 
 def _check_k(k: int, num_categories: int) -> int:
@@ -51,7 +60,7 @@ def _check_ids(name: str, ids: IntArray, num_categories: int) -> None:
 def category_prior(categories: IntArray, num_categories: int) -> Array:
     """Each category's share of `categories` (any shape, ids in [0, C)): the tie-break prior (C,)."""
     c = require_positive_int("num_categories", num_categories)
-    _check_ids("categories", categories, c)
+    require_ids("categories", categories, c)
     counts = np.bincount(categories.reshape(-1), minlength=c).astype(np.float64)
     result: Array = counts / max(counts.sum(), 1.0)
     return result

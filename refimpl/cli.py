@@ -6,7 +6,8 @@
     refimpl golden generate --out DIR    write every golden case
     refimpl golden verify                regenerate into a scratch folder, compare with the goldens
     refimpl golden list                  the committed cases
-    refimpl demo [--quick]               ULIM end to end: train every model, retrieve, print the tables
+    refimpl demo [ulim] [--quick]        ULIM end to end: train every model, retrieve, print the tables
+    refimpl demo ulim --data DIR --format movielens-1m   the same on your own log
     refimpl --version
 
 The goldens are the suite shipped inside the package (`--golden DIR` reads another folder).
@@ -35,6 +36,7 @@ from refimpl.conformance.runner import (
     run_conformance,
     run_results,
 )
+from refimpl.demos import DEMOS
 from refimpl.golden import default_golden_root
 from refimpl.golden.format import GoldenError, find_cases, read_case
 from refimpl.golden.generate import generate, verify
@@ -138,10 +140,19 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from refimpl.demo import main as demo_main  # imported here: the demo pulls in every model
-
+    """`refimpl demo [NAME] ...`: the demo NAME of refimpl.demos.DEMOS (the first one when NAME is
+    left out or the first argument is an option), its module imported only now (a demo pulls in
+    every model)."""
     demo_args = list(args.demo_args)
-    return demo_main(demo_args[1:] if demo_args[:1] == ["--"] else demo_args)
+    demo_args = demo_args[1:] if demo_args[:1] == ["--"] else demo_args
+    name = next(iter(DEMOS))
+    if demo_args and not demo_args[0].startswith("-"):
+        name, demo_args = demo_args[0], demo_args[1:]
+        if name not in DEMOS:
+            raise UsageError(f"demo: no demo named {name!r}; the demos are {', '.join(DEMOS)}")
+    module = importlib.import_module(DEMOS[name])
+    status: int = module.main(demo_args)
+    return status
 
 
 CONFORM_HELP = """Check an implementation against the golden suite (spec/conformance.md).
@@ -210,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--golden", help="golden folder (default: the suite shipped with refimpl)")
     lst.set_defaults(run=_list)
     demo = commands.add_parser("demo", add_help=False,
-                               help="train every model on synthetic data, retrieve, print the ULIM tables "
-                                    "(`refimpl demo --help` for its options)")
+                               help=f"a paper's demo ({' | '.join(DEMOS)}; {next(iter(DEMOS))} by default): train "
+                                    "every model, retrieve, print the paper's tables (`refimpl demo ulim --help`)")
     demo.add_argument("demo_args", nargs=argparse.REMAINDER)
     demo.set_defaults(run=_demo)
     return parser

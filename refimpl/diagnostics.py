@@ -19,8 +19,28 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats  # type: ignore[import-untyped]
 
-from refimpl._check import Array, BoolArray, IntArray
+from refimpl._check import Array, BoolArray, IntArray, Shapes, require_ids, require_int, require_positive_int
+from refimpl.data.interactions import from_synthetic
 from refimpl.data.synthetic import SyntheticData
+
+__all__ = [
+    "item_agreement",
+    "planted_logits",
+    "taste_agreement",
+]
+
+
+def _check_data(data: SyntheticData) -> None:
+    """The planted truth is read only from a SyntheticData the generator could have made."""
+    if not isinstance(data, SyntheticData):
+        raise TypeError(f"data: expected the generator's SyntheticData, got {type(data).__name__}")
+    from_synthetic(data)  # checks every array of `data` by field name
+
+
+def _check_item_vectors(name: str, vectors: Array, data: SyntheticData) -> None:
+    Shapes(I=data.num_items).check_float(name, vectors, ("I", "D"))
+    if vectors.shape[1] == 0:
+        raise ValueError(f"{name}: expected item vectors of width D >= 1, got shape {vectors.shape}")
 
 
 def _spearman(a: Array, b: Array) -> float:
@@ -32,7 +52,13 @@ def _spearman(a: Array, b: Array) -> float:
 def item_agreement(
     vectors: Array, data: SyntheticData, rng: np.random.Generator, pairs: int = 20_000
 ) -> float:
-    """Spearman correlation of learned and planted inner products over same-category item pairs."""
+    """Spearman correlation of learned and planted inner products over same-category item pairs:
+    vectors (I, D), `pairs` pairs drawn with `rng`."""
+    _check_data(data)
+    _check_item_vectors("vectors", vectors, data)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+    pairs = require_positive_int("pairs", pairs)
     first = rng.integers(0, data.num_items, size=pairs)
     groups = data.category_items()
     second = np.array([rng.choice(groups[c]) for c in data.item_category[first]])
@@ -46,6 +72,13 @@ def item_agreement(
 def planted_logits(data: SyntheticData, user: int, category: int) -> tuple[IntArray, Array] | None:
     """(items of the category, their planted logits kappa tau . x_i + b_i) for one of the user's
     long-term categories; None if the category is not one of them."""
+    _check_data(data)
+    user = require_int("user", user, low=0)
+    category = require_int("category", category, low=0)
+    if user >= data.num_users:
+        raise ValueError(f"user: expected a user in [0, {data.num_users}), got {user}")
+    if category >= data.num_categories:
+        raise ValueError(f"category: expected a category in [0, {data.num_categories}), got {category}")
     where = np.flatnonzero(data.interests[user] == category)
     if where.size == 0:
         return None
@@ -65,7 +98,17 @@ def taste_agreement(
 ) -> tuple[float, float, int]:
     """(mean Spearman of <v_l, e_i> with the planted logits, the same for in-category popularity
     counts, number of (user, route) pairs measured) over the routes (S, K) whose category is one of
-    the user's planted long-term categories and that have history (`present`)."""
+    the user's planted long-term categories and that have history (`present`): users (S,),
+    categories (S, K), long_vectors (S, K, D), present (S, K), item_vectors (I, D)."""
+    _check_data(data)
+    _check_item_vectors("item_vectors", item_vectors, data)
+    shapes = Shapes(D=item_vectors.shape[1])
+    require_ids("users", users, data.num_users, ("S",))
+    require_ids("categories", categories, data.num_categories, ("S", "K"))
+    shapes.check_int("users", users, ("S",))
+    shapes.check_int("categories", categories, ("S", "K"))
+    shapes.check_float("long_vectors", long_vectors, ("S", "K", "D"))
+    shapes.check_bool("present", present, ("S", "K"))
     counts = np.bincount(data.events, minlength=data.num_items).astype(np.float64)
     learned, popularity = [], []
     for row, user in enumerate(users):

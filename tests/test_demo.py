@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 
-import refimpl.demo as demo
+import refimpl.demos.ulim as demo
+from refimpl import cli
 from refimpl.data.synthetic import SyntheticConfig
-from refimpl.pgin_training import PGINTrainConfig
-from refimpl.train import SequenceConfig, TrainConfig
+from refimpl.pipelines.pgin import PGINTrainConfig
+from refimpl.pipelines.ulim import SequenceConfig
+from refimpl.train import TrainConfig
 
 TINY = demo.DemoConfig(
     data=SyntheticConfig(
@@ -99,3 +102,89 @@ def test_command_line_overrides_reach_the_config() -> None:
     assert (cfg.data.num_users, cfg.data.num_items, cfg.train.steps) == (7, 300, 9)
     assert cfg.seeds == (0, 1, 2, 3)
     assert demo.config_for(demo._parser().parse_args(["--quick"])) == demo.QUICK
+    assert demo.config_for(demo._parser().parse_args(["--quick", "--seen", "excluded"])).seen == "excluded"
+
+
+def test_one_seed_claims_no_ordering_and_counts_print_as_integers() -> None:
+    result = demo.run(replace(TINY, seeds=(0,), backend="exact"), stream=None)
+    assert {claim["verdict"] for claim in result.claims} == {demo.FEW_SEEDS.format(seeds=1)}
+    report = demo.format_report(result)
+    assert "not beyond the spread" not in report
+    users = re.search(r"taste agreement users (\S+)", report)
+    assert users is not None and users.group(1).rstrip(";").isdigit(), report
+
+
+GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi")
+
+
+def write_movielens_1m(root: Path, users: int = 24, movies: int = 90, per_user: int = 36) -> None:
+    """Tiny files in the ml-1m format: `users` users rating `per_user` of `movies` movies each, in
+    time order, each movie of one or two of six genres (the first listed is its category)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    root.mkdir()
+    (root / "movies.dat").write_text("".join(
+        f"{m}::Movie {m} (2000)::{GENRES[m % 6]}{'|' + GENRES[(m + 1) % 6] if m % 3 == 0 else ''}\n"
+        for m in range(1, movies + 1)), encoding="latin-1")
+    (root / "users.dat").write_text("".join(
+        f"{u}::{'FM'[u % 2]}::{(18, 25, 35)[u % 3]}::{u % 5}::0000{u}\n" for u in range(1, users + 1)))
+    lines = []
+    for u in range(1, users + 1):
+        liked = rng.permutation(6)[:2]  # two genres most of a user's ratings come from
+        pool = [m for m in range(1, movies + 1) if m % 6 in liked]
+        others = [m for m in range(1, movies + 1) if m % 6 not in liked]
+        chosen = rng.choice(pool, size=per_user * 2 // 3, replace=False).tolist() + rng.choice(
+            others, size=per_user - per_user * 2 // 3, replace=False).tolist()
+        for t, m in enumerate(rng.permutation(chosen)):
+            lines.append(f"{u}::{m}::{int(rng.integers(1, 6))}::{978300000 + 100 * t}\n")
+    (root / "ratings.dat").write_text("".join(lines))
+
+
+ON_FILES = replace(
+    TINY, seeds=(0,), backend="exact",
+    seq=replace(TINY.seq, min_position=5),
+    train=replace(TINY.train, validation_rows=16),
+    pgin=replace(TINY.pgin, validation_rows=8),
+)
+
+
+def test_demo_ulim_runs_on_movielens_1m_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`refimpl demo ulim --data DIR --format movielens-1m` on generated files prints its tables (the
+    --quick size made tiny), with the log's source and the seen-item policy used."""
+    write_movielens_1m(tmp_path / "ml-1m")
+    monkeypatch.setattr(demo, "QUICK", ON_FILES)
+    out = tmp_path / "results.json"
+    status = cli.main(["demo", "ulim", "--quick", "--data", str(tmp_path / "ml-1m"), "--format",
+                       "movielens-1m", "--seen", "excluded", "--out", str(out)])
+    assert status == 0
+    captured = capsys.readouterr().out
+    for title in ("Table 1", "Table 2", "against K", "top-K accuracy", "learned-nothing"):
+        assert title in captured
+    assert "24 users, 90 items, 6 categories" in captured
+    assert "leave-last-out" in captured and "seen items excluded" in captured
+    assert "Planted-truth" not in captured  # no planted truth in a user's log
+    saved = json.loads(out.read_text())
+    assert saved["config"]["data_format"] == "movielens-1m"
+    assert set(saved["seeds"][0]["tables"]["Table 1"]) == MODELS_1
+
+
+def test_demo_dispatch_defaults_to_ulim_and_names_the_demos(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(demo, "main", lambda argv: calls.append(argv) or 0)
+    assert cli.main(["demo", "--quick"]) == 0
+    assert cli.main(["demo", "ulim", "--seeds", "1"]) == 0
+    assert calls == [["--quick"], ["--seeds", "1"]]
+    assert cli.main(["demo", "nonesuch", "--quick"]) == 2
+    assert "no demo named 'nonesuch'; the demos are ulim" in capsys.readouterr().err
+    assert calls == [["--quick"], ["--seeds", "1"]]  # negative control: nothing ran
+
+
+def test_data_and_format_go_together(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        demo.main(["--data", "somewhere"])
+    assert "--data and --format go together" in capsys.readouterr().err

@@ -11,23 +11,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-import refimpl.train as train_module
+import refimpl.pipelines.ulim as ulim_pipeline
 from refimpl import baselines
-from refimpl.data.synthetic import SyntheticData, generate
-from refimpl.demo import LEARNING_CHECK as QUICK
+from refimpl.data.interactions import Interactions, from_synthetic
+from refimpl.data.protocols import Split, leave_last_out
+from refimpl.data.synthetic import generate
+from refimpl.demos.ulim import LEARNING_CHECK as QUICK
+from refimpl.pipelines.evaluation import EvalConfig, Routes
+from refimpl.pipelines.inputs import Samples, category_subsequences, request_samples
+from refimpl.pipelines.ulim import Trained, train_ulim, ulim_serving
 from refimpl.spread import beyond_spread, mean_std
-from refimpl.train import (
-    EvalConfig,
-    Routes,
-    Samples,
-    SequenceConfig,
-    Trained,
-    category_subsequences,
-    heldout_samples,
-    train_ulim,
-    training_samples,
-    ulim_serving,
-)
 
 SEED = 0
 MARGIN = 0.04
@@ -40,7 +33,8 @@ Subsequences = Callable[..., tuple[np.ndarray, np.ndarray]]  # category_subseque
 
 @dataclass(frozen=True)
 class LearningRun:
-    data: SyntheticData
+    data: Interactions
+    split: Split
     held: Samples
     ev: EvalConfig
     routes: Routes  # the user's 4 most frequent categories over the whole history
@@ -52,15 +46,15 @@ class LearningRun:
 def learning_run(seed: int) -> LearningRun:
     """Trains ULIM in the learning check's configuration (one seed) and evaluates it next to the
     frequency cascade, both from the same routes."""
-    data = generate(replace(QUICK.data, seed=seed))
-    held = heldout_samples(data)
+    data = from_synthetic(generate(replace(QUICK.data, seed=seed))).interactions
+    split = leave_last_out(data)
+    held = request_samples(data, split.test)
     ev = EvalConfig(cutoffs=QUICK.cutoffs)
-    model = train_ulim(data, training_samples(data, QUICK.seq), QUICK.seq,
-                       replace(QUICK.train, seed=seed), stream=None)
+    model = train_ulim(data, split, QUICK.seq, replace(QUICK.train, seed=seed), stream=None)
     routes = baselines.frequency_routes(data, held, QUICK.num_routes)
     ulim = ulim_serving(model, data, held, routes, QUICK.seq, ev).hit_rates(held.targets, ev)
-    frequency = baselines.frequency_serving(data, routes).hit_rates(held.targets, ev)
-    return LearningRun(data, held, ev, routes, model, ulim, frequency)
+    frequency = baselines.frequency_serving(data, split, routes).hit_rates(held.targets, ev)
+    return LearningRun(data, split, held, ev, routes, model, ulim, frequency)
 
 
 @pytest.fixture(scope="module")
@@ -83,21 +77,19 @@ def test_learning_check_ulim_beats_the_frequency_cascade(run: LearningRun) -> No
 
 
 def another_users_subsequences(
-    data: SyntheticData, samples: Samples, categories: np.ndarray, seq: SequenceConfig,
-    long_length: int,
+    data: Interactions, samples: Samples, categories: np.ndarray, *args: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Broken: row b's S_c is taken from row b-1's user (a cross-user leak of the long-term input)."""
     shifted = samples.take(np.roll(np.arange(samples.size), 1))
     assert samples.size < 2 or np.all(shifted.users != samples.users)
-    return category_subsequences(data, shifted, categories, seq, long_length)
+    return category_subsequences(data, shifted, categories, *args)
 
 
 def random_items_of_the_category(
-    data: SyntheticData, samples: Samples, categories: np.ndarray, seq: SequenceConfig,
-    long_length: int,
+    data: Interactions, samples: Samples, categories: np.ndarray, *args: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Broken: S_c keeps its length and category but its items are drawn at random (seeded)."""
-    items, mask = category_subsequences(data, samples, categories, seq, long_length)
+    items, mask = category_subsequences(data, samples, categories, *args)
     rng = np.random.default_rng(int(samples.users[0]))
     random_items = items.copy()
     for c in np.unique(data.item_category[items[mask]]):
@@ -119,7 +111,7 @@ def test_learning_check_fails_when_the_long_term_vectors_read_no_user_informatio
         calls.append(1)
         return broken(*args)
 
-    monkeypatch.setattr(train_module, "category_subsequences", counted)
+    monkeypatch.setattr(ulim_pipeline, "category_subsequences", counted)
     ulim = ulim_serving(run.model, run.data, run.held, run.routes, QUICK.seq, run.ev).hit_rates(
         run.held.targets, run.ev)
     assert calls and ulim != run.ulim

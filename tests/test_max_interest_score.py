@@ -18,9 +18,9 @@ from refimpl.nn.max_interest_score import (
     max_interest_top_n,
     merge_interest_candidates,
 )
+from refimpl.pipelines.evaluation import merged_search
 from refimpl.retrieval.catalogue import Catalogue
 from refimpl.retrieval.exact import ExactIndex
-from refimpl.train import merged_search
 
 
 def test_worked_example_numbers() -> None:

@@ -19,8 +19,13 @@ from refimpl.category_baselines import (
     top_k_accuracy,
     transition_counts,
 )
-from refimpl.data.synthetic import QUICK_CONFIG, generate
-from refimpl.pgin_training import (
+from refimpl.data.category_history import merge_category_history
+from refimpl.data.interactions import Interactions, from_synthetic
+from refimpl.data.protocols import leave_last_out
+from refimpl.data.synthetic import QUICK_CONFIG, SyntheticConfig, generate
+from refimpl.models import pgin as pgin_model
+from refimpl.pipelines.inputs import Samples, recent_window, request_samples, training_samples
+from refimpl.pipelines.pgin import (
     PGINExperiment,
     PGINResult,
     PGINTrainConfig,
@@ -28,18 +33,11 @@ from refimpl.pgin_training import (
     of_users,
     other_user_rows,
     pgin_inputs,
-    recent_windows,
     run_pgin_experiment,
     sampled_window,
     split_users,
 )
-from refimpl.train import (
-    SequenceConfig,
-    heldout_samples,
-    pgin_batch,
-    recent_window,
-    training_samples,
-)
+from refimpl.pipelines.ulim import SequenceConfig
 
 # --- the non-learned predictors ----------------------------------------------------------------
 
@@ -126,27 +124,66 @@ SMALL_DATA = replace(QUICK_CONFIG, num_users=30, num_items=200, min_length=80, m
                      mean_visit_length=8.0)
 
 
-def test_inputs_built_at_once_equal_the_pipelines_batch() -> None:
-    data = generate(SMALL_DATA)
+def synthetic(cfg: SyntheticConfig) -> Interactions:
+    return from_synthetic(generate(cfg)).interactions
+
+
+def samples_of(log: Interactions, min_position: int = 3, targets: str = "category_changes") -> Samples:
+    return training_samples(log, leave_last_out(log), min_position, targets)
+
+
+def plain_recent_window(log: Interactions, samples: Samples, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The definition, one row at a time: the `length` behaviours before each target, left-aligned."""
+    items = np.zeros((samples.size, length), dtype=np.int64)
+    mask = np.zeros((samples.size, length), dtype=bool)
+    for row, (user, position) in enumerate(zip(samples.users, samples.positions, strict=True)):
+        history = log.sequence(int(user))[max(0, position - length) : position]
+        items[row, : history.size] = history
+        mask[row, : history.size] = True
+    return items, mask
+
+
+def plain_pgin_batch(log: Interactions, samples: Samples, seq: SequenceConfig,
+                     long_input: str) -> pgin_model.PGINBatch:
+    """PGIN's batch by the definitions: MHSA over the recent behaviours; the pointer's history
+    deduplicated (merge_category_history) from the long window, or its most recent ceil(n / 2)."""
+    cats = log.item_category
+    long, long_mask = plain_recent_window(log, samples, seq.pgin_long_length)
+    short, short_mask = plain_recent_window(log, samples, seq.pgin_short_length)
+    full, full_mask = plain_recent_window(log, samples, seq.long_length)
+    if long_input == "recent_half":
+        for row in range(samples.size):
+            n = int(full_mask[row].sum())
+            full_mask[row, : n // 2] = False
+    empty = np.zeros((samples.size, 0), dtype=np.int64)
+    history, history_mask = merge_category_history(
+        cats[full], full_mask, empty, np.zeros(empty.shape, dtype=bool), seq.pgin_history
+    )
+    return pgin_model.PGINBatch(np.ones((samples.size, 1)), long, cats[long], long_mask, short, cats[short],
+                                short_mask, history, history_mask, samples.categories)
+
+
+def test_inputs_built_at_once_equal_the_definitions() -> None:
+    data = synthetic(SMALL_DATA)
     seq = SequenceConfig(long_length=60, pgin_long_length=12, pgin_short_length=5, pgin_history=6,
                          min_position=3)
-    samples = training_samples(data, seq)
-    for long_length in (None, 25):
-        expected = pgin_batch(data, samples, seq, long_length)
-        got = pgin_inputs(data, samples, seq, long_length)
-        for name in ("long_items", "long_categories", "long_mask", "short_items", "short_categories",
-                     "short_mask", "history", "history_mask", "label"):
+    samples = samples_of(data)
+    for long_input in ("whole", "recent_half"):
+        expected = plain_pgin_batch(data, samples, seq, long_input)
+        got = pgin_inputs(data, samples, seq, long_input)
+        for name in ("user_features", "long_items", "long_categories", "long_mask", "short_items",
+                     "short_categories", "short_mask", "history", "history_mask", "label"):
             np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
-    items, mask = recent_windows(data, samples, 17)
-    expected_items, expected_mask = recent_window(data, samples, 17)
+    items, mask = recent_window(data, samples, 17)
+    expected_items, expected_mask = plain_recent_window(data, samples, 17)
     np.testing.assert_array_equal(items, expected_items)
     np.testing.assert_array_equal(mask, expected_mask)
     same_as_recent = sampled_window(data, samples, 17, 17)
     np.testing.assert_array_equal(same_as_recent[0], expected_items)
     spaced, spaced_mask = sampled_window(data, samples, 4, 40)  # every 10th, ending at t - 1
     row = int(np.argmax(samples.positions >= 40))
-    t, start = int(samples.positions[row]), int(data.offsets[samples.users[row]])
-    np.testing.assert_array_equal(spaced[row], data.events[start + t - 31 : start + t : 10])
+    t, start = int(samples.positions[row]), int(data.user_offsets[samples.users[row]])
+    np.testing.assert_array_equal(spaced[row], data.items[start + t - 31 : start + t : 10])
     assert spaced_mask[row].all()
     blind = pgin_inputs(data, samples, seq, read_items=False)
     assert not blind.long_items.any() and not blind.short_items.any()
@@ -158,9 +195,8 @@ def test_inputs_built_at_once_equal_the_pipelines_batch() -> None:
 
 
 def test_category_stats_count_the_window_before_each_target() -> None:
-    data = generate(SMALL_DATA)
-    seq = SequenceConfig(min_position=3)
-    samples = training_samples(data, seq)
+    data = synthetic(SMALL_DATA)
+    samples = samples_of(data)
     stats = category_stats(data, samples, 40)
     items, mask = recent_window(data, samples, 40)
     expected = frequency_top_k(data.item_category[items], mask, 4, data.num_categories)
@@ -171,8 +207,8 @@ def test_category_stats_count_the_window_before_each_target() -> None:
 def test_the_frequency_cascade_routes_rank_by_the_one_rule() -> None:
     """refimpl.baselines.frequency_routes (the demo's cascade routes) ranks by rank_by_frequency:
     ties to the more recent category, categories the window never shows masked out."""
-    data = generate(SMALL_DATA)
-    held = heldout_samples(data)
+    data = synthetic(SMALL_DATA)
+    held = request_samples(data, leave_last_out(data).test)
     items, mask = recent_window(data, held, 40)
     routes = baselines.frequency_routes(data, held, 4, window=40)
     np.testing.assert_array_equal(
@@ -186,8 +222,8 @@ def test_splits_partition_the_users_and_the_control_reads_another_user() -> None
     train, valid, test = split_users(50, 0.2, 0.2, seed=3)
     assert sorted(np.concatenate([train, valid, test]).tolist()) == list(range(50))
     assert valid.shape[0] == test.shape[0] == 10
-    data = generate(SMALL_DATA)
-    samples = of_users(training_samples(data, SequenceConfig(min_position=3)), test[test < 30])
+    data = synthetic(SMALL_DATA)
+    samples = of_users(samples_of(data), test[test < 30])
     rows = other_user_rows(samples)
     assert np.all(samples.users[rows] != samples.users)
     with pytest.raises(ValueError, match="valid_fraction"):

@@ -11,22 +11,23 @@ import numpy as np
 import pytest
 
 import refimpl.models.ulim as ulim
-from refimpl.data.synthetic import QUICK_CONFIG, generate
-from refimpl.demo import QUICK
+from refimpl.data.interactions import Interactions, build_interactions, from_synthetic
+from refimpl.data.protocols import leave_last_out
+from refimpl.data.synthetic import QUICK_CONFIG, SyntheticConfig, generate
+from refimpl.demos.ulim import QUICK
 from refimpl.gradcheck import assert_gradients_match, check_gradients
 from refimpl.models import youtube_dnn as ytdnn
 from refimpl.nn.embedding import embedding_forward
 from refimpl.nn.pooling import masked_mean_pool_forward
-from refimpl.train import (
-    TrainConfig,
+from refimpl.pipelines.inputs import (
+    Samples,
     category_subsequences,
-    fit,
-    heldout_samples,
     recent_window,
-    split_validation,
-    train_ulim,
+    request_samples,
     training_samples,
 )
+from refimpl.pipelines.ulim import train_ulim
+from refimpl.train import TrainConfig, fit, validation_subset
 
 NUM_ITEMS, NUM_CATEGORIES, DIM = 12, 3, 4
 ITEM_CATEGORY = (np.arange(NUM_ITEMS) % NUM_CATEGORIES).astype(np.int64)
@@ -186,13 +187,26 @@ SMALL = replace(QUICK_CONFIG, num_users=20, num_items=200, num_categories=8,
                 min_length=80, max_length=120, mean_visit_length=8.0)
 
 
+def synthetic_log(cfg: SyntheticConfig) -> tuple[Interactions, Samples]:
+    """The synthetic data in the data model and its test targets under leave-last-out (each user's
+    held-out event, the whole sequence as history)."""
+    log = from_synthetic(generate(cfg)).interactions
+    return log, request_samples(log, leave_last_out(log).test)
+
+
+def subsequences(log: Interactions, held: Samples, routes: np.ndarray, max_subsequence: int | None = None,
+                 long_input: str = "whole") -> tuple[np.ndarray, np.ndarray]:
+    seq = QUICK.seq
+    return category_subsequences(log, held, routes, seq.long_length, max_subsequence or seq.max_subsequence,
+                                 long_input)
+
+
 def test_subsequences_hold_only_their_category_and_ignore_other_categories() -> None:
     """No category leakage: S_c holds only category c, and v_l(c) does not change when every
     behaviour of another category is replaced."""
-    data = generate(SMALL)
-    held = heldout_samples(data)
+    data, held = synthetic_log(SMALL)
     routes = np.stack([held.categories, (held.categories + 1) % SMALL.num_categories], axis=1)
-    items, mask = category_subsequences(data, held, routes, QUICK.seq, QUICK.seq.long_length)
+    items, mask = subsequences(data, held, routes)
     assert np.all(data.item_category[items][mask] == np.repeat(routes[:, :, None], items.shape[2], 2)[mask])
 
     cfg = ulim.ULIMConfig(num_items=SMALL.num_items, num_categories=SMALL.num_categories, dim=8)
@@ -200,17 +214,16 @@ def test_subsequences_hold_only_their_category_and_ignore_other_categories() -> 
     short, short_mask = recent_window(data, held, QUICK.seq.short_length)
     _, v_l = ulim.encode_for_serving(params, short, short_mask, items, mask, data.item_category, cfg)
     # Replace every event outside the first route's category by another item of its category.
-    events = data.events.copy()
+    events = data.items.copy()
     for u in range(data.num_users):
-        span = slice(data.offsets[u], data.offsets[u + 1])
+        span = slice(data.user_offsets[u], data.user_offsets[u + 1])
         seq = events[span]
         other = data.item_category[seq] != routes[u, 0]
         seq[other] = np.array([np.flatnonzero(data.item_category == data.item_category[e])[0]
                                for e in seq[other]])
         events[span] = seq
-    changed = replace(data, events=events)
-    items2, mask2 = category_subsequences(changed, held, routes[:, :1], QUICK.seq,
-                                          QUICK.seq.long_length)
+    changed = replace(data, items=events)
+    items2, mask2 = subsequences(changed, held, routes[:, :1])
     _, v_l2 = ulim.encode_for_serving(params, short, short_mask, items2, mask2,
                                       data.item_category, cfg)
     np.testing.assert_allclose(v_l2[:, 0], v_l[:, 0], atol=1e-12)
@@ -226,20 +239,59 @@ def test_subsequences_hold_only_their_category_and_ignore_other_categories() -> 
 
 def test_category_subsequence_keeps_the_most_recent_behaviours_of_its_category() -> None:
     """spec/ulim.md's worked example: [a1, b1, a2, c1, a3], cap 2 -> S_a = [a2, a3], S_d = []."""
-    item_category = np.array([0, 1, 0, 2, 0, 3])  # items a1 b1 a2 c1 a3 d1
-    data = replace(
-        generate(SMALL),
-        item_category=item_category,
-        events=np.array([0, 1, 2, 3, 4]),
-        offsets=np.array([0, 5]),
-        visit_start=np.ones(5, dtype=bool),
-        heldout=np.array([5]),
+    log = build_interactions(  # items a1 b1 a2 c1 a3, then the test target d1
+        np.zeros(6, dtype=np.int64), np.arange(6), np.arange(6),
+        catalogue_items=np.arange(6), catalogue_categories=np.array([0, 1, 0, 2, 0, 3]),
     )
-    held = heldout_samples(data)
-    seq = replace(QUICK.seq, max_subsequence=2)
-    items, mask = category_subsequences(data, held, np.array([[0, 3]]), seq, 400)
+    held = request_samples(log, leave_last_out(log).test)
+    items, mask = subsequences(log, held, np.array([[0, 3]]), max_subsequence=2)
     assert items[0, 0][mask[0, 0]].tolist() == [2, 4]
     assert not mask[0, 1].any()
+
+
+def changed_rows(log: Interactions, held: Samples, routes: np.ndarray,
+                 half: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(rows whose long-term input S_c half(...) changes, rows with at least 2 events in S_c)."""
+    whole, whole_mask = subsequences(log, held, routes)
+    halved, halved_mask = half(log, held, routes)
+    width = max(whole.shape[2], halved.shape[2])
+
+    def padded(a: np.ndarray) -> np.ndarray:
+        return np.pad(a, ((0, 0), (0, 0), (0, width - a.shape[2])), constant_values=-1)
+
+    differs = np.any(padded(np.where(whole_mask, whole, -1)) != padded(np.where(halved_mask, halved, -1)), axis=2)
+    return differs[:, 0], whole_mask.sum(axis=2)[:, 0] >= 2
+
+
+def test_ulim_half_sequence_changes_the_input_of_every_user_with_two_long_term_events() -> None:
+    """spec/ulim.md#ulim-half-sequence: the most recent ceil(n / 2) of the n behaviours of S_c.
+    Every user whose S_c holds 2 or more behaviours reads a shorter one, the others the same."""
+    log, held = synthetic_log(replace(SMALL, min_length=10, max_length=120))
+    routes = held.categories[:, None]
+    changed, long_enough = changed_rows(
+        log, held, routes, lambda *a: subsequences(*a, long_input="recent_half"))
+    assert long_enough.any() and (~long_enough).any()  # both kinds of user are there
+    np.testing.assert_array_equal(changed, long_enough)
+    halved, halved_mask = subsequences(log, held, routes, long_input="recent_half")
+    whole, whole_mask = subsequences(log, held, routes)
+    count = whole_mask.sum(axis=2)[:, 0]
+    np.testing.assert_array_equal(halved_mask.sum(axis=2)[:, 0], count - count // 2)
+    for row in range(held.size):  # the kept ones are the most recent
+        kept = halved[row, 0][halved_mask[row, 0]]
+        np.testing.assert_array_equal(kept, whole[row, 0][whole_mask[row, 0]][count[row] // 2:])
+
+
+def test_negative_control_a_fixed_half_window_leaves_users_with_long_term_events_unchanged() -> None:
+    """The old definition (a window of long_length // 2 behaviours) leaves every user with a history
+    shorter than it unchanged: the check above fails for it."""
+    log, held = synthetic_log(SMALL)
+    seq = QUICK.seq
+
+    def fixed_window(log: Interactions, held: Samples, routes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return category_subsequences(log, held, routes, seq.long_length // 2, seq.max_subsequence)
+
+    changed, long_enough = changed_rows(log, held, held.categories[:, None], fixed_window)
+    assert np.any(long_enough & ~changed)
 
 
 def test_serving_vectors_equal_the_training_forward() -> None:
@@ -255,17 +307,17 @@ def test_serving_vectors_equal_the_training_forward() -> None:
 
 
 def test_training_is_reproducible_and_prints_losses_next_to_the_learned_nothing_level() -> None:
-    data = generate(SMALL)
-    samples = training_samples(data, QUICK.seq)
+    data, _ = synthetic_log(SMALL)
+    split = leave_last_out(data)
     cfg = replace(QUICK.train, steps=4, eval_every=2, batch_size=8, num_negatives=4, dim=8,
                   validation_rows=8)
     stream = io.StringIO()
-    first = train_ulim(data, samples, QUICK.seq, cfg, stream=stream)
-    second = train_ulim(data, samples, QUICK.seq, cfg, stream=None)
+    first = train_ulim(data, split, QUICK.seq, cfg, stream=stream)
+    second = train_ulim(data, split, QUICK.seq, cfg, stream=None)
     assert first.curve == second.curve
     for name in first.params:
         np.testing.assert_array_equal(first.params[name], second.params[name])
-    other = train_ulim(data, samples, QUICK.seq, replace(cfg, seed=1), stream=None)
+    other = train_ulim(data, split, QUICK.seq, replace(cfg, seed=1), stream=None)
     assert other.curve.train != first.curve.train
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2 and "step     4/4" in lines[-1] and "learned nothing" in lines[-1]
@@ -274,13 +326,16 @@ def test_training_is_reproducible_and_prints_losses_next_to_the_learned_nothing_
     assert 2 * np.log(4) <= first.curve.chance <= 2 * np.log(5)
 
 
-def test_validation_targets_are_each_users_last_and_never_train() -> None:
-    data = generate(SMALL)
-    samples = training_samples(data, QUICK.seq)
-    train, valid = split_validation(samples, 5, seed=0)
-    assert train.size + valid.size == samples.size and valid.size == 5
+def test_validation_targets_come_after_every_training_target_and_never_train() -> None:
+    data, _ = synthetic_log(SMALL)
+    split = leave_last_out(data)
+    train = training_samples(data, split, QUICK.seq.min_position, "all_events")
+    valid = request_samples(data, split.validation)
+    chosen = validation_subset(valid.size, 5, seed=0)
+    assert chosen.tolist() == sorted(set(chosen.tolist())) and chosen.size == 5
+    assert validation_subset(valid.size, 10**6, seed=0).tolist() == list(range(valid.size))
     for user, position in zip(valid.users, valid.positions, strict=True):
-        assert position == samples.positions[samples.users == user].max()
+        assert position > train.positions[train.users == user].max()
         assert not np.any((train.users == user) & (train.positions == position))
 
 

@@ -4,7 +4,7 @@
     python tools/pgin_learning.py --quick         # the demo's --quick data
     python tools/pgin_learning.py --beta 0 --jump 1   # the process without sequential structure
 
-Each seed draws its own data, user split and PGIN init (refimpl.pgin_training.run_pgin_experiment).
+Each seed draws its own data, user split and PGIN init (refimpl.pipelines.pgin.run_pgin_experiment).
 Prints the top-k accuracy table, PGIN's margin over each baseline (per seed, then mean +- std)
 and PGIN's validation loss beside ln C and the loss of the training users' category frequencies.
 """
@@ -17,8 +17,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from refimpl.demo import DEFAULT, QUICK
-from refimpl.pgin_training import (
+from refimpl.demos.ulim import DEFAULT, QUICK
+from refimpl.pipelines.pgin import (
     POINTER_HISTORIES,
     PGINExperiment,
     PGINResult,

@@ -35,7 +35,9 @@ __all__ = [
     "TAOBAO_BACKENDS",
     "TAOBAO_BEHAVIOURS",
     "TaobaoColumns",
+    "FORMATS",
     "arrow_available",
+    "load_interactions",
     "load_movielens_100k",
     "load_movielens_1m",
     "load_recbole",
@@ -681,3 +683,21 @@ def load_taobao(
         catalogue_categories=item_category,
         source=f"taobao {path}",
     )
+
+
+FORMATS = ("movielens-100k", "movielens-1m", "recbole", "taobao")
+"""The `--format` names of `load_interactions` (the demos' `--data PATH --format FMT`)."""
+
+
+def load_interactions(path: str | os.PathLike[str], data_format: str) -> Interactions:
+    """The log at `path` in `data_format` (FORMATS), each loader with its defaults: ml-100k and ml-1m
+    read a directory of their raw files, RecBole a directory of atomic files, Taobao one CSV."""
+    if data_format not in FORMATS:
+        raise ValueError(f"data_format: expected one of {FORMATS}, got {data_format!r}")
+    if data_format == "movielens-100k":
+        return load_movielens_100k(path)
+    if data_format == "movielens-1m":
+        return load_movielens_1m(path)
+    if data_format == "recbole":
+        return load_recbole(path)
+    return load_taobao(path)

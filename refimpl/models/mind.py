@@ -144,6 +144,9 @@ def mind_forward(params: Params, batch: UserBatch, cfg: MINDConfig) -> tuple[Arr
     _check_config(cfg)
     check_param_shapes(params, _param_shapes(cfg), "MIND")
     check_batch(batch, cfg.num_interests)
+    if batch.profile_ids.shape[1] != cfg.num_fields:
+        raise ValueError(f"profile_ids: expected shape (B, num_fields) = (B, {cfg.num_fields}), got "
+                         f"{batch.profile_ids.shape} (one id per profile field; cfg.num_fields is {cfg.num_fields})")
     items, profile, item_lookup, profile_lookup = lookup_user(params, batch)
     b, length, d = items.shape
     with caller_names(W="routing_W"):

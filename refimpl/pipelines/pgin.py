@@ -1,12 +1,16 @@
-"""PGIN's learning check: trained to convergence on a validation split, measured on held-out users
-against the non-learned next-category predictors (spec/pgin.md#learning-check).
+"""PGIN, ULIM's category predictor, trained and measured on any interaction log against the
+non-learned next-category predictors (spec/pgin.md#learning-check).
 
-- inputs (`pgin_inputs`): the batch refimpl.train.pgin_batch builds (the most recent behaviours
-  for the two MHSA inputs, the pointer's deduplicated category history from the whole long
-  window), built for every target at once from per-user prefix statistics, so that a training
-  step only indexes rows;
+- inputs (`pgin_inputs`): the most recent behaviours for the two MHSA inputs, the pointer's
+  deduplicated category history from the long window (or its most recent half per user, the routes
+  of ULIM-half-sequence), the user's profile fields one-hot as the user features
+  (refimpl.pipelines.inputs.profile_features); built for every target at once from per-user prefix
+  statistics, so that a training step only indexes rows;
 - users are split into training, validation and test users (`split_users`); the Markov counts and
   the tie-break prior come from the training users only;
+- targets: the training events whose category differs from the event before (a change of
+  category is what PGIN predicts), validated on the last such target of up to `validation_rows`
+  users (`hold_out_last`);
 - training (`train_pgin_to_convergence`, the demo's `train_pgin`): refimpl.train.fit, the one
   loop of every model: Adam on random batches of training targets; every `eval_every` steps the
   mean loss over the validation targets; stop when it has not fallen by more than
@@ -26,7 +30,7 @@ from typing import TextIO
 
 import numpy as np
 
-from refimpl._check import Array, BoolArray, IntArray, require_choice
+from refimpl._check import Array, BoolArray, IntArray, require_choice, require_int, require_positive_int, require_real
 from refimpl.category_baselines import (
     category_prior,
     frequency_markov_top_k,
@@ -35,10 +39,36 @@ from refimpl.category_baselines import (
     top_k_accuracy,
     transition_counts,
 )
-from refimpl.data.synthetic import SyntheticConfig, SyntheticData, generate
+from refimpl.data.interactions import Interactions, from_synthetic
+from refimpl.data.protocols import Split, leave_last_out
+from refimpl.data.synthetic import SyntheticConfig, generate
 from refimpl.models import pgin as pgin_model
 from refimpl.models._params import Params
-from refimpl.train import Routes, Samples, SequenceConfig, TrainConfig, fit, training_samples
+from refimpl.pipelines.evaluation import Routes
+from refimpl.pipelines.inputs import (
+    LONG_INPUTS,
+    Samples,
+    profile_features,
+    recent_window,
+    training_samples,
+)
+from refimpl.pipelines.ulim import SequenceConfig
+from refimpl.train import TrainConfig, fit, seeded_rng
+
+__all__ = [
+    "POINTER_HISTORIES",
+    "PGINCurve",
+    "PGINExperiment",
+    "PGINResult",
+    "PGINRun",
+    "PGINTrainConfig",
+    "baseline_predictions",
+    "category_stats",
+    "pgin_inputs",
+    "pgin_routes",
+    "run_pgin_experiment",
+    "train_pgin",
+]
 
 # ---------------------------------------------------------------- inputs
 
@@ -48,26 +78,12 @@ contract), or the categories of `pgin_history` behaviours sampled evenly over th
 duplicates kept (the pointer then sums a category's weights: its counts reach y_poi)."""
 
 
-def recent_windows(
-    data: SyntheticData, samples: Samples, length: int
-) -> tuple[IntArray, BoolArray]:
-    """The most recent `length` behaviours before each target: items, mask (S, length), oldest
-    first, valid positions first (refimpl.train.recent_window's layout, built without a loop)."""
-    count = samples.positions.clip(max=length)  # (S,) behaviours available
-    slot = np.arange(length)[None, :]
-    mask = slot < count[:, None]
-    position = samples.positions[:, None] - count[:, None] + slot
-    ids = data.events[np.where(mask, data.offsets[samples.users][:, None] + position, 0)]
-    items: IntArray = np.where(mask, ids, 0)
-    return items, mask
-
-
 def sampled_window(
-    data: SyntheticData, samples: Samples, count: int, length: int
+    log: Interactions, samples: Samples, count: int, length: int
 ) -> tuple[IntArray, BoolArray]:
     """`count` behaviours spaced s = max(1, length // count) apart over the recent `length`,
     ending at the last behaviour before each target: items, mask (S, count), oldest first, valid
-    positions first. With count = length it is `recent_windows`."""
+    positions first. With count = length it is `recent_window`."""
     stride = max(1, length // count)
     newest_first = samples.positions[:, None] - 1 - stride * np.arange(count)[None, :]
     start = np.maximum(samples.positions - length, 0)
@@ -75,7 +91,7 @@ def sampled_window(
     age = filled[:, None] - 1 - np.arange(count)[None, :]  # slot i holds the age-th newest
     mask = age >= 0
     position = np.take_along_axis(newest_first, np.maximum(age, 0), axis=1)
-    ids = data.events[np.where(mask, data.offsets[samples.users][:, None] + position, 0)]
+    ids = log.items[np.where(mask, log.user_offsets[samples.users][:, None] + position, 0)]
     items: IntArray = np.where(mask, ids, 0)
     return items, mask
 
@@ -88,15 +104,31 @@ class CategoryStats:
     last_seen: IntArray  # (S, C) position of its last occurrence in the sequence, -1 if absent
 
 
-def category_stats(data: SyntheticData, samples: Samples, length: int) -> CategoryStats:
-    """Counts and last occurrences (S, C) of each target's recent `length` behaviours, from one
-    prefix sum and one running maximum per user (O(T C) per user, whatever the window)."""
-    c = data.num_categories
+def _window_start(samples: Samples, length: int, long_input: str) -> IntArray:
+    """Where each target's long window starts: `length` behaviours back, or (long_input
+    "recent_half") the most recent ceil(n / 2) of the n behaviours the window holds."""
+    require_choice("long_input", long_input, LONG_INPUTS)
+    count = np.minimum(samples.positions, require_positive_int("length", length))
+    if long_input == "recent_half":
+        count = count - count // 2
+    result: IntArray = samples.positions - count
+    return result
+
+
+def category_stats(log: Interactions, samples: Samples, length: int, long_input: str = "whole") -> CategoryStats:
+    """Counts and last occurrences (S, C) of each target's recent `length` behaviours (or the most
+    recent half of them per target, `long_input`), from one prefix sum and one running maximum per
+    user (O(T C) per user, whatever the window)."""
+    if not isinstance(log, Interactions):
+        raise TypeError(f"log: expected an Interactions, got {type(log).__name__}")
+    samples.check_against(log)
+    window_start = _window_start(samples, length, long_input)
+    c = log.num_categories
     counts = np.zeros((samples.size, c))
     last_seen = np.full((samples.size, c), -1, dtype=np.int64)
     for user in np.unique(samples.users):
         rows = np.flatnonzero(samples.users == user)
-        categories = data.item_category[data.sequence(int(user))]
+        categories = log.item_category[log.sequence(int(user))]
         t = categories.shape[0]
         seen = np.zeros((t + 1, c), dtype=np.int64)
         seen[np.arange(1, t + 1), categories] = 1
@@ -105,7 +137,7 @@ def category_stats(data: SyntheticData, samples: Samples, length: int) -> Catego
         latest[np.arange(1, t + 1), categories] = np.arange(t)
         latest = np.maximum.accumulate(latest, axis=0)  # latest[p]: last position < p
         positions = samples.positions[rows]
-        start = np.maximum(positions - length, 0)
+        start = window_start[rows]
         counts[rows] = prefix[positions] - prefix[start]
         in_window = latest[positions]
         last_seen[rows] = np.where(in_window >= start[:, None], in_window, -1)
@@ -125,32 +157,35 @@ def history_from_stats(stats: CategoryStats, max_history: int) -> tuple[IntArray
 
 
 def pgin_inputs(
-    data: SyntheticData,
+    log: Interactions,
     samples: Samples,
     seq: SequenceConfig,
-    long_length: int | None = None,
+    long_input: str = "whole",
     stats: CategoryStats | None = None,
     pointer_history: str = "deduplicated",
     read_items: bool = True,
 ) -> pgin_model.PGINBatch:
-    """PGIN's batch for every target, equal to refimpl.train.pgin_batch's: the MHSA inputs are
-    the most recent `pgin_long_length` and `pgin_short_length` behaviours, the pointer's history
-    is deduplicated from the long window (the recent `long_length`, seq.long_length by default);
-    no user features (one constant). `stats` (category_stats over the long window) is computed
-    when not given."""
-    length = seq.long_length if long_length is None else long_length
-    cats = data.item_category
-    long, long_mask = recent_windows(data, samples, min(seq.pgin_long_length, length))
-    short, short_mask = recent_windows(data, samples, min(seq.pgin_short_length, length))
-    stats = category_stats(data, samples, length) if stats is None else stats
+    """PGIN's batch for every target: the MHSA inputs are the most recent `pgin_long_length` and
+    `pgin_short_length` behaviours; the pointer's history is deduplicated from the long window (the
+    recent seq.long_length, or with long_input "recent_half" the most recent half of it per target),
+    or sampled evenly over the long window (`pointer_history`); the user features are the profile
+    fields one-hot (refimpl.pipelines.inputs.profile_features; ones (S, 1) for a log without).
+    `stats` (category_stats over the long window) is computed when not given."""
+    if not isinstance(seq, SequenceConfig):
+        raise TypeError(f"seq: expected a SequenceConfig, got {type(seq).__name__}")
     require_choice("pointer_history", pointer_history, POINTER_HISTORIES)
+    _read_items_flag(read_items)
+    cats = log.item_category
+    long, long_mask = recent_window(log, samples, min(seq.pgin_long_length, seq.long_length))
+    short, short_mask = recent_window(log, samples, min(seq.pgin_short_length, seq.long_length))
+    stats = category_stats(log, samples, seq.long_length, long_input) if stats is None else stats
     if pointer_history == "deduplicated":
         history, history_mask = history_from_stats(stats, seq.pgin_history)
     else:
-        sampled, history_mask = sampled_window(data, samples, seq.pgin_history, length)
+        sampled, history_mask = sampled_window(log, samples, seq.pgin_history, seq.long_length)
         history = np.where(history_mask, cats[sampled], 0)
     return pgin_model.PGINBatch(
-        user_features=np.ones((samples.size, 1)),
+        user_features=profile_features(log, samples.users),
         long_items=long if read_items else np.zeros_like(long),
         long_categories=cats[long],
         long_mask=long_mask,
@@ -178,7 +213,7 @@ def take_rows(batch: pgin_model.PGINBatch, rows: IntArray) -> pgin_model.PGINBat
 
 @dataclass(frozen=True)
 class PGINTrainConfig:
-    """PGIN's model size and the stopping rule."""
+    """PGIN's model size and the stopping rule. Checked at construction."""
 
     dim: int = 16
     num_heads: int = 2
@@ -190,7 +225,20 @@ class PGINTrainConfig:
     patience: int = 4  # evaluations without an improvement before stopping
     min_improvement: float = 1e-3  # nats: a smaller fall of the validation loss does not count
     eval_chunk: int = 1_024  # targets per forward pass when evaluating
+    validation_rows: int = 1_024  # users whose last training target is held out (train_pgin)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "num_heads", "batch_size", "max_steps", "eval_every", "patience",
+                     "eval_chunk", "validation_rows"):
+            require_positive_int(f"cfg.{name}", getattr(self, name))
+        if not isinstance(self.mlp_hidden, tuple):
+            raise TypeError(f"cfg.mlp_hidden: expected a tuple of widths, got {self.mlp_hidden!r}")
+        for width in self.mlp_hidden:
+            require_positive_int("cfg.mlp_hidden", width)
+        require_real("cfg.lr", self.lr, low=0.0, low_open=True)
+        require_real("cfg.min_improvement", self.min_improvement, low=0.0)
+        require_int("cfg.seed", self.seed, low=0)
 
 
 @dataclass(frozen=True)
@@ -255,7 +303,7 @@ def train_pgin_to_convergence(
         user_feature_dim=train_batch.user_features.shape[1], dim=cfg.dim,
         num_heads=cfg.num_heads, mlp_hidden=cfg.mlp_hidden,
     )
-    rng = np.random.Generator(np.random.PCG64(cfg.seed))
+    rng = seeded_rng(cfg.seed)
     params = pgin_model.pgin_init(rng, model_cfg)
     size = train_batch.history.shape[0]
     chance = float(np.log(num_categories))
@@ -279,40 +327,71 @@ def train_pgin_to_convergence(
     return PGINRun(params, model_cfg, result)
 
 
+def hold_out_last(samples: Samples, rows: int, seed: int) -> tuple[Samples, Samples]:
+    """(training, validation): the last target of `rows` users (drawn with `seeded_rng(seed, 1)`)
+    is held out for validation; every other target trains. The validation targets come after their
+    users' training targets in time, as the protocol's test targets come after them all."""
+    last = np.flatnonzero(np.r_[samples.users[1:] != samples.users[:-1], True]) if samples.size else samples.users
+    chosen = np.sort(seeded_rng(seed, 1).choice(last, size=min(rows, last.shape[0]), replace=False))
+    keep = np.ones(samples.size, dtype=bool)
+    keep[chosen] = False
+    return samples.take(np.flatnonzero(keep)), samples.take(chosen.astype(np.int64))
+
+
 def train_pgin(
-    data: SyntheticData,
-    train: Samples,
-    valid: Samples,
+    log: Interactions,
+    split: Split,
     seq: SequenceConfig,
     cfg: PGINTrainConfig,
     stream: TextIO | None = sys.stderr,
     read_items: bool = False,
 ) -> PGINRun:
-    """PGIN trained to convergence on the `train` targets, stopped on the `valid` targets, reading
-    categories only unless `read_items` (spec/pgin.md#learning-check; the demo's PGIN)."""
+    """PGIN trained to convergence on the split's training events whose category differs from the
+    event before (at least seq.min_position earlier events), stopped on the last such target of up
+    to cfg.validation_rows users (`hold_out_last`), reading categories only unless `read_items`
+    (spec/pgin.md#learning-check; the demo's PGIN)."""
+    if not isinstance(cfg, PGINTrainConfig):
+        raise TypeError(f"cfg: expected a PGINTrainConfig, got {type(cfg).__name__}")
+    if not isinstance(seq, SequenceConfig):
+        raise TypeError(f"seq: expected a SequenceConfig, got {type(seq).__name__}")
+    samples = training_samples(log, split, seq.min_position, "category_changes")
+    train, valid = hold_out_last(samples, cfg.validation_rows, cfg.seed)
+    if train.size == 0 or valid.size == 0:
+        raise ValueError(f"split: too few training events that change category ({samples.size}) to train "
+                         "and validate PGIN")
+
     def inputs(rows: Samples) -> pgin_model.PGINBatch:
-        return pgin_inputs(data, rows, seq, read_items=read_items)
+        return pgin_inputs(log, rows, seq, read_items=_read_items_flag(read_items))
 
     return train_pgin_to_convergence(
-        data.num_categories, data.num_items, inputs(train), inputs(valid), cfg,
-        category_prior(train.categories, data.num_categories), stream=stream,
+        log.num_categories, log.num_items, inputs(train), inputs(valid), cfg,
+        category_prior(train.categories, log.num_categories), stream=stream,
     )
+
+
+def _read_items_flag(value: object) -> bool:
+    """read_items must be a bool (a truthy string would silently read the items)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"read_items: expected a bool, got {value!r}")
+    return value
 
 
 def pgin_routes(
     run: PGINRun,
-    data: SyntheticData,
+    log: Interactions,
     samples: Samples,
     seq: SequenceConfig,
     k: int,
-    long_length: int | None = None,
+    long_input: str = "whole",
     read_items: bool = False,
 ) -> Routes:
     """PGIN's top-k categories for every sample, most probable first (ties to the lower id), with
-    their probabilities as weights, its pointer reading the recent `long_length` behaviours (the
-    whole long sequence by default); `read_items` as in training."""
-    k = min(k, data.num_categories)
-    batch = pgin_inputs(data, samples, seq, long_length, read_items=read_items)
+    their probabilities as weights, its pointer reading the long window (or the most recent half of
+    it per sample, `long_input`); `read_items` as in training."""
+    if not isinstance(run, PGINRun):
+        raise TypeError(f"run: expected a PGINRun, got {type(run).__name__}")
+    k = min(require_positive_int("k", k), log.num_categories)
+    batch = pgin_inputs(log, samples, seq, long_input, read_items=_read_items_flag(read_items))
     y, _ = pgin_scores(run.params, run.config, replace(batch, label=None), PGINTrainConfig.eval_chunk)
     top = pgin_model.top_k_from_distribution(y, k)
     return Routes(top, np.take_along_axis(y, top, axis=1), np.ones(top.shape, dtype=bool))
@@ -343,9 +422,9 @@ def of_users(samples: Samples, users: IntArray) -> Samples:
     return samples.take(np.flatnonzero(np.isin(samples.users, users)))
 
 
-def previous_categories(data: SyntheticData, samples: Samples) -> IntArray:
+def previous_categories(log: Interactions, samples: Samples) -> IntArray:
     """The category of the behaviour right before each target (S,); targets need position >= 1."""
-    result: IntArray = data.item_category[data.events[data.offsets[samples.users] + samples.positions - 1]]
+    result: IntArray = log.item_category[log.items[log.user_offsets[samples.users] + samples.positions - 1]]
     return result
 
 
@@ -374,7 +453,7 @@ class PGINResult:
 
 
 def baseline_predictions(
-    data: SyntheticData,
+    log: Interactions,
     train: Samples,
     test: Samples,
     seq: SequenceConfig,
@@ -384,12 +463,21 @@ def baseline_predictions(
 ) -> dict[str, IntArray]:
     """The non-learned predictors' top-k (S, k) for the `test` targets; the Markov counts and
     the tie-break prior come from the `train` targets only."""
-    c = data.num_categories
+    if not isinstance(log, Interactions):
+        raise TypeError(f"log: expected an Interactions, got {type(log).__name__}")
+    for name, rows in (("train", train), ("test", test)):
+        if not isinstance(rows, Samples):
+            raise TypeError(f"{name}: expected a Samples, got {type(rows).__name__}")
+        rows.check_against(log)
+        if rows.size == 0 or rows.positions.min() < 1:
+            raise ValueError(f"{name}: expected at least one target, each with an event before it")
+    require_positive_int("recent_length", recent_length)
+    c = log.num_categories
     prior = category_prior(train.categories, c)
-    whole = category_stats(data, test, seq.long_length) if long_stats is None else long_stats
-    recent = category_stats(data, test, recent_length)
-    counts = transition_counts(previous_categories(data, train), train.categories, c)
-    previous = previous_categories(data, test)
+    whole = category_stats(log, test, seq.long_length) if long_stats is None else long_stats
+    recent = category_stats(log, test, recent_length)
+    counts = transition_counts(previous_categories(log, train), train.categories, c)
+    previous = previous_categories(log, test)
     # One extra count per category keeps every prior positive, as the naive-Bayes ratio needs.
     smoothed = category_prior(np.concatenate([train.categories, np.arange(c)]), c)
     return {
@@ -414,28 +502,29 @@ def other_user_rows(samples: Samples) -> IntArray:
 
 
 def run_pgin_experiment(
-    exp: PGINExperiment, seed: int, stream: TextIO | None = sys.stderr, data: SyntheticData | None = None
+    exp: PGINExperiment, seed: int, stream: TextIO | None = sys.stderr, log: Interactions | None = None
 ) -> PGINResult:
-    """Generate the data with `seed` (unless given), split the users with `seed`, train PGIN with
-    `seed` and measure every predictor's top-k accuracy on the test users' targets, and PGIN's
-    when each target is given another test user's inputs (`other_user_rows`)."""
-    if data is None:
-        data = generate(replace(exp.data, seed=seed))
-    samples = training_samples(data, exp.seq)
+    """Generate the data with `seed` (unless a log is given), take the training events of
+    leave-last-out whose category changes, split the users with `seed`, train PGIN with `seed` and
+    measure every predictor's top-k accuracy on the test users' targets, and PGIN's when each
+    target is given another test user's inputs (`other_user_rows`)."""
+    if log is None:
+        log = from_synthetic(generate(replace(exp.data, seed=seed))).interactions
+    samples = training_samples(log, leave_last_out(log), exp.seq.min_position, exp.seq.targets)
     train, valid, test = (
         of_users(samples, users)
-        for users in split_users(data.num_users, exp.valid_fraction, exp.test_fraction, seed)
+        for users in split_users(log.num_users, exp.valid_fraction, exp.test_fraction, seed)
     )
 
     def inputs(rows: Samples, stats: CategoryStats | None = None) -> pgin_model.PGINBatch:
-        return pgin_inputs(data, rows, exp.seq, stats=stats, pointer_history=exp.pointer_history,
+        return pgin_inputs(log, rows, exp.seq, stats=stats, pointer_history=exp.pointer_history,
                            read_items=exp.read_items)
 
     run = train_pgin_to_convergence(
-        data.num_categories, data.num_items, inputs(train), inputs(valid), replace(exp.train, seed=seed),
-        category_prior(train.categories, data.num_categories), stream=stream,
+        log.num_categories, log.num_items, inputs(train), inputs(valid), replace(exp.train, seed=seed),
+        category_prior(train.categories, log.num_categories), stream=stream,
     )
-    test_stats = category_stats(data, test, exp.seq.long_length)
+    test_stats = category_stats(log, test, exp.seq.long_length)
     test_batch = inputs(test, test_stats)
     k_max = max(exp.ks)
     predictions = {}
@@ -444,7 +533,7 @@ def run_pgin_experiment(
         y, _ = pgin_scores(run.params, run.config, batch, exp.train.eval_chunk)
         predictions[name] = pgin_model.top_k_from_distribution(y, k_max)
     predictions.update(
-        baseline_predictions(data, train, test, exp.seq, exp.recent_length, k_max, test_stats)
+        baseline_predictions(log, train, test, exp.seq, exp.recent_length, k_max, test_stats)
     )
     accuracy = {
         name: {k: 100.0 * top_k_accuracy(top[:, :k], test.categories) for k in exp.ks}

@@ -1,17 +1,22 @@
-"""`refimpl demo`: ULIM end to end on planted-interest data, and the paper's tables (spec/demo.md).
+"""`refimpl demo ulim` (the default demo): ULIM end to end and the paper's tables (spec/demo.md).
 
-For every seed: builds the synthetic data (refimpl.data.synthetic), computes the non-learned
-baselines (refimpl.baselines), trains every model by the one rule of refimpl.train (validation
-split, early stopping, learned-nothing level): PGIN, YouTube DNN, MIND, ULIM, ULIM-half-sequence,
-ULIM-self-attention and ULIM with a catalogue-wide short-term loss; retrieves by the cascade (ULIM)
-or by whole-pool search (the single-vector baselines). Prints, every entry mean +- std over the
-seeds (refimpl.spread), each table with the baselines beside the models:
+For every seed: builds the synthetic data (refimpl.data.synthetic, entering the data model through
+`from_synthetic`) or loads the user's log (`--data PATH --format FMT`, refimpl.data.loaders), splits
+it by ULIM's leave-last-out (refimpl.data.protocols), computes the non-learned baselines
+(refimpl.baselines), trains every model by the one rule of refimpl.train (validation split, early
+stopping, learned-nothing level) through refimpl.pipelines.ulim and refimpl.pipelines.pgin: PGIN,
+YouTube DNN, MIND, ULIM, ULIM-half-sequence, ULIM-self-attention and ULIM with a catalogue-wide
+short-term loss; retrieves by the cascade (ULIM) or by whole-pool search (the single-vector
+baselines), seen items kept or excluded (`--seen`). Prints, every entry mean +- std over the seeds
+(refimpl.spread), each table with the baselines beside the models:
 - Table 1 (ULIM paper): HR@N at three cut-offs; Table 2: the ablations; given the true category;
 - HR against K (a PNG with --plot when matplotlib is installed: `pip install refimpl[plot]`);
 - the serving splits, the short-term vector alone, PGIN's top-K accuracy;
 - the training and validation losses next to the learned-nothing level, the planted-truth
-  diagnostics (refimpl.diagnostics), and which of the paper's orderings hold beyond the spread;
-and writes every number, per seed, to a JSON file.
+  diagnostics (refimpl.diagnostics; synthetic data only), and which of the paper's orderings hold
+  beyond the spread (none with one seed);
+and writes every number, per seed, to a JSON file. With a user's log every seed trains on the same
+log (the seed draws the initialisations, batches and negatives).
 """
 
 from __future__ import annotations
@@ -28,40 +33,51 @@ from typing import Any, TextIO
 import numpy as np
 
 from refimpl import baselines
+from refimpl._check import require_choice, require_int, require_positive_int
 from refimpl.category_baselines import top_k_accuracy
+from refimpl.data.interactions import Interactions, from_synthetic
+from refimpl.data.loaders import FORMATS, load_interactions
+from refimpl.data.protocols import DEFAULT_SEEN_POLICY, SEEN_POLICIES, SeenItems, Split, leave_last_out
 from refimpl.data.synthetic import QUICK_CONFIG, SyntheticConfig, SyntheticData, generate
 from refimpl.diagnostics import item_agreement, taste_agreement
 from refimpl.models import ulim as ulim_model
-from refimpl.pgin_training import (
+from refimpl.pipelines.evaluation import BACKENDS, EvalConfig, Routes, Serving, search_hit_rates
+from refimpl.pipelines.inputs import (
+    Samples,
+    category_subsequences,
+    request_samples,
+    samples_seen,
+    training_samples,
+)
+from refimpl.pipelines.pgin import (
     PGINCurve,
     PGINTrainConfig,
     baseline_predictions,
+    hold_out_last,
     pgin_routes,
     train_pgin,
 )
-from refimpl.spread import format_mean_std, ordering
-from refimpl.threads import blas_threads
-from refimpl.train import (
-    Curve,
-    EvalConfig,
-    Routes,
-    Samples,
+from refimpl.pipelines.ulim import (
     SequenceConfig,
-    Serving,
-    TrainConfig,
-    category_subsequences,
     evaluate_mind,
     evaluate_youtube_dnn,
-    heldout_samples,
-    merged_hit_rates,
     train_mind,
     train_ulim,
     train_youtube_dnn,
-    training_samples,
-    training_split,
     ulim_index,
     ulim_serving,
 )
+from refimpl.spread import MIN_SEEDS, format_mean_std, ordering
+from refimpl.threads import blas_threads
+from refimpl.train import Curve, TrainConfig
+
+__all__ = [
+    "DEFAULT",
+    "LEARNING_CHECK",
+    "QUICK",
+    "DemoConfig",
+    "main",
+]
 
 PAPER_CUTOFFS = (500, 1000, 2000)
 PAPER_TABLE_1: dict[str, tuple[float, ...]] = {
@@ -74,6 +90,10 @@ PAPER_TABLE_1: dict[str, tuple[float, ...]] = {
 
 @dataclass(frozen=True)
 class DemoConfig:
+    """One demo run: the synthetic data (or the user's log at `data_path` in `data_format`), the
+    windows, the training rules, the cut-offs and K, the back end, the seen-item policy and the
+    seeds. Checked at construction."""
+
     data: SyntheticConfig
     seq: SequenceConfig
     train: TrainConfig
@@ -83,6 +103,24 @@ class DemoConfig:
     pgin: PGINTrainConfig = field(default_factory=PGINTrainConfig)
     backend: str = "exact"
     seeds: tuple[int, ...] = (0, 1, 2)
+    seen: str = DEFAULT_SEEN_POLICY  # evaluation keeps ("kept") or drops ("excluded") seen items
+    data_path: str = ""  # a user's log instead of the synthetic data ("": synthetic)
+    data_format: str = ""  # its format (refimpl.data.loaders.FORMATS)
+
+    def __post_init__(self) -> None:
+        require_positive_int("cfg.num_routes", self.num_routes)
+        for name in ("cutoffs", "k_values", "seeds"):
+            values = getattr(self, name)
+            if not isinstance(values, tuple) or not values:
+                raise ValueError(f"cfg.{name}: expected a non-empty tuple, got {values!r}")
+        for n in (*self.cutoffs, *self.k_values):
+            require_positive_int("cfg.cutoffs, cfg.k_values", n)
+        for seed in self.seeds:
+            require_int("cfg.seeds", seed, low=0)
+        require_choice("cfg.backend", self.backend, BACKENDS)
+        require_choice("cfg.seen", self.seen, SEEN_POLICIES)
+        if self.data_path:
+            require_choice("cfg.data_format", self.data_format, FORMATS)
 
 
 DEFAULT = DemoConfig(
@@ -99,6 +137,7 @@ DEFAULT = DemoConfig(
     cutoffs=(10, 20, 50),
     num_routes=4,
     k_values=(1, 2, 3, 4, 6, 8),
+    pgin=PGINTrainConfig(validation_rows=512),
 )
 """The default run (spec/demo.md#sizes): the default process with 500 users, 5,000 items in 20
 categories (about 250 items each) and planted latents of width 8; every event of a sequence is a
@@ -118,6 +157,7 @@ LEARNING_CHECK = DemoConfig(
     cutoffs=(5, 10, 20),
     num_routes=4,
     k_values=(1, 2, 4, 6),
+    pgin=PGINTrainConfig(validation_rows=256),
 )
 """The learning check's configuration (tests/test_learning.py): 400 users, 20 categories, 1,000
 items (50 per category), planted latents of width 8, sequences of 350-400 events; N = 5/10/20."""
@@ -125,11 +165,12 @@ items (50 per category), planted latents of width 8, sequences of 350-400 events
 QUICK = replace(
     LEARNING_CHECK,
     train=replace(LEARNING_CHECK.train, steps=300, batch_size=32, validation_rows=128),
-    pgin=PGINTrainConfig(max_steps=300),
+    pgin=PGINTrainConfig(max_steps=300, validation_rows=128),
     seeds=(0,),
 )
 """`--quick`: the learning check's data, one seed, a smaller budget (batches of 32, at most 300
-steps): a smoke run of the whole pipeline; with one seed no ordering is claimed."""
+steps, PGIN's validation on 128 users): a smoke run of the whole pipeline; with one seed no
+ordering is claimed."""
 
 
 Table = dict[str, dict[str, float]]  # row -> cut-off (or column) -> value
@@ -177,23 +218,27 @@ FREQUENCY = "frequency cascade (whole history)"
 FREQUENCY_RECENT = "frequency cascade (recent window)"
 
 
-def _data_summary(data: SyntheticData, cfg: DemoConfig) -> dict[str, Any]:
-    held = heldout_samples(data)
+def _data_summary(log: Interactions, split: Split, held: Samples, cfg: DemoConfig) -> dict[str, Any]:
+    """The log's sizes and how much of the test targets' category the windows hold."""
     cats = held.categories[:, None]
-    _, full = category_subsequences(data, held, cats, cfg.seq, cfg.seq.long_length)
-    _, half = category_subsequences(data, held, cats, cfg.seq, cfg.seq.long_length // 2)
-    _, short = category_subsequences(data, held, cats, cfg.seq, cfg.seq.short_length)
-    sizes = np.bincount(data.item_category, minlength=data.num_categories)
+    seq = cfg.seq
+    _, full = category_subsequences(log, held, cats, seq.long_length, seq.max_subsequence)
+    _, short = category_subsequences(log, held, cats, seq.short_length, seq.max_subsequence)
+    sizes = np.bincount(log.item_category, minlength=log.num_categories)
     return {
-        "users": data.num_users,
-        "items": data.num_items,
-        "categories": data.num_categories,
+        "source": log.source,
+        "protocol": split.describe(cfg.seen),
+        "users": log.num_users,
+        "items": log.num_items,
+        "categories": log.num_categories,
         "category_size_median": float(np.median(sizes)),
-        "events": int(data.events.shape[0]),
-        "mean_length": float(data.lengths().mean()),
+        "events": log.num_events,
+        "mean_length": float(log.lengths().mean()),
+        "test_targets": held.size,
         "target_category_in_short_sequence": float(short.any(axis=2).mean()),
-        "target_category_in_half_sequence": float(half.any(axis=2).mean()),
-        "target_category_in_full_sequence": float(full.any(axis=2).mean()),
+        "target_category_in_long_window": float(full.any(axis=2).mean()),
+        # ULIM-half-sequence reads ceil(n / 2) of the n behaviours of S_c: every S_c of 2 or more changes
+        "half_sequence_changes_input": float((full.sum(axis=2) >= 2).mean()),
     }
 
 
@@ -223,14 +268,16 @@ def model_tail(curve: Any) -> int:
 
 @dataclass(frozen=True)
 class _Setting:
-    """What every stage of one seed reads: the config, the data, the training samples and the
-    held-out targets, how to evaluate, and where progress goes."""
+    """What every stage of one seed reads: the config, the log and its split, the test targets and
+    their seen items, the planted truth (synthetic data only, for the diagnostics), how to
+    evaluate, and where progress goes."""
 
     cfg: DemoConfig
-    data: SyntheticData
-    samples: Samples  # the retrieval models' training targets
-    pgin_samples: Samples  # PGIN's: the visit starts (a change of category is what it predicts)
-    held: Samples
+    log: Interactions
+    split: Split
+    held: Samples  # the test requests' targets
+    seen: SeenItems | None  # their seen items, when evaluation excludes them
+    synthetic: SyntheticData | None
     ev: EvalConfig
     stream: TextIO | None
 
@@ -241,7 +288,10 @@ def _seed_job(job: tuple[DemoConfig, int, bool]) -> SeedRun:
 
 
 def run(cfg: DemoConfig, stream: TextIO | None = sys.stderr, jobs: int = 1) -> Run:
-    """Every seed: generate, train, retrieve, measure; then the claims over seeds."""
+    """Every seed: generate (or load), train, retrieve, measure; then the claims over seeds."""
+    if not isinstance(cfg, DemoConfig):
+        raise TypeError(f"cfg: expected a DemoConfig, got {type(cfg).__name__}")
+    jobs = require_positive_int("jobs", jobs)
     start = time.perf_counter()
     result = Run(config=asdict(cfg), seeds=[])
     if jobs > 1 and len(cfg.seeds) > 1:
@@ -256,20 +306,32 @@ def run(cfg: DemoConfig, stream: TextIO | None = sys.stderr, jobs: int = 1) -> R
     return result
 
 
+def _log_of(cfg: DemoConfig, seed: int) -> tuple[Interactions, SyntheticData | None]:
+    """The user's log (the same for every seed), or the synthetic data of `seed`."""
+    if cfg.data_path:
+        return load_interactions(cfg.data_path, cfg.data_format), None
+    data = generate(replace(cfg.data, seed=seed))
+    return from_synthetic(data).interactions, data
+
+
 def run_seed(cfg: DemoConfig, seed: int, stream: TextIO | None = sys.stderr) -> SeedRun:
-    """One seed: data seed and training seed both `seed`."""
+    """One seed: data seed (synthetic data) and training seed both `seed`."""
     if stream is not None:
         stream.write(f"seed {seed}\n")
     cpu = time.process_time()
     clock = time.perf_counter()
-    data = generate(replace(cfg.data, seed=seed))
+    log, synthetic = _log_of(cfg, seed)
+    split = leave_last_out(log)
+    held = request_samples(log, split.test)
+    if held.size == 0:
+        raise ValueError(f"data: no user of {log.source or 'the log'} has the 3 events leave-last-out "
+                         "needs for a test target")
     cfg = replace(cfg, train=replace(cfg.train, seed=seed))
     setting = _Setting(
-        cfg, data, training_samples(data, cfg.seq),
-        training_samples(data, replace(cfg.seq, targets="visit_starts")), heldout_samples(data),
-        EvalConfig(cutoffs=cfg.cutoffs, backend=cfg.backend), stream,
+        cfg, log, split, held, samples_seen(log, held) if cfg.seen == "excluded" else None, synthetic,
+        EvalConfig(cutoffs=cfg.cutoffs, backend=cfg.backend, seen=cfg.seen), stream,
     )
-    result = SeedRun(seed=seed, data=_data_summary(data, cfg))
+    result = SeedRun(seed=seed, data=_data_summary(log, split, held, cfg))
     result.seconds["data"] = round(time.perf_counter() - clock, 1)
     clock = time.perf_counter()
     frequency = _frequency_baselines(setting, result)
@@ -285,55 +347,56 @@ def run_seed(cfg: DemoConfig, seed: int, stream: TextIO | None = sys.stderr) -> 
 
 def _frequency_baselines(setting: _Setting, result: SeedRun) -> dict[str, Routes]:
     """The non-learned rows of every table (refimpl.baselines), from the training data only."""
-    cfg, data, held, ev = setting.cfg, setting.data, setting.held, setting.ev
-    max_k = min(max((cfg.num_routes, *cfg.k_values)), data.num_categories)
-    index = baselines.popularity_index(data)
-    whole = baselines.frequency_routes(data, held, max_k)
-    recent = baselines.frequency_routes(data, held, max_k, window=cfg.seq.short_length)
-    k = cfg.num_routes
+    cfg, log, split, held, ev, seen = (setting.cfg, setting.log, setting.split, setting.held, setting.ev,
+                                       setting.seen)
+    max_k = min(max((cfg.num_routes, *cfg.k_values)), log.num_categories)
+    index = baselines.popularity_index(log, split)
+    whole = baselines.frequency_routes(log, held, max_k)
+    recent = baselines.frequency_routes(log, held, max_k, window=cfg.seq.short_length)
+    k = min(cfg.num_routes, max_k)
     t1 = result.tables.setdefault(TABLE_1, {})
-    t1[POPULARITY] = _percent(baselines.popularity_hit_rates(data, held, ev, index))
+    t1[POPULARITY] = _percent(baselines.popularity_hit_rates(log, split, held, ev, index, seen))
     splits = result.tables.setdefault(SPLITS, {})
     for name, routes in ((FREQUENCY, whole), (FREQUENCY_RECENT, recent)):
-        serving = baselines.frequency_serving(data, routes, index)
-        t1[name] = _percent(serving.hit_rates(held.targets, ev, k))
+        serving = baselines.frequency_serving(log, split, routes, index)
+        t1[name] = _percent(serving.hit_rates(held.targets, ev, k, seen=seen))
         if routes is whole:
-            for split in SERVING_SPLITS:
-                splits[f"{name}, {split}"] = _percent(serving.hit_rates(held.targets, ev, k, split))
+            for split_name in SERVING_SPLITS:
+                splits[f"{name}, {split_name}"] = _percent(
+                    serving.hit_rates(held.targets, ev, k, split_name, seen))
             for kk in cfg.k_values:
                 result.tables.setdefault(HR_VS_K, {})[f"frequency cascade, K = {kk}"] = _percent(
-                    serving.hit_rates(held.targets, ev, kk)
+                    serving.hit_rates(held.targets, ev, min(kk, max_k), seen=seen)
                 )
-    truth = baselines.frequency_serving(data, _given_category(held), index)
+    truth = baselines.frequency_serving(log, split, _given_category(held), index)
     result.tables.setdefault(GIVEN, {})["in-category popularity"] = _percent(
-        truth.hit_rates(held.targets, ev)
+        truth.hit_rates(held.targets, ev, seen=seen)
     )
     return {"whole": whole, "recent": recent}
 
 
 def _given_category(held: Samples) -> Routes:
-    size = held.size
-    return Routes(held.categories[:, None], np.ones((size, 1)), np.ones((size, 1), dtype=bool))
+    return Routes.equal(held.categories[:, None])
 
 
 def _pgin_routes(
     setting: _Setting, result: SeedRun, frequency: dict[str, Routes]
 ) -> tuple[Routes, Routes]:
-    """Trains PGIN (refimpl.pgin_training: categories only, the one stopping rule), records its
+    """Trains PGIN (refimpl.pipelines.pgin: categories only, the one stopping rule), records its
     top-K accuracy next to the non-learned category predictors (refimpl.category_baselines, their
     Markov counts and prior from PGIN's training targets); PGIN's routes (S, max K) reading the
-    whole long sequence and reading its recent half (ULIM-half-sequence's routes)."""
-    cfg, data, held = setting.cfg, setting.data, setting.held
-    train, valid = training_split(setting.pgin_samples, cfg.train)
-    pgin = train_pgin(data, train, valid, cfg.seq, replace(cfg.pgin, seed=cfg.train.seed),
-                      setting.stream)
-    max_k = min(max((cfg.num_routes, *cfg.k_values)), data.num_categories)
-    routes = pgin_routes(pgin, data, held, cfg.seq, max_k)
-    half = cfg.seq.long_length // 2
-    half_routes = pgin_routes(pgin, data, held, cfg.seq, max_k, long_length=half)
+    whole long window and reading its most recent half per user (ULIM-half-sequence's routes)."""
+    cfg, log, split, held = setting.cfg, setting.log, setting.split, setting.held
+    pgin_cfg = replace(cfg.pgin, seed=cfg.train.seed)
+    pgin = train_pgin(log, split, cfg.seq, pgin_cfg, setting.stream)
+    max_k = min(max((cfg.num_routes, *cfg.k_values)), log.num_categories)
+    routes = pgin_routes(pgin, log, held, cfg.seq, max_k)
+    half_routes = pgin_routes(pgin, log, held, cfg.seq, max_k, long_input="recent_half")
     result.training["PGIN"] = _training(pgin.curve, pgin.curve.seconds)
+    train, _ = hold_out_last(training_samples(log, split, cfg.seq.min_position, "category_changes"),
+                             pgin_cfg.validation_rows, pgin_cfg.seed)
     predictions = {"PGIN": routes.categories, **baseline_predictions(
-        data, train, held, cfg.seq, cfg.seq.short_length, max_k)}
+        log, train, held, cfg.seq, cfg.seq.short_length, max_k)}
     result.tables[PGIN_ACCURACY] = {
         name: {f"top-{k}": round(100 * top_k_accuracy(top[:, :k], held.categories), 2)
                for k in sorted({cfg.num_routes, *cfg.k_values}) if k <= max_k}
@@ -344,52 +407,54 @@ def _pgin_routes(
 
 def _single_vector_models(setting: _Setting, result: SeedRun) -> None:
     """Trains and evaluates YouTube DNN and MIND (Table 1)."""
-    cfg, data, held = setting.cfg, setting.data, setting.held
-    youtube = train_youtube_dnn(data, setting.samples, cfg.seq, cfg.train, setting.stream)
+    cfg, log, split, held, seen = setting.cfg, setting.log, setting.split, setting.held, setting.seen
+    youtube = train_youtube_dnn(log, split, cfg.seq, cfg.train, setting.stream)
     result.training["YouTube DNN"] = _training(youtube.curve, youtube.seconds)
     result.tables[TABLE_1]["YouTube DNN"] = _percent(
-        evaluate_youtube_dnn(youtube, data, held, cfg.seq, setting.ev)
+        evaluate_youtube_dnn(youtube, log, held, cfg.seq, setting.ev, seen)
     )
-    tower = ulim_model.catalogue_vectors(youtube.params, data.item_category)
-    result.diagnostics["YouTube DNN item agreement"] = round(
-        item_agreement(tower, data, np.random.Generator(np.random.PCG64(0))), 3
-    )
-    mind = train_mind(data, setting.samples, cfg.seq, cfg.train, setting.stream)
+    if setting.synthetic is not None:
+        tower = ulim_model.catalogue_vectors(youtube.params, log.item_category)
+        result.diagnostics["YouTube DNN item agreement"] = round(
+            item_agreement(tower, setting.synthetic, np.random.Generator(np.random.PCG64(0))), 3
+        )
+    mind = train_mind(log, split, cfg.seq, cfg.train, setting.stream)
     result.training["MIND"] = _training(mind.curve, mind.seconds)
-    result.tables[TABLE_1]["MIND"] = _percent(evaluate_mind(mind, data, held, cfg.seq, setting.ev))
+    result.tables[TABLE_1]["MIND"] = _percent(evaluate_mind(mind, log, held, cfg.seq, setting.ev, seen))
 
 
 def _ulim_variants(setting: _Setting, result: SeedRun, routes: Routes, half_routes: Routes) -> None:
     """Trains and evaluates ULIM and its ablations (Tables 1 and 2, HR against K, the serving
     splits, and each given the true next category)."""
-    cfg, data, held, ev = setting.cfg, setting.data, setting.held, setting.ev
+    cfg, log, split, held, ev, seen = (setting.cfg, setting.log, setting.split, setting.held, setting.ev,
+                                       setting.seen)
     k = min(cfg.num_routes, routes.categories.shape[1])
     variants = (
-        ("ULIM", "target", cfg.seq.long_length, routes, "in_category"),
-        ("ULIM-half-sequence", "target", cfg.seq.long_length // 2, half_routes, "in_category"),
-        ("ULIM-self-attention", "self", cfg.seq.long_length, routes, "in_category"),
-        (CATALOGUE_SHORT, "target", cfg.seq.long_length, routes, "catalogue"),
+        ("ULIM", "target", "whole", routes, "in_category"),
+        ("ULIM-half-sequence", "target", "recent_half", half_routes, "in_category"),
+        ("ULIM-self-attention", "self", "whole", routes, "in_category"),
+        (CATALOGUE_SHORT, "target", "whole", routes, "catalogue"),
     )
     t2 = result.tables.setdefault(TABLE_2, {})
-    for name, encoder, length, variant_routes, short_negatives in variants:
+    for name, encoder, long_input, variant_routes, short_negatives in variants:
         model = train_ulim(
-            data, setting.samples, cfg.seq, cfg.train, name=name, long_encoder=encoder,
-            long_length=length, stream=setting.stream, short_negatives=short_negatives,
+            log, split, cfg.seq, cfg.train, name=name, long_encoder=encoder,
+            long_input=long_input, stream=setting.stream, short_negatives=short_negatives,
         )
         result.training[name] = _training(model.curve, model.seconds)
-        index = ulim_index(model, data, ev)
-        serving = ulim_serving(model, data, held, variant_routes, cfg.seq, ev, index)
-        t2[name] = _percent(serving.hit_rates(held.targets, ev, k))
+        index = ulim_index(model, log, ev)
+        serving = ulim_serving(model, log, held, variant_routes, cfg.seq, ev, index)
+        t2[name] = _percent(serving.hit_rates(held.targets, ev, k, seen=seen))
         if variant_routes is not routes:
             t2[f"{name} (ULIM's routes)"] = _percent(
-                ulim_serving(model, data, held, routes, cfg.seq, ev, index).hit_rates(
-                    held.targets, ev, k)
+                ulim_serving(model, log, held, routes, cfg.seq, ev, index).hit_rates(
+                    held.targets, ev, k, seen=seen)
             )
-        given = ulim_serving(model, data, held, _given_category(held), cfg.seq, ev, index)
-        result.tables[GIVEN][name] = _percent(given.hit_rates(held.targets, ev))
-        if encoder == "target" and length == cfg.seq.long_length:
+        given = ulim_serving(model, log, held, _given_category(held), cfg.seq, ev, index)
+        result.tables[GIVEN][name] = _percent(given.hit_rates(held.targets, ev, seen=seen))
+        if encoder == "target" and long_input == "whole":
             result.tables.setdefault(SHORT_ALONE, {})[name] = _percent(
-                merged_hit_rates(index, given.short_vectors[:, None, :], held, ev)
+                search_hit_rates(index, given.short_vectors[:, None, :], held.targets, ev, seen)
             )
         if name == "ULIM":
             result.tables[TABLE_1][name] = t2[name]
@@ -399,13 +464,18 @@ def _ulim_variants(setting: _Setting, result: SeedRun, routes: Routes, half_rout
 def _ulim_details(setting: _Setting, result: SeedRun, serving: Serving, given: Serving,
                   k: int) -> None:
     """ULIM's HR against K, the serving splits, and the planted-truth diagnostics."""
-    cfg, data, held, ev = setting.cfg, setting.data, setting.held, setting.ev
+    cfg, held, ev, seen = setting.cfg, setting.held, setting.ev, setting.seen
+    max_k = serving.routes.categories.shape[1]
     for kk in cfg.k_values:
-        result.tables[HR_VS_K][f"ULIM, K = {kk}"] = _percent(serving.hit_rates(held.targets, ev, kk))
+        result.tables[HR_VS_K][f"ULIM, K = {kk}"] = _percent(
+            serving.hit_rates(held.targets, ev, min(kk, max_k), seen=seen))
     for split in SERVING_SPLITS:
         result.tables[SPLITS][f"ULIM, {split}"] = _percent(
-            serving.hit_rates(held.targets, ev, k, split)
+            serving.hit_rates(held.targets, ev, k, split, seen)
         )
+    data = setting.synthetic
+    if data is None:
+        return
     vectors = given.index.catalogue.vectors[np.argsort(given.index.catalogue.item_ids)]
     result.diagnostics["ULIM item agreement"] = round(
         item_agreement(vectors, data, np.random.Generator(np.random.PCG64(0))), 3
@@ -415,7 +485,10 @@ def _ulim_details(setting: _Setting, result: SeedRun, serving: Serving, given: S
     )
     result.diagnostics["ULIM taste agreement (given category)"] = round(learned, 3)
     result.diagnostics["popularity taste agreement (given category)"] = round(popularity, 3)
-    result.diagnostics["taste agreement users"] = float(count)
+    result.diagnostics[TASTE_USERS] = count
+
+
+TASTE_USERS = "taste agreement users"
 
 
 SERVING_SPLITS = ("even", "weighted", "score")
@@ -465,10 +538,15 @@ def claims(result: Run, cfg: DemoConfig) -> list[dict[str, Any]]:
         ]
         held = all(v == f"{row_a} > {row_b}" for v in verdicts)
         reversed_ = all(v == f"{row_b} > {row_a}" for v in verdicts)
-        out.append({"claim": text, "verdict": "reproduced" if held else
-                    ("reversed" if reversed_ else "not beyond the spread"),
-                    "per_cutoff": verdicts})
+        if len(result.seeds) < MIN_SEEDS:
+            verdict = FEW_SEEDS.format(seeds=len(result.seeds))
+        else:
+            verdict = "reproduced" if held else ("reversed" if reversed_ else "not beyond the spread")
+        out.append({"claim": text, "verdict": verdict, "per_cutoff": verdicts})
     return out
+
+
+FEW_SEEDS = "{seeds} seed(s): no ordering claimed (the rule needs at least 3)"
 
 
 def _format_table(result: Run, table: str, title: str) -> str:
@@ -513,13 +591,14 @@ def format_report(result: Run) -> str:
         f"{name} {'/'.join(str(v) for v in values)}" for name, values in PAPER_TABLE_1.items()
     )
     diagnostics = {
-        name: format_mean_std([s.diagnostics[name] for s in result.seeds], 3)
+        name: format_mean_std([s.diagnostics[name] for s in result.seeds], 0 if name == TASTE_USERS else 3)
         for name in result.seeds[0].diagnostics
     }
     parts = [
-        f"data: {data['users']} users, {data['items']} items, {data['categories']} categories "
-        f"(median {data['category_size_median']:.0f} items), mean length "
+        f"data: {data['source']}: {data['users']} users, {data['items']} items, {data['categories']} "
+        f"categories (median {data['category_size_median']:.0f} items), mean length "
         f"{data['mean_length']:.0f}; seeds {[s.seed for s in result.seeds]}",
+        f"protocol: {data['protocol']}",
         f"cut-offs N = {cutoffs}: {share_catalogue} of the catalogue, {share_category} of a "
         f"median category (the paper: N = 500-2,000 of tens of millions of items, categories "
         f"much larger than N)",
@@ -533,7 +612,8 @@ def format_report(result: Run) -> str:
         _format_table(result, SPLITS, f"Serving: how N is split between routes (top-{k})"),
         _format_table(result, SHORT_ALONE, "The short-term vector alone searching the whole pool"),
         _format_table(result, PGIN_ACCURACY, "Category prediction: top-K accuracy (%)"),
-        "Planted-truth diagnostics: " + "; ".join(f"{n} {v}" for n, v in diagnostics.items()),
+        "Planted-truth diagnostics: " + "; ".join(f"{n} {v}" for n, v in diagnostics.items())
+        if diagnostics else "",
         "Claims (rule: mean difference > sum of the stds, at every cut-off):\n" + "\n".join(
             f"  {c['claim']}: {c['verdict']}" for c in result.claims),
         f"total {result.seconds:.1f} s wall; CPU per seed (s): "
@@ -571,9 +651,9 @@ def save_plot(result: Run, path: Path) -> bool:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="refimpl demo",
-        description="Train ULIM, its ablations and the baselines on planted-interest data and "
-        "print the ULIM paper's tables.",
+        prog="refimpl demo ulim",
+        description="Train ULIM, its ablations and the baselines on planted-interest data (or on "
+        "your log: --data PATH --format FMT) and print the ULIM paper's tables.",
     )
     parser.add_argument("--quick", action="store_true", help="a small run (well under a minute)")
     parser.add_argument("--out", default="results.json", help="JSON results file")
@@ -581,9 +661,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="number of seeds, 0..S-1 (default 3; every entry is mean +- std)")
     parser.add_argument("--plot", default=None, help="PNG of HR against K (needs matplotlib)")
     parser.add_argument(
-        "--backend", choices=("exact", "hnsw"), default=None,
-        help="retrieval back end (default: hnsw, exact with --quick)",
+        "--backend", choices=BACKENDS, default=None, help="retrieval back end (default: exact)",
     )
+    parser.add_argument("--data", default=None, metavar="PATH",
+                        help="your interaction log instead of the synthetic data (a directory for "
+                             "movielens-100k, movielens-1m and recbole; the CSV file for taobao)")
+    parser.add_argument("--format", choices=FORMATS, default=None, dest="data_format",
+                        help="the format of --data")
+    parser.add_argument("--seen", choices=SEEN_POLICIES, default=None,
+                        help=f"seen items in the ranked lists: kept or excluded (default {DEFAULT_SEEN_POLICY})")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     parser.add_argument("--jobs", type=int, default=2,
                         help="seeds run at once, one process each (default 2)")
@@ -607,12 +693,19 @@ def config_for(args: argparse.Namespace) -> DemoConfig:
     if args.steps is not None:
         train = replace(train, steps=args.steps)
     cfg = replace(cfg, data=data, train=train)
+    if args.seen is not None:
+        cfg = replace(cfg, seen=args.seen)
+    if args.data is not None:
+        cfg = replace(cfg, data_path=str(args.data), data_format=args.data_format or "")
     return cfg if args.backend is None else replace(cfg, backend=args.backend)
 
 
 def main(argv: list[str]) -> int:
-    """The `refimpl demo` command; returns the exit status."""
-    args = _parser().parse_args(argv)
+    """`refimpl demo ulim`; returns the exit status (2 for a usage error, as argparse)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if (args.data is None) != (args.data_format is None):
+        parser.error("--data and --format go together")
     cfg = config_for(args)
     with blas_threads(args.threads):
         result = run(cfg, jobs=args.jobs)

@@ -70,12 +70,20 @@ def test_routing_equals_comirecs_loop_written_out(seed: int, iterations: int, k:
     np.testing.assert_allclose(interests, comirec_loop(x["items"], x["mask"], x["W"], iterations), atol=1e-12)
 
 
-def test_negative_control_the_loop_catches_a_replace_update(monkeypatch: pytest.MonkeyPatch) -> None:
-    """UMI's `replace` update (b^{r+1} = u . v^r) instead of the accumulation: caught at t = 3."""
-    monkeypatch.setattr(routing_module, "_agreement", lambda u, v: np.einsum("blkd,bkd->blk", u, v) / 2)
-    x = draw(3)
-    interests, _ = run(x, DynamicRoutingConfig())
-    assert not np.allclose(interests, comirec_loop(x["items"], x["mask"], x["W"], 3), atol=1e-6)
+def softmax_over_positions(logits: Any, mask: Any) -> Any:
+    """The classic porting slip: the softmax over behaviours (axis 1) instead of over interests."""
+    e = np.where(mask[:, :, None], np.exp(logits - logits.max(axis=1, keepdims=True)), 0.0)
+    return e / np.maximum(e.sum(axis=1, keepdims=True), 1e-300)
+
+
+@given(seed=seeds, iterations=st.integers(1, 3))
+@settings(max_examples=10)
+def test_negative_control_the_loop_catches_a_softmax_over_positions(seed: int, iterations: int) -> None:
+    x = draw(seed, length=4, k=5)  # K > L: 1/K never equals a uniform 1/n over n <= L valid positions
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(routing_module, "_coefficients", softmax_over_positions)
+        broken, _ = run(x, DynamicRoutingConfig(iterations=iterations))
+    assert not np.allclose(broken, comirec_loop(x["items"], x["mask"], x["W"], iterations), atol=1e-6)
 
 
 def test_tiny_case_matches_the_hand_computed_numbers_of_the_spec() -> None:

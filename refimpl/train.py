@@ -87,6 +87,7 @@ class TrainConfig:
     num_interests: int = 4  # MIND's K
     lr: float = 3e-3
     seed: int = 0
+    dtype: str = "float64"  # of ULIM's and YouTube DNN's params ("float32": the same mathematics, cheaper steps)
 
 
 @dataclass(frozen=True)
@@ -391,6 +392,8 @@ def _timed_fit(
     start = time.perf_counter()
     valid_fn, chance = validation
     params, curve = fit(name, params, step_fn, valid_fn, chance, cfg, steps, rng, stream)
+    # serving and the diagnostics compute in float64 whatever dtype trained (cfg.dtype)
+    params = {key: value.astype(np.float64) for key, value in params.items()}
     return Trained(name, params, curve, model_cfg, time.perf_counter() - start, long_length)
 
 
@@ -460,7 +463,7 @@ def train_ulim(
         num_heads=cfg.num_heads, long_encoder=long_encoder,
     )
     rng = _seeded(cfg)
-    params = ulim_model.ulim_init(rng, model_cfg)
+    params = ulim_model.ulim_init(rng, model_cfg, np.dtype(cfg.dtype))
     train, valid = training_split(samples, cfg)
     batches = _category_batch_stream(train, data, cfg, rng)
 
@@ -506,7 +509,7 @@ def train_youtube_dnn(
         num_items=data.num_items, num_categories=data.num_categories, dim=cfg.dim
     )
     rng = _seeded(cfg)
-    params = ytdnn.youtube_dnn_init(rng, model_cfg)
+    params = ytdnn.youtube_dnn_init(rng, model_cfg, np.dtype(cfg.dtype))
     train, valid = training_split(samples, cfg)
     batches = _uniform_batches(train, data, cfg, rng)
 

@@ -93,9 +93,24 @@ def adam_step(
     v: dict[str, Array] = {}
     for name, p in params.items():
         g = grads[name]
-        m[name] = cfg.beta1 * state.m[name] + (1 - cfg.beta1) * g
-        v[name] = cfg.beta2 * state.v[name] + (1 - cfg.beta2) * g * g
-        new_params[name] = p - cfg.lr * (m[name] / correction1) / (
-            np.sqrt(v[name] / correction2) + cfg.eps
-        )
+        # The module docstring's operations in its order, written in place into the five arrays
+        # this update allocates (m_t, v_t, two scratch arrays, p_t): with table-sized params each
+        # temporary costs a pass over memory. Bit for bit the numbers of the one-line formulas.
+        # m_t = b1 m_{t-1} + (1 - b1) g_t
+        m[name] = cfg.beta1 * state.m[name]
+        update = (1 - cfg.beta1) * g
+        m[name] += update
+        # v_t = b2 v_{t-1} + (1 - b2) g_t^2
+        v[name] = cfg.beta2 * state.v[name]
+        np.multiply((1 - cfg.beta2), g, out=update)
+        update *= g
+        v[name] += update
+        # p_t = p_{t-1} - lr * (m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t)) + eps)
+        denominator = np.divide(v[name], correction2)
+        np.sqrt(denominator, out=denominator)
+        denominator += cfg.eps
+        np.divide(m[name], correction1, out=update)
+        update *= cfg.lr
+        update /= denominator
+        new_params[name] = p - update
     return new_params, AdamState(step=step, m=m, v=v)

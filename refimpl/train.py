@@ -26,7 +26,7 @@ from typing import TextIO
 
 import numpy as np
 
-from refimpl._check import IntArray, require_int, require_positive_int, require_real
+from refimpl._check import IntArray, require_choice, require_int, require_positive_int, require_real
 from refimpl.models._params import Params
 from refimpl.optim import AdamConfig, adam_init, adam_step
 
@@ -41,6 +41,9 @@ __all__ = [
     "seeded_rng",
     "validation_subset",
 ]
+
+
+DTYPES = ("float64", "float32")  # TrainConfig.dtype
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class TrainConfig:
     num_interests: int = 4  # MIND's K
     lr: float = 3e-3
     seed: int = 0
+    dtype: str = "float64"  # of ULIM's and YouTube DNN's params ("float32": the same mathematics, cheaper steps)
 
     def __post_init__(self) -> None:
         for name in ("steps", "eval_every", "patience", "validation_rows", "batch_size",
@@ -68,6 +72,7 @@ class TrainConfig:
         require_real("cfg.min_improvement", self.min_improvement, low=0.0)
         require_real("cfg.lr", self.lr, low=0.0, low_open=True)
         require_int("cfg.seed", self.seed, low=0)
+        require_choice("cfg.dtype", self.dtype, DTYPES)
 
 
 def seeded_rng(seed: int, stream: int = 0) -> np.random.Generator:

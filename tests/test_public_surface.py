@@ -89,7 +89,13 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
     from refimpl.models.ifa import rank_candidates
     from refimpl.models.mind import mind_backward, mind_forward, mind_loss
     from refimpl.models.pgin import pgin_loss_and_grads, top_k_categories
-    from refimpl.models.ulim import ULIMConfig, category_subsequence, encode_for_serving, ulim_init
+    from refimpl.models.ulim import (
+        ULIMConfig,
+        category_subsequence,
+        encode_for_serving,
+        encode_forward,
+        ulim_init,
+    )
     from refimpl.models.umi import draw_initial_logits, umi_backward, umi_forward, umi_loss
     from refimpl.models.youtube_dnn import (
         YouTubeDNNConfig,
@@ -124,6 +130,8 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
         ulim_init(rng, ulim_cfg), items, mask, items[:, None, :], mask[:, None, :], item_category,
         ulim_cfg,
     )
+    embedded = rng.standard_normal((*items.shape, 4))
+    encode_forward(ulim_init(rng, ulim_cfg), embedded, mask, embedded, mask, ulim_cfg)
     category_subsequence(items, mask, item_category, np.array([0, 2]), 2)
     category_batches(
         np.array([0, 1, 2]), np.array([0, 2, 3]), np.array([0, 1, 1]), item_category,

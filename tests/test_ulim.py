@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import refimpl.models.item_tower as item_tower
 import refimpl.models.ulim as ulim
 from refimpl.data.interactions import Interactions, build_interactions, from_synthetic
 from refimpl.data.protocols import leave_last_out
@@ -148,8 +149,8 @@ def test_sparse_bag_pooling_equals_the_components_and_a_sum_is_caught() -> None:
 def test_catalogue_tower_equals_the_tower_applied_item_by_item() -> None:
     cfg, params, *_ = tiny_instance("target")
     ids = np.arange(NUM_ITEMS)
-    one_by_one, _ = ulim.item_tower_forward(params, ids, ITEM_CATEGORY)
-    np.testing.assert_allclose(ulim.catalogue_vectors(params, ITEM_CATEGORY), one_by_one, atol=1e-12)
+    one_by_one, _ = item_tower.item_tower_forward(params, ids, ITEM_CATEGORY)
+    np.testing.assert_allclose(item_tower.catalogue_vectors(params, ITEM_CATEGORY), one_by_one, atol=1e-12)
 
 
 def test_a_batch_with_a_foreign_item_is_refused() -> None:
@@ -391,7 +392,7 @@ def test_negative_control_catalogue_check_catches_items_paired_with_the_wrong_ca
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A broken catalogue tower that shifts the item -> category table by one."""
-    real = ulim.catalogue_vectors
-    monkeypatch.setattr(ulim, "catalogue_vectors", lambda params, cats: real(params, np.roll(cats, 1)))
+    real = item_tower.catalogue_vectors
+    monkeypatch.setattr(item_tower, "catalogue_vectors", lambda params, cats: real(params, np.roll(cats, 1)))
     with pytest.raises(AssertionError):
         test_catalogue_tower_equals_the_tower_applied_item_by_item()

@@ -50,9 +50,15 @@ def category_subsequences(
     batch, wanted = categories.shape
     subsequence = np.full((batch, wanted, length), require_int("pad_id", pad_id), dtype=np.int64)
     subsequence_mask = np.zeros((batch, wanted, length), dtype=bool)
-    for row in range(batch):
-        for slot, category in enumerate(categories[row]):
-            recent = items[row][mask[row] & (item_categories[row] == category)][-length:]
-            subsequence[row, slot, : recent.size] = recent
-            subsequence_mask[row, slot, : recent.size] = True
+    # step 1: match[b, k, l] = behaviour l of row b is valid and of category categories[b, k]
+    match = mask[:, None, :] & (item_categories[:, None, :] == categories[:, :, None])  # (B, K, L)
+    # step 2: of a row's n matches, the j-th (0-based, oldest first) is kept when j >= n - min(n, T)
+    order = np.cumsum(match, axis=-1, dtype=np.int32) - 1  # (B, K, L)
+    total = order[..., -1:] + 1 if match.shape[-1] else np.zeros((batch, wanted, 1), np.int32)
+    dropped = total - np.minimum(total, length)  # (B, K, 1) the oldest matches past the cap
+    row, slot, position = np.nonzero(match & (order >= dropped))
+    # step 3: a kept match goes to slot j - (n - min(n, T)): left-aligned, oldest first
+    column = order[row, slot, position] - dropped[row, slot, 0]
+    subsequence[row, slot, column] = items[row, position]
+    subsequence_mask[row, slot, column] = True
     return subsequence, subsequence_mask

@@ -131,8 +131,8 @@ DEFAULT = DemoConfig(
         pgin_long_length=50, pgin_short_length=20, pgin_history=50, targets="all_events",
     ),
     train=TrainConfig(
-        steps=600, eval_every=100, validation_rows=512, batch_size=64, num_negatives=64, dim=32,
-        num_heads=2, num_interests=4, lr=1e-2,
+        steps=1_000, eval_every=100, validation_rows=512, batch_size=64, num_negatives=64, dim=32,
+        num_heads=2, num_interests=4, lr=1e-2, dtype="float32",
     ),
     cutoffs=(10, 20, 50),
     num_routes=4,

@@ -1,6 +1,7 @@
 """ULIM's dual-interest retrieval model (ULIM 2.1; spec/ulim.md), composed from refimpl.nn.
 
     e(i)   = [item_table[i]; category_table[cat(i)]] W_t + b_t                item tower (D)
+                                                          (refimpl.models.item_tower)
     v_s    = masked_mean(MHSA_short(e(short), short_mask))                      short-term (B, D)
     v_l(c) = TA_long(query = v_s, keys = e(S_c), mask)                          long-term (B, D)
     L      = alpha * L_long(v_l(c), e(pos), e(neg)) + beta * L_short(v_s, ...)  ULIM eq. 1
@@ -48,9 +49,14 @@ from refimpl.models._params import (
     attention_block,
     attention_block_grads,
     attention_block_shapes,
-    check_param_arrays,
     check_param_shapes,
     normal_init,
+)
+from refimpl.models.item_tower import (
+    catalogue_vectors,
+    item_tower_backward,
+    item_tower_forward,
+    tower_param_shapes,
 )
 from refimpl.nn._upstream import check_upstream
 from refimpl.nn.attention import (
@@ -63,7 +69,6 @@ from refimpl.nn.attention import (
     target_attention_forward,
 )
 from refimpl.nn.embedding import EmbeddingCache, embedding_backward, embedding_forward
-from refimpl.nn.linear import LinearCache, LinearParams, linear_backward, linear_forward
 from refimpl.nn.pooling import PoolCache, masked_mean_pool_backward, masked_mean_pool_forward
 from refimpl.nn.sampled_softmax import sampled_softmax_backward, sampled_softmax_forward
 from refimpl.nn.ulim_loss import UlimLossConfig, ulim_loss_backward, ulim_loss_forward
@@ -110,15 +115,9 @@ class ULIMBatch:
 
 
 def param_shapes(cfg: ULIMConfig) -> dict[str, tuple[int, ...]]:
-    d = cfg.dim
-    shapes: dict[str, tuple[int, ...]] = {
-        "item_table": (cfg.num_items, d),
-        "category_table": (cfg.num_categories, d),
-        "tower_W": (2 * d, d),
-        "tower_b": (d,),
-    }
+    shapes = tower_param_shapes(cfg.num_items, cfg.num_categories, cfg.dim)
     for block in ("short", "long"):
-        shapes.update(attention_block_shapes(block, d))
+        shapes.update(attention_block_shapes(block, cfg.dim))
     return shapes
 
 
@@ -138,108 +137,6 @@ def ulim_init(rng: np.random.Generator, cfg: ULIMConfig, dtype: Any = np.float64
 
 def check_params(params: Params, cfg: ULIMConfig) -> Shapes:
     return check_param_shapes(params, param_shapes(cfg), "ULIM")
-
-
-@dataclass(frozen=True)
-class TowerCache:
-    items: EmbeddingCache
-    categories: EmbeddingCache
-    linear: LinearCache
-    dim: int
-
-
-def item_tower_forward(
-    params: Params, items: IntArray, categories: IntArray, mask: BoolArray | None = None
-) -> tuple[Array, TowerCache]:
-    """e = [item_table[items]; category_table[categories]] W_t + b_t, shape (..., D)."""
-    if mask is not None:
-        items = np.where(mask, items, 0)
-        categories = np.where(mask, categories, 0)
-    item_part, item_cache = embedding_forward(params["item_table"], items, "items")
-    category_part, category_cache = embedding_forward(
-        params["category_table"], categories, "categories"
-    )
-    joint = np.concatenate([item_part, category_part], axis=-1)
-    out, linear_cache = linear_forward(LinearParams(params["tower_W"], params["tower_b"]), joint)
-    return out, TowerCache(item_cache, category_cache, linear_cache, item_part.shape[-1])
-
-
-def item_tower_backward(cache: TowerCache, d_out: Array) -> Params:
-    grads, d_joint = linear_backward(cache.linear, d_out)
-    return {
-        "item_table": embedding_backward(cache.items, d_joint[..., : cache.dim]),
-        "category_table": embedding_backward(cache.categories, d_joint[..., cache.dim :]),
-        "tower_W": grads.W,
-        "tower_b": grads.b,
-    }
-
-
-@dataclass(frozen=True)
-class CatalogueFeaturesCache:
-    categories: EmbeddingCache
-    dim: int
-
-
-def catalogue_features_forward(
-    params: Params, item_category: IntArray
-) -> tuple[Array, CatalogueFeaturesCache]:
-    """The tower's input for every item, [item_table[i]; category_table[cat(i)]] (I, 2D)."""
-    category_part, category_cache = embedding_forward(
-        params["category_table"], item_category.astype(np.int64), "item_category"
-    )
-    joint = np.concatenate([params["item_table"], category_part], axis=-1)
-    return joint, CatalogueFeaturesCache(category_cache, category_part.shape[-1])
-
-
-def catalogue_features_backward(cache: CatalogueFeaturesCache, d_joint: Array) -> Params:
-    """d_item_table (I, D) and d_category_table (C, D) for upstream d_joint (I, 2D)."""
-    return {
-        "item_table": d_joint[:, : cache.dim],
-        "category_table": embedding_backward(cache.categories, d_joint[:, cache.dim :]),
-    }
-
-
-@dataclass(frozen=True)
-class CatalogueTowerCache:
-    features: CatalogueFeaturesCache
-    linear: LinearCache
-
-
-def catalogue_tower_forward(
-    params: Params, item_category: IntArray
-) -> tuple[Array, CatalogueTowerCache]:
-    """E (I, D): the tower applied to every item, E[i] = e(i). A model gathers its behaviours,
-    positives and negatives from E (refimpl.nn.embedding), which equals embedding each of them
-    with item_tower_forward but runs the affine map once per item instead of once per use."""
-    joint, features = catalogue_features_forward(params, item_category)
-    out, linear_cache = linear_forward(LinearParams(params["tower_W"], params["tower_b"]), joint)
-    return out, CatalogueTowerCache(features, linear_cache)
-
-
-def catalogue_tower_backward(cache: CatalogueTowerCache, d_out: Array) -> Params:
-    grads, d_joint = linear_backward(cache.linear, d_out)
-    return {
-        **catalogue_features_backward(cache.features, d_joint),
-        "tower_W": grads.W,
-        "tower_b": grads.b,
-    }
-
-
-def catalogue_vectors(params: Params, item_category: IntArray) -> Array:
-    """Every item's tower vector (I, D): what retrieval searches.
-
-    params: ULIM's (only the item/category tables and the tower are read); item_category (I,).
-    """
-    check_param_arrays(params)
-    shapes = Shapes()
-    shapes.check_float("item_table", params.get("item_table"), ("I", "D"))
-    shapes.check_float("category_table", params.get("category_table"), ("C", "D"))
-    shapes.check_float("tower_W", params.get("tower_W"), (2 * shapes.size("D"), "D"))
-    shapes.check_float("tower_b", params.get("tower_b"), ("D",))
-    shapes.check_int("item_category", item_category, ("I",))
-    require_ids("item_category", item_category, shapes.size("C"))
-    vectors, _ = catalogue_tower_forward(params, item_category)
-    return vectors
 
 
 @dataclass(frozen=True)
@@ -366,6 +263,15 @@ def encode_forward(
     sequences."""
     check_config(cfg)
     check_params(params, cfg)
+    return _encode(params, short_emb, short_mask, long_emb, long_mask, cfg)
+
+
+def _encode(
+    params: Params, short_emb: Array, short_mask: BoolArray, long_emb: Array,
+    long_mask: BoolArray, cfg: ULIMConfig,
+) -> tuple[Array, Array, EncoderCache]:
+    """`encode_forward` for a caller that has checked the config and params (each component
+    still validates its own inputs)."""
     with caller_names(**_block_names("short", x="short_emb", mask="short_mask")):
         v_s, short_attention, short_pool = _short_forward(params, short_emb, short_mask, cfg)
     with caller_names(**_block_names("long", seq="long_emb", x="long_emb", mask="long_mask")):
@@ -472,9 +378,7 @@ def ulim_loss_and_grads(
     (short_emb, long_emb, positive, negatives, short_negatives), lookup = _gather(
         catalogue, [w.reshape(p.shape) for w, p in zip(np.split(where, splits), parts, strict=True)]
     )
-    v_l, v_s, encoder = encode_forward(
-        params, short_emb, batch.short_mask, long_emb, batch.long_mask, cfg
-    )
+    v_l, v_s, encoder = _encode(params, short_emb, batch.short_mask, long_emb, batch.long_mask, cfg)
     if short_negative_ids is None:
         loss, loss_cache = ulim_loss_forward(
             v_l, v_s, positive, negatives, positive_ids, negative_ids, batch_category,

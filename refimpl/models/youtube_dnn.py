@@ -5,7 +5,7 @@
     L    = sampled softmax of u against e(pos) and N shared negatives (refimpl.nn.sampled_softmax)
 
 The item tower (item and category embeddings through one linear layer, W_t, b_t) is ULIM's
-(refimpl.models.ulim.item_tower_forward), so both models have the same item side and embedding
+(refimpl.models.item_tower), so both models have the same item side and embedding
 size. Mean pooling commutes with the affine tower (mean_l (x_l W + b) = (mean_l x_l) W + b for a
 row with at least one behaviour), so the pooled history goes through the tower once; a row with
 no behaviour pools to 0 and the tower gives b_t. The pooling is one sparse product (bag_matrix).
@@ -30,12 +30,13 @@ from refimpl._check import (
     require_positive_int,
 )
 from refimpl.models._params import Params, add_grads, check_param_shapes, normal_init
-from refimpl.models.ulim import (
+from refimpl.models.item_tower import (
     CatalogueFeaturesCache,
     catalogue_features_backward,
     catalogue_features_forward,
     item_tower_backward,
     item_tower_forward,
+    tower_param_shapes,
 )
 from refimpl.nn.linear import LinearCache, LinearParams, linear_backward, linear_forward
 from refimpl.nn.mlp import MLPCache, MLPConfig, MLPParams, mlp_backward, mlp_forward
@@ -66,10 +67,7 @@ class YouTubeDNNConfig:
 def param_shapes(cfg: YouTubeDNNConfig) -> dict[str, tuple[int, ...]]:
     d = cfg.dim
     return {
-        "item_table": (cfg.num_items, d),
-        "category_table": (cfg.num_categories, d),
-        "tower_W": (2 * d, d),
-        "tower_b": (d,),
+        **tower_param_shapes(cfg.num_items, cfg.num_categories, d),
         "mlp_W0": (d, cfg.hidden),
         "mlp_b0": (cfg.hidden,),
         "mlp_W1": (cfg.hidden, d),

@@ -111,6 +111,12 @@ class Trained:
     long_input: str = "whole"  # ULIM's long-term input (LONG_INPUTS)
 
 
+def _as_float64(params: Params) -> Params:
+    """The params in float64: serving and the diagnostics compute in float64 whatever dtype trained
+    (`TrainConfig.dtype`); the cascade refuses to mix float32 item vectors with float64 route weights."""
+    return {key: np.asarray(value, dtype=np.float64) for key, value in params.items()}
+
+
 def _check_inputs(interactions: Interactions, split: Split, seq: SequenceConfig, cfg: TrainConfig) -> None:
     for name, value, kind in (("interactions", interactions, Interactions), ("split", split, Split),
                               ("seq", seq, SequenceConfig), ("cfg", cfg, TrainConfig)):
@@ -226,7 +232,7 @@ def train_ulim(
         num_heads=cfg.num_heads, long_encoder=long_encoder,
     )
     train, valid = _targets_of(log, split, seq, cfg)
-    params = ulim_model.ulim_init(seeded_rng(cfg.seed), model_cfg)
+    params = ulim_model.ulim_init(seeded_rng(cfg.seed), model_cfg, np.dtype(cfg.dtype))
     batching = BatchingConfig(batch_size=cfg.batch_size, num_negatives=cfg.num_negatives)
     queue: list[tuple[Samples, IntArray, int]] = []
 
@@ -247,7 +253,7 @@ def train_ulim(
     start = time.perf_counter()
     valid_fn, chance = _ulim_validation(log, valid, seq, cfg, model_cfg, short_negatives, long_input)
     params, curve = fit(name, params, step, valid_fn, chance, cfg, cfg.steps, seeded_rng(cfg.seed), stream)
-    return Trained(name, params, curve, model_cfg, time.perf_counter() - start, long_input)
+    return Trained(name, _as_float64(params), curve, model_cfg, time.perf_counter() - start, long_input)
 
 
 def ulim_vectors(
@@ -313,7 +319,7 @@ def train_youtube_dnn(
     log = interactions
     model_cfg = ytdnn.YouTubeDNNConfig(num_items=log.num_items, num_categories=log.num_categories, dim=cfg.dim)
     train, valid = _targets_of(log, split, seq, cfg)
-    params = ytdnn.youtube_dnn_init(seeded_rng(cfg.seed), model_cfg)
+    params = ytdnn.youtube_dnn_init(seeded_rng(cfg.seed), model_cfg, np.dtype(cfg.dtype))
 
     def loss(p: Params, batch: tuple[Samples, IntArray]) -> tuple[float, Params]:
         rows, negatives = batch
@@ -333,7 +339,7 @@ def train_youtube_dnn(
         lambda batch: chance_sampled_softmax(batch[0].targets, batch[1]),
     )
     params, curve = fit("YouTube DNN", params, step, valid_fn, chance, cfg, cfg.steps, seeded_rng(cfg.seed), stream)
-    return Trained("YouTube DNN", params, curve, model_cfg, time.perf_counter() - start)
+    return Trained("YouTube DNN", _as_float64(params), curve, model_cfg, time.perf_counter() - start)
 
 
 def _mind_batch(log: Interactions, rows: Samples, seq: SequenceConfig, k: int,

@@ -84,9 +84,8 @@ def model_gradient_problems(
 
     _, cache = forward(params, x, cfg)
     grads = (backward or default_backward)(cache, upstream)
-    d_logits = (umi_backward_with_inputs if name.startswith("umi") else mind_module.mind_backward_with_inputs)(cache, upstream)[
-        1
-    ]
+    with_inputs = umi_backward_with_inputs if name.startswith("umi") else mind_module.mind_backward_with_inputs
+    d_logits = with_inputs(cache, upstream)[1]
     point = {**params, "initial_logits": x.initial_logits}
     point = {k: v for k, v in point.items() if not only or k in only}
     return check_gradients(f, point, {**grads, "initial_logits": d_logits}, max_full_elements=60)

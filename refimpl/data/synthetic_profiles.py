@@ -117,6 +117,18 @@ def _padded(groups: list[IntArray]) -> tuple[IntArray, IntArray]:
     return members, np.array([g.shape[0] for g in groups], dtype=np.int64)
 
 
+def _without_replacement(members: IntArray, sizes: IntArray, rows: IntArray, keys: np.ndarray) -> IntArray:
+    """For events drawing from groups `rows` (T,): the j-th event of a group takes the group's item of
+    j-th highest key (j modulo the group's size)."""
+    result = np.empty(rows.shape[0], dtype=np.int64)
+    for row in np.unique(rows):
+        events = np.flatnonzero(rows == row)
+        group = members[row, : sizes[row]]
+        order = group[np.argsort(-keys[group], kind="stable")]
+        result[events] = order[np.arange(events.shape[0]) % group.shape[0]]
+    return result
+
+
 def generate_profile_data(config: ProfileDataConfig) -> ProfileData:
     """Draw the catalogue, the households' distractors, the users' profiles and their logs."""
     validate_profile_config(config)
@@ -130,9 +142,7 @@ def generate_profile_data(config: ProfileDataConfig) -> ProfileData:
     category, style = (cell // s_count).astype(np.int64), (cell % s_count).astype(np.int64)
     popularity = cfg.popularity_scale * rng.standard_normal(cfg.num_items)
     by_category, category_size = _padded([np.flatnonzero(category == c) for c in range(c_count)])
-    by_cell, _ = _padded([np.flatnonzero(cell == p) for p in pairs])
-    weight = np.where(by_cell >= 0, np.exp(popularity[np.maximum(by_cell, 0)]), 0.0)
-    cell_cdf = np.cumsum(weight, axis=1) / weight.sum(axis=1, keepdims=True)
+    by_cell, cell_size = _padded([np.flatnonzero(cell == p) for p in pairs])
     # (P2) each household's distractor categories
     distractors = np.stack([rng.choice(c_count, size=cfg.distractors_per_household, replace=False)
                             for _ in range(cfg.num_households)]).astype(np.int64)
@@ -156,11 +166,15 @@ def generate_profile_data(config: ProfileDataConfig) -> ProfileData:
         follows = rng.random(length) < cfg.style_fidelity
         event_style = np.where(follows, styles[u, interest_category % len(STYLE_FIELDS)],
                                rng.integers(0, s_count, size=length))
-        uniform = rng.random(length)
+        # without replacement, as a rating log: a cell's items in the order of popularity + Gumbel
+        # noise (sampling proportional to exp(b_i) without replacement), a distractor category's in
+        # uniformly random order; the j-th event of a cell takes its j-th item (wrapping around only
+        # when a user has more events in a cell than it has items)
         cell_row = interest_category * s_count + event_style
-        interest_item = by_cell[cell_row, (cell_cdf[cell_row] < uniform[:, None]).sum(axis=1)]
-        size = category_size[distractor_category]
-        distractor_item = by_category[distractor_category, np.minimum((uniform * size).astype(np.int64), size - 1)]
+        taste = popularity + rng.gumbel(size=cfg.num_items)
+        shuffle = rng.random(cfg.num_items)
+        interest_item = _without_replacement(by_cell, cell_size, cell_row, taste)
+        distractor_item = _without_replacement(by_category, category_size, distractor_category, shuffle)
         users.append(np.full(length, u, dtype=np.int64))
         items.append(np.where(is_distractor, distractor_item, interest_item))
         distractor_flags.append(is_distractor)

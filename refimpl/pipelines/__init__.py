@@ -1,0 +1,1 @@
+"""Each paper's training and evaluation pipeline: `ulim`, `umi`, `ifa`."""

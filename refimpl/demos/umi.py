@@ -84,18 +84,18 @@ class DemoConfig:
 DEFAULT_DATA = ProfileDataConfig(num_users=1_000, num_items=800, num_categories=10, min_length=30, max_length=60)
 DEFAULT = DemoConfig(
     data=DEFAULT_DATA,
-    pipeline=UMIPipelineConfig(max_length=20, num_negatives=50, lr=0.01, steps=600, eval_every=100,
+    pipeline=UMIPipelineConfig(max_length=20, num_negatives=50, lr=0.01, steps=500, eval_every=100,
                                cutoffs=scaled_cutoffs(DEFAULT_DATA.num_items)),
 )
 """The default run (spec/umi.md#demo): 1,000 users, 800 items in 10 categories x 4 styles, 30-60
 events each; T = 20, K = 3, batch 128 (the paper's), N = 50 negatives and lr 0.01 (the paper's 5 and
 0.005 leave every model at its learned-nothing level within the budget: measured, spec/umi.md), at
-most 600 steps; cut-offs 10/50/300 scaled to the catalogue (2/11/65 of 800 items)."""
+most 500 steps; cut-offs 10/50/300 scaled to the catalogue (2/11/65 of 800 items)."""
 
 QUICK = DemoConfig(
-    data=PROFILE_QUICK_CONFIG,
-    pipeline=UMIPipelineConfig(max_length=10, num_negatives=20, lr=0.01, steps=20, eval_every=10, batch_size=64,
-                               dim=16, profile_dim=4, validation_rows=64,
+    data=replace(PROFILE_QUICK_CONFIG, num_users=200),
+    pipeline=UMIPipelineConfig(max_length=10, num_negatives=20, lr=0.01, steps=6, eval_every=3, batch_size=32,
+                               dim=8, profile_dim=4, validation_rows=32,
                                cutoffs=scaled_cutoffs(PROFILE_QUICK_CONFIG.num_items)),
     seeds=(0,),
 )

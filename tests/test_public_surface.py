@@ -96,6 +96,8 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
     """Valid calls of the public functions the golden cases do not reach (some reuse the
     arguments of a recorded call)."""
     from refimpl.data.batching import BatchingConfig, category_batches, check_batching_config
+    from refimpl.models.comirec import comirec_backward, comirec_forward, comirec_loss
+    from refimpl.models.dssm import dssm_backward, dssm_forward, dssm_loss
     from refimpl.models.ifa import rank_candidates
     from refimpl.models.mind import mind_backward, mind_forward, mind_loss
     from refimpl.models.pgin import pgin_loss_and_grads, top_k_categories
@@ -107,6 +109,7 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
         youtube_dnn_loss_and_grads,
     )
     from refimpl.nn.capsule_routing import frozen_routing_forward
+    from refimpl.nn.dynamic_routing import dynamic_routing_forward, frozen_dynamic_routing_forward
     from refimpl.nn.linear_attention_fast import linear_attention_fast_backward, linear_attention_fast_forward
     from refimpl.nn.max_interest_score import merge_interest_candidates
     from refimpl.nn.multi_interest_readout import ReadoutConfig
@@ -142,7 +145,12 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
     merge_interest_candidates(np.array([[[3, 1], [1, 2]]]), rng.standard_normal((1, 2, 2)), 2)
     draw_initial_logits(rng, 2, 3, 2)
     readout = ReadoutConfig()
-    for forward, backward, loss in ((mind_forward, mind_backward, mind_loss), (umi_forward, umi_backward, umi_loss)):
+    for forward, backward, loss in (
+        (mind_forward, mind_backward, mind_loss),
+        (umi_forward, umi_backward, umi_loss),
+        (comirec_forward, comirec_backward, comirec_loss),
+        (dssm_forward, dssm_backward, dssm_loss),
+    ):
         _, case = recorded[f"{forward.__module__}.{forward.__name__}"]
         interests, cache = forward(**copy.deepcopy(case))
         backward(cache, np.ones_like(interests))
@@ -155,6 +163,11 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
     frozen_routing_forward(
         **{k: v for k, v in copy.deepcopy(routing_case).items() if k not in ("initial_logits", "cfg")},
         coefficients=np.full_like(routing_case["initial_logits"], 1 / routing_case["initial_logits"].shape[2]),
+    )
+    _, dynamic_case = recorded["refimpl.nn.dynamic_routing.dynamic_routing_forward"]
+    _, dynamic_cache = dynamic_routing_forward(**copy.deepcopy(dynamic_case))
+    frozen_dynamic_routing_forward(
+        dynamic_case["params"], dynamic_case["items"], coefficients=dynamic_cache.coefficients[-1]
     )
     _, pgin_case = recorded["refimpl.models.pgin.pgin_forward"]
     pgin_loss_and_grads(**copy.deepcopy(pgin_case))

@@ -46,11 +46,7 @@ __all__ = [
     "DEFAULT",
     "QUICK",
     "DemoConfig",
-    "DemoRun",
-    "claims",
-    "format_report",
     "main",
-    "run",
     "scaled_cutoffs",
 ]
 

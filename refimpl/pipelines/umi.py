@@ -10,7 +10,8 @@ under UMI's protocol on any `Interactions` with profile fields.
   batch, as a sampled softmax does) and interests K. A training row is a training event with at
   least one earlier event, its history the T events before it.
 - Profiles: every profile field of the log, each field's codes offset into one profile table,
-  flows into MIND and UMI (and DSSM). YouTube DNN reads behaviours only.
+  flows into MIND, UMI and DSSM (whose user tower reads the profile only). YouTube DNN and
+  ComiRec-DR read behaviours only (as in their papers); YouTube DNN also embeds the items' categories.
 - Serving: a multi-interest model scores every item by its best interest (UMI eq. 1,
   `refimpl.nn.max_interest_score`), exactly over the whole catalogue; seen items (anything in the
   user's history before the cut-off) are excluded by default (`seen`), the policy is reported.
@@ -33,6 +34,8 @@ from refimpl._check import Array, BoolArray, IntArray, require_choice, require_i
 from refimpl.data.interactions import Interactions
 from refimpl.data.protocols import Split, drop_seen, seen_items, strong_generalization, training_events
 from refimpl.metrics import hit_rate_at_n, precision_at_n
+from refimpl.models import comirec as comirec_model
+from refimpl.models import dssm as dssm_model
 from refimpl.models import mind as mind_model
 from refimpl.models import umi as umi_model
 from refimpl.models import youtube_dnn as ytdnn
@@ -57,6 +60,7 @@ __all__ = [
     "UMIPipelineConfig",
     "evaluate",
     "non_learned_scores",
+    "check_prepared",
     "prepare",
     "run_models",
     "train_model",
@@ -69,7 +73,8 @@ BASELINES = (POPULARITY, CATEGORY_POPULARITY)
 """The non-learned rows: items by training-event count; and, per user, P(category | history) times
 P(item | category) counted on the training events."""
 
-MODEL_NAMES = ("YouTube DNN", "MIND", "MIND+HN", "UMI", "UMI w/o DAR", "UMI w/o IR", "UMI w/o HN")
+MODEL_NAMES = ("DSSM", "YouTube DNN", "MIND", "MIND+HN", "ComiRec-DR", "ComiRec-DR+HN", "UMI", "UMI w/o DAR",
+               "UMI w/o IR", "UMI w/o HN")
 """The learned rows, in UMI Table 2's order then Table 3's ablations."""
 
 SEEN = ("excluded", "kept")
@@ -125,9 +130,51 @@ class Prepared:
     valid_starts: IntArray  # (S_v,)
     valid_users: IntArray  # (S_v,)
 
+    def __post_init__(self) -> None:
+        check_prepared(self)
+
     @property
     def num_fields(self) -> int:
         return int(self.profile_ids.shape[1])
+
+
+def _index_column(name: str, value: object, low: int, high: int, length: int | None = None) -> IntArray:
+    """A non-empty (n,) integer array with values in [low, high); `length` when given."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(value).__name__}")
+    if not np.issubdtype(value.dtype, np.integer):
+        raise TypeError(f"{name}: expected an integer array, got {value.dtype}")
+    if value.ndim != 1 or value.shape[0] == 0 or (length is not None and value.shape[0] != length):
+        raise ValueError(f"{name}: expected shape ({'n >= 1' if length is None else length},), got {value.shape}")
+    if value.min() < low or value.max() >= high:
+        raise ValueError(f"{name}: expected values in [{low}, {high}), got [{value.min()}, {value.max()}]")
+    return value
+
+
+def check_prepared(prepared: Prepared) -> None:
+    """Every field of a Prepared consistent with its log (each error names the field)."""
+    if not isinstance(prepared, Prepared):
+        raise TypeError(f"prepared: expected a Prepared, got {type(prepared).__name__}")
+    log = prepared.interactions
+    if not isinstance(log, Interactions):
+        raise TypeError(f"interactions: expected an Interactions, got {type(log).__name__}")
+    if not isinstance(prepared.split, Split):
+        raise TypeError(f"split: expected a Split, got {type(prepared.split).__name__}")
+    values = require_positive_int("num_profile_values", prepared.num_profile_values)
+    profile = prepared.profile_ids
+    if not isinstance(profile, np.ndarray) or not np.issubdtype(profile.dtype, np.integer):
+        raise TypeError(f"profile_ids: expected an integer numpy array, got {getattr(profile, 'dtype', profile)!r}")
+    if profile.ndim != 2 or profile.shape[0] != log.num_users or profile.shape[1] == 0:
+        raise ValueError(f"profile_ids: expected shape (U, C) = ({log.num_users}, C >= 1), got {profile.shape}")
+    if profile.min() < 0 or profile.max() >= values:
+        raise ValueError(f"profile_ids: expected rows of the profile table in [0, {values})")
+    _index_column("train_ends", prepared.train_ends, 0, log.num_events)
+    users = _index_column("valid_users", prepared.valid_users, 0, log.num_users)
+    ends = _index_column("valid_ends", prepared.valid_ends, 0, log.num_events, users.shape[0])
+    starts = _index_column("valid_starts", prepared.valid_starts, 0, log.num_events, users.shape[0])
+    if np.any(starts < log.user_offsets[users]) or np.any(starts > ends) or np.any(ends >= log.user_offsets[users + 1]):
+        raise ValueError("valid_starts, valid_ends: expected each validation row's history and target inside its "
+                         "user's events")
 
 
 def prepare(interactions: Interactions, cfg: UMIPipelineConfig) -> Prepared:
@@ -209,6 +256,17 @@ def _build(name: str, prepared: Prepared, cfg: UMIPipelineConfig, rng: np.random
                                          sizes["dim"], sizes["profile_dim"], sizes["num_interests"])
         return _multi_interest(mind_model.mind_init, mind_model.mind_forward, mind_model.mind_loss,  # type: ignore[arg-type]
                                mind_cfg, hn if name.endswith("+HN") else "standard", rng)
+    if name in ("ComiRec-DR", "ComiRec-DR+HN"):
+        comirec_cfg = comirec_model.ComiRecConfig(sizes["num_items"], sizes["dim"], sizes["num_interests"],
+                                                  cfg.max_length)
+        return _multi_interest(comirec_model.comirec_init, comirec_model.comirec_forward,  # type: ignore[arg-type]
+                               comirec_model.comirec_loss, comirec_cfg, hn if name.endswith("+HN") else "standard",
+                               rng)
+    if name == "DSSM":
+        dssm_cfg = dssm_model.DSSMConfig(sizes["num_items"], sizes["num_profile_values"], sizes["num_fields"],
+                                         sizes["dim"], sizes["profile_dim"])
+        return _multi_interest(dssm_model.dssm_init, dssm_model.dssm_forward, dssm_model.dssm_loss,  # type: ignore[arg-type]
+                               dssm_cfg, "standard", rng)
     if name.startswith("UMI"):
         umi_cfg = umi_model.UMIConfig(sizes["num_items"], sizes["num_profile_values"], sizes["num_fields"],
                                       sizes["dim"], sizes["profile_dim"], sizes["num_interests"],
@@ -256,6 +314,7 @@ def train_model(name: str, prepared: Prepared, cfg: UMIPipelineConfig,
     """Train model `name` (one of MODEL_NAMES) by `refimpl.train.fit` on the prepared split."""
     require_choice("name", name, MODEL_NAMES)
     validate_pipeline_config(cfg)
+    check_prepared(prepared)
     rng = np.random.Generator(np.random.PCG64(cfg.seed))
     model = _build(name, prepared, cfg, rng)
     log = prepared.interactions
@@ -326,6 +385,8 @@ def _metrics(prepared: Prepared, scores: Array, cfg: UMIPipelineConfig) -> Score
 def evaluate(model: Trained, prepared: Prepared, cfg: UMIPipelineConfig, chunk: int = 256) -> Scores:
     """Serve the test requests by UMI eq. 1 over the whole catalogue and measure."""
     validate_pipeline_config(cfg)
+    check_prepared(prepared)
+    chunk = require_positive_int("chunk", chunk)
     test = prepared.split.test
     # serving draws the routing initialisation too: a fixed seed keeps evaluation reproducible
     rng = np.random.Generator(np.random.PCG64(0))
@@ -342,6 +403,7 @@ def non_learned_scores(name: str, prepared: Prepared, cfg: UMIPipelineConfig) ->
     """A non-learned baseline (one of BASELINES) counted on the training events only."""
     require_choice("name", name, BASELINES)
     validate_pipeline_config(cfg)
+    check_prepared(prepared)
     log, split = prepared.interactions, prepared.split
     owner = log.event_users()
     training = np.arange(log.num_events) < split.train_end[owner]

@@ -179,6 +179,7 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
     _valid_data_calls()
     _valid_loader_calls()
     _valid_pipeline_calls()
+    _valid_umi_pipeline_calls()
     with blas_threads(1):
         suite_folder("spec")
         golden_root()
@@ -207,6 +208,38 @@ def _valid_spread_calls() -> None:
     beyond_spread(above, below)
     ordering("ULIM", above, "frequency", below)
     format_mean_std(above, digits=2)
+
+
+def _valid_umi_pipeline_calls() -> None:
+    """Valid calls of the profile-planted generator, UMI's pipeline and demo, on a tiny log."""
+    from refimpl.data.synthetic_profiles import (
+        ProfileDataConfig,
+        corrupt_profiles,
+        generate_profile_data,
+        validate_profile_config,
+    )
+    from refimpl.demos import umi as umi_demo
+    from refimpl.pipelines import umi
+
+    data_cfg = ProfileDataConfig(num_users=30, num_items=24, num_categories=6, num_styles=2, num_households=2,
+                                 distractors_per_household=2, min_interests=1, max_interests=2, min_length=6,
+                                 max_length=10)
+    validate_profile_config(data_cfg)
+    log = generate_profile_data(data_cfg).interactions
+    corrupt_profiles(log, 0.1, np.random.default_rng(0))
+    cfg = umi.UMIPipelineConfig(max_length=4, num_interests=2, num_negatives=3, batch_size=4, dim=4, profile_dim=2,
+                                steps=1, eval_every=1, validation_rows=4, cutoffs=(2,))
+    umi.validate_pipeline_config(cfg)
+    prepared = umi.prepare(log, cfg)
+    model = umi.train_model("UMI", prepared, cfg, stream=None)
+    umi.evaluate(model, prepared, cfg)
+    umi.non_learned_scores(umi.POPULARITY, prepared, cfg)
+    umi.run_models(log, cfg, ("MIND",), (), stream=None)
+    umi_demo.scaled_cutoffs(800)
+    try:
+        umi_demo.main(["--help"])
+    except SystemExit:
+        pass
 
 
 # the loaders' files live as long as the recorded calls that name them

@@ -32,8 +32,9 @@ B, L, K, V, D, C, F, VP = 2, 5, 3, 6, 3, 2, 2, 4
 EXACT = CapsuleRoutingConfig(detach_routing=False)
 
 
-def umi_cfg(routing: CapsuleRoutingConfig = EXACT) -> UMIConfig:
-    return UMIConfig(V, VP, C, D, F, K, attention_hidden=3, field_hidden=3, refine_hidden=4, routing=routing)
+def umi_cfg(routing: CapsuleRoutingConfig = EXACT, **switches: bool) -> UMIConfig:
+    return UMIConfig(V, VP, C, D, F, K, attention_hidden=3, field_hidden=3, refine_hidden=4, routing=routing,
+                     **switches)
 
 
 def mind_cfg(detach: bool = False) -> MINDConfig:
@@ -58,7 +59,13 @@ def with_biases(params: dict[str, Any], seed: int) -> dict[str, Any]:
 MODELS: dict[str, tuple[Any, ...]] = {
     "umi": (umi_init, umi_forward, umi_backward, umi_loss, umi_cfg),
     "mind": (mind_init, mind_forward, mind_backward, mind_loss, lambda: mind_cfg()),
+    # UMI Table 3's ablations (w/o DAR, w/o IR): the same model with a block switched off
+    "umi_without_dar": (umi_init, umi_forward, umi_backward, umi_loss,
+                        lambda: umi_cfg(user_guided_attention=False)),
+    "umi_without_ir": (umi_init, umi_forward, umi_backward, umi_loss,
+                       lambda: umi_cfg(interest_refinement=False)),
 }
+ABLATIONS = ["umi_without_dar", "umi_without_ir"]
 
 
 def model_gradient_problems(
@@ -77,15 +84,14 @@ def model_gradient_problems(
 
     _, cache = forward(params, x, cfg)
     grads = (backward or default_backward)(cache, upstream)
-    d_logits = (umi_backward_with_inputs if name == "umi" else mind_module.mind_backward_with_inputs)(cache, upstream)[
-        1
-    ]
+    with_inputs = umi_backward_with_inputs if name.startswith("umi") else mind_module.mind_backward_with_inputs
+    d_logits = with_inputs(cache, upstream)[1]
     point = {**params, "initial_logits": x.initial_logits}
     point = {k: v for k, v in point.items() if not only or k in only}
     return check_gradients(f, point, {**grads, "initial_logits": d_logits}, max_full_elements=60)
 
 
-@pytest.mark.parametrize("name", ["umi", "mind"])
+@pytest.mark.parametrize("name", ["umi", "mind", *ABLATIONS])
 def test_model_gradient_matches_finite_differences(name: str) -> None:
     assert_gradients_match(model_gradient_problems(name, 0))
 
@@ -123,7 +129,7 @@ def test_detached_model_gradient_matches_frozen_coefficients(name: str, monkeypa
     assert_gradients_match(check_gradients(f, params, grads, max_full_elements=60))
 
 
-@pytest.mark.parametrize("name", ["umi", "mind"])
+@pytest.mark.parametrize("name", ["umi", "mind", *ABLATIONS])
 @pytest.mark.parametrize("mode", ["standard", "harder_negatives"])
 def test_training_loss_gradient_matches_finite_differences(name: str, mode: str) -> None:
     init, _, _, loss_fn, make_cfg = MODELS[name]
@@ -145,7 +151,7 @@ def test_training_loss_gradient_matches_finite_differences(name: str, mode: str)
     assert_gradients_match(check_gradients(f, point, grads, max_full_elements=40))
 
 
-@pytest.mark.parametrize("name", ["umi", "mind"])
+@pytest.mark.parametrize("name", ["umi", "mind", *ABLATIONS])
 def test_padded_behaviours_change_nothing_and_get_zero_gradient(name: str) -> None:
     init, forward, backward, _, make_cfg = MODELS[name]
     cfg = make_cfg()
@@ -284,3 +290,17 @@ def test_negative_control_training_loss_check_catches_a_wrong_item_table_gradien
     monkeypatch.setitem(MODELS, "umi", (init, forward, backward, halves_item_table, make_cfg))
     with pytest.raises(AssertionError):
         test_training_loss_gradient_matches_finite_differences("umi", "standard")
+
+
+def test_ablation_switches_drop_their_blocks_and_are_validated() -> None:
+    without_dar = umi_init(np.random.default_rng(0), umi_cfg(user_guided_attention=False))
+    without_ir = umi_init(np.random.default_rng(0), umi_cfg(interest_refinement=False))
+    assert not any(name.startswith("uga_") for name in without_dar)
+    assert not any(name.startswith("refine_") for name in without_ir) and "mlp_W1" in without_ir
+    # w/o DAR weighs every valid behaviour 1: the routing sees the mask alone
+    interests, cache = umi_forward(without_dar, batch(0), umi_cfg(user_guided_attention=False))
+    assert cache.attention is None and np.isfinite(interests).all()
+    with pytest.raises(TypeError, match="cfg.user_guided_attention"):
+        umi_init(np.random.default_rng(0), umi_cfg(user_guided_attention="no"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="uga_W1"):  # the full model's params do not fit the ablation
+        umi_forward(umi_init(np.random.default_rng(0), umi_cfg()), batch(0), umi_cfg(user_guided_attention=False))

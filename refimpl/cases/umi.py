@@ -20,6 +20,7 @@ from refimpl.cases._base import (
 from refimpl.cases.capsule_routing import describe_routing, random_mask, routing_case_config, routing_config
 from refimpl.models.umi import Params, UMIConfig, UserBatch, umi_backward_with_inputs, umi_forward, umi_init
 from refimpl.nn.capsule_routing import CapsuleRoutingCache
+from refimpl.nn.interest_refinement import InterestRefinementCache
 
 SPEC = "spec/umi.md"
 FIELDS, FIELD_DIM, PROFILE_VALUES = 2, 3, 5  # C profile fields of width F, V_p profile rows
@@ -66,13 +67,16 @@ def model_grads(grads: Params, d_initial_logits: Array) -> Tensors:
 def umi_reference(inputs: Tensors, params: Tensors, config: Config, upstream: Tensors) -> Result:
     interests, cache = umi_forward(params, batch_of(inputs), umi_config(inputs, params, config))
     grads, d_logits = umi_backward_with_inputs(cache, upstream["d_interests"])
+    refinement = cache.refinement
+    if not isinstance(refinement, InterestRefinementCache):
+        raise ValueError("config: the umi golden cases are the full model (interest refinement on)")
     return Result(
         outputs={"interests": interests},
         grads=model_grads(grads, d_logits),
         intermediates={
             "item_weights": cache.routing.item_weights,
             **capsule_intermediates(cache.routing),
-            "field_weights": cache.refinement.field_weights,
+            "field_weights": refinement.field_weights,
         },
     )
 

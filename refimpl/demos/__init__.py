@@ -6,6 +6,7 @@ pulls in every model). The first entry is the default (`refimpl demo` alone runs
 
 DEMOS: dict[str, str] = {
     "ulim": "refimpl.demos.ulim",
+    "umi": "refimpl.demos.umi",
 }
 """Demo name -> module with `main(argv: list[str]) -> int`. A new paper's demo adds one entry."""
 

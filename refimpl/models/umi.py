@@ -8,6 +8,12 @@ For a user with behaviours i (item ids, padded positions masked) and C profile f
     v_k   = capsule routing of (e_i, a_i) into K capsules                (UMI eq. 3-6, Alg. 1)
     o_k   = interest refinement of v_k with the profile fields            (UMI eq. 7-9)
 
+Ablations (UMI Table 3) are switches of `UMIConfig`: `user_guided_attention=False` is "w/o DAR"
+(a_i = 1 for every valid behaviour: the routing without the user-guided attention, no uga_* params);
+`interest_refinement=False` is "w/o IR" (MIND's output layer instead of eq. 7-9, the whole profile
+concatenated to every interest: o_k = W2 relu(W1 [v_k; e_u] + b1) + b2, params mlp_*); "w/o HN" is
+the `standard` readout mode of `umi_loss` (`ReadoutConfig.mode`).
+
 The model outputs the K interests o (B, K, D); `umi_backward` takes d_interests and returns the
 gradient of every parameter (a dict keyed like the params, ready for `refimpl.optim.adam_step`).
 `umi_loss` adds the item tower's readout (UMI eq. 10-13: `standard` or `harder_negatives`, from
@@ -35,6 +41,7 @@ from refimpl._check import (
     IntArray,
     Shapes,
     caller_names,
+    require_bool,
     require_int,
     require_positive_int,
     require_real,
@@ -58,6 +65,8 @@ from refimpl.nn.interest_refinement import (
     interest_refinement_backward,
     interest_refinement_forward,
 )
+from refimpl.nn.linear import LinearParams
+from refimpl.nn.mlp import MLPCache, MLPConfig, MLPParams, mlp_backward, mlp_forward
 from refimpl.nn.multi_interest_readout import (
     ReadoutCache,
     ReadoutConfig,
@@ -76,6 +85,7 @@ __all__ = [
     "UMIConfig",
     "UserBatch",
     "draw_initial_logits",
+    "umi_param_names",
     "umi_backward",
     "umi_forward",
     "umi_init",
@@ -92,6 +102,8 @@ PARAM_NAMES = (
     "routing_W",
     *(f"refine_{name}" for name in REFINE_NAMES),
 )
+STATIC_OUTPUT_NAMES = ("mlp_W1", "mlp_b1", "mlp_W2", "mlp_b2")
+STATIC_OUTPUT = MLPConfig(activations=("relu", "identity"))
 
 
 @dataclass(frozen=True)
@@ -116,15 +128,17 @@ class UMIConfig:
     field_hidden: int = 16  # H_d of the field-weight MLP
     refine_hidden: int = 32  # H of the output MLP
     routing: CapsuleRoutingConfig = field(default_factory=CapsuleRoutingConfig)
+    user_guided_attention: bool = True  # False: UMI w/o DAR (a_i = 1)
+    interest_refinement: bool = True  # False: UMI w/o IR (MIND's static output layer, hidden refine_hidden)
 
 
 @dataclass(frozen=True)
 class UMICache:
     item_lookup: EmbeddingCache
     profile_lookup: EmbeddingCache
-    attention: UserGuidedAttentionCache
+    attention: UserGuidedAttentionCache | None  # None without the user-guided attention
     routing: CapsuleRoutingCache
-    refinement: InterestRefinementCache
+    refinement: InterestRefinementCache | MLPCache  # MLPCache: the static output layer (w/o IR)
     dtype: np.dtype[Any]
     out_shape: tuple[int, ...]
 
@@ -167,6 +181,17 @@ def _check_config(cfg: UMIConfig) -> None:
         "refine_hidden",
     ):
         require_positive_int(f"cfg.{name}", getattr(cfg, name))
+    require_bool("cfg.user_guided_attention", cfg.user_guided_attention)
+    require_bool("cfg.interest_refinement", cfg.interest_refinement)
+
+
+def umi_param_names(cfg: UMIConfig) -> tuple[str, ...]:
+    """The parameter names of the configured model (the ablations drop or swap blocks)."""
+    _check_config(cfg)
+    names = [name for name in PARAM_NAMES if cfg.user_guided_attention or not name.startswith("uga_")]
+    if not cfg.interest_refinement:
+        names = [name for name in names if not name.startswith("refine_")] + list(STATIC_OUTPUT_NAMES)
+    return tuple(names)
 
 
 def umi_init(rng: np.random.Generator, cfg: UMIConfig) -> Params:
@@ -192,9 +217,15 @@ def umi_init(rng: np.random.Generator, cfg: UMIConfig) -> Params:
         "refine_ba": (h,),
         "refine_Wb": (h, d),
         "refine_bb": (d,),
+        "mlp_W1": (d + profile, h),
+        "mlp_b1": (h,),
+        "mlp_W2": (h, d),
+        "mlp_b2": (d,),
     }
+    # drawn in PARAM_NAMES order, so the full model's draws do not depend on the switches' code
+    wanted = umi_param_names(cfg)
     params: Params = {}
-    for name, shape in shapes.items():
+    for name, shape in ((name, shapes[name]) for name in wanted):
         if len(shape) == 1:
             params[name] = np.zeros(shape)
         elif name.endswith("table"):
@@ -229,17 +260,25 @@ def _refine_params(params: Params) -> InterestRefinementParams:
     return InterestRefinementParams(**{name: params[f"refine_{name}"] for name in REFINE_NAMES})
 
 
+def _static_output_params(params: Params) -> MLPParams:
+    return MLPParams((LinearParams(params["mlp_W1"], params["mlp_b1"]),
+                      LinearParams(params["mlp_W2"], params["mlp_b2"])))
+
+
 def umi_forward(params: Params, batch: UserBatch, cfg: UMIConfig) -> tuple[Array, UMICache]:
     """The K interests (B, K, D) of every user in the batch."""
     _check_config(cfg)
-    check_param_names(params, PARAM_NAMES, "UMI")
+    check_param_names(params, umi_param_names(cfg), "UMI")
     check_batch(batch, cfg.num_interests)
     items, profile, item_lookup, profile_lookup = lookup_user(params, batch)
     b = items.shape[0]
-    with caller_names(**{name: f"uga_{name}" for name in UGA_NAMES}):
-        item_weights, attention = user_guided_attention_forward(
-            _uga_params(params), items, profile.reshape(b, profile.shape[1] * profile.shape[2]), batch.mask
-        )
+    user = profile.reshape(b, profile.shape[1] * profile.shape[2])
+    attention: UserGuidedAttentionCache | None = None
+    if cfg.user_guided_attention:
+        with caller_names(**{name: f"uga_{name}" for name in UGA_NAMES}):
+            item_weights, attention = user_guided_attention_forward(_uga_params(params), items, user, batch.mask)
+    else:
+        item_weights = batch.mask.astype(items.dtype)
     with caller_names(W="routing_W"):
         capsules, routing = capsule_routing_forward(
             CapsuleRoutingParams(W=params["routing_W"]),
@@ -249,10 +288,15 @@ def umi_forward(params: Params, batch: UserBatch, cfg: UMIConfig) -> tuple[Array
             batch.initial_logits,
             cfg.routing,
         )
-    with caller_names(**{name: f"refine_{name}" for name in REFINE_NAMES}):
-        interests, refinement = interest_refinement_forward(
-            _refine_params(params), capsules, profile
-        )
+    refinement: InterestRefinementCache | MLPCache
+    if cfg.interest_refinement:
+        with caller_names(**{name: f"refine_{name}" for name in REFINE_NAMES}):
+            interests, refinement = interest_refinement_forward(_refine_params(params), capsules, profile)
+    else:
+        k = capsules.shape[1]
+        joint = np.concatenate([capsules, np.broadcast_to(user[:, None, :], (b, k, user.shape[1]))], axis=-1)
+        with caller_names(W_0="mlp_W1", b_0="mlp_b1", W_1="mlp_W2", b_1="mlp_b2"):
+            interests, refinement = mlp_forward(_static_output_params(params), joint, STATIC_OUTPUT)
     cache = UMICache(
         item_lookup,
         profile_lookup,
@@ -268,19 +312,30 @@ def umi_forward(params: Params, batch: UserBatch, cfg: UMIConfig) -> tuple[Array
 def umi_backward_with_inputs(cache: UMICache, d_interests: Array) -> tuple[Params, Array]:
     """The gradient of every parameter and of the initial routing logits (zero when detached)."""
     d_interests = check_upstream("d_interests", d_interests, cache.out_shape, cache.dtype)
-    refine = interest_refinement_backward(cache.refinement, d_interests)
-    routing = capsule_routing_backward(cache.routing, refine.interests)
-    attention = user_guided_attention_backward(cache.attention, routing.item_weights)
-    d_items = routing.items + attention.items
-    d_profile = refine.profile + attention.user.reshape(refine.profile.shape)
-    grads: Params = {
-        "item_table": embedding_backward(cache.item_lookup, d_items),
-        "profile_table": embedding_backward(cache.profile_lookup, d_profile),
-        **{f"uga_{name}": getattr(attention.params, name) for name in UGA_NAMES},
-        "routing_W": routing.W,
-        **{f"refine_{name}": getattr(refine.params, name) for name in REFINE_NAMES},
-    }
-    return grads, routing.initial_logits
+    grads: Params = {}
+    if isinstance(cache.refinement, InterestRefinementCache):
+        refine = interest_refinement_backward(cache.refinement, d_interests)
+        d_capsules, d_profile = refine.interests, refine.profile
+        grads.update({f"refine_{name}": getattr(refine.params, name) for name in REFINE_NAMES})
+    else:
+        mlp_grads, d_joint = mlp_backward(cache.refinement, d_interests)
+        d = cache.routing.mapped.shape[-1]
+        d_capsules = d_joint[..., :d]
+        d_profile = d_joint[..., d:].sum(axis=1).reshape(cache.profile_lookup.ids.shape + (-1,))
+        first, second = mlp_grads.layers
+        grads.update({"mlp_W1": first.W, "mlp_b1": first.b, "mlp_W2": second.W, "mlp_b2": second.b})
+    routing = capsule_routing_backward(cache.routing, d_capsules)
+    d_items = routing.items
+    if cache.attention is not None:
+        attention = user_guided_attention_backward(cache.attention, routing.item_weights)
+        d_items = d_items + attention.items
+        d_profile = d_profile + attention.user.reshape(d_profile.shape)
+        grads.update({f"uga_{name}": getattr(attention.params, name) for name in UGA_NAMES})
+    grads["item_table"] = embedding_backward(cache.item_lookup, d_items)
+    grads["profile_table"] = embedding_backward(cache.profile_lookup, d_profile)
+    grads["routing_W"] = routing.W
+    # keyed in the params' order (the golden cases list the gradients in it)
+    return {name: grads[name] for name in (*PARAM_NAMES, *STATIC_OUTPUT_NAMES) if name in grads}, routing.initial_logits
 
 
 def umi_backward(cache: UMICache, d_interests: Array) -> Params:

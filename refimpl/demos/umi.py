@@ -1,0 +1,359 @@
+"""`refimpl demo umi`: UMI's Tables 2, 3 and 5 on profile-planted data or a user's MovieLens-1M copy
+(spec/umi.md, "Demo").
+
+For every seed: the log (refimpl.data.synthetic_profiles, seeded; or `--data DIR --format
+movielens-1m`), UMI's strong-generalization split, the non-learned baselines, and every model of
+refimpl.pipelines.umi trained by the one rule (refimpl.train.fit) and served by UMI eq. 1 with seen
+items excluded; then Table 5: MIND and UMI again on the same log with a share of every profile field's
+values corrupted. Prints each table (mean +- std over the seeds, refimpl.spread) next to the paper's
+numbers, the training losses next to the learned-nothing level, the paper's orderings that hold
+beyond the spread at every cut-off; writes every number per seed to JSON and, with matplotlib
+(`pip install refimpl[plot]`), a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from refimpl.data.interactions import Interactions
+from refimpl.data.loaders import load_movielens_1m
+from refimpl.data.synthetic_profiles import (
+    PROFILE_QUICK_CONFIG,
+    ProfileDataConfig,
+    corrupt_profiles,
+    generate_profile_data,
+)
+from refimpl.pipelines.umi import (
+    BASELINES,
+    MODEL_NAMES,
+    RunResult,
+    UMIPipelineConfig,
+    run_models,
+)
+from refimpl.spread import beyond_spread, format_mean_std
+from refimpl.threads import blas_threads
+
+__all__ = [
+    "DEFAULT",
+    "QUICK",
+    "DemoConfig",
+    "main",
+    "scaled_cutoffs",
+]
+
+PAPER_CUTOFFS = (10, 50, 300)
+PAPER_CATALOGUE = 3_706  # MovieLens-1M's items: the paper's cut-offs are shares of this catalogue
+PAPER_TABLE_2 = {"DSSM": 11.0, "YouTube DNN": 26.7, "MIND": 22.4, "MIND+HN": 25.8, "ComiRec-DR": 20.8,
+                 "ComiRec-DR+HN": 26.4, "UMI": 27.8}
+"""UMI Table 2, MovieLens-1M, HitRate@50 in percent."""
+PAPER_TABLE_3 = {"UMI": 13.6, "UMI w/o IR": 13.3, "UMI w/o HN": 13.0, "UMI w/o DAR": 11.2}
+"""UMI Table 3 (ablations), Alibaba, HitRate@50 in percent."""
+TABLE_5_MODELS = ("MIND", "UMI")
+FORMATS = ("synthetic", "movielens-1m")
+
+
+def scaled_cutoffs(num_items: int) -> tuple[int, ...]:
+    """The paper's cut-offs 10/50/300 as the same share of a catalogue of `num_items` (ml-1m has 3,706)."""
+    if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < 1:
+        raise ValueError(f"num_items: expected a positive integer, got {num_items!r}")
+    return tuple(sorted({max(1, min(num_items, round(n * num_items / PAPER_CATALOGUE))) for n in PAPER_CUTOFFS}))
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    data: ProfileDataConfig
+    pipeline: UMIPipelineConfig
+    seeds: tuple[int, ...] = (0, 1, 2)
+    corruption: float = 0.1  # Table 5: share of every profile field's values replaced
+    models: tuple[str, ...] = MODEL_NAMES
+
+
+DEFAULT_DATA = ProfileDataConfig(num_users=1_000, num_items=800, num_categories=10, min_length=30, max_length=60)
+DEFAULT = DemoConfig(
+    data=DEFAULT_DATA,
+    pipeline=UMIPipelineConfig(max_length=20, num_negatives=50, lr=0.01, steps=500, eval_every=100,
+                               cutoffs=scaled_cutoffs(DEFAULT_DATA.num_items)),
+)
+"""The default run (spec/umi.md#demo): 1,000 users, 800 items in 10 categories x 4 styles, 30-60
+events each; T = 20, K = 3, batch 128 (the paper's), N = 50 negatives and lr 0.01 (the paper's 5 and
+0.005 leave every model at its learned-nothing level within the budget: measured, spec/umi.md), at
+most 500 steps; cut-offs 10/50/300 scaled to the catalogue (2/11/65 of 800 items)."""
+
+QUICK = DemoConfig(
+    data=replace(PROFILE_QUICK_CONFIG, num_users=200),
+    pipeline=UMIPipelineConfig(max_length=10, num_negatives=20, lr=0.01, steps=6, eval_every=3, batch_size=32,
+                               dim=8, profile_dim=4, validation_rows=32,
+                               cutoffs=scaled_cutoffs(PROFILE_QUICK_CONFIG.num_items)),
+    seeds=(0,),
+)
+"""`--quick`: a smoke run of the whole pipeline in seconds (one seed: no ordering is claimed)."""
+
+
+Table = dict[str, dict[str, float]]  # row -> column -> value
+
+
+@dataclass
+class SeedRun:
+    seed: int
+    data: dict[str, Any]
+    tables: dict[str, Table] = field(default_factory=dict)
+    training: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class DemoRun:
+    """The seeds' runs, the claims over them, and the run's settings."""
+
+    config: dict[str, Any]
+    seeds: list[SeedRun]
+    claims: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def values(self, table: str, row: str, column: str) -> list[float]:
+        return [seed.tables[table][row][column] for seed in self.seeds]
+
+
+TABLE_2 = "Table 2"
+TABLE_3 = "Table 3"
+TABLE_5 = "Table 5"
+
+
+def _columns(result: RunResult, name: str) -> dict[str, float]:
+    scores = result.scores[name]
+    return {**{f"HR@{n}": v for n, v in scores.hit_rate.items()},
+            **{f"P@{n}": v for n, v in scores.precision.items()}}
+
+
+def _summary(log: Interactions, cfg: UMIPipelineConfig) -> dict[str, Any]:
+    return {"source": log.source, "users": log.num_users, "items": log.num_items, "categories": log.num_categories,
+            "events": log.num_events, "profile_fields": list(log.profile), "cutoffs": list(cfg.cutoffs),
+            "seen_items": cfg.seen, "truncation": cfg.max_length}
+
+
+def run_seed(cfg: DemoConfig, seed: int, log: Interactions | None, stream: TextIO | None) -> SeedRun:
+    """One seed: the data (when synthetic), the split, the init and the batches all take `seed`."""
+    clock = time.perf_counter()
+    if log is None:
+        log = generate_profile_data(replace(cfg.data, seed=seed)).interactions
+    pipeline = replace(cfg.pipeline, seed=seed)
+    if stream is not None:
+        stream.write(f"seed {seed}: {log.source}\n")
+    clean = run_models(log, pipeline, cfg.models, BASELINES, stream)
+    out = SeedRun(seed, _summary(log, pipeline))
+    out.training = clean.training
+    out.tables[TABLE_2] = {name: _columns(clean, name) for name in (*BASELINES, *cfg.models)
+                           if not name.startswith("UMI ")}
+    out.tables[TABLE_3] = {name: _columns(clean, name) for name in cfg.models if name.startswith("UMI")}
+    table5 = tuple(name for name in TABLE_5_MODELS if name in cfg.models)
+    noisy_log = corrupt_profiles(log, cfg.corruption, np.random.Generator(np.random.PCG64(seed + 100)))
+    noisy = run_models(noisy_log, pipeline, table5, (), stream)
+    out.tables[TABLE_5] = {}
+    for name in table5:
+        before, after = _columns(clean, name), _columns(noisy, name)
+        out.tables[TABLE_5][name] = before
+        out.tables[TABLE_5][f"{name}, corrupted"] = after
+        out.tables[TABLE_5][f"{name}, drop"] = {c: round(before[c] - after[c], 2) for c in before}
+        out.training[f"{name}, corrupted"] = noisy.training[name]
+    out.seconds = round(time.perf_counter() - clock, 1)
+    return out
+
+
+def _seed_job(job: tuple[DemoConfig, int, Interactions | None, bool]) -> SeedRun:
+    cfg, seed, log, verbose = job
+    with blas_threads(1):
+        return run_seed(cfg, seed, log, sys.stderr if verbose else None)
+
+
+def run(cfg: DemoConfig, log: Interactions | None = None, stream: TextIO | None = sys.stderr,
+        jobs: int = 1) -> DemoRun:
+    """Every seed (in `jobs` processes: each seed is deterministic alone), then the claims."""
+    start = time.perf_counter()
+    result = DemoRun(config=asdict(cfg), seeds=[])
+    if jobs > 1 and len(cfg.seeds) > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            result.seeds = list(pool.map(_seed_job, [(cfg, s, log, stream is not None) for s in cfg.seeds]))
+    else:
+        result.seeds = [run_seed(cfg, s, log, stream) for s in cfg.seeds]
+    result.claims = claims(result)
+    result.seconds = round(time.perf_counter() - start, 1)
+    return result
+
+
+PAPER_ORDERINGS = (
+    (TABLE_2, "UMI", "MIND"),
+    (TABLE_2, "UMI", "YouTube DNN"),
+    (TABLE_2, "UMI", "MIND+HN"),
+    (TABLE_2, "UMI", "ComiRec-DR+HN"),
+    (TABLE_2, "MIND+HN", "MIND"),
+    (TABLE_2, "ComiRec-DR+HN", "ComiRec-DR"),
+    (TABLE_2, "YouTube DNN", "MIND"),
+    (TABLE_2, "MIND", "DSSM"),
+    (TABLE_3, "UMI", "UMI w/o IR"),
+    (TABLE_3, "UMI", "UMI w/o HN"),
+    (TABLE_3, "UMI", "UMI w/o DAR"),
+    (TABLE_5, "MIND, drop", "UMI, drop"),
+)
+"""The paper's orderings (UMI section 4), each checked on HitRate at every cut-off."""
+
+
+def _hit_columns(result: DemoRun, table: str, row: str) -> list[str]:
+    return [c for c in result.seeds[0].tables[table][row] if c.startswith("HR@")]
+
+
+def claims(result: DemoRun) -> list[dict[str, Any]]:
+    """Each paper ordering (and each model against the non-learned rows): 'holds' when the upper row's
+    mean exceeds the lower's by more than the sum of their stds at every HitRate cut-off (at least 3
+    seeds), 'reversed' when the opposite holds everywhere, else 'within the spread'."""
+    first = result.seeds[0].tables
+    pairs = [p for p in PAPER_ORDERINGS if p[1] in first.get(p[0], {}) and p[2] in first.get(p[0], {})]
+    pairs += [(TABLE_2, model, baseline) for model in first[TABLE_2] if model not in BASELINES
+              for baseline in BASELINES]
+    out = []
+    for table, above, below in pairs:
+        columns = _hit_columns(result, table, above)
+        a = {c: result.values(table, above, c) for c in columns}
+        b = {c: result.values(table, below, c) for c in columns}
+        if all(beyond_spread(a[c], b[c]) for c in columns):
+            verdict = "holds"
+        elif all(beyond_spread(b[c], a[c]) for c in columns):
+            verdict = "reversed"
+        else:
+            verdict = "within the spread"
+        out.append({"table": table, "claim": f"{above} > {below}", "verdict": verdict,
+                    "paper": not below.startswith(BASELINES)})
+    return out
+
+
+def _format_table(result: DemoRun, table: str, title: str, paper: dict[str, float] | None) -> str:
+    rows = result.seeds[0].tables[table]
+    columns = list(next(iter(rows.values())))
+    header = f"{'':<30}" + "".join(f"{c:>16}" for c in columns) + ("     paper HR@50" if paper else "")
+    lines = [title, header]
+    for row in rows:
+        cells = "".join(f"{format_mean_std(result.values(table, row, c), 2):>16}" for c in columns)
+        reference = f"{paper[row]:>16.1f}" if paper and row in paper else ""
+        lines.append(f"{row:<30}{cells}{reference}")
+    return "\n".join(lines)
+
+
+def _format_training(result: DemoRun) -> str:
+    lines = ["Training (seed 0): validation loss at init -> best (learned nothing), steps, best step, seconds"]
+    for name, record in result.seeds[0].training.items():
+        lines.append(f"  {name:<22} {record['valid_loss_init']:.3f} -> {record['valid_loss_best']:.3f} "
+                     f"({record['learned_nothing']:.3f}), {int(record['steps'])} steps, best "
+                     f"{int(record['best_step'])}, {record['seconds']:.0f}s")
+    return "\n".join(lines)
+
+
+def format_report(result: DemoRun) -> str:
+    """The tables, the training summary and the claims, as printed."""
+    data = result.seeds[0].data
+    cutoffs = "/".join(str(n) for n in data["cutoffs"])
+    lines = [
+        f"UMI demo: {data['source']}; {data['users']} users, {data['items']} items, {data['categories']} "
+        f"categories, {data['events']} events; profile fields {', '.join(data['profile_fields'])}",
+        f"Strong generalization (users 80/10/10, held-out users' last 10% are targets), T = {data['truncation']}, "
+        f"seen items {data['seen_items']}; N = {cutoffs} of {data['items']} items "
+        f"(paper: 10/50/300 of {PAPER_CATALOGUE:,} on MovieLens-1M); {len(result.seeds)} seed(s), mean +- std",
+        "",
+        _format_table(result, TABLE_2, "Table 2: HitRate@N (HR) and Precision@N (P), percent", PAPER_TABLE_2),
+        "",
+        _format_table(result, TABLE_3, "Table 3: ablations (paper: Alibaba)", PAPER_TABLE_3),
+        "",
+        _format_table(result, TABLE_5, "Table 5: profile values corrupted (paper: UMI degrades less than MIND)",
+                      None),
+        "",
+        _format_training(result),
+        "",
+        "Orderings (beyond the spread at every HitRate cut-off, >= 3 seeds):",
+    ]
+    if len(result.seeds) < 3:
+        lines.append("  none claimed: fewer than 3 seeds")
+    for claim in result.claims if len(result.seeds) >= 3 else []:
+        lines.append(f"  [{'paper' if claim['paper'] else 'baseline'}] {claim['table']}: {claim['claim']}: "
+                     f"{claim['verdict']}")
+    lines.append(f"({result.seconds:.0f}s)")
+    return "\n".join(lines)
+
+
+def save_plot(result: DemoRun, path: Path) -> bool:
+    """HitRate@N of every row of Table 2 and 3 with the seed spread as error bars; False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = {**result.seeds[0].tables[TABLE_2], **result.seeds[0].tables[TABLE_3]}
+    columns = [c for c in next(iter(rows.values())) if c.startswith("HR@")]
+    figure, axes = plt.subplots(1, len(columns), figsize=(5 * len(columns), 0.35 * len(rows) + 1.5), sharey=True)
+    for axis, column in zip(np.atleast_1d(axes), columns, strict=True):
+        table = {row: TABLE_2 if row in result.seeds[0].tables[TABLE_2] else TABLE_3 for row in rows}
+        stats = [(np.mean(result.values(table[r], r, column)), np.std(result.values(table[r], r, column), ddof=1)
+                  if len(result.seeds) > 1 else 0.0) for r in rows]
+        colours = ["grey" if r in BASELINES else "tab:blue" for r in rows]
+        axis.barh(list(rows), [m for m, _ in stats], xerr=[s for _, s in stats], color=colours)
+        axis.set_title(f"{column} (%)")
+        axis.invert_yaxis()
+    figure.suptitle("UMI demo: mean +- std over seeds (grey: non-learned)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="refimpl demo umi", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a smoke run in seconds (one seed)")
+    parser.add_argument("--data", default=None, help="a folder with your copy of the data set")
+    parser.add_argument("--format", default="synthetic", choices=FORMATS, help="the format of --data")
+    parser.add_argument("--out", default="umi_results.json", help="JSON results file")
+    parser.add_argument("--plot", default=None, help="PNG of HitRate@N per model (needs matplotlib)")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; --quick 1)")
+    parser.add_argument("--steps", type=int, default=None, help="override the cap on training steps")
+    parser.add_argument("--negatives", type=int, default=None, help="override N, the sampled negatives")
+    parser.add_argument("--jobs", type=int, default=2, help="seeds run at once, one process each (default 2)")
+    return parser
+
+
+def config_for(args: argparse.Namespace) -> DemoConfig:
+    cfg = QUICK if args.quick else DEFAULT
+    if args.seeds is not None:
+        cfg = replace(cfg, seeds=tuple(range(args.seeds)))
+    if args.steps is not None:
+        cfg = replace(cfg, pipeline=replace(cfg.pipeline, steps=args.steps))
+    if args.negatives is not None:
+        cfg = replace(cfg, pipeline=replace(cfg.pipeline, num_negatives=args.negatives))
+    return cfg
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    cfg = config_for(args)
+    log = None
+    if args.data is not None:
+        if args.format != "movielens-1m":
+            raise ValueError(f"--format: --data needs a file format, one of {FORMATS[1:]}, got {args.format!r}")
+        log = load_movielens_1m(args.data)
+        cfg = replace(cfg, pipeline=replace(cfg.pipeline, cutoffs=scaled_cutoffs(log.num_items)))
+    result = run(cfg, log, sys.stderr, jobs=args.jobs)
+    print(format_report(result))
+    Path(args.out).write_text(json.dumps(asdict(result), indent=1, default=str) + "\n")
+    print(f"wrote {args.out}")
+    if args.plot:
+        print(f"wrote {args.plot}" if save_plot(result, Path(args.plot))
+              else "no plot: matplotlib is not installed (pip install refimpl[plot])")
+    return 0
+

@@ -63,7 +63,7 @@ def test_no_repeats_while_a_cell_has_items() -> None:
     ("min_length", 1, ValueError), ("max_interests", 1, ValueError), ("distractors_per_household", 16, ValueError),
     ("distractor_rate", 1.0, ValueError), ("distractor_rate", float("nan"), ValueError),
     ("style_fidelity", 1.5, ValueError), ("interest_concentration", 0.0, ValueError),
-    ("num_noise_fields", -1, ValueError), ("seed", "0", TypeError), ("num_styles", True, ValueError),
+    ("num_noise_fields", -1, ValueError), ("seed", "0", TypeError), ("num_styles", True, TypeError),
 ])
 def test_config_validation_names_the_field(field: str, value: object, error: type[Exception]) -> None:
     with pytest.raises(error, match=f"config.{field}"):

@@ -1,0 +1,1 @@
+"""Per-paper demos (`refimpl demo [ulim|umi|ifa]`), each with `main(argv) -> int`."""

@@ -1,0 +1,1 @@
+"""Per-paper pipelines: from data to trained models and their evaluation."""

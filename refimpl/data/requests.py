@@ -41,16 +41,16 @@ __all__ = [
 class RequestConfig:
     """Every knob of the generator (spec/data.md#planted-request-data has the table)."""
 
-    num_items: int = 2_000  # V
-    num_categories: int = 50  # C
-    latent_dim: int = 8  # d
+    num_items: int = 1_000  # V
+    num_categories: int = 16  # C
+    latent_dim: int = 2  # d
     category_spread: float = 0.8  # sigma in (R1): item latents around their category centre
-    num_users: int = 3_000  # one request per user
+    num_users: int = 4_000  # one request per user
     num_segments: int = 8  # G, the user profile field
     lifelong_length: int = 2_000  # L
     recent_length: int = 50  # R, the recent window (the last R behaviours)
-    taste_share: float = 0.3  # rho: share of the older behaviours drawn from the lifelong taste
-    sharpness: float = 4.0  # kappa in (R3)
+    taste_share: float = 0.5  # rho: share of the older behaviours drawn from the lifelong taste
+    sharpness: float = 2.0  # kappa in (R3)
     num_candidates: int = 20  # M
     num_shown: int = 8  # S
     num_cross: int = 4  # X, cross-feature values
@@ -58,7 +58,7 @@ class RequestConfig:
     impression_interest: float = 1.0  # beta_u
     click_bias: float = -0.5  # b_0
     segment_scale: float = 0.3  # b_g ~ N(0, segment_scale^2)
-    click_lifelong: float = 3.0  # alpha
+    click_lifelong: float = 4.0  # alpha
     click_recent: float = 1.0  # gamma
     click_quality: float = 0.5  # beta_c
     click_saturation: float = 0.5  # lambda

@@ -58,9 +58,9 @@ class DemoConfig:
 
 DEFAULT = DemoConfig()
 QUICK = DemoConfig(
-    data=RequestConfig(num_items=300, num_categories=15, num_users=500, lifelong_length=200, recent_length=20),
-    ranker=RankerConfig(width=8, hidden=16, subsequence_length=16, batch_size=32, steps=60, eval_every=20,
-                        lr=1e-2),
+    data=RequestConfig(num_items=200, num_categories=8, num_users=400, lifelong_length=200, recent_length=20),
+    ranker=RankerConfig(width=8, hidden=16, subsequence_length=16, top_k=16, batch_size=32, steps=40,
+                        eval_every=20, lr=1e-2),
     test_share=0.3,
 )
 
@@ -88,7 +88,7 @@ def run_seed(cfg: DemoConfig, seed: int, stream: TextIO | None = sys.stderr) -> 
     training: dict[str, dict[str, float]] = {}
     for name, spec in RANKERS.items():
         model = train_ranker(name, spec, data, inputs, split, cfg.ranker, seed, stream)
-        aucs[name] = evaluate(model, inputs, split, cfg.ranker.num_heads)
+        aucs[name] = evaluate(model, inputs, split, cfg.ranker)
         curve = model.curve
         training[name] = {"best_step": curve.best_step, "best_valid": round(curve.best_valid, 4),
                           "chance": round(curve.chance, 4), "stopped_early": curve.stopped_early,

@@ -9,6 +9,10 @@ ESMM loss as IFA (refimpl/models/ifa.py), and differs only in what reads the beh
     AvgPooling   f_m = mean of the recent window (the same for every candidate)
     DIN          f_m = target attention of candidate m over the recent window
     SIM-hard     f_m = target attention over the candidate's category subsequence (most recent T)
+    SIM-soft     f_m = target attention over the k behaviours of the lifelong sequence with the
+                 largest inner product e_m . e_l (refimpl.nn.top_k_attention, score "inner_product")
+    TWIN         f_m = the same, the k picked by the attention's own head-0 score (score "attention")
+    IFA-FSM      TWIN's f_m with IFA's RAM (IFA with its FSM replaced by TWIN's two-step attention)
     IFA          f_m = FSM (linear attention over the whole lifelong sequence), r_m = RAM:
                  refimpl.models.ifa.ifa_forward itself
 
@@ -67,6 +71,12 @@ from refimpl.nn.linear_attention import (
 )
 from refimpl.nn.mlp import MLPCache, MLPConfig, MLPParams, mlp_backward, mlp_forward, sigmoid
 from refimpl.nn.pooling import PoolCache, masked_mean_pool_backward, masked_mean_pool_forward
+from refimpl.nn.top_k_attention import (
+    TopKAttentionCache,
+    TopKAttentionConfig,
+    top_k_attention_backward,
+    top_k_attention_forward,
+)
 from refimpl.train import Curve, TrainConfig, fit
 
 __all__ = [
@@ -87,7 +97,8 @@ __all__ = [
     "train_ranker",
 ]
 
-SEQUENCE_BLOCKS = ("avg", "din", "sim_hard", "linear")
+SEQUENCE_BLOCKS = ("avg", "din", "sim_hard", "sim_soft", "twin", "linear")
+TOP_K_SCORES = {"sim_soft": "inner_product", "twin": "attention"}
 OBJECTIVES = ("impression", "click", "click_shown")
 
 
@@ -110,7 +121,10 @@ RANKERS: dict[str, RankerSpec] = {
     "AvgPooling": RankerSpec("avg", False),
     "DIN": RankerSpec("din", False),
     "SIM-hard": RankerSpec("sim_hard", False),
+    "SIM-soft": RankerSpec("sim_soft", False),
+    "TWIN": RankerSpec("twin", False),
     "IFA": RankerSpec("linear", True),
+    "IFA-FSM": RankerSpec("twin", True),
 }
 
 
@@ -119,19 +133,20 @@ class RankerConfig:
     """What every model of a run shares (sizes and the training rule)."""
 
     width: int = 16  # E
-    hidden: int = 32  # the towers' hidden layer
+    hidden: int = 64  # the towers' hidden layer
     num_heads: int = 2
     subsequence_length: int = 64  # T, SIM-hard's category subsequence
-    batch_size: int = 64  # requests per step
+    top_k: int = 64  # k, the behaviours SIM-soft and TWIN keep per candidate
+    batch_size: int = 32  # requests per step
     lr: float = 5e-3
-    steps: int = 400  # the cap
-    eval_every: int = 40
+    steps: int = 300  # the cap
+    eval_every: int = 30
     patience: int = 3
     min_improvement: float = 0.001
     dtype: str = "float32"  # the params' (and so every activation's) float type
 
     def __post_init__(self) -> None:
-        for name in ("width", "hidden", "num_heads", "subsequence_length", "batch_size", "steps", "eval_every",
+        for name in ("width", "hidden", "num_heads", "subsequence_length", "top_k", "batch_size", "steps", "eval_every",
                      "patience"):
             require_positive_int(f"RankerConfig.{name}", getattr(self, name))
         if self.width % self.num_heads:
@@ -224,9 +239,9 @@ class RankerOutput:
 @dataclass(frozen=True)
 class _SequenceCache:
     kind: str
-    keys: EmbeddingCache | None  # the embedded behaviours: recent window or subsequences
+    keys: EmbeddingCache | None  # the embedded behaviours: recent window, subsequences or lifelong
     pool: PoolCache | None
-    attention: AttentionCache | TargetAttentionCache | None
+    attention: AttentionCache | TargetAttentionCache | TopKAttentionCache | None
     cand_mask: BoolArray  # (B, M)
 
 
@@ -250,11 +265,17 @@ TOWER = MLPConfig(("relu", "identity"))
 
 
 def _sequence_forward(params: Params, inputs: RankingInputs, spec: RankerSpec, e_cand: Array,
-                      heads: int) -> tuple[Array, _SequenceCache]:
+                      heads: int, top_k: int) -> tuple[Array, _SequenceCache]:
     """f (B, M, E): the sequence block of `spec` for every candidate."""
     b, m, e = e_cand.shape
     cand_mask = inputs.batch.cand_mask
     table = params["item_table"]
+    if spec.sequence in TOP_K_SCORES:
+        e_seq, keys = embedding_forward(table, inputs.batch.seq_ids, "seq_ids")
+        cfg = TopKAttentionConfig(k=top_k, num_heads=heads, score=TOP_K_SCORES[spec.sequence])
+        out, top = top_k_attention_forward(attention_block(params, "fsm"), e_cand, e_seq, inputs.batch.seq_mask,
+                                           cfg, cand_mask)
+        return out, _SequenceCache(spec.sequence, keys, None, top, cand_mask)
     if spec.sequence in ("avg", "din"):
         e_recent, keys = embedding_forward(table, inputs.recent_ids, "recent_ids")
         if spec.sequence == "avg":
@@ -286,6 +307,9 @@ def _sequence_backward(cache: _SequenceCache, d_out: Array, grads: Params) -> Ar
     if cache.kind == "din":
         assert isinstance(cache.attention, AttentionCache)
         block, d_cand, d_keys = attention_backward(cache.attention, d_out)
+    elif cache.kind in TOP_K_SCORES:
+        assert isinstance(cache.attention, TopKAttentionCache)
+        block, d_cand, d_keys = top_k_attention_backward(cache.attention, d_out)
     else:
         assert isinstance(cache.attention, TargetAttentionCache)
         block, d_flat, d_sub = target_attention_backward(cache.attention, d_out.reshape(b * m, e))
@@ -296,8 +320,9 @@ def _sequence_backward(cache: _SequenceCache, d_out: Array, grads: Params) -> Ar
 
 
 def ranker_forward(params: Params, inputs: RankingInputs, spec: RankerSpec,
-                   num_heads: int) -> tuple[RankerOutput, RankerCache]:
+                   cfg: RankerConfig) -> tuple[RankerOutput, RankerCache]:
     """Scores and ESMM loss of `spec` on `inputs`; IFA is refimpl.models.ifa.ifa_forward itself."""
+    num_heads = cfg.num_heads
     if spec.sequence == "linear":
         out, ifa_cache = ifa_forward(ifa_params_from_dict(params), inputs.batch, IFAConfig(num_heads=num_heads))
         return (RankerOutput(out.loss, out.p_imp, out.p_clk, out.score),
@@ -306,7 +331,7 @@ def ranker_forward(params: Params, inputs: RankingInputs, spec: RankerSpec,
     e_user, user_cache = embedding_forward(params["user_table"], batch.user_ids, "user_ids")
     e_cand, cand_cache = embedding_forward(params["item_table"], batch.cand_ids, "cand_ids")
     e_cross, cross_cache = embedding_forward(params["cross_table"], batch.cross_ids, "cross_ids")
-    seq_out, seq_cache = _sequence_forward(params, inputs, spec, e_cand, num_heads)
+    seq_out, seq_cache = _sequence_forward(params, inputs, spec, e_cand, num_heads, cfg.top_k)
     b, m, e = e_cand.shape
     blocks = [np.broadcast_to(e_user[:, None, :], (b, m, e)), e_cand, e_cross, seq_out]
     ram_cache = None
@@ -407,12 +432,12 @@ def _chunks(size: int, step: int) -> list[IntArray]:
     return [np.arange(start, min(start + step, size)) for start in range(0, size, step)]
 
 
-def predict(params: Params, inputs: RankingInputs, spec: RankerSpec, num_heads: int,
+def predict(params: Params, inputs: RankingInputs, spec: RankerSpec, cfg: RankerConfig,
             chunk: int = 256) -> tuple[float, Array, Array]:
     """(ESMM loss, p_imp (N, M), p_clk (N, M)) over every request of `inputs`, a chunk at a time."""
     losses, p_imp, p_clk = [], [], []
     for rows in _chunks(inputs.size, chunk):
-        out, _ = ranker_forward(params, inputs.take(rows), spec, num_heads)
+        out, _ = ranker_forward(params, inputs.take(rows), spec, cfg)
         losses.append(float(out.loss) * rows.size)
         p_imp.append(out.p_imp)
         p_clk.append(out.p_clk)
@@ -429,11 +454,11 @@ def train_ranker(name: str, spec: RankerSpec, data: RequestData, inputs: Ranking
 
     def step(p: Params, step_rng: np.random.Generator) -> tuple[float, Params]:
         rows = np.sort(step_rng.choice(train.size, size=min(cfg.batch_size, train.size), replace=False))
-        out, cache = ranker_forward(p, train.take(rows), spec, cfg.num_heads)
+        out, cache = ranker_forward(p, train.take(rows), spec, cfg)
         return float(out.loss), ranker_backward(cache, np.ones((), dtype=out.loss.dtype))
 
     def validation(p: Params) -> float:
-        return predict(p, valid, spec, cfg.num_heads)[0]
+        return predict(p, valid, spec, cfg)[0]
 
     start = time.perf_counter()
     params, curve = fit(name, params, step, validation, chance_esmm(train, valid), cfg.train_config(seed),
@@ -450,10 +475,10 @@ def _aucs(p_imp: Array, score: Array, p_clk: Array, test: RankingInputs) -> dict
             "click_shown": auc(p_clk, b.click, shown)}
 
 
-def evaluate(model: TrainedRanker, inputs: RankingInputs, split: Split, num_heads: int) -> dict[str, float]:
+def evaluate(model: TrainedRanker, inputs: RankingInputs, split: Split, cfg: RankerConfig) -> dict[str, float]:
     """The test AUCs of a trained model (`_aucs`)."""
     test = inputs.take(split.test)
-    _, p_imp, p_clk = predict(model.params, test, model.spec, num_heads)
+    _, p_imp, p_clk = predict(model.params, test, model.spec, cfg)
     return _aucs(p_imp, p_imp * p_clk, p_clk, test)
 
 

@@ -86,7 +86,6 @@ __all__ = [
     "RankingInputs",
     "Split",
     "TrainedRanker",
-    "chance_esmm",
     "evaluate",
     "non_learned_scores",
     "prepare_inputs",
@@ -155,10 +154,11 @@ class RankerConfig:
         require_real("RankerConfig.min_improvement", self.min_improvement, low=0.0)
         require_choice("RankerConfig.dtype", self.dtype, ("float32", "float64"))
 
-    def train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(steps=self.steps, eval_every=self.eval_every, patience=self.patience,
-                           min_improvement=self.min_improvement, batch_size=self.batch_size, dim=self.width,
-                           num_heads=self.num_heads, lr=self.lr, seed=seed)
+def _train_config(cfg: RankerConfig, seed: int) -> TrainConfig:
+    """The refimpl.train.fit settings of `cfg` (fit reads lr, eval_every, patience, min_improvement)."""
+    return TrainConfig(steps=cfg.steps, eval_every=cfg.eval_every, patience=cfg.patience,
+                       min_improvement=cfg.min_improvement, batch_size=cfg.batch_size, dim=cfg.width,
+                       num_heads=cfg.num_heads, lr=cfg.lr, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -408,7 +408,7 @@ def _esmm_rates(inputs: RankingInputs) -> tuple[float, float]:
     return float(shown), float(b.click[b.cand_mask].mean())
 
 
-def chance_esmm(train: RankingInputs, valid: RankingInputs) -> float:
+def _chance_esmm(train: RankingInputs, valid: RankingInputs) -> float:
     """The ESMM loss on `valid` of a model that learned nothing: every candidate gets the training
     rates, p_imp = P(shown) and p_imp p_clk = P(click)."""
     p_imp, p_click = _esmm_rates(train)
@@ -432,7 +432,7 @@ def _chunks(size: int, step: int) -> list[IntArray]:
     return [np.arange(start, min(start + step, size)) for start in range(0, size, step)]
 
 
-def predict(params: Params, inputs: RankingInputs, spec: RankerSpec, cfg: RankerConfig,
+def _predict(params: Params, inputs: RankingInputs, spec: RankerSpec, cfg: RankerConfig,
             chunk: int = 256) -> tuple[float, Array, Array]:
     """(ESMM loss, p_imp (N, M), p_clk (N, M)) over every request of `inputs`, a chunk at a time."""
     losses, p_imp, p_clk = [], [], []
@@ -458,10 +458,10 @@ def train_ranker(name: str, spec: RankerSpec, data: RequestData, inputs: Ranking
         return float(out.loss), ranker_backward(cache, np.ones((), dtype=out.loss.dtype))
 
     def validation(p: Params) -> float:
-        return predict(p, valid, spec, cfg)[0]
+        return _predict(p, valid, spec, cfg)[0]
 
     start = time.perf_counter()
-    params, curve = fit(name, params, step, validation, chance_esmm(train, valid), cfg.train_config(seed),
+    params, curve = fit(name, params, step, validation, _chance_esmm(train, valid), _train_config(cfg, seed),
                         cfg.steps, rng, stream)
     return TrainedRanker(name, spec, params, curve, time.perf_counter() - start)
 
@@ -478,7 +478,7 @@ def _aucs(p_imp: Array, score: Array, p_clk: Array, test: RankingInputs) -> dict
 def evaluate(model: TrainedRanker, inputs: RankingInputs, split: Split, cfg: RankerConfig) -> dict[str, float]:
     """The test AUCs of a trained model (`_aucs`)."""
     test = inputs.take(split.test)
-    _, p_imp, p_clk = predict(model.params, test, model.spec, cfg)
+    _, p_imp, p_clk = _predict(model.params, test, model.spec, cfg)
     return _aucs(p_imp, p_imp * p_clk, p_clk, test)
 
 
@@ -506,7 +506,3 @@ def non_learned_scores(data: RequestData, inputs: RankingInputs, split: Split) -
     freq = (seq_cat[:, None, :] == categories[cand][:, :, None]).mean(axis=2)
     return {"item popularity": popularity, "category frequency": _aucs(freq, freq, freq, test)}
 
-
-def with_steps(cfg: RankerConfig, steps: int) -> RankerConfig:
-    """cfg with another step cap."""
-    return replace(cfg, steps=steps)

@@ -7,6 +7,7 @@
     refimpl golden verify                regenerate into a scratch folder, compare with the goldens
     refimpl golden list                  the committed cases
     refimpl demo [--quick]               ULIM end to end: train every model, retrieve, print the tables
+    refimpl demo ifa [--quick]           IFA's Tables 2 and 3 on planted request data
     refimpl --version
 
 The goldens are the suite shipped inside the package (`--golden DIR` reads another folder).
@@ -141,7 +142,12 @@ def _demo(args: argparse.Namespace) -> int:
     from refimpl.demo import main as demo_main  # imported here: the demo pulls in every model
 
     demo_args = list(args.demo_args)
-    return demo_main(demo_args[1:] if demo_args[:1] == ["--"] else demo_args)
+    demo_args = demo_args[1:] if demo_args[:1] == ["--"] else demo_args
+    if demo_args[:1] == ["ifa"]:
+        from refimpl.demos.ifa import main as ifa_main
+
+        return ifa_main(demo_args[1:])
+    return demo_main(demo_args)
 
 
 CONFORM_HELP = """Check an implementation against the golden suite (spec/conformance.md).

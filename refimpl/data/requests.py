@@ -28,11 +28,12 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from refimpl._check import Array, BoolArray, IntArray, require_int, require_positive_int, require_real
+from refimpl._check import Array, IntArray, Shapes, require_ids, require_int, require_positive_int, require_real
 
 __all__ = [
     "RequestConfig",
     "RequestData",
+    "check_request_data",
     "generate_requests",
 ]
 
@@ -116,16 +117,19 @@ class RequestData:
 
     def sequence_categories(self) -> IntArray:
         """The category of every behaviour (N, L)."""
+        check_request_data(self)
         result: IntArray = self.item_category[self.sequence]
         return result
 
     def recent(self) -> IntArray:
         """The recent window, the last R behaviours (N, R), oldest first."""
+        check_request_data(self)
         result: IntArray = self.sequence[:, -self.config.recent_length:]
         return result
 
     def take(self, rows: IntArray) -> RequestData:
         """The requests `rows` (an integer array of request indices), catalogue unchanged."""
+        check_request_data(self)
         if not isinstance(rows, np.ndarray) or not np.issubdtype(rows.dtype, np.integer):
             raise TypeError(f"rows: expected an integer numpy array, got {type(rows).__name__}")
         if rows.ndim != 1:
@@ -138,6 +142,30 @@ class RequestData:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return RequestData(**{name: value[rows] if name in per_request else value
                               for name, value in values.items()})
+
+
+def check_request_data(data: RequestData, name: str = "data") -> RequestData:
+    """Every array of `data` of the shape, dtype and range its config says; errors name the field
+    (`data.sequence: ...`). Returns `data`."""
+    if not isinstance(data, RequestData):
+        raise TypeError(f"{name}: expected RequestData, got {type(data).__name__}")
+    cfg = data.config
+    if not isinstance(cfg, RequestConfig):
+        raise TypeError(f"{name}.config: expected a RequestConfig, got {type(cfg).__name__}")
+    shapes = Shapes(V=cfg.num_items, d=cfg.latent_dim, L=cfg.lifelong_length, M=cfg.num_candidates)
+    ranges = {"item_category": cfg.num_categories, "segment": cfg.num_segments, "sequence": cfg.num_items,
+              "candidates": cfg.num_items, "cross": cfg.num_cross, "impression": 2, "click": 2}
+    dims = {"item_category": ("V",), "segment": ("N",), "sequence": ("N", "L"), "candidates": ("N", "M"),
+            "cross": ("N", "M"), "impression": ("N", "M"), "click": ("N", "M")}
+    for field_name, bound in ranges.items():
+        value = getattr(data, field_name)
+        shapes.check_int(f"{name}.{field_name}", value, dims[field_name])
+        require_ids(f"{name}.{field_name}", value, bound)
+    floats = {"timestamps": ("N", "L"), "item_latent": ("V", "d"), "item_quality": ("V",), "taste": ("N", "d"),
+              "recent_interest": ("N", "d"), "click_logit": ("N", "M")}
+    for field_name, float_dims in floats.items():
+        shapes.check_float(f"{name}.{field_name}", getattr(data, field_name), float_dims)
+    return data
 
 
 def _unit_rows(x: Array) -> Array:
@@ -181,10 +209,8 @@ def generate_requests(cfg: RequestConfig) -> RequestData:
     older = length - recent
     from_taste = _sample_rows(taste_logits, older, rng)
     noise = rng.integers(0, v, size=(n, older))
-    sequence = np.concatenate(
-        [np.where(rng.random((n, older)) < cfg.taste_share, from_taste, noise), _sample_rows(recent_logits, recent, rng)],
-        axis=1,
-    ).astype(np.int64)
+    older_part = np.where(rng.random((n, older)) < cfg.taste_share, from_taste, noise)
+    sequence = np.concatenate([older_part, _sample_rows(recent_logits, recent, rng)], axis=1).astype(np.int64)
     gaps = rng.exponential(1.0, size=(n, length))
     gaps[:, older:] *= 0.01  # the recent window is one session
     timestamps = np.cumsum(gaps[:, ::-1], axis=1)[:, ::-1]  # days before the request, oldest first

@@ -25,20 +25,32 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numpy as np
 
-from refimpl._check import Array, BoolArray, IntArray, require_choice, require_positive_int, require_real
+from refimpl._check import (
+    Array,
+    BoolArray,
+    IntArray,
+    Shapes,
+    require_choice,
+    require_ids,
+    require_int,
+    require_positive_int,
+    require_real,
+)
 from refimpl.data.category_subsequence import category_subsequences
-from refimpl.data.requests import RequestData
+from refimpl.data.requests import RequestData, check_request_data
 from refimpl.metrics import auc
 from refimpl.models._params import (
     Params,
     attention_block,
     attention_block_grads,
     attention_block_shapes,
+    check_param_names,
+    check_param_shapes,
     normal_init,
 )
 from refimpl.models.ifa import (
@@ -179,6 +191,7 @@ class RankingInputs:
 
     def take(self, rows: IntArray) -> RankingInputs:
         """The requests `rows` (integer indices into the batch axis)."""
+        _check_inputs(self)
         if not isinstance(rows, np.ndarray) or not np.issubdtype(rows.dtype, np.integer) or rows.ndim != 1:
             raise TypeError(f"rows: expected a 1-d integer numpy array, got {type(rows).__name__}")
         if rows.size and (rows.min() < 0 or rows.max() >= self.size):
@@ -190,10 +203,61 @@ class RankingInputs:
                              self.subsequence_mask[rows])
 
 
+def _check_inputs(inputs: RankingInputs, name: str = "inputs") -> RankingInputs:
+    """Every array of `inputs` of its shape and dtype; errors name the field."""
+    if not isinstance(inputs, RankingInputs):
+        raise TypeError(f"{name}: expected RankingInputs, got {type(inputs).__name__}")
+    b = inputs.batch
+    if not isinstance(b, IFABatch):
+        raise TypeError(f"{name}.batch: expected an IFABatch, got {type(b).__name__}")
+    shapes = Shapes()
+    for field_name, dims in (("user_ids", ("B",)), ("cand_ids", ("B", "M")), ("cross_ids", ("B", "M")),
+                             ("seq_ids", ("B", "L")), ("impression", ("B", "M")), ("click", ("B", "M"))):
+        shapes.check_int(field_name, getattr(b, field_name), dims)
+    for field_name in ("impression", "click"):
+        require_ids(field_name, getattr(b, field_name), 2)
+    shapes.check_bool("cand_mask", b.cand_mask, ("B", "M"))
+    shapes.check_bool("seq_mask", b.seq_mask, ("B", "L"))
+    shapes.check_int("recent_ids", inputs.recent_ids, ("B", "R"))
+    shapes.check_bool("recent_mask", inputs.recent_mask, ("B", "R"))
+    shapes.check_int("subsequence_ids", inputs.subsequence_ids, ("B", "M", "T"))
+    shapes.check_bool("subsequence_mask", inputs.subsequence_mask, ("B", "M", "T"))
+    return inputs
+
+
+def _check_split(split: Split, size: int) -> Split:
+    """Non-empty 1-d request indices in [0, size)."""
+    if not isinstance(split, Split):
+        raise TypeError(f"split: expected a Split, got {type(split).__name__}")
+    for part in ("train", "valid", "test"):
+        rows = require_ids(part, getattr(split, part), size, ("S",))
+        if rows.size == 0:
+            raise ValueError(f"{part}: expected at least one request, got none")
+    return split
+
+
+def _check_params(params: Params, spec: RankerSpec, cfg: RankerConfig) -> None:
+    """The names and shapes of `spec`'s params at cfg's sizes (the table rows read from the tables)."""
+    _check_spec(spec, cfg)
+    check_param_names(params, _param_shapes(spec, {"items": 1, "segments": 1, "cross": 1}, cfg), spec.sequence)
+    vocab = {key: int(np.shape(params[table])[0]) for key, table in
+             (("items", "item_table"), ("segments", "user_table"), ("cross", "cross_table"))}
+    check_param_shapes(params, _param_shapes(spec, vocab, cfg), spec.sequence)
+    for key, table in (("items", "item_table"), ("segments", "user_table"), ("cross", "cross_table")):
+        if vocab[key] == 0:
+            raise ValueError(f"{table}: expected at least one row, got shape {params[table].shape}")
+
+
+def _check_spec(spec: RankerSpec, cfg: RankerConfig) -> None:
+    if not isinstance(spec, RankerSpec):
+        raise TypeError(f"spec: expected a RankerSpec, got {type(spec).__name__}")
+    if not isinstance(cfg, RankerConfig):
+        raise TypeError(f"cfg: expected a RankerConfig, got {type(cfg).__name__}")
+
+
 def prepare_inputs(data: RequestData, subsequence_length: int) -> RankingInputs:
     """Every request of `data` as model inputs (the category subsequences computed once)."""
-    if not isinstance(data, RequestData):
-        raise TypeError(f"data: expected RequestData, got {type(data).__name__}")
+    check_request_data(data)
     length = require_positive_int("subsequence_length", subsequence_length)
     n, m = data.candidates.shape
     seq_mask = np.ones(data.sequence.shape, dtype=bool)
@@ -224,6 +288,10 @@ def _param_shapes(spec: RankerSpec, vocab: dict[str, int], cfg: RankerConfig) ->
 
 def ranker_init(rng: np.random.Generator, spec: RankerSpec, data: RequestData, cfg: RankerConfig) -> Params:
     """Fresh params of `spec` for the catalogue of `data` (refimpl.models._params.normal_init)."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: expected a numpy Generator, got {type(rng).__name__}")
+    _check_spec(spec, cfg)
+    check_request_data(data)
     vocab = {"items": data.config.num_items, "segments": data.config.num_segments, "cross": data.config.num_cross}
     return normal_init(_param_shapes(spec, vocab, cfg), rng, np.dtype(cfg.dtype))
 
@@ -322,6 +390,8 @@ def _sequence_backward(cache: _SequenceCache, d_out: Array, grads: Params) -> Ar
 def ranker_forward(params: Params, inputs: RankingInputs, spec: RankerSpec,
                    cfg: RankerConfig) -> tuple[RankerOutput, RankerCache]:
     """Scores and ESMM loss of `spec` on `inputs`; IFA is refimpl.models.ifa.ifa_forward itself."""
+    _check_params(params, spec, cfg)
+    _check_inputs(inputs)
     num_heads = cfg.num_heads
     if spec.sequence == "linear":
         out, ifa_cache = ifa_forward(ifa_params_from_dict(params), inputs.batch, IFAConfig(num_heads=num_heads))
@@ -352,6 +422,8 @@ def ranker_forward(params: Params, inputs: RankingInputs, spec: RankerSpec,
 
 def ranker_backward(cache: RankerCache, d_loss: Array) -> Params:
     """The gradient of every param (the names of `ranker_init`)."""
+    if not isinstance(cache, RankerCache):
+        raise TypeError(f"cache: expected the RankerCache of ranker_forward, got {type(cache).__name__}")
     if cache.ifa is not None:
         return ifa_params_to_dict(ifa_backward(cache.ifa, d_loss))
     assert cache.embeddings is not None and cache.towers is not None and cache.sequence is not None
@@ -393,6 +465,7 @@ class Split:
 def split_requests(num_requests: int, valid_share: float, test_share: float, seed: int) -> Split:
     """A random split of the requests (one per user) by the given shares."""
     n = require_positive_int("num_requests", num_requests)
+    require_int("seed", seed, low=0)
     valid_share = require_real("valid_share", valid_share, low=0.0, high=0.5)
     test_share = require_real("test_share", test_share, low=0.0, high=0.5)
     order = np.random.Generator(np.random.PCG64(seed)).permutation(n)
@@ -448,6 +521,14 @@ def train_ranker(name: str, spec: RankerSpec, data: RequestData, inputs: Ranking
                  cfg: RankerConfig, seed: int, stream: TextIO | None = sys.stderr) -> TrainedRanker:
     """`spec` trained by refimpl.train.fit on the training requests (batches of cfg.batch_size
     requests), stopped on the validation requests' ESMM loss."""
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a str, got {type(name).__name__}")
+    _check_spec(spec, cfg)
+    check_request_data(data)
+    _check_split(split, _check_inputs(inputs).size)
+    require_int("seed", seed, low=0)
+    if stream is not None and not callable(getattr(stream, "write", None)):
+        raise TypeError(f"stream: expected a text stream or None, got {type(stream).__name__}")
     train, valid = inputs.take(split.train), inputs.take(split.valid)
     rng = np.random.Generator(np.random.PCG64(seed))
     params = ranker_init(rng, spec, data, cfg)
@@ -477,6 +558,9 @@ def _aucs(p_imp: Array, score: Array, p_clk: Array, test: RankingInputs) -> dict
 
 def evaluate(model: TrainedRanker, inputs: RankingInputs, split: Split, cfg: RankerConfig) -> dict[str, float]:
     """The test AUCs of a trained model (`_aucs`)."""
+    if not isinstance(model, TrainedRanker):
+        raise TypeError(f"model: expected a TrainedRanker, got {type(model).__name__}")
+    _check_split(split, _check_inputs(inputs).size)
     test = inputs.take(split.test)
     _, p_imp, p_clk = _predict(model.params, test, model.spec, cfg)
     return _aucs(p_imp, p_imp * p_clk, p_clk, test)
@@ -488,6 +572,8 @@ def non_learned_scores(data: RequestData, inputs: RankingInputs, split: Split) -
       requests, each smoothed towards the global rate with a prior of 10 appearances;
     - category frequency: the share of the candidate's category in the user's lifelong sequence
       (the same score for every objective)."""
+    check_request_data(data)
+    _check_split(split, _check_inputs(inputs).size)
     b, test = inputs.batch, inputs.take(split.test)
     rows = split.train
     items = b.cand_ids[rows].reshape(-1)

@@ -151,3 +151,12 @@ def test_demo_quick_writes_both_tables_and_the_claims(tmp_path: Path, capsys: py
     assert len(result["seeds"]) == 3
     assert set(result["seeds"][0]["auc"]) == {*pipeline.RANKERS, "item popularity", "category frequency"}
     assert {c["verdict"] for c in result["claims"]} <= {"reproduced", "reversed", "not beyond the spread"}
+
+
+def test_cli_dispatches_demo_ifa(capsys: pytest.CaptureFixture[str]) -> None:
+    from refimpl.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["demo", "ifa", "--help"])
+    assert stop.value.code == 0
+    assert "refimpl demo ifa" in capsys.readouterr().out

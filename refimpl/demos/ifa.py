@@ -15,14 +15,17 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TextIO
 
-from refimpl.data.requests import RequestConfig, generate_requests
+from refimpl.data.requests import RequestConfig, RequestData, generate_requests
 from refimpl.pipelines.ifa import (
     OBJECTIVES,
     RANKERS,
     RankerConfig,
+    RankingInputs,
+    Split,
     evaluate,
     non_learned_scores,
     prepare_inputs,
@@ -44,6 +47,8 @@ TABLE_3 = ("IFA", "IFA-FSM", "IFA-FSM-RAM")
 SAME_MODEL = {"IFA-FSM-RAM": "TWIN"}
 PAPER_GAIN = 2.06  # AUC points: IFA over the strongest baseline, at most (IFA paper, Table 2)
 NON_LEARNED = ("item popularity", "category frequency")
+BASELINES = "non-learned"
+COST_ORDER = ("AvgPooling", "DIN", "SIM-hard", "IFA", "SIM-soft", "TWIN", "IFA-FSM")  # cheapest first
 OBJECTIVE_NAMES = {"impression": "impression", "click": "click (pCTCVR)", "click_shown": "click | shown (pCTR)"}
 
 
@@ -78,28 +83,29 @@ class Run:
         return [100 * seed["auc"][row][objective] for seed in self.seeds]
 
 
-def run_seed(cfg: DemoConfig, seed: int, stream: TextIO | None = sys.stderr) -> dict[str, Any]:
-    """One seed: data seed and every training seed `seed`."""
-    start = time.perf_counter()
+@lru_cache(maxsize=4)
+def _seed_data(cfg: DemoConfig, seed: int) -> tuple[RequestData, RankingInputs, Split]:
+    """The data of one seed (data seed = the seed), made once per process."""
     data = generate_requests(replace(cfg.data, seed=seed))
     inputs = prepare_inputs(data, cfg.ranker.subsequence_length)
-    split = split_requests(data.num_requests, cfg.valid_share, cfg.test_share, seed)
-    aucs: dict[str, dict[str, float]] = dict(non_learned_scores(data, inputs, split))
-    training: dict[str, dict[str, float]] = {}
-    for name, spec in RANKERS.items():
-        model = train_ranker(name, spec, data, inputs, split, cfg.ranker, seed, stream)
-        aucs[name] = evaluate(model, inputs, split, cfg.ranker)
-        curve = model.curve
-        training[name] = {"best_step": curve.best_step, "best_valid": round(curve.best_valid, 4),
-                          "chance": round(curve.chance, 4), "stopped_early": curve.stopped_early,
-                          "seconds": round(model.seconds, 1)}
-    return {"seed": seed, "auc": aucs, "training": training, "seconds": round(time.perf_counter() - start, 1),
-            "rates": {"impression": float(data.impression.mean()), "click": float(data.click.mean())}}
+    return data, inputs, split_requests(data.num_requests, cfg.valid_share, cfg.test_share, seed)
 
 
-def _seed_job(job: tuple[DemoConfig, int, bool]) -> dict[str, Any]:
-    cfg, seed, verbose = job
-    return run_seed(cfg, seed, sys.stderr if verbose else None)
+def _job(job: tuple[DemoConfig, int, str, bool]) -> dict[str, Any]:
+    """One table entry: the non-learned baselines (name BASELINES) or one model, on one seed."""
+    cfg, seed, name, verbose = job
+    start = time.perf_counter()
+    data, inputs, split = _seed_data(cfg, seed)
+    if name == BASELINES:
+        return {"auc": non_learned_scores(data, inputs, split),
+                "rates": {"impression": float(data.impression.mean()), "click": float(data.click.mean())}}
+    model = train_ranker(name, RANKERS[name], data, inputs, split, cfg.ranker, seed, sys.stderr if verbose else None)
+    curve = model.curve
+    return {"auc": {name: evaluate(model, inputs, split, cfg.ranker)},
+            "training": {name: {"best_step": curve.best_step, "best_valid": round(curve.best_valid, 4),
+                                "chance": round(curve.chance, 4), "stopped_early": curve.stopped_early,
+                                "train_seconds": round(model.seconds, 1),
+                                "seconds": round(time.perf_counter() - start, 1)}}}
 
 
 def claims(result: Run) -> list[dict[str, Any]]:
@@ -123,14 +129,27 @@ def claims(result: Run) -> list[dict[str, Any]]:
 
 
 def run(cfg: DemoConfig, stream: TextIO | None = sys.stderr, jobs: int = 1) -> Run:
-    """Every seed (in `jobs` processes: each seed is deterministic on its own), then the claims."""
+    """Every (seed, model) pair, in `jobs` processes (each is deterministic on its own, so the
+    numbers do not depend on `jobs`), the most expensive models first; then the claims."""
     start = time.perf_counter()
     result = Run(config=asdict(cfg))
-    if jobs > 1 and len(cfg.seeds) > 1:
+    names = [BASELINES, *sorted(RANKERS, key=lambda n: -COST_ORDER.index(n) if n in COST_ORDER else 0)]
+    work = [(cfg, seed, name, stream is not None) for name in names for seed in cfg.seeds]
+    if jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            result.seeds = list(pool.map(_seed_job, [(cfg, s, stream is not None) for s in cfg.seeds]))
+            parts = list(pool.map(_job, work))
     else:
-        result.seeds = [run_seed(cfg, s, stream) for s in cfg.seeds]
+        parts = [_job(job) for job in work]
+    for seed in cfg.seeds:
+        entry: dict[str, Any] = {"seed": seed, "auc": {}, "training": {}}
+        for job, part in zip(work, parts, strict=True):
+            if job[1] == seed:
+                entry["auc"].update(part["auc"])
+                entry["training"].update(part.get("training", {}))
+                entry.setdefault("rates", part.get("rates"))
+        entry["auc"] = {name: entry["auc"][name] for name in (*NON_LEARNED, *RANKERS)}
+        entry["training"] = {name: entry["training"][name] for name in RANKERS}
+        result.seeds.append(entry)
     result.claims = claims(result)
     result.seconds = round(time.perf_counter() - start, 1)
     return result
@@ -167,8 +186,8 @@ def format_report(result: Run) -> str:
     lines += _table(result, TABLE_3, "Table 3 (ablations)")
     lines += ["", "Training (seed 0): best step, validation ESMM loss against the learned-nothing level"]
     for name, t in result.seeds[0]["training"].items():
-        lines.append(f"{name:>22} step {t['best_step']:>4} valid {t['best_valid']:.4f} "
-                     f"(learned nothing {t['chance']:.4f}) {t['seconds']:.0f} s")
+        lines.append(f"{name:>22} best step {t['best_step']:>4} valid {t['best_valid']:.4f} "
+                     f"(learned nothing {t['chance']:.4f}) {t['train_seconds']:.0f} s")
     lines += ["", "Claims (ordering beyond the spread for every objective):"]
     lines += [f"  {c['verdict']:>24}: {c['claim']}" for c in result.claims]
     return "\n".join(lines)

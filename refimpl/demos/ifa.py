@@ -54,7 +54,7 @@ OBJECTIVE_NAMES = {"impression": "impression", "click": "click (pCTCVR)", "click
 
 @dataclass(frozen=True)
 class DemoConfig:
-    data: RequestConfig = RequestConfig(num_users=3_000, lifelong_length=1_000)
+    data: RequestConfig = RequestConfig(num_users=4_000, lifelong_length=500)
     ranker: RankerConfig = RankerConfig()
     seeds: tuple[int, ...] = (0, 1, 2)
     valid_share: float = 0.1

@@ -149,10 +149,10 @@ class RankerConfig:
     subsequence_length: int = 64  # T, SIM-hard's category subsequence
     top_k: int = 64  # k, the behaviours SIM-soft and TWIN keep per candidate
     batch_size: int = 32  # requests per step
-    lr: float = 5e-3
-    steps: int = 300  # the cap
-    eval_every: int = 30
-    patience: int = 3
+    lr: float = 1e-2
+    steps: int = 400  # the cap
+    eval_every: int = 40
+    patience: int = 4
     min_improvement: float = 0.001
     dtype: str = "float32"  # the params' (and so every activation's) float type
 

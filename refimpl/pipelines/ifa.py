@@ -4,7 +4,8 @@ Every model scores the whole candidate set of a request with the same feature la
 ESMM loss as IFA (refimpl/models/ifa.py), and differs only in what reads the behaviours:
 
     h_m = [e_u ; e_m ; e_x,m ; f_m (; r_m)]      f_m: the sequence block, r_m: RAM (if the model has it)
-    a_m = MLP_imp(h_m),  c_m = MLP_clk(h_m),  loss = ESMM (IFA eq. 5)
+    a_m = MLP_imp(h_m),  c_m = MLP_clk(h_m)
+    loss = the ESMM loss of (a, c) (IFA eq. 5)
 
     AvgPooling   f_m = mean of the recent window (the same for every candidate)
     DIN          f_m = target attention of candidate m over the recent window

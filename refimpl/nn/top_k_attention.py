@@ -156,23 +156,29 @@ def select_top_k(scores: Array, valid: BoolArray, k: int) -> tuple[IntArray, Boo
     if scores.ndim == 0 or broadcast != scores.shape:
         raise ValueError(f"valid: shape {valid.shape} does not broadcast to scores {scores.shape} (..., L)")
     valid = np.broadcast_to(valid, scores.shape)
-    if not np.isfinite(scores[valid]).all():
+    if not np.isfinite(scores).all() and not np.isfinite(scores[valid]).all():
         raise ValueError("scores: expected finite scores at valid positions (an overflow upstream?)")
     length = scores.shape[-1]
     slots = min(k, length)
     if slots == 0:
         return np.zeros((*scores.shape[:-1], 0), dtype=np.int64), np.zeros((*scores.shape[:-1], 0), dtype=bool)
-    # Rank by (larger score first, lower position first) in O(L) per row: find the k-th largest
-    # score by a partition, take every score strictly above it, then the ties in position order.
-    # Invalid positions score -inf, below every (finite) valid score, so they fill only the slots
-    # of rows with fewer than k valid positions, lower positions first like any tie.
+    # Rank by (larger score first, lower position first) in O(L) per row. Invalid positions score
+    # -inf, below every (finite) valid score, so they fill only the slots of rows with fewer than k
+    # valid positions, lower positions first like any tie. A partition puts the k largest last; it
+    # is the answer wherever exactly k scores reach the k-th largest. Where more do (ties at the
+    # k-th place), the row takes every score above the k-th and the first ties by position.
     masked = np.where(valid, scores, -np.inf)
-    kth = -np.partition(-masked, slots - 1, axis=-1)[..., slots - 1 : slots]  # (..., 1)
-    above = masked > kth
-    tied = masked == kth
-    room = slots - above.sum(axis=-1, keepdims=True)
-    take = above | (tied & (np.cumsum(tied, axis=-1) <= room))
-    indices = np.nonzero(take)[-1].reshape(*scores.shape[:-1], slots).astype(np.int64)
+    flat = masked.reshape(-1, length)
+    top = np.argpartition(flat, length - slots, axis=-1)[:, length - slots :]  # (rows, k) unordered
+    kth = np.take_along_axis(flat, top[:, :1], axis=-1)  # the partition's pivot: the k-th largest
+    surplus = np.count_nonzero(flat >= kth, axis=-1) > slots
+    if surplus.any():
+        rows, rows_kth = flat[surplus], kth[surplus]
+        room = slots - np.count_nonzero(rows > rows_kth, axis=-1)[:, None]
+        tied = rows == rows_kth
+        take = (rows > rows_kth) | (tied & (np.cumsum(tied, axis=-1) <= room))
+        top[surplus] = np.nonzero(take)[1].reshape(-1, slots)
+    indices = np.sort(top, axis=-1).astype(np.int64).reshape(*scores.shape[:-1], slots)
     selected: BoolArray = np.take_along_axis(valid, indices, axis=-1)
     return indices, selected
 

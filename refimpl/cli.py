@@ -9,6 +9,7 @@
     refimpl demo [ulim] [--quick]        ULIM end to end: train every model, retrieve, print the tables
     refimpl demo ulim --data DIR --format movielens-1m   the same on your own log
     refimpl demo umi [--quick]           UMI end to end: its Tables 2, 3 and 5 (`refimpl demo umi --help`)
+    refimpl demo ifa [--quick]           IFA end to end: its Tables 2 and 3 on planted request data
     refimpl --version
 
 The goldens are the suite shipped inside the package (`--golden DIR` reads another folder).

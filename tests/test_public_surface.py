@@ -177,6 +177,7 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
     _valid_cascade_calls(catalogue, rng)
     _valid_spread_calls()
     _valid_data_calls()
+    _valid_ifa_calls()
     _valid_loader_calls()
     _valid_pipeline_calls()
     _valid_umi_pipeline_calls()
@@ -271,6 +272,28 @@ def _valid_loader_calls() -> None:
     read_taobao_columns(root / "taobao.csv", backend="numpy", chunk_bytes=64)
     load_taobao(root / "taobao.csv", backend="numpy", chunk_bytes=64)
     arrow_available()
+
+
+def _valid_ifa_calls() -> None:
+    """Valid calls of the planted request data and IFA's demo pipeline, at a tiny size."""
+    from refimpl.data.requests import RequestConfig, generate_requests
+    from refimpl.pipelines import ifa
+
+    data = generate_requests(RequestConfig(num_items=40, num_categories=4, num_users=40, lifelong_length=12,
+                                           recent_length=4, num_candidates=4, num_shown=2))
+    data.recent()
+    data.sequence_categories()
+    data.take(np.array([0, 2]))
+    cfg = ifa.RankerConfig(width=4, hidden=3, subsequence_length=3, top_k=3, batch_size=4, steps=2, eval_every=1)
+    inputs = ifa.prepare_inputs(data, 3)
+    split = ifa.split_requests(data.num_requests, 0.2, 0.3, 0)
+    spec = ifa.RANKERS["DIN"]
+    params = ifa.ranker_init(np.random.default_rng(0), spec, data, cfg)
+    out, cache = ifa.ranker_forward(params, inputs.take(np.array([0, 1])), spec, cfg)
+    ifa.ranker_backward(cache, np.ones((), dtype=out.loss.dtype))
+    model = ifa.train_ranker("DIN", spec, data, inputs, split, cfg, 0, None)
+    ifa.evaluate(model, inputs, split, cfg)
+    ifa.non_learned_scores(data, inputs, split)
 
 
 def _valid_data_calls() -> None:

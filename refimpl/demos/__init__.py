@@ -7,6 +7,7 @@ pulls in every model). The first entry is the default (`refimpl demo` alone runs
 DEMOS: dict[str, str] = {
     "ulim": "refimpl.demos.ulim",
     "umi": "refimpl.demos.umi",
+    "ifa": "refimpl.demos.ifa",
 }
 """Demo name -> module with `main(argv: list[str]) -> int`. A new paper's demo adds one entry."""
 

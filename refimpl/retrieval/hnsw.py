@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 from refimpl._check import Array, Shapes, require_choice, require_positive_int
 from refimpl.retrieval.catalogue import Catalogue, Int64Array
-from refimpl.retrieval.exact import ExactIndex
+from refimpl.retrieval.exact import ExactIndex, score_order
 from refimpl.retrieval.index import check_search_args
 
 __all__ = [
@@ -171,5 +171,5 @@ class HnswIndex:
         """Exact scores <q, e> in the catalogue's dtype; rows by score descending, then id."""
         vectors = self.catalogue.vectors[self.catalogue.positions(ids)]
         scores: Array = np.einsum("qd,qkd->qk", queries, vectors)
-        order = np.lexsort((ids, -scores), axis=1)
+        order = score_order(scores, ids)
         return np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)

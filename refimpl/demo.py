@@ -39,6 +39,7 @@ from refimpl.pgin_training import (
     pgin_routes,
     train_pgin,
 )
+from refimpl.progress import set_quiet
 from refimpl.spread import format_mean_std, ordering
 from refimpl.threads import blas_threads
 from refimpl.train import (
@@ -590,6 +591,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--users", type=int, default=None, help="override the number of users")
     parser.add_argument("--items", type=int, default=None, help="override the number of items")
     parser.add_argument("--steps", type=int, default=None, help="override the training steps")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (none off a terminal either)")
     return parser
 
 
@@ -613,6 +615,7 @@ def config_for(args: argparse.Namespace) -> DemoConfig:
 def main(argv: list[str]) -> int:
     """The `refimpl demo` command; returns the exit status."""
     args = _parser().parse_args(argv)
+    set_quiet(args.quiet)
     cfg = config_for(args)
     with blas_threads(args.threads):
         result = run(cfg, jobs=args.jobs)

@@ -111,12 +111,14 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
     from refimpl.nn.max_interest_score import merge_interest_candidates
     from refimpl.nn.multi_interest_readout import ReadoutConfig
     from refimpl.optim import AdamConfig, adam_init, adam_step
+    from refimpl.progress import set_quiet
     from refimpl.retrieval.catalogue import Catalogue
     from refimpl.retrieval.hnsw import HnswConfig, HnswIndex
     from refimpl.suite import golden_root, spec_root, suite_folder
     from refimpl.threads import blas_threads
 
     rng = np.random.default_rng(0)
+    set_quiet(False)
     check_batching_config(BatchingConfig())
     params = {"w": rng.standard_normal((2, 2))}
     adam_step(params, {"w": rng.standard_normal((2, 2))}, adam_init(params), AdamConfig())

@@ -511,6 +511,23 @@ def test_unknown_and_repeated_item_ids_are_named() -> None:
         Catalogue.build(np.eye(3), np.array([0, 1, 5]), num_categories=2)
 
 
+def test_positions_with_dense_and_sparse_ids_agree() -> None:
+    """Dense ids are looked up in a table, sparse ones by binary search: same positions, same
+    refusal of unknown ids on both paths."""
+    rng = np.random.default_rng(16)
+    vectors, categories = rng.standard_normal((50, 2)), rng.integers(0, 3, 50)
+    dense_ids = rng.permutation(60)[:50]
+    for factor, tabled in ((1, True), (10**9, False)):  # ids 10^9 apart are far too sparse for a table
+        ids = dense_ids * factor
+        catalogue = Catalogue.build(vectors, categories, item_ids=ids)
+        asked = ids[rng.permutation(50)[:20]]
+        assert np.array_equal(catalogue.item_ids[catalogue.positions(asked)], asked)
+        assert (catalogue._position_table is not None) == tabled
+        missing = np.setdiff1d(np.arange(61), dense_ids)[:1] * factor
+        with pytest.raises(ValueError, match="unknown item ids"):
+            catalogue.positions(np.concatenate([asked, missing, [-1]]))
+
+
 def test_bad_shapes_dtypes_and_values_are_refused() -> None:
     rng = np.random.default_rng(14)
     catalogue = _catalogue(rng, 50, 3, 4)

@@ -39,6 +39,7 @@ from refimpl._check import (
     require_positive_int,
     require_real,
 )
+from refimpl.progress import track
 from refimpl.retrieval.catalogue import Int64Array
 from refimpl.retrieval.exact import score_order
 from refimpl.retrieval.index import SearchIndex, catalogue_shapes
@@ -321,7 +322,8 @@ def _long_term_picks(
     (for every row that predicts it, with k = the largest quota among them), into its slots."""
     k = categories.shape[1]
     wanted = quotas[:, :k] > 0
-    for category in np.unique(categories[wanted]):
+    # A bar only when a batch takes long (an evaluation over many users), never for one user's call.
+    for category in track(np.unique(categories[wanted]), "cascade retrieval", unit="category", delay=2.0):
         rows, ranks = np.nonzero(wanted & (categories == category))
         route_quota = quotas[rows, ranks]
         ids, scores = index.search(long_vectors[rows, ranks], int(route_quota.max()), category=int(category))

@@ -18,8 +18,6 @@ from refimpl.retrieval.index import check_search_args
 
 __all__ = [
     "ExactIndex",
-    "score_order",
-    "top_k_inner_product",
 ]
 
 # Bound on the (queries x pool) score block held in memory at once, in elements.

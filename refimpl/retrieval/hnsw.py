@@ -28,6 +28,7 @@ order, hence the graph, depends on scheduling. Query threads do not change resul
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,6 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from refimpl._check import Array, Shapes, require_choice, require_positive_int
+from refimpl.progress import task
 from refimpl.retrieval.catalogue import Catalogue, Int64Array
 from refimpl.retrieval.exact import ExactIndex, score_order
 from refimpl.retrieval.index import check_search_args
@@ -46,6 +48,7 @@ __all__ = [
 ]
 
 SPACES = ("ip", "l2_augmented")
+_BUILD_CHUNK = 20_000  # items per add_items call (the progress bar's step)
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,12 @@ class HnswIndex:
     def __init__(self, catalogue: Catalogue, config: HnswConfig | None = None) -> None:
         self.catalogue = catalogue
         self.config = config if config is not None else HnswConfig()
-        self.category_indexes: list[Any] = [
-            self._build(*catalogue.category_block(c)) for c in range(catalogue.num_categories)
-        ]
-        self.global_index: Any = self._build(catalogue.item_ids, catalogue.vectors)
+        # Every item is inserted twice: into its category's graph and into the global one.
+        with task("hnswlib index", total=2 * catalogue.size, unit="item") as advance:
+            self.category_indexes: list[Any] = [
+                self._build(*catalogue.category_block(c), advance) for c in range(catalogue.num_categories)
+            ]
+            self.global_index: Any = self._build(catalogue.item_ids, catalogue.vectors, advance)
         self._exact = ExactIndex(catalogue)
         self.stats: dict[str, int] = {"exact_pool_searches": 0, "exact_row_fallbacks": 0}
 
@@ -103,7 +108,7 @@ class HnswIndex:
         )
         return view
 
-    def _build(self, ids: Int64Array, vectors: Array) -> Any:
+    def _build(self, ids: Int64Array, vectors: Array, advance: Callable[[int], None]) -> Any:
         if ids.size == 0:
             return None
         data = np.asarray(vectors, dtype=np.float32)
@@ -119,7 +124,14 @@ class HnswIndex:
             ef_construction=self.config.ef_construction,
             random_seed=self.config.seed,
         )
-        index.add_items(np.ascontiguousarray(data), ids.astype(np.uint64), num_threads=self.config.build_threads)
+        labels = ids.astype(np.uint64)
+        data = np.ascontiguousarray(data)
+        # In chunks, only to move the progress bar: chunks are inserted in order, so with one
+        # build thread the graph is the one a single call builds.
+        for start in range(0, ids.size, _BUILD_CHUNK):
+            chunk = slice(start, start + _BUILD_CHUNK)
+            index.add_items(data[chunk], labels[chunk], num_threads=self.config.build_threads)
+            advance(labels[chunk].size)
         return index
 
     def search(self, queries: Array, k: int, category: int | None = None) -> tuple[Int64Array, Array]:

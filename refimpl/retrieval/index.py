@@ -11,8 +11,6 @@ from refimpl.retrieval.catalogue import Catalogue, Int64Array
 
 __all__ = [
     "SearchIndex",
-    "catalogue_shapes",
-    "check_search_args",
 ]
 
 

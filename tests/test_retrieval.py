@@ -255,7 +255,7 @@ def test_rows_hnswlib_cannot_answer_fall_back_to_exact() -> None:
     rng = np.random.default_rng(1)
     vectors = rng.standard_normal((400, 8)) * rng.lognormal(0.0, 1.0, (400, 1))
     catalogue = Catalogue.build(vectors, np.zeros(400, dtype=np.int64))
-    index = HnswIndex(catalogue, HnswConfig(exact_fraction=1.0, ef=10))
+    index = HnswIndex(catalogue, HnswConfig(space="ip", exact_fraction=1.0, ef=10))
     queries = rng.standard_normal((20, 8))
     ids, _ = index.search(queries, 399)
     assert index.stats["exact_row_fallbacks"] > 0

@@ -1,11 +1,14 @@
 """Approximate search on hnswlib: one index per category plus one global index
 (spec/retrieval.md#back-ends).
 
-Spaces. `space="ip"` (the default) indexes the item vectors in hnswlib's
-inner-product space. `space="l2_augmented"` indexes the standard MIPS-to-nearest-neighbour
+Spaces. `space="l2_augmented"` (the default) indexes the standard MIPS-to-nearest-neighbour
 reduction (Bachrach et al. 2014): per pool, with R the largest item norm, an item e becomes
 [e, sqrt(R^2 - |e|^2)] and a query q becomes [q, 0], so |q' - e'|^2 = |q|^2 + R^2 - 2 <q, e> and
-the L2 neighbours are exactly the inner-product ones, on a metric graph.
+the L2 neighbours are exactly the inner-product ones, on a metric graph. `space="ip"` indexes the
+item vectors in hnswlib's inner-product space. Which to pick (measured in spec/retrieval.md#benchmark):
+l2_augmented on clustered vectors and on vectors like a trained ULIM's; ip when the item
+directions are spread over every dimension and the norms vary (there l2_augmented's extra
+coordinate dominates every distance and the graph walk gets lost).
 Scores. hnswlib computes in float32; the back end only takes the ids from it and recomputes every
 score exactly, <q, e> in the catalogue's dtype, and orders each row by score descending then lower
 item id (as the exact back end does).
@@ -57,10 +60,10 @@ class HnswConfig:
     ef_construction, query beam ef (raised to k per query), the level seed, the threads used to
     build and to query, and the share of a pool from which k is answered by exact search."""
 
-    space: str = "ip"
+    space: str = "l2_augmented"
     M: int = 16
-    ef_construction: int = 200
-    ef: int = 200
+    ef_construction: int = 100
+    ef: int = 400
     seed: int = 0
     build_threads: int = 1
     query_threads: int = 1

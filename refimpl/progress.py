@@ -7,9 +7,10 @@ never results, so a caller that captures stdout sees the same bytes with or with
 
     for user in track(range(num_users), "synthetic users", unit="user"):
         ...
-    with task("hnswlib index", total=num_items, unit="item") as advance:
+    with task("ULIM", total=steps, unit="step") as bar:
         ...
-        advance(len(chunk))
+        bar.advance()
+        bar.status(f"valid {loss:.4f}")
 
 Descriptions are padded to one width, so the bars of one run line up under each other.
 """
@@ -17,13 +18,15 @@ Descriptions are padded to one width, so the bars of one run line up under each 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from tqdm import tqdm
 
-__all__ = ["DESCRIPTION_WIDTH", "set_quiet", "task", "track"]
+from refimpl._check import require_int, require_real
+
+__all__ = ["DESCRIPTION_WIDTH", "Bar", "set_quiet", "task", "track"]
 
 T = TypeVar("T")
 
@@ -56,28 +59,55 @@ def track(
     iterable: Iterable[T], description: str, total: int | None = None, unit: str = "it",
     stream: TextIO | None = None, delay: float = 0.0,
 ) -> Iterator[T]:
-    """The items of `iterable`, with a bar on `stream` (default stderr) when it is shown; `total`
-    defaults to len(iterable) where there is one. With `delay` > 0 the bar appears only once the
-    work has taken that many seconds (for a step that is usually quick, e.g. one user's retrieval)."""
+    """The items of `iterable` (any iterable: a range, a list, an array), with a bar on `stream`
+    (default stderr) when it is shown; `total` defaults to len(iterable) where there is one. With
+    `delay` > 0 the bar appears only once the work has taken that many seconds (for a step that is
+    usually quick, e.g. one user's retrieval)."""
+    if not isinstance(iterable, Iterable):
+        raise TypeError(f"iterable: expected an iterable, got {type(iterable).__name__}")
+    if not isinstance(description, str):
+        raise TypeError(f"description: expected a str, got {type(description).__name__}")
+    wait = require_real("delay", delay, low=0.0)
     out = sys.stderr if stream is None else stream
     if not _is_shown(out):
-        yield from iterable
-        return
+        return iter(iterable)
+    return _drawn(iterable, description, total, unit, out, wait)
+
+
+def _drawn(
+    iterable: Iterable[T], description: str, total: int | None, unit: str, out: TextIO, delay: float
+) -> Iterator[T]:
     with tqdm(iterable, desc=_label(description), total=total, unit=unit, file=out, leave=True,
               dynamic_ncols=True, delay=delay) as bar:
         yield from bar
 
 
+class Bar:
+    """What `task` yields: `advance(n)` moves the bar on by n units, `status(text)` shows text after
+    it (e.g. the latest losses). Both do nothing when the bar is not shown."""
+
+    def __init__(self, bar: Any = None) -> None:
+        self._bar = bar
+
+    def advance(self, n: int = 1) -> None:
+        require_int("n", n, low=0)
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def status(self, text: str) -> None:
+        if not isinstance(text, str):
+            raise TypeError(f"text: expected a str, got {type(text).__name__}")
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=True)
+
+
 @contextmanager
-def task(
-    description: str, total: int, unit: str = "it", stream: TextIO | None = None
-) -> Iterator[Callable[[int], None]]:
-    """A bar for work done in steps that are not one loop: yields `advance(n)`, which moves the bar
-    on by n units (and does nothing when the bar is not shown)."""
+def task(description: str, total: int, unit: str = "it", stream: TextIO | None = None) -> Iterator[Bar]:
+    """A bar for work done in steps that are not one plain loop (see `Bar`)."""
     out = sys.stderr if stream is None else stream
     if not _is_shown(out):
-        yield lambda n: None
+        yield Bar()
         return
     with tqdm(desc=_label(description), total=total, unit=unit, file=out, leave=True,
               dynamic_ncols=True) as bar:
-        yield bar.update
+        yield Bar(bar)

@@ -32,8 +32,9 @@ def not_quiet() -> Iterator[None]:
 def test_off_a_terminal_nothing_is_written_and_every_item_comes_through() -> None:
     stream = io.StringIO()
     assert list(track(range(5), "users", stream=stream)) == [0, 1, 2, 3, 4]
-    with task("index", total=3, stream=stream) as advance:
-        advance(3)
+    with task("index", total=3, stream=stream) as bar:
+        bar.advance(3)
+        bar.status("valid 1.0")
     assert stream.getvalue() == ""
 
 
@@ -41,18 +42,19 @@ def test_negative_control_on_a_terminal_the_bar_is_drawn() -> None:
     """The off-terminal test can fail: the same calls on a terminal write bars."""
     stream = Terminal()
     assert list(track(range(5), "users", stream=stream)) == [0, 1, 2, 3, 4]
-    with task("index", total=3, unit="item", stream=stream) as advance:
-        advance(3)
+    with task("index", total=3, unit="item", stream=stream) as bar:
+        bar.advance(3)
+        bar.status("valid 1.0")
     text = stream.getvalue()
-    assert "users" in text and "5/5" in text and "3/3" in text
+    assert "users" in text and "5/5" in text and "3/3" in text and "valid 1.0" in text
 
 
 def test_quiet_silences_a_terminal() -> None:
     stream = Terminal()
     set_quiet(True)
     assert list(track(range(3), "users", stream=stream)) == [0, 1, 2]
-    with task("index", total=2, stream=stream) as advance:
-        advance(2)
+    with task("index", total=2, stream=stream) as bar:
+        bar.advance(2)
     assert stream.getvalue() == ""
     with pytest.raises(TypeError, match="quiet"):
         set_quiet("yes")  # type: ignore[arg-type]

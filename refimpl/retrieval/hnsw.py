@@ -31,7 +31,6 @@ order, hence the graph, depends on scheduling. Query threads do not change resul
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,7 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from refimpl._check import Array, Shapes, require_choice, require_positive_int
-from refimpl.progress import task
+from refimpl.progress import Bar, task
 from refimpl.retrieval.catalogue import Catalogue, Int64Array
 from refimpl.retrieval.exact import ExactIndex, score_order
 from refimpl.retrieval.index import check_search_args
@@ -93,11 +92,11 @@ class HnswIndex:
         self.catalogue = catalogue
         self.config = config if config is not None else HnswConfig()
         # Every item is inserted twice: into its category's graph and into the global one.
-        with task("hnswlib index", total=2 * catalogue.size, unit="item") as advance:
+        with task("hnswlib index", total=2 * catalogue.size, unit="item") as bar:
             self.category_indexes: list[Any] = [
-                self._build(*catalogue.category_block(c), advance) for c in range(catalogue.num_categories)
+                self._build(*catalogue.category_block(c), bar) for c in range(catalogue.num_categories)
             ]
-            self.global_index: Any = self._build(catalogue.item_ids, catalogue.vectors, advance)
+            self.global_index: Any = self._build(catalogue.item_ids, catalogue.vectors, bar)
         self._exact = ExactIndex(catalogue)
         self.stats: dict[str, int] = {"exact_pool_searches": 0, "exact_row_fallbacks": 0}
 
@@ -111,7 +110,7 @@ class HnswIndex:
         )
         return view
 
-    def _build(self, ids: Int64Array, vectors: Array, advance: Callable[[int], None]) -> Any:
+    def _build(self, ids: Int64Array, vectors: Array, bar: Bar) -> Any:
         if ids.size == 0:
             return None
         data = np.asarray(vectors, dtype=np.float32)
@@ -134,7 +133,7 @@ class HnswIndex:
         for start in range(0, ids.size, _BUILD_CHUNK):
             chunk = slice(start, start + _BUILD_CHUNK)
             index.add_items(data[chunk], labels[chunk], num_threads=self.config.build_threads)
-            advance(labels[chunk].size)
+            bar.advance(labels[chunk].size)
         return index
 
     def search(self, queries: Array, k: int, category: int | None = None) -> tuple[Int64Array, Array]:

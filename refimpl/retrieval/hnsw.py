@@ -23,6 +23,12 @@ Three hnswlib behaviours are hidden here:
   k is at least `exact_fraction` (default 0.5) of its pool is answered by exact NumPy search (no
   slower over so few items), and a query row for which hnswlib still comes short is answered
   exactly too. `stats` counts both.
+Small pools are scanned. A graph walk with beam ef visits about ef * M nodes, one by one; a BLAS
+scan of the pool is far cheaper per item. A search over a pool of at most
+`exact_scan * ef * M` items (default 4 * 400 * 16 = 25,600) is answered exactly: measured, exact
+search of a 20,000-item pool costs about what the walk at ef = 400 does, and its recall is 1. With
+50 categories this answers most long-term routes below 10^6 items exactly; the whole-catalogue
+search of the short-term route stays on the graph. `exact_scan=0` switches it off.
 Determinism: `seed` fixes hnswlib's level draws, and a build with `build_threads=1` inserts in id
 order, so the graph (and every result) is reproducible. With more build threads the insertion
 order, hence the graph, depends on scheduling. Query threads do not change results.
@@ -38,7 +44,7 @@ import hnswlib
 import numpy as np
 from numpy.typing import NDArray
 
-from refimpl._check import Array, Shapes, require_choice, require_positive_int
+from refimpl._check import Array, Shapes, require_choice, require_positive_int, require_real
 from refimpl.progress import Bar, task
 from refimpl.retrieval.catalogue import Catalogue, Int64Array
 from refimpl.retrieval.exact import ExactIndex, score_order
@@ -57,7 +63,8 @@ _BUILD_CHUNK = 20_000  # items per add_items call (the progress bar's step)
 class HnswConfig:
     """hnswlib parameters: the space (see the module docstring), graph degree M, build beam
     ef_construction, query beam ef (raised to k per query), the level seed, the threads used to
-    build and to query, and the share of a pool from which k is answered by exact search."""
+    build and to query, the share of a pool from which k is answered by exact search, and the
+    pool size (in units of ef * M) up to which a search is an exact scan."""
 
     space: str = "l2_augmented"
     M: int = 16
@@ -67,6 +74,7 @@ class HnswConfig:
     build_threads: int = 1
     query_threads: int = 1
     exact_fraction: float = 0.5
+    exact_scan: float = 4.0
 
     def __post_init__(self) -> None:
         require_choice("HnswConfig.space", self.space, SPACES)
@@ -74,6 +82,7 @@ class HnswConfig:
             require_positive_int(f"HnswConfig.{name}", getattr(self, name))
         if not 0.0 < self.exact_fraction <= 1.0:
             raise ValueError(f"HnswConfig.exact_fraction: expected (0, 1], got {self.exact_fraction!r}")
+        require_real("HnswConfig.exact_scan", self.exact_scan, low=0.0)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"HnswConfig.seed: expected an int >= 0, got {self.seed!r}")
 
@@ -145,10 +154,11 @@ class HnswIndex:
         if width == 0:
             dtype = self.catalogue.vectors.dtype
             return np.empty((queries.shape[0], 0), np.int64), np.empty((queries.shape[0], 0), dtype)
-        if width >= self.config.exact_fraction * pool:
+        ef = max(self.config.ef, width)
+        if width >= self.config.exact_fraction * pool or pool <= self.config.exact_scan * ef * self.config.M:
             self.stats["exact_pool_searches"] += 1
             return self._exact.search(queries, width, category)
-        index.set_ef(max(self.config.ef, width))
+        index.set_ef(ef)
         try:
             ids = self._query(index, queries, width)
         except RuntimeError:

@@ -89,6 +89,11 @@ class Bar:
     def __init__(self, bar: Any = None) -> None:
         self._bar = bar
 
+    @property
+    def shown(self) -> bool:
+        """Whether the bar is drawn (a caller may then leave out log lines the bar's status shows)."""
+        return self._bar is not None
+
     def advance(self, n: int = 1) -> None:
         require_int("n", n, low=0)
         if self._bar is not None:

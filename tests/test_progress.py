@@ -35,6 +35,7 @@ def test_off_a_terminal_nothing_is_written_and_every_item_comes_through() -> Non
     with task("index", total=3, stream=stream) as bar:
         bar.advance(3)
         bar.status("valid 1.0")
+        assert not bar.shown
     assert stream.getvalue() == ""
 
 
@@ -45,6 +46,7 @@ def test_negative_control_on_a_terminal_the_bar_is_drawn() -> None:
     with task("index", total=3, unit="item", stream=stream) as bar:
         bar.advance(3)
         bar.status("valid 1.0")
+        assert bar.shown
     text = stream.getvalue()
     assert "users" in text and "5/5" in text and "3/3" in text and "valid 1.0" in text
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import TextIO
 
@@ -29,6 +30,7 @@ import numpy as np
 from refimpl._check import IntArray, require_choice, require_int, require_positive_int, require_real
 from refimpl.models._params import Params
 from refimpl.optim import AdamConfig, adam_init, adam_step
+from refimpl.progress import Bar, task
 
 __all__ = [
     "Curve",
@@ -172,26 +174,32 @@ def fit(
     best_params, best_step, best = params, 0, valid_fn(params)
     curve = Curve([], [0], [best], chance, 0, False)
     waited = 0
-    for step in range(1, steps + 1):
-        loss, grads = step_fn(params, rng)
-        params, state = adam_step(params, grads, state, adam)
-        curve.train.append(loss)
-        if step % cfg.eval_every and step != steps:
-            continue
-        valid = valid_fn(params)
-        curve.valid_steps.append(step)
-        curve.valid.append(valid)
-        if stream is not None:
-            stream.write(report_line(name, step, steps, float(np.mean(curve.train[-cfg.eval_every:])),
-                                     valid, chance, time.perf_counter() - start) + "\n")
-            stream.flush()
-        if valid < best - cfg.min_improvement:
-            best_params, best_step, best, waited = params, step, valid, 0
-        elif valid < best:
-            best_params, best_step, best = params, step, valid
-            waited += 1
-        else:
-            waited += 1
-        if waited >= cfg.patience:
-            return best_params, replace(curve, best_step=best_step, stopped_early=step < steps)
+    # a bar on a terminal (its status the latest report line); off a terminal one line per measurement
+    with nullcontext(Bar()) if stream is None else task(name, total=steps, unit="step", stream=stream) as bar:
+        for step in range(1, steps + 1):
+            loss, grads = step_fn(params, rng)
+            params, state = adam_step(params, grads, state, adam)
+            curve.train.append(loss)
+            bar.advance()
+            if step % cfg.eval_every and step != steps:
+                continue
+            valid = valid_fn(params)
+            curve.valid_steps.append(step)
+            curve.valid.append(valid)
+            line = report_line(name, step, steps, float(np.mean(curve.train[-cfg.eval_every:])),
+                               valid, chance, time.perf_counter() - start)
+            if bar.shown:
+                bar.status(line)
+            elif stream is not None:
+                stream.write(line + "\n")
+                stream.flush()
+            if valid < best - cfg.min_improvement:
+                best_params, best_step, best, waited = params, step, valid, 0
+            elif valid < best:
+                best_params, best_step, best = params, step, valid
+                waited += 1
+            else:
+                waited += 1
+            if waited >= cfg.patience:
+                return best_params, replace(curve, best_step=best_step, stopped_early=step < steps)
     return best_params, replace(curve, best_step=best_step)

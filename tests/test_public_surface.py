@@ -108,12 +108,15 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
     from refimpl.nn.max_interest_score import merge_interest_candidates
     from refimpl.nn.multi_interest_readout import ReadoutConfig
     from refimpl.optim import AdamConfig, adam_init, adam_step
+    from refimpl.progress import Bar, set_quiet
     from refimpl.retrieval.catalogue import Catalogue
     from refimpl.retrieval.hnsw import HnswConfig, HnswIndex
     from refimpl.suite import golden_root, spec_root, suite_folder
     from refimpl.threads import blas_threads
 
     rng = np.random.default_rng(0)
+    set_quiet(False)
+    Bar().status("valid 1.0")
     check_batching_config(BatchingConfig())
     params = {"w": rng.standard_normal((2, 2))}
     adam_step(params, {"w": rng.standard_normal((2, 2))}, adam_init(params), AdamConfig())
@@ -695,6 +698,8 @@ DOCUMENTED: dict[tuple[str, str], set[str]] = {
     },
     # "batch.label is ignored" when serving
     ("refimpl.models.pgin.top_k_categories", "label"): {"float", "bool", "list"},
+    # "any iterable: a range, a list, an array"
+    ("refimpl.progress.track", "iterable"): {"float", "bool", "list"},
 }
 
 

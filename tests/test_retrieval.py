@@ -154,8 +154,8 @@ def test_long_term_vectors_retrieve_only_their_own_category(
     indexes = (
         ExactIndex(catalogue),
         # exact_fraction=1: hnswlib answers every search short of a whole pool, even tiny ones
-        HnswIndex(catalogue, HnswConfig(M=4, ef=16, exact_fraction=1.0)),
-        HnswIndex(catalogue, HnswConfig(space="l2_augmented", M=4, ef=16, exact_fraction=1.0)),
+        HnswIndex(catalogue, HnswConfig(M=4, ef=16, exact_fraction=1.0, exact_scan=0)),
+        HnswIndex(catalogue, HnswConfig(space="l2_augmented", M=4, ef=16, exact_fraction=1.0, exact_scan=0)),
     )
     for index in indexes:
         assert cascade_problems(_run(index, query, cfg), catalogue, query, n) == []
@@ -222,7 +222,7 @@ def test_hnsw_cascade_agrees_with_exact_at_recall_099(space: str) -> None:
     query = _query(rng, catalogue, 40, 4)
     cfg = CascadeConfig(n=100)
     exact = _run(ExactIndex(catalogue), query, cfg)
-    hnsw_config = HnswConfig(space=space, ef_construction=100, ef=400)
+    hnsw_config = HnswConfig(space=space, ef_construction=100, ef=400, exact_scan=0)
     approximate = _run(HnswIndex(catalogue, hnsw_config), query, cfg)
     assert cascade_recall(approximate, exact) >= 0.99
     assert np.array_equal(approximate.quotas, exact.quotas)
@@ -243,7 +243,7 @@ def test_hnsw_scores_are_exact_inner_products_in_order(space: str) -> None:
     rng = np.random.default_rng(4)
     catalogue = _catalogue(rng, 500, 3, 8)
     queries = rng.standard_normal((5, 8))
-    ids, scores = HnswIndex(catalogue, HnswConfig(space=space)).search(queries, 10, category=1)
+    ids, scores = HnswIndex(catalogue, HnswConfig(space=space, exact_scan=0)).search(queries, 10, category=1)
     vectors = catalogue.vectors[catalogue.positions(ids)]
     np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", queries, vectors), rtol=1e-12)
     assert np.all(np.diff(scores, axis=1) <= 0)
@@ -255,11 +255,26 @@ def test_rows_hnswlib_cannot_answer_fall_back_to_exact() -> None:
     rng = np.random.default_rng(1)
     vectors = rng.standard_normal((400, 8)) * rng.lognormal(0.0, 1.0, (400, 1))
     catalogue = Catalogue.build(vectors, np.zeros(400, dtype=np.int64))
-    index = HnswIndex(catalogue, HnswConfig(exact_fraction=1.0, ef=10))
+    index = HnswIndex(catalogue, HnswConfig(space="ip", exact_fraction=1.0, ef=10, exact_scan=0))
     queries = rng.standard_normal((20, 8))
     ids, _ = index.search(queries, 399)
     assert index.stats["exact_row_fallbacks"] > 0
     assert all(np.unique(row).size == 399 for row in ids)
+
+
+def test_small_pools_are_scanned_exactly_large_ones_walked() -> None:
+    """A pool of at most exact_scan * ef * M items is answered by exact search (recall 1);
+    negative control: with exact_scan=0 the same search walks the graph."""
+    rng = np.random.default_rng(17)
+    catalogue = _catalogue(rng, 600, 1, 8)
+    queries = rng.standard_normal((4, 8))
+    truth, _ = ExactIndex(catalogue).search(queries, 10)
+    scanned = HnswIndex(catalogue, HnswConfig(M=4, ef=10, exact_scan=15.0))  # 15 * 10 * 4 = 600 items
+    assert np.array_equal(scanned.search(queries, 10)[0], truth)
+    assert scanned.stats["exact_pool_searches"] == 1
+    walked = HnswIndex(catalogue, HnswConfig(M=4, ef=10, exact_scan=14.0))  # 560 < 600
+    walked.search(queries, 10)
+    assert walked.stats["exact_pool_searches"] == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,7 +305,7 @@ def test_raw_hnswlib_raises_where_we_return_what_there_is() -> None:
 def test_hnsw_returns_k_results_even_when_ef_is_below_k() -> None:
     rng = np.random.default_rng(6)
     catalogue = _catalogue(rng, 400, 2, 8)
-    ids, _ = HnswIndex(catalogue, HnswConfig(ef=1)).search(rng.standard_normal((3, 8)), 150)
+    ids, _ = HnswIndex(catalogue, HnswConfig(ef=1, exact_scan=0)).search(rng.standard_normal((3, 8)), 150)
     assert ids.shape == (3, 150)
     assert all(np.unique(row).size == 150 for row in ids)
 
@@ -467,7 +482,7 @@ def test_results_are_deterministic_and_exact_is_batch_independent() -> None:
     query = _query(rng, catalogue, 6, 3)
     cfg = CascadeConfig(n=50)
     # a sloppy graph (M=4, ef=1) is the one most sensitive to any nondeterminism
-    hnsw_config = HnswConfig(seed=5, M=4, ef_construction=8, ef=1)
+    hnsw_config = HnswConfig(seed=5, M=4, ef_construction=8, ef=1, exact_scan=0)
     first = _run(HnswIndex(catalogue, hnsw_config), query, cfg)
     second = _run(HnswIndex(catalogue, hnsw_config), query, cfg)
     assert np.array_equal(first.ids, second.ids)
@@ -509,6 +524,23 @@ def test_unknown_and_repeated_item_ids_are_named() -> None:
         Catalogue.build(np.eye(3), np.array([0, 1, 1]), item_ids=np.array([4, 4, 5]))
     with pytest.raises(ValueError, match=r"items \[2\] have category ids \[5\] outside \[0, 2\)"):
         Catalogue.build(np.eye(3), np.array([0, 1, 5]), num_categories=2)
+
+
+def test_positions_with_dense_and_sparse_ids_agree() -> None:
+    """Dense ids are looked up in a table, sparse ones by binary search: same positions, same
+    refusal of unknown ids on both paths."""
+    rng = np.random.default_rng(16)
+    vectors, categories = rng.standard_normal((50, 2)), rng.integers(0, 3, 50)
+    dense_ids = rng.permutation(60)[:50]
+    for factor, tabled in ((1, True), (10**9, False)):  # ids 10^9 apart are far too sparse for a table
+        ids = dense_ids * factor
+        catalogue = Catalogue.build(vectors, categories, item_ids=ids)
+        asked = ids[rng.permutation(50)[:20]]
+        assert np.array_equal(catalogue.item_ids[catalogue.positions(asked)], asked)
+        assert (catalogue._position_table is not None) == tabled
+        missing = np.setdiff1d(np.arange(61), dense_ids)[:1] * factor
+        with pytest.raises(ValueError, match="unknown item ids"):
+            catalogue.positions(np.concatenate([asked, missing, [-1]]))
 
 
 def test_bad_shapes_dtypes_and_values_are_refused() -> None:

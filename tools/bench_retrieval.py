@@ -1,22 +1,32 @@
-"""Benchmark of cascaded retrieval: hnswlib (one index per category + global) against exact NumPy.
+"""Benchmark of cascaded retrieval: the hnswlib cascade, the exact cascade and a plain NumPy brute force.
 
-For each catalogue size (D=32, about 50 categories of uneven sizes, items clustered around their
-category's centroid) it measures, in one run:
-- the hnswlib build time (per-category indexes and the global index);
-- the recall of the hnswlib cascade against the exact cascade (same users, same quotas);
-- the per-user latency of the hnswlib cascade (one user per call, one query thread): median, p99;
-- the throughput of the hnswlib cascade (all users in one batched call, `--threads` query threads);
-- the time of the exact NumPy cascade (grouped by category, batched matmul + argpartition), per
-  user (one user per call) and batched;
-for each hnswlib space (`ip`, and the `l2_augmented` MIPS reduction: see refimpl/retrieval/hnsw.py).
-Then, once, at `--filter-size` items, it compares hnswlib's `filter=` callback on the global index with
-one index per category for the long-term searches (single-threaded, as a Python filter requires).
+For each catalogue size (`--sizes`, D = 32, 50 categories of lognormal sizes) and each vector
+workload (`--workloads`), one run measures, single-threaded:
+- hnswlib: the build time (per-category indexes and the global index), the recall of its cascade
+  against the exact cascade (same users, same quotas), its throughput (all users in one batched
+  call) and its per-user latency (one user per call): median and p99;
+- the exact cascade (`ExactIndex`, refimpl's own cascade code): throughput and per-user latency;
+- a brute force written the fastest plain way a user would: float32 NumPy, the same quotas, one
+  matmul per category block over all the users that predicted it, one matmul over the whole
+  catalogue for the short-term route (users in chunks, to bound memory), `argpartition` for the
+  top items; its throughput is the bar: the table gives hnswlib's throughput as a ratio to it.
+`--sweep-ef` and `--spaces` add recall/throughput at other query beams and spaces (same graphs).
 
-After the listed sizes, `--grow` keeps doubling the catalogue while the projected build time
-(2.2x the last one) stays under `--max-build-seconds`, to find the largest size that builds in time.
+Workloads:
+- `clustered`: items around their category's centroid (noise 0.7 against unit centroids); a user's
+  long-term vectors near the centroids of its K predicted categories, its short-term vector near a
+  random category's centroid. Easy for a graph: well separated clusters.
+- `ulim`: item and user vectors with the statistics of a trained ULIM (measured on the default demo,
+  5,000 items, 20 categories, D = 32, 600 steps, seed 0; the measurements are in ULIM_STATS): a
+  low effective rank (participation ratio 9 of 32 for the items, 6 for the user vectors), spread
+  norms, items of a category hardly clustered (3.5% of the variance between categories: ULIM's
+  long-term vectors are trained against in-category negatives only), and user vectors whose mean
+  points away from the items' mean. Emulated (Gaussian with those statistics), not trained at
+  each size: a trained ULIM at 10^6 items is beyond this machine.
 
-Timings are wall-clock and single-shot: on a shared machine they are noisy; read them as orders of
-magnitude. Usage: python tools/bench_retrieval.py [--sizes 10000,100000,200000] [--grow]
+Timings are wall clock on whatever machine runs it (the committed table: a 2-core machine shared
+with other jobs, so read ratios measured in one run, not absolute times).
+Usage: python tools/bench_retrieval.py [--sizes 10000,100000] [--workloads clustered,ulim]
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -40,15 +51,28 @@ from refimpl.retrieval import (
     cascade_recall,
     cascade_retrieve,
 )
+from refimpl.retrieval.cascade import live_routes, route_quotas
 from refimpl.retrieval.index import SearchIndex
+from refimpl.threads import blas_threads
 
 DIM = 32
+
+ULIM_STATS = {
+    # measured on the trained ULIM above (items: its item tower over the catalogue; users: the
+    # held-out users' v_s and v_l for their 4 most frequent categories)
+    "item_participation_ratio": 9.2,
+    "user_participation_ratio": 6.1,
+    "item_mean_share": 0.069,  # |mean|^2 / mean |e|^2
+    "user_mean_share": 0.17,
+    "category_share": 0.035,  # variance of the category means / total variance (items)
+    "user_item_mean_cosine": -0.85,  # cos(mean user vector, mean item vector)
+}
 
 
 @dataclass(frozen=True)
 class Workload:
+    name: str
     catalogue: Catalogue
-    centroids: Any  # (C, D)
     categories: Any  # (B, K)
     long_vectors: Any  # (B, K, D)
     short_vectors: Any  # (B, D)
@@ -56,289 +80,251 @@ class Workload:
 
 @dataclass(frozen=True)
 class Row:
+    workload: str
     items: int
     space: str
+    ef: int
     build_s: float
     recall: float
+    users_per_s: float
+    ratio_to_brute_force: float
     latency_median_ms: float
     latency_p99_ms: float
-    throughput_users_per_s: float
-    exact_latency_median_ms: float
     exact_users_per_s: float
-    exact_fallbacks: int
-    ef_sweep: tuple[tuple[int, float, float], ...] = ()  # (ef, recall, batched users/s)
-
-
-@dataclass(frozen=True)
-class ExactTimes:
-    result: CascadeResult
-    latency_median_ms: float
-    users_per_s: float
+    exact_latency_median_ms: float
+    exact_latency_p99_ms: float
+    brute_users_per_s: float
+    brute_recall: float
+    brute_latency_median_ms: float
+    brute_latency_p99_ms: float
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def make_workload(items: int, categories: int, users: int, k: int, seed: int) -> Workload:
-    """Clustered items in categories of lognormal sizes; users with K distinct predicted
-    categories (drawn by popularity), long-term vectors near their category's centroid and a
-    short-term vector near a random category's centroid."""
-    rng = np.random.default_rng(seed)
+def _category_sizes(rng: np.random.Generator, items: int, categories: int) -> tuple[Any, Any]:
     weights = rng.lognormal(0.0, 0.8, size=categories)
     weights /= weights.sum()
-    item_categories = rng.choice(categories, size=items, p=weights)
+    return rng.choice(categories, size=items, p=weights), weights
+
+
+def _predicted(rng: np.random.Generator, users: int, k: int, weights: Any) -> Any:
+    return np.stack([rng.choice(weights.size, size=k, replace=False, p=weights) for _ in range(users)])
+
+
+def clustered_workload(items: int, categories: int, users: int, k: int, seed: int) -> Workload:
+    rng = np.random.default_rng(seed)
+    item_categories, weights = _category_sizes(rng, items, categories)
     centroids = rng.standard_normal((categories, DIM))
-    vectors = centroids[item_categories] + 0.7 * rng.standard_normal((items, DIM))
-    catalogue = Catalogue.build(vectors, item_categories, num_categories=categories)
-    predicted = np.stack([rng.choice(categories, size=k, replace=False, p=weights) for _ in range(users)])
+    vectors = (centroids[item_categories] + 0.7 * rng.standard_normal((items, DIM))).astype(np.float32)
+    predicted = _predicted(rng, users, k, weights)
     long_vectors = centroids[predicted] + 0.7 * rng.standard_normal((users, k, DIM))
     short_vectors = centroids[rng.integers(0, categories, users)] + rng.standard_normal((users, DIM))
-    return Workload(catalogue, centroids, predicted, long_vectors, short_vectors)
+    catalogue = Catalogue.build(vectors, item_categories, num_categories=categories)
+    return Workload("clustered", catalogue, predicted, long_vectors.astype(np.float32),
+                    short_vectors.astype(np.float32))
 
 
-def run_cascade(index: SearchIndex, w: Workload, cfg: CascadeConfig, rows: Any = slice(None)) -> CascadeResult:
-    return cascade_retrieve(index, w.categories[rows], w.long_vectors[rows], w.short_vectors[rows], cfg)
+def _spectrum(participation_ratio: float) -> Any:
+    """Eigenvalues exp(-j / tau), tau chosen so that (sum l)^2 / sum l^2 is the given ratio."""
+    j = np.arange(DIM)
+    taus = np.linspace(0.5, 30.0, 2000)
+    ratios = [np.exp(-j / t).sum() ** 2 / (np.exp(-j / t) ** 2).sum() for t in taus]
+    tau = taus[int(np.argmin(np.abs(np.array(ratios) - participation_ratio)))]
+    return np.exp(-j / tau)
 
 
-def timed(fn: Any) -> tuple[Any, float]:
+def _gaussian(rng: np.random.Generator, count: int, basis: Any, spectrum: Any) -> Any:
+    return (rng.standard_normal((count, DIM)) * np.sqrt(spectrum)) @ basis.T
+
+
+def ulim_workload(items: int, categories: int, users: int, k: int, seed: int) -> Workload:
+    """Vectors with ULIM_STATS (see the module docstring); variances in one random basis."""
+    s = ULIM_STATS
+    rng = np.random.default_rng(seed)
+    item_categories, weights = _category_sizes(rng, items, categories)
+    basis, _ = np.linalg.qr(rng.standard_normal((DIM, DIM)))
+    item_spectrum = _spectrum(s["item_participation_ratio"])
+    user_spectrum = _spectrum(s["user_participation_ratio"])
+    spread = item_spectrum.sum()  # the items' total variance
+    item_mean = rng.standard_normal(DIM)
+    item_mean *= np.sqrt(s["item_mean_share"] / (1 - s["item_mean_share"]) * spread) / np.linalg.norm(item_mean)
+    centres = _gaussian(rng, categories, basis, item_spectrum * s["category_share"])
+    noise = _gaussian(rng, items, basis, item_spectrum * (1 - s["category_share"]))
+    vectors = (item_mean + centres[item_categories] + noise).astype(np.float32)
+    # The users' mean: at the measured angle to the items' mean, with the measured share.
+    side = rng.standard_normal(DIM)
+    side -= side @ item_mean / (item_mean @ item_mean) * item_mean
+    cosine = s["user_item_mean_cosine"]
+    direction = cosine * item_mean / np.linalg.norm(item_mean) + np.sqrt(1 - cosine**2) * side / np.linalg.norm(side)
+    user_spread = user_spectrum.sum()
+    user_mean = direction * np.sqrt(s["user_mean_share"] / (1 - s["user_mean_share"]) * user_spread)
+    predicted = _predicted(rng, users, k, weights)
+    long_vectors = user_mean + _gaussian(rng, users * k, basis, user_spectrum).reshape(users, k, DIM)
+    short_vectors = user_mean + _gaussian(rng, users, basis, user_spectrum)
+    catalogue = Catalogue.build(vectors, item_categories, num_categories=categories)
+    return Workload("ulim", catalogue, predicted, long_vectors.astype(np.float32), short_vectors.astype(np.float32))
+
+
+WORKLOADS: dict[str, Callable[[int, int, int, int, int], Workload]] = {
+    "clustered": clustered_workload,
+    "ulim": ulim_workload,
+}
+
+
+def brute_force(w: Workload, n: int, rows: Any = slice(None), chunk: int = 64) -> Any:
+    """The cascade's item sets by plain float32 NumPy: the same quotas, one matmul per category
+    block over every user predicting it, one over the whole catalogue for the short-term route.
+    Returns ids (B, N) (-1 padding), unordered inside a row."""
+    cat = w.catalogue
+    categories, long_vectors, short_vectors = w.categories[rows], w.long_vectors[rows], w.short_vectors[rows]
+    batch, k = categories.shape
+    sizes = cat.category_sizes()
+    live = live_routes(categories, np.ones(categories.shape, bool), sizes)
+    quotas = route_quotas(live, np.where(live, sizes[categories], 0), cat.size, CascadeConfig(n=n))
+    ids = np.full((batch, n), -1, dtype=np.int64)
+    filled = np.zeros(batch, dtype=np.int64)
+    for category in np.unique(categories):
+        users, ranks = np.nonzero((categories == category) & (quotas[:, :k] > 0))
+        if users.size == 0:
+            continue
+        start, stop = cat.starts[category], cat.starts[category + 1]
+        scores = long_vectors[users, ranks] @ cat.vectors[start:stop].T
+        top = int(quotas[users, ranks].max())
+        best = np.argpartition(-scores, top - 1, axis=1)[:, :top] if top < scores.shape[1] else \
+            np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+        best = np.take_along_axis(best, np.argsort(-np.take_along_axis(scores, best, 1), axis=1), 1)
+        for user, quota, found in zip(users, quotas[users, ranks], best, strict=True):
+            ids[user, filled[user]:filled[user] + quota] = cat.item_ids[start + found[:quota]]
+            filled[user] += quota
+    for first in range(0, batch, chunk):
+        block = slice(first, min(first + chunk, batch))
+        scores = short_vectors[block] @ cat.vectors.T
+        depth = int(min(cat.size, quotas[block].sum(axis=1).max()))
+        best = np.argpartition(-scores, depth - 1, axis=1)[:, :depth] if depth < cat.size else \
+            np.broadcast_to(np.arange(cat.size), scores.shape)
+        best = np.take_along_axis(best, np.argsort(-np.take_along_axis(scores, best, 1), axis=1), 1)
+        for offset, found in enumerate(best):
+            user = first + offset
+            fresh = cat.item_ids[found][~np.isin(cat.item_ids[found], ids[user, :filled[user]])]
+            quota = int(quotas[user, k])
+            ids[user, filled[user]:filled[user] + quota] = fresh[:quota]
+            filled[user] += quota
+    return ids
+
+
+def recall_of_sets(ids: Any, exact: CascadeResult) -> float:
+    found = sum(np.intersect1d(row[row >= 0], e[v]).size for row, e, v in zip(ids, exact.ids, exact.valid, strict=True))
+    return found / max(1, int(exact.valid.sum()))
+
+
+def cascade(index: SearchIndex, w: Workload, n: int, rows: Any = slice(None)) -> CascadeResult:
+    return cascade_retrieve(index, w.categories[rows], w.long_vectors[rows], w.short_vectors[rows], CascadeConfig(n=n))
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     value = fn()
     return value, time.perf_counter() - start
 
 
-def latencies_ms(index: SearchIndex, w: Workload, cfg: CascadeConfig, users: int) -> list[float]:
-    """Wall time of the cascade for one user per call."""
-    times = []
-    for user in range(users):
-        _, seconds = timed(lambda u=user: run_cascade(index, w, cfg, slice(u, u + 1)))
-        times.append(seconds * 1e3)
-    return times
+def per_user_ms(fn: Callable[[slice], Any], users: int) -> tuple[float, float]:
+    """Median and p99 wall time (ms) of fn over `users` single-user calls."""
+    times = [timed(lambda u=u: fn(slice(u, u + 1)))[1] * 1e3 for u in range(users)]
+    return float(np.median(times)), float(np.percentile(times, 99))
 
 
-def bench_exact(w: Workload, cfg: CascadeConfig, args: argparse.Namespace) -> ExactTimes:
-    index = ExactIndex(w.catalogue)
-    result, seconds = timed(lambda: run_cascade(index, w, cfg))
-    single = latencies_ms(index, w, cfg, min(args.latency_users, args.users))
-    return ExactTimes(result, float(np.median(single)), args.users / seconds)
-
-
-def bench_space(w: Workload, space: str, exact: ExactTimes, args: argparse.Namespace) -> tuple[Row, HnswIndex]:
-    items = w.catalogue.size
-    cfg = CascadeConfig(n=args.n)
-    build_cfg = HnswConfig(
-        space=space,
-        M=args.M,
-        ef_construction=args.ef_construction,
-        ef=args.ef,
-        seed=args.seed,
-        build_threads=args.threads,
-        query_threads=1,
-    )
-    log(f"[{items} {space}] building hnswlib indexes ...")
-    hnsw, build_s = timed(lambda: HnswIndex(w.catalogue, build_cfg))
-    log(f"[{items} {space}] built in {build_s:.1f} s; per-user latency ...")
-    single = latencies_ms(hnsw, w, cfg, min(args.latency_users, args.users))
-    log(f"[{items} {space}] batched hnswlib cascade ...")
-    batched = hnsw.with_query_settings(query_threads=args.threads)
-    approximate, batch_s = timed(lambda: run_cascade(batched, w, cfg))
-    sweep = [(args.ef, cascade_recall(approximate, exact.result), args.users / batch_s)]
-    for ef in [int(e) for e in args.sweep_ef.split(",") if e]:
-        log(f"[{items} {space}] batched hnswlib cascade at ef={ef} ...")
-        view = hnsw.with_query_settings(ef=ef, query_threads=args.threads)
-        result, seconds = timed(lambda v=view: run_cascade(v, w, cfg))
-        sweep.append((ef, cascade_recall(result, exact.result), args.users / seconds))
-    row = Row(
-        items=items,
-        space=space,
-        build_s=build_s,
-        recall=cascade_recall(approximate, exact.result),
-        latency_median_ms=float(np.median(single)),
-        latency_p99_ms=float(np.percentile(single, 99)),
-        throughput_users_per_s=args.users / batch_s,
-        exact_latency_median_ms=exact.latency_median_ms,
-        exact_users_per_s=exact.users_per_s,
-        exact_fallbacks=hnsw.stats["exact_row_fallbacks"],
-        ef_sweep=tuple(sweep),
-    )
-    log(f"[{items} {space}] {row}")
-    return row, hnsw
-
-
-def bench_size(items: int, args: argparse.Namespace) -> tuple[list[Row], Workload, dict[str, HnswIndex]]:
-    w = make_workload(items, args.categories, args.users, args.k, args.seed)
-    log(f"[{items}] exact cascade ...")
-    exact = bench_exact(w, CascadeConfig(n=args.n), args)
-    rows, indexes = [], {}
+def bench(w: Workload, args: argparse.Namespace) -> list[Row]:
+    items, users, n = w.catalogue.size, w.categories.shape[0], args.n
+    tag = f"[{w.name} {items:,}]"
+    log(f"{tag} exact cascade ...")
+    exact_index = ExactIndex(w.catalogue)
+    exact, exact_s = timed(lambda: cascade(exact_index, w, n))
+    exact_lat = per_user_ms(lambda r: cascade(exact_index, w, n, r), args.exact_latency_users)
+    log(f"{tag} brute force ...")
+    brute_ids, brute_s = timed(lambda: brute_force(w, n))
+    brute_lat = per_user_ms(lambda r: brute_force(w, n, r), args.exact_latency_users)
+    brute_recall = recall_of_sets(brute_ids, exact)
+    rows = []
     for space in args.spaces.split(","):
-        row, indexes[space] = bench_space(w, space, exact, args)
-        rows.append(row)
-    return rows, w, indexes
-
-
-def bench_filter(w: Workload, hnsw: HnswIndex, args: argparse.Namespace) -> dict[str, float]:
-    """Long-term searches (k = an even share of N) through the global index with a category filter
-    callback, against the category's own index: raw `knn_query`, same ef, one thread, recall
-    against exact search. Every category where the cascade would use hnswlib (k below half its
-    size) gets the same number of queries (near its centroid), because the filter's cost grows as
-    the category's share of the catalogue shrinks."""
-    k = args.n // (args.k + 1)
-    ef = max(args.ef, k)
-    sizes = w.catalogue.category_sizes()
-    eligible = np.flatnonzero(sizes >= 2 * k)
-    eligible = eligible[np.argsort(sizes[eligible], kind="stable")]
-    reps = max(1, args.filter_queries // eligible.size)
-    rng = np.random.default_rng(args.seed + 1)
-    times, found, total = time_filter_queries(w, hnsw, eligible, reps, k, ef, rng)
-    count = eligible.size * reps
-    tenth = max(1, eligible.size // 10)
-    return {
-        "items": float(w.catalogue.size),
-        "queries": float(count),
-        "categories": float(eligible.size),
-        "k": float(k),
-        "ef": float(ef),
-        "per_category_ms": 1e3 * times[:, 0].sum() / count,
-        "filter_ms": 1e3 * times[:, 1].sum() / count,
-        "slowdown": times[:, 1].sum() / times[:, 0].sum(),
-        "slowdown_smallest_tenth": times[:tenth, 1].sum() / times[:tenth, 0].sum(),
-        "slowdown_largest_tenth": times[-tenth:, 1].sum() / times[-tenth:, 0].sum(),
-        "smallest_share": float(sizes[eligible[0]] / w.catalogue.size),
-        "largest_share": float(sizes[eligible[-1]] / w.catalogue.size),
-        "per_category_recall": found[0] / total,
-        "filter_recall": found[1] / total,
-    }
-
-
-def time_filter_queries(
-    w: Workload, hnsw: HnswIndex, eligible: Any, reps: int, k: int, ef: int, rng: np.random.Generator
-) -> tuple[Any, Any, int]:
-    """`reps` queries near each eligible category's centroid, each searched by the category's own
-    index and by the global index with a filter callback: the seconds of each (E, 2), the exact
-    top-k items each found (2,) and the number of exact top-k items in all."""
-    lookup = np.zeros(int(w.catalogue.item_ids.max()) + 1, dtype=np.int64)
-    lookup[w.catalogue.item_ids] = w.catalogue.item_categories
-    exact = ExactIndex(w.catalogue)
-    hnsw.global_index.set_ef(ef)
-    times = np.zeros((eligible.size, 2))
-    found = np.zeros(2)
-    total = 0
-    for position, category in enumerate(eligible):
-        own = hnsw.category_indexes[category]
-        own.set_ef(ef)
-        vectors = w.centroids[category] + 0.7 * rng.standard_normal((reps, DIM))
-        for vector in vectors:
-            truth, _ = exact.search(vector[None], k, int(category))
-            data = hnsw.index_queries(vector[None])
-            own_ids, own_s = timed(lambda i=own, d=data: i.knn_query(d, k=k, num_threads=1)[0])
-            filtered_ids, filter_s = timed(
-                lambda c=category, d=data: hnsw.global_index.knn_query(
-                    d, k=k, num_threads=1, filter=lambda label: bool(lookup[label] == c)
-                )[0]
+        cfg = HnswConfig(space=space, M=args.M, ef_construction=args.ef_construction, ef=args.ef, seed=args.seed)
+        log(f"{tag} building hnswlib ({space}, M={args.M}, ef_construction={args.ef_construction}) ...")
+        hnsw, build_s = timed(lambda c=cfg: HnswIndex(w.catalogue, c))
+        log(f"{tag} built in {build_s:.0f} s")
+        for ef in [args.ef] + [int(e) for e in args.sweep_ef.split(",") if e]:
+            view = hnsw.with_query_settings(ef=ef)
+            result, seconds = timed(lambda v=view: cascade(v, w, n))
+            latency = per_user_ms(lambda r, v=view: cascade(v, w, n, r), args.latency_users)
+            row = Row(
+                workload=w.name, items=items, space=space, ef=ef, build_s=build_s,
+                recall=cascade_recall(result, exact), users_per_s=users / seconds,
+                ratio_to_brute_force=brute_s / seconds,
+                latency_median_ms=latency[0], latency_p99_ms=latency[1],
+                exact_users_per_s=users / exact_s, exact_latency_median_ms=exact_lat[0],
+                exact_latency_p99_ms=exact_lat[1], brute_users_per_s=users / brute_s, brute_recall=brute_recall,
+                brute_latency_median_ms=brute_lat[0], brute_latency_p99_ms=brute_lat[1],
             )
-            times[position] += (own_s, filter_s)
-            found += (np.intersect1d(own_ids, truth).size, np.intersect1d(filtered_ids, truth).size)
-            total += truth.size
-    return times, found, total
+            log(f"{tag} {row}")
+            rows.append(row)
+    return rows
 
 
 def table(rows: list[Row]) -> str:
     head = (
-        "| items | hnswlib space | build (s) | recall vs exact | latency median (ms) "
-        "| latency p99 (ms) | batched users/s | exact latency median (ms) | exact batched users/s |"
+        "| vectors | items | space | ef | recall | hnswlib users/s | x brute force | hnswlib median / p99 ms "
+        "| exact users/s | exact median / p99 ms | brute force users/s | brute force median / p99 ms | build s |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
-            f"| {r.items:,} | {r.space} | {r.build_s:.1f} | {r.recall:.4f} "
-            f"| {r.latency_median_ms:.2f} | {r.latency_p99_ms:.2f} "
-            f"| {r.throughput_users_per_s:,.0f} | {r.exact_latency_median_ms:.2f} "
-            f"| {r.exact_users_per_s:,.0f} |"
+            f"| {r.workload} | {r.items:,} | {r.space} | {r.ef} | {r.recall:.3f} | {r.users_per_s:,.0f} "
+            f"| {r.ratio_to_brute_force:.1f} | {r.latency_median_ms:.2f} / {r.latency_p99_ms:.2f} "
+            f"| {r.exact_users_per_s:,.0f} | {r.exact_latency_median_ms:.1f} / {r.exact_latency_p99_ms:.1f} "
+            f"| {r.brute_users_per_s:,.0f} | {r.brute_latency_median_ms:.1f} / {r.brute_latency_p99_ms:.1f} "
+            f"| {r.build_s:.0f} |"
         )
     return "\n".join(lines)
 
 
-def sweep_table(rows: list[Row]) -> str:
-    lines = ["| items | hnswlib space | ef | recall vs exact | batched users/s |", "|---|---|---|---|---|"]
-    for r in rows:
-        for ef, recall, users_per_s in r.ef_sweep:
-            lines.append(f"| {r.items:,} | {r.space} | {ef} | {recall:.4f} | {users_per_s:,.0f} |")
-    return "\n".join(lines)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", default="10000,100000,200000")
-    p.add_argument("--grow", action="store_true", help="double past the last size while it fits")
-    p.add_argument("--max-build-seconds", type=float, default=300.0)
+    defaults = HnswConfig()
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    p.add_argument("--sizes", default="10000,100000", help="catalogue sizes, e.g. 10000,100000,1000000")
+    p.add_argument("--workloads", default="clustered,ulim", help=f"any of {','.join(WORKLOADS)}")
     p.add_argument("--categories", type=int, default=50)
     p.add_argument("--users", type=int, default=1000)
-    p.add_argument("--latency-users", type=int, default=200)
+    p.add_argument("--latency-users", type=int, default=200, help="single-user calls timed (hnswlib)")
+    p.add_argument("--exact-latency-users", type=int, default=30, help="single-user calls timed (exact, brute)")
     p.add_argument("--k", type=int, default=5, help="PGIN top-K categories per user")
     p.add_argument("--n", type=int, default=500, help="items retrieved per user")
-    p.add_argument("--M", type=int, default=16)
-    p.add_argument("--ef-construction", type=int, default=100)
-    p.add_argument("--ef", type=int, default=200)
-    p.add_argument("--sweep-ef", default="", help="more query ef values to measure recall at, e.g. 400,800")
-    p.add_argument("--threads", type=int, default=2, help="build and batched-query threads")
-    p.add_argument("--filter-queries", type=int, default=200)
-    p.add_argument("--filter-size", type=int, default=100000, help="catalogue size of the filter test")
-    p.add_argument("--spaces", default="ip,l2_augmented", help="hnswlib spaces to compare")
-    p.add_argument("--filter-space", default="ip", help="space of the filter test's indexes")
+    p.add_argument("--spaces", default=defaults.space, help="hnswlib spaces, e.g. ip,l2_augmented")
+    p.add_argument("--M", type=int, default=defaults.M)
+    p.add_argument("--ef-construction", type=int, default=defaults.ef_construction)
+    p.add_argument("--ef", type=int, default=defaults.ef)
+    p.add_argument("--sweep-ef", default="", help="more query beams on the same graphs, e.g. 100,400")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="also write the results to this file")
+    p.add_argument("--json", default=None, help="also write the rows to this file")
     return p.parse_args(argv)
-
-
-def filter_summary(f: dict[str, float], space: str) -> str:
-    """One paragraph of bench_filter's numbers."""
-    return (
-        f"filter= callback on the global index vs one index per category "
-        f"({space} space, ef={int(f['ef'])}), {int(f['items']):,} items, k={int(f['k'])}, "
-        f"{int(f['queries'])} long-term queries spread evenly over {int(f['categories'])} categories, "
-        f"1 thread: per-category {f['per_category_ms']:.2f} ms/query (recall "
-        f"{f['per_category_recall']:.4f}), filter {f['filter_ms']:.2f} ms/query (recall "
-        f"{f['filter_recall']:.4f}): {f['slowdown']:.1f}x slower overall, "
-        f"{f['slowdown_smallest_tenth']:.1f}x in the smallest tenth of the categories "
-        f"({100 * f['smallest_share']:.2f}% of the items and up), "
-        f"{f['slowdown_largest_tenth']:.1f}x in the largest tenth (up to {100 * f['largest_share']:.1f}%)."
-    )
-
-
-def build_seconds(rows: list[Row], items: int) -> float:
-    """The longest build among the spaces at one catalogue size."""
-    return max(r.build_s for r in rows if r.items == items)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    sizes = [int(float(s)) for s in args.sizes.split(",")]
     rows: list[Row] = []
-    filter_report: dict[str, float] = {}
-    for items in sizes:
-        size_rows, w, indexes = bench_size(items, args)
-        rows.extend(size_rows)
-        if items == args.filter_size:
-            log(f"[{items}] filter= callback against per-category indexes ...")
-            filter_report = bench_filter(w, indexes[args.filter_space], args)
-    while args.grow and build_seconds(rows, rows[-1].items) * 2.2 < args.max_build_seconds:
-        log(f"growing: {rows[-1].items * 2} items")
-        rows.extend(bench_size(rows[-1].items * 2, args)[0])
+    with blas_threads(1):
+        for items in [int(float(s)) for s in args.sizes.split(",")]:
+            for name in args.workloads.split(","):
+                workload = WORKLOADS[name](items, args.categories, args.users, args.k, args.seed)
+                rows.extend(bench(workload, args))
     print(
-        f"Cascade: K={args.k} categories + short-term route, N={args.n}, D={DIM}, "
-        f"{args.users} users; hnswlib M={args.M}, ef_construction={args.ef_construction}, "
-        f"ef={args.ef} (raised to k per search), {args.threads} build/batch threads; "
-        "latency: one user per call, one thread. Single run on a shared 2-core machine: noisy."
+        f"Cascade: K={args.k} categories + the short-term route, N={args.n}, D={DIM}, {args.users} users, "
+        f"{args.categories} categories; hnswlib M={args.M}, ef_construction={args.ef_construction}; one thread "
+        "everywhere; throughput: all users in one call; latency: one user per call."
     )
     print(table(rows))
-    if args.sweep_ef:
-        print("\nRecall against the query beam ef (same graphs; ef is raised to k per search):")
-        print(sweep_table(rows))
-    if filter_report:
-        print("\n" + filter_summary(filter_report, args.filter_space))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
-            json.dump({"rows": [asdict(r) for r in rows], "filter": filter_report, "args": vars(args)}, out, indent=2)
+            json.dump({"rows": [asdict(r) for r in rows], "args": vars(args)}, out, indent=2)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from refimpl._check import Array, BoolArray, IntArray, require_int, require_positive_int, require_real
+from refimpl.progress import track
 
 __all__ = ["QUICK_CONFIG", "SyntheticConfig", "SyntheticData", "generate"]
 
@@ -371,7 +372,9 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticData:
     rng = np.random.Generator(np.random.PCG64(cfg.seed))
     cat = _catalogue(cfg, rng)
     transitions = _transitions(cfg, cat, rng)
-    users = [_user(rng, cfg, cat, transitions) for _ in range(cfg.num_users)]
+    users = [
+        _user(rng, cfg, cat, transitions) for _ in track(range(cfg.num_users), "synthetic users", unit="user")
+    ]
     offsets = np.concatenate([[0], np.cumsum([u.events.shape[0] for u in users])]).astype(np.int64)
     return SyntheticData(
         config=cfg,

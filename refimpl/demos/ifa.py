@@ -32,6 +32,7 @@ from refimpl.pipelines.ifa import (
     split_requests,
     train_ranker,
 )
+from refimpl.progress import set_quiet
 from refimpl.spread import format_mean_std, mean_std, ordering
 from refimpl.threads import blas_threads
 
@@ -94,6 +95,7 @@ def _seed_data(cfg: DemoConfig, seed: int) -> tuple[RequestData, RankingInputs, 
 def _job(job: tuple[DemoConfig, int, str, bool]) -> dict[str, Any]:
     """One table entry: the non-learned baselines (name BASELINES) or one model, on one seed."""
     cfg, seed, name, verbose = job
+    set_quiet(True)  # two processes' bars would garble one terminal: the workers log plain lines
     start = time.perf_counter()
     data, inputs, split = _seed_data(cfg, seed)
     if name == BASELINES:

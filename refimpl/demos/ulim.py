@@ -67,6 +67,7 @@ from refimpl.pipelines.ulim import (
     ulim_index,
     ulim_serving,
 )
+from refimpl.progress import set_quiet
 from refimpl.spread import MIN_SEEDS, format_mean_std, ordering
 from refimpl.threads import blas_threads
 from refimpl.train import Curve, TrainConfig
@@ -284,6 +285,7 @@ class _Setting:
 
 def _seed_job(job: tuple[DemoConfig, int, bool]) -> SeedRun:
     cfg, seed, verbose = job
+    set_quiet(True)  # two processes' bars would garble one terminal: the workers log plain lines
     return run_seed(cfg, seed, sys.stderr if verbose else None)
 
 
@@ -676,6 +678,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--users", type=int, default=None, help="override the number of users")
     parser.add_argument("--items", type=int, default=None, help="override the number of items")
     parser.add_argument("--steps", type=int, default=None, help="override the training steps")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (none off a terminal either)")
     return parser
 
 
@@ -704,6 +707,7 @@ def main(argv: list[str]) -> int:
     """`refimpl demo ulim`; returns the exit status (2 for a usage error, as argparse)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    set_quiet(args.quiet)
     if (args.data is None) != (args.data_format is None):
         parser.error("--data and --format go together")
     cfg = config_for(args)

@@ -39,6 +39,7 @@ from refimpl.pipelines.umi import (
     UMIPipelineConfig,
     run_models,
 )
+from refimpl.progress import set_quiet
 from refimpl.spread import beyond_spread, format_mean_std
 from refimpl.threads import blas_threads
 
@@ -170,6 +171,7 @@ def run_seed(cfg: DemoConfig, seed: int, log: Interactions | None, stream: TextI
 
 def _seed_job(job: tuple[DemoConfig, int, Interactions | None, bool]) -> SeedRun:
     cfg, seed, log, verbose = job
+    set_quiet(True)  # two processes' bars would garble one terminal: the workers log plain lines
     with blas_threads(1):
         return run_seed(cfg, seed, log, sys.stderr if verbose else None)
 

@@ -1,31 +1,22 @@
-"""Cascaded category-to-item retrieval (ULIM 2.2.2; spec/retrieval.md#the-cascade).
+"""Cascaded category-to-item retrieval (ULIM 2.2.2).
 
-PGIN predicts the top-K categories of a user; the long-term vector of the k-th category searches only
-that category's items; the short-term vector searches the whole pool; the results are merged,
-de-duplicated and cut to N. The quotas:
+PGIN predicts a user's top-K categories; the long-term vector of each predicted category searches
+only that category's items, the short-term vector the whole pool; the results are merged,
+de-duplicated and cut to N. The rules (which routes are live, how N is shared, what the
+short-term route skips, the merge order, padding) are defined once, in spec/retrieval.md#the-cascade
+(steps 1-5) and #quota-policies; this module follows them step by step:
 
-1. Routes. A long-term route k is live when its mask is True, its category did not already occur at
-   a better (lower) PGIN rank in the row (a duplicate prediction is dropped: the same category gives
-   the same subsequence, hence the same vector), and its category has at least one item.
-2. Short-term share. q_s = floor(short_share * N), or floor(N / (R + 1)) when short_share is None
-   (every route, the R live long-term ones and the short-term one, gets an equal share).
-3. Long-term split. N - q_s is split evenly over the live long-term routes, each capped by its
-   category's size (max-min fair allocation): with L the largest level such that
-   sum_k min(size_k, L) <= N - q_s, route k gets min(size_k, L), and the units left over go one
-   each to the best-ranked routes whose category holds more than L items.
-4. Whatever the long-term routes could not place goes to the short-term route: it takes the best
-   q = N - (long-term total) items of the whole pool that no long-term route already returned.
-5. Merge order: the N (or fewer) items are sorted by their score (the inner product with the vector
-   of the route that retrieved them) descending, ties by the lower item id. The set, not the order,
-   is what the quotas fix: a prefix of the result is NOT the cascade at a smaller N.
-A row returns fewer than N items only if the catalogue has fewer than N items; the missing slots
-are padding (id -1, score -inf, route PAD_ROUTE, valid False).
+    step 1 (live routes)                 live_routes
+    steps 2-3 (shares; "even" split)     route_quotas, split_evenly_rows (split_evenly: one row)
+    "weighted" split                     route_quotas, split_weighted
+    long-term searches                   _long_term_picks (one search per category for the batch)
+    step 4 (short-term route)            _short_term_picks (asks for the quota, deeper only if needed)
+    "score" split (no quotas)            _best_by_score
+    step 5 (merge order, padding)        _merge
 
-Steps 2-4 are the default split, "even". `CascadeConfig.split` offers two others, compared by
-measurement in spec/retrieval.md#quota-policies: "weighted" (step 3 splits N - q_s in proportion to
-`route_weights`, e.g. PGIN's probabilities: `split_weighted`) and "score" (no quotas: every live
-long-term route returns up to N items of its category, the short-term route up to N of the whole
-pool, and the union, each item at its best score, is cut to the N best).
+The bookkeeping is array work over the whole batch: every route writes its items into its own
+slots of a (B, W) `Picks` (W = the largest row total), so no Python code runs per retrieved item
+(only per predicted category and per search round).
 """
 
 from __future__ import annotations
@@ -48,8 +39,10 @@ from refimpl._check import (
     require_positive_int,
     require_real,
 )
+from refimpl.progress import track
 from refimpl.retrieval.catalogue import Int64Array
-from refimpl.retrieval.index import SearchIndex
+from refimpl.retrieval.exact import score_order
+from refimpl.retrieval.index import SearchIndex, catalogue_shapes
 
 __all__ = [
     "PAD_ROUTE",
@@ -128,21 +121,28 @@ def split_evenly(total: int, capacities: Sequence[int]) -> list[int]:
     and the units left over go one each to the best-ranked routes whose capacity exceeds L.
     """
     total, caps = _check_split(total, capacities)
-    if total >= sum(caps):
-        return caps
-    low, high = 0, max(caps)
-    while low < high:
+    quotas = split_evenly_rows(np.array([total]), np.array([caps], dtype=np.int64).reshape(1, len(caps)))
+    return [int(q) for q in quotas[0]]
+
+
+def split_evenly_rows(totals: Int64Array, capacities: Int64Array) -> Int64Array:
+    """`split_evenly` for every row at once: totals (B,) >= 0, capacities (B, R) >= 0 in priority
+    order -> quotas (B, R). The level of every row is found by one bisection over all rows."""
+    if capacities.shape[1] == 0:
+        return np.zeros(capacities.shape, dtype=np.int64)
+    low = np.zeros(totals.shape, dtype=np.int64)
+    high = capacities.max(axis=1).astype(np.int64)
+    while np.any(low < high):
         middle = (low + high + 1) // 2
-        if sum(min(c, middle) for c in caps) <= total:
-            low = middle
-        else:
-            high = middle - 1
-    quotas = [min(c, low) for c in caps]
-    left = total - sum(quotas)
-    for route, cap in enumerate(caps):
-        if left and cap > low:
-            quotas[route] += 1
-            left -= 1
+        fits = np.minimum(capacities, middle[:, None]).sum(axis=1) <= totals
+        open_rows = low < high
+        low = np.where(open_rows & fits, middle, low)
+        high = np.where(open_rows & ~fits, middle - 1, high)
+    quotas: Int64Array = np.minimum(capacities, low[:, None]).astype(np.int64)
+    left = np.minimum(totals, capacities.sum(axis=1)) - quotas.sum(axis=1)
+    # The remainder (fewer units than routes above the level) goes one each, best rank first.
+    above = capacities > low[:, None]
+    quotas += above & (np.cumsum(above, axis=1) <= left[:, None])
     return quotas
 
 
@@ -200,26 +200,29 @@ def route_quotas(
     """(B, K + 1) quotas: long-term routes by rank, then the short-term route (steps 2-4); with
     cfg.split "weighted" the long-term share follows `weights` (B, K); with "score" every live
     route, and the short-term one, may return up to N."""
-    batch, k = live.shape
+    batch = live.shape[0]
     if cfg.split == "score":
         quotas = np.where(live, np.minimum(capacities, cfg.n), 0)
         return np.concatenate([quotas, np.full((batch, 1), min(cfg.n, catalogue_size))], axis=1)
-    quotas = np.zeros((batch, k + 1), dtype=np.int64)
-    for row in range(batch):
-        ranks = np.flatnonzero(live[row])
-        if cfg.short_share is None:
-            short = cfg.n // (ranks.size + 1)
-        else:
-            short = int(np.floor(cfg.short_share * cfg.n))
-        caps = [int(c) for c in capacities[row, ranks]]
-        if cfg.split == "weighted" and weights is not None:
-            long_quotas = split_weighted(cfg.n - short, caps, [float(w) for w in weights[row, ranks]])
-        else:
-            long_quotas = split_evenly(cfg.n - short, caps)
-        quotas[row, ranks] = long_quotas
-        long_total = sum(long_quotas)
-        quotas[row, k] = min(cfg.n - long_total, catalogue_size - long_total)
-    return quotas
+    if cfg.short_share is None:
+        short = cfg.n // (live.sum(axis=1) + 1)
+    else:
+        short = np.full(batch, int(np.floor(cfg.short_share * cfg.n)))
+    long_share = (cfg.n - short).astype(np.int64)
+    # A route that is not live has capacity 0, so it never receives a unit.
+    if cfg.split == "weighted" and weights is not None:
+        long_quotas = np.zeros(live.shape, dtype=np.int64)
+        for row in range(batch):  # the weighted split's rounds differ per row
+            ranks = np.flatnonzero(live[row])
+            long_quotas[row, ranks] = split_weighted(
+                int(long_share[row]), [int(c) for c in capacities[row, ranks]],
+                [float(w) for w in weights[row, ranks]],
+            )
+    else:
+        long_quotas = split_evenly_rows(long_share, capacities)
+    long_total = long_quotas.sum(axis=1)
+    short_quota = np.minimum(cfg.n, catalogue_size) - long_total
+    return np.concatenate([long_quotas, short_quota[:, None]], axis=1).astype(np.int64)
 
 
 def cascade_retrieve(
@@ -242,8 +245,7 @@ def cascade_retrieve(
     positions raise ValueError naming them. Vectors must have the catalogue's width and dtype.
     """
     catalogue = index.catalogue
-    shapes = Shapes(D=catalogue.dim)
-    shapes.check_float("catalogue.vectors", catalogue.vectors, ("I", "D"))
+    shapes = catalogue_shapes(catalogue)
     shapes.check_int("categories", categories, ("B", "K"))
     shapes.check_float("long_vectors", long_vectors, ("B", "K", "D"))
     shapes.check_float("short_vectors", short_vectors, ("B", "D"))
@@ -264,15 +266,47 @@ def cascade_retrieve(
     live = live_routes(cats, mask, sizes)
     capacities = np.where(live, sizes[np.where(mask, cats, 0)], 0)
     quotas = route_quotas(live, capacities, catalogue.size, cfg, route_weights)
-    picks = _long_term_picks(index, cats, long_vectors, quotas)
+    # Every route writes its items into its own slots of the row: long-term routes by rank, then
+    # the short-term route.
+    starts = np.concatenate([np.zeros((quotas.shape[0], 1), np.int64), np.cumsum(quotas, axis=1)], axis=1)
+    picks = Picks.allocate(quotas.shape[0], int(starts[:, -1].max(initial=0)), catalogue.vectors.dtype)
+    _long_term_picks(index, cats, long_vectors, quotas, starts, picks)
+    _short_term_picks(index, short_vectors, quotas, starts, picks, exclude_taken=cfg.split != "score")
     if cfg.split == "score":
-        _add_short_term_picks(index, short_vectors, quotas, [[] for _ in picks], picks)
-        return _merge(_best_by_score(picks, cfg.n), quotas, cfg.n, catalogue.vectors.dtype)
-    _add_short_term_picks(index, short_vectors, quotas, picks, picks)
-    return _merge(picks, quotas, cfg.n, catalogue.vectors.dtype)
+        picks = _best_by_score(picks)
+    return _merge(picks, cfg.n, cats.shape[1])
 
 
-Pick = tuple[int, float, int]  # (item id, score, route)
+@dataclass(frozen=True)
+class Picks:
+    """The items the routes retrieved for a batch, (B, W) slots per user row: ids, scores (the
+    inner product with the vector of the route that retrieved the item), routes (the PGIN rank of
+    that route, SHORT_ROUTE, or PAD_ROUTE on an unused slot). Filled in place by the routes."""
+
+    ids: Int64Array
+    scores: Array
+    routes: Int64Array
+
+    @staticmethod
+    def allocate(batch: int, width: int, dtype: Any) -> Picks:
+        return Picks(
+            np.full((batch, width), -1, dtype=np.int64),
+            np.full((batch, width), -np.inf, dtype=dtype),
+            np.full((batch, width), PAD_ROUTE, dtype=np.int64),
+        )
+
+    def put(self, rows: Int64Array, columns: Int64Array, ids: Int64Array, scores: Array, route: Any) -> None:
+        self.ids[rows, columns] = ids
+        self.scores[rows, columns] = scores
+        self.routes[rows, columns] = route
+
+    def take(self, order: Int64Array) -> Picks:
+        """Every row's slots in the row's own order (B, W') of slot indexes."""
+        return Picks(
+            np.take_along_axis(self.ids, order, axis=1),
+            np.take_along_axis(self.scores, order, axis=1),
+            np.take_along_axis(self.routes, order, axis=1),
+        )
 
 
 def _check_finite(name: str, values: NDArray[Any]) -> None:
@@ -281,79 +315,114 @@ def _check_finite(name: str, values: NDArray[Any]) -> None:
 
 
 def _long_term_picks(
-    index: SearchIndex, categories: Int64Array, long_vectors: Array, quotas: Int64Array
-) -> list[list[Pick]]:
-    """Each long-term route's quota of its own category's best items, one search per category."""
-    batch, k = categories.shape
-    picks: list[list[Pick]] = [[] for _ in range(batch)]
+    index: SearchIndex, categories: Int64Array, long_vectors: Array, quotas: Int64Array, starts: Int64Array,
+    picks: Picks,
+) -> None:
+    """Each long-term route's quota of its own category's best items, one search per category
+    (for every row that predicts it, with k = the largest quota among them), into its slots."""
+    k = categories.shape[1]
     wanted = quotas[:, :k] > 0
-    for category in np.unique(categories[wanted]):
+    # A bar only when a batch takes long (an evaluation over many users), never for one user's call.
+    for category in track(np.unique(categories[wanted]), "cascade retrieval", unit="category", delay=2.0):
         rows, ranks = np.nonzero(wanted & (categories == category))
         route_quota = quotas[rows, ranks]
         ids, scores = index.search(long_vectors[rows, ranks], int(route_quota.max()), category=int(category))
-        for row, rank, quota, row_ids, row_scores in zip(rows, ranks, route_quota, ids, scores, strict=True):
-            picks[row].extend(
-                (int(i), float(s), int(rank)) for i, s in zip(row_ids[:quota], row_scores[:quota], strict=True)
-            )
-    return picks
+        # Each row keeps the first `quota` columns of its result (a category holds at least its quota).
+        where, column = np.nonzero(np.arange(ids.shape[1]) < route_quota[:, None])
+        picks.put(rows[where], starts[rows[where], ranks[where]] + column, ids[where, column],
+                  scores[where, column], ranks[where])
 
 
-def _add_short_term_picks(
-    index: SearchIndex, short_vectors: Array, quotas: Int64Array, excluded: list[list[Pick]],
-    picks: list[list[Pick]],
+def _short_term_picks(
+    index: SearchIndex, short_vectors: Array, quotas: Int64Array, starts: Int64Array, picks: Picks,
+    exclude_taken: bool,
 ) -> None:
-    """The short-term route's quota of the best whole-pool items not in `excluded`, added to
-    `picks`."""
+    """The short-term route's quota (last column of `quotas`) of the best whole-pool items, those
+    the row's long-term routes took skipped when `exclude_taken` (step 4), into its slots.
+
+    The search asks for what a row needs, not N: first its quota; a row whose result holds fewer
+    fresh items than its quota (its long-term routes took some) is searched again, deeper by the
+    number of taken items it met, until it has enough. With the exact back end a shallower search
+    is a prefix of a deeper one (scores descending, ties to the lower id), so the result is that
+    of one search of depth N."""
+    catalogue = index.catalogue
     rows = np.flatnonzero(quotas[:, -1] > 0)
-    if rows.size == 0:
-        return
-    taken = quotas[rows, :-1].sum(axis=1)
-    depth = int(min(index.catalogue.size, int((quotas[rows, -1] + taken).max())))
-    ids, scores = index.search(short_vectors[rows], depth)
-    for row, row_ids, row_scores in zip(rows, ids, scores, strict=True):
-        already = {pick[0] for pick in excluded[row]}
-        quota = int(quotas[row, -1])
-        fresh = [(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if int(i) not in already]
-        picks[row].extend((i, s, SHORT_ROUTE) for i, s in fresh[:quota])
+    need = quotas[rows, -1]
+    depth = need.copy()
+    short_start = starts[:, -2]
+    taken_rows, taken_columns = np.nonzero((picks.routes >= 0) if exclude_taken else np.zeros((0, 0), bool))
+    taken_keys = taken_rows * catalogue.size + catalogue.positions(picks.ids[taken_rows, taken_columns])
+    pending = np.arange(rows.size)
+    while pending.size:
+        searched = rows[pending]
+        ids, scores = index.search(short_vectors[searched], int(depth[pending].max()))
+        keys = searched[:, None] * catalogue.size + catalogue.positions(ids)
+        fresh = ~_contains(keys, taken_keys)
+        fresh_rank = np.cumsum(fresh, axis=1)
+        done = fresh_rank[:, -1] >= need[pending]
+        where, column = np.nonzero(fresh & (fresh_rank <= need[pending][:, None]) & done[:, None])
+        picks.put(searched[where], short_start[searched[where]] + fresh_rank[where, column] - 1,
+                  ids[where, column], scores[where, column], SHORT_ROUTE)
+        # A row short of fresh items met (width - fresh) taken ones: it needs at least that much deeper.
+        depth[pending] = np.minimum(need[pending] + (~fresh).sum(axis=1), catalogue.size)
+        pending = pending[~done]
 
 
-def _best_by_score(picks: list[list[Pick]], n: int) -> list[list[Pick]]:
-    """Split "score": each row's picks de-duplicated (an item keeps its best score, then the
-    better route), the best n by score, ties to the lower item id."""
-    result = []
-    for row_picks in picks:
-        best: dict[int, Pick] = {}
-        for pick in row_picks:
-            kept = best.get(pick[0])
-            if kept is None or (pick[1], -_route_order(pick[2])) > (kept[1], -_route_order(kept[2])):
-                best[pick[0]] = pick
-        result.append(sorted(best.values(), key=lambda p: (-p[1], p[0]))[:n])
-    return result
+def _contains(keys: Int64Array, members: Int64Array) -> BoolArray:
+    """For distinct `keys` (any shape): which of them occur in `members` (M,). Sorts the keys,
+    not the members (the members of a batch outnumber one short-term search's keys)."""
+    flat = keys.reshape(-1)
+    found = np.zeros(flat.shape, dtype=bool)
+    if flat.size and members.size:
+        order = np.argsort(flat)
+        slot = np.minimum(np.searchsorted(flat[order], members), flat.size - 1)
+        hit = flat[order][slot] == members
+        found[order[slot[hit]]] = True
+    return found.reshape(keys.shape)
 
 
-def _route_order(route: int) -> int:
-    """Long-term routes by rank first, the short-term route last."""
-    return route if route >= 0 else 1 << 30
+def _best_by_score(picks: Picks) -> Picks:
+    """Split "score": each row's items de-duplicated, an item keeping its best score (ties to the
+    better route: long-term by rank, then short-term). An item occurs at most twice in a row
+    (its category's long-term route and the short-term route), so after sorting a row by id the
+    worse of two equal neighbours is dropped."""
+    by_id = picks.take(np.argsort(np.where(picks.routes == PAD_ROUTE, np.iinfo(np.int64).max, picks.ids), axis=1))
+    order = np.where(by_id.routes >= 0, by_id.routes, np.iinfo(np.int64).max)
+    twin = (by_id.ids[:, 1:] == by_id.ids[:, :-1]) & (by_id.routes[:, 1:] != PAD_ROUTE)
+    later_better = (by_id.scores[:, 1:] > by_id.scores[:, :-1]) | (
+        (by_id.scores[:, 1:] == by_id.scores[:, :-1]) & (order[:, 1:] < order[:, :-1])
+    )
+    drop = np.zeros(by_id.ids.shape, dtype=bool)
+    drop[:, :-1] |= twin & later_better
+    drop[:, 1:] |= twin & ~later_better
+    by_id.ids[drop] = -1
+    by_id.scores[drop] = -np.inf
+    by_id.routes[drop] = PAD_ROUTE
+    return by_id
 
 
-def _merge(picks: list[list[Pick]], quotas: Int64Array, n: int, dtype: Any) -> CascadeResult:
-    batch = len(picks)
-    ids = np.full((batch, n), -1, dtype=np.int64)
-    scores = np.full((batch, n), -np.inf, dtype=dtype)
-    routes = np.full((batch, n), PAD_ROUTE, dtype=np.int64)
-    valid = np.zeros((batch, n), dtype=bool)
-    counts = np.zeros_like(quotas)
-    short_column = quotas.shape[1] - 1
-    for row, row_picks in enumerate(picks):
-        ordered = sorted(row_picks, key=lambda pick: (-pick[1], pick[0]))
-        width = len(ordered)
-        ids[row, :width] = [pick[0] for pick in ordered]
-        scores[row, :width] = [pick[1] for pick in ordered]
-        routes[row, :width] = [pick[2] for pick in ordered]
-        valid[row, :width] = True
-        for pick in ordered:
-            counts[row, short_column if pick[2] == SHORT_ROUTE else pick[2]] += 1
-    return CascadeResult(ids=ids, scores=scores, routes=routes, valid=valid, quotas=counts)
+def _merge(picks: Picks, n: int, k: int) -> CascadeResult:
+    """Each row's items by score descending, ties to the lower id (step 5), the first n of them,
+    padded past the end; the result's `quotas` (B, k + 1) count its items per route."""
+    batch, width = picks.ids.shape
+    # Padding (id -1, score -inf) sorts last: its id is raised above every real one.
+    sort_ids = np.where(picks.routes == PAD_ROUTE, np.iinfo(np.int64).max, picks.ids)
+    ranked = picks.take(score_order(picks.scores, sort_ids))
+    if width < n:
+        ranked = _pad(ranked, n - width)
+    ids, scores, routes = ranked.ids[:, :n], ranked.scores[:, :n], ranked.routes[:, :n]
+    valid = routes != PAD_ROUTE
+    route_column = np.where(routes == SHORT_ROUTE, k, routes)
+    rows = np.broadcast_to(np.arange(batch)[:, None], routes.shape)
+    counts = np.bincount((rows * (k + 1) + route_column)[valid], minlength=batch * (k + 1))
+    return CascadeResult(ids=ids.copy(), scores=scores.copy(), routes=routes.copy(), valid=valid,
+                         quotas=counts.reshape(batch, k + 1).astype(np.int64))
+
+
+def _pad(picks: Picks, extra: int) -> Picks:
+    filler = Picks.allocate(picks.ids.shape[0], extra, picks.scores.dtype)
+    return Picks(*(np.concatenate([a, b], axis=1) for a, b in zip(
+        (picks.ids, picks.scores, picks.routes), (filler.ids, filler.scores, filler.routes), strict=True)))
 
 
 def cascade_recall(approximate: CascadeResult, exact: CascadeResult) -> float:
@@ -362,10 +431,12 @@ def cascade_recall(approximate: CascadeResult, exact: CascadeResult) -> float:
         raise ValueError(
             f"approximate: expected ids of shape {exact.ids.shape} like exact, got {approximate.ids.shape}"
         )
-    found = 0
-    for approx_row, approx_valid, exact_row, exact_valid in zip(
-        approximate.ids, approximate.valid, exact.ids, exact.valid, strict=True
-    ):
-        found += np.intersect1d(approx_row[approx_valid], exact_row[exact_valid]).size
+    # Within a result a row holds each item once, so a (row, id) pair seen twice was found by both.
+    rows = np.broadcast_to(np.arange(exact.ids.shape[0])[:, None], exact.ids.shape)
+    pair_rows = np.concatenate([rows[approximate.valid], rows[exact.valid]])
+    pair_ids = np.concatenate([approximate.ids[approximate.valid], exact.ids[exact.valid]])
+    order = np.lexsort((pair_ids, pair_rows))
+    pair_rows, pair_ids = pair_rows[order], pair_ids[order]
+    found = int(np.sum((pair_rows[1:] == pair_rows[:-1]) & (pair_ids[1:] == pair_ids[:-1])))
     total = int(exact.valid.sum())
     return 1.0 if total == 0 else found / total

@@ -132,16 +132,34 @@ class Catalogue:
         if not isinstance(item_ids, np.ndarray) or not np.issubdtype(item_ids.dtype, np.integer):
             got = getattr(item_ids, "dtype", type(item_ids).__name__)
             raise TypeError(f"item_ids: expected an integer numpy array, got {got}")
-        order, sorted_ids = self._id_order
         wanted = item_ids.reshape(-1)
-        slot = np.minimum(np.searchsorted(sorted_ids, wanted), self.size - 1)
-        known = np.zeros(wanted.shape, dtype=bool)
-        if self.size:
-            known = sorted_ids[slot] == wanted
+        table = self._position_table
+        if table is not None:
+            # Dense ids (the usual 0..I-1): one gather; -1 marks an id no item has.
+            inside = (wanted >= 0) & (wanted < table.size)
+            slot = table[np.where(inside, wanted, 0)]
+            known = inside & (slot >= 0)
+        else:
+            order, sorted_ids = self._id_order
+            found_slot = np.minimum(np.searchsorted(sorted_ids, wanted), self.size - 1)
+            known = np.zeros(wanted.shape, dtype=bool)
+            if self.size:
+                known = sorted_ids[found_slot] == wanted
+            slot = order[found_slot] if self.size else found_slot
         if not np.all(known):
             raise ValueError(f"item_ids: unknown item ids {describe_ids(wanted[~known])}")
-        found: Int64Array = order[slot].reshape(item_ids.shape).astype(np.int64)
+        found: Int64Array = slot.reshape(item_ids.shape).astype(np.int64)
         return found
+
+    @cached_property
+    def _position_table(self) -> Int64Array | None:
+        """position = table[id] when the ids are dense enough (largest id below 4 I + 1024: the
+        table costs at most 4 int64 per item), else None (a binary search over the sorted ids)."""
+        if self.size == 0 or int(self.item_ids.max()) >= 4 * self.size + 1024:
+            return None
+        table: Int64Array = np.full(int(self.item_ids.max()) + 1, -1, dtype=np.int64)
+        table[self.item_ids] = np.arange(self.size, dtype=np.int64)
+        return table
 
     @cached_property
     def _id_order(self) -> tuple[Int64Array, Int64Array]:

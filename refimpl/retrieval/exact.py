@@ -82,7 +82,7 @@ def _top_positions(scores: Array, k: int) -> Int64Array:
         return full
     picked = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     picked_scores = np.take_along_axis(scores, picked, axis=1)
-    order = np.lexsort((picked, -picked_scores), axis=1)
+    order = score_order(picked_scores, picked)
     positions: Int64Array = np.take_along_axis(picked, order, axis=1).astype(np.int64)
     threshold = picked_scores.min(axis=1, keepdims=True)
     # argpartition picks an arbitrary member of a tie at the k-th score; such rows are re-sorted.
@@ -91,3 +91,15 @@ def _top_positions(scores: Array, k: int) -> Int64Array:
         stable = np.argsort(-scores[tied], axis=1, kind="stable")[:, :k]
         positions[tied] = stable
     return positions
+
+
+def score_order(scores: Array, ids: Int64Array) -> Int64Array:
+    """Per row of scores (Q, k), the column order by score descending, then id ascending (ids
+    (Q, k); -inf scores last). A fast unstable sort by score; only the rows where two finite
+    scores tie are sorted again by (score, id)."""
+    order: Int64Array = np.argsort(-scores, axis=1)
+    ranked = np.take_along_axis(scores, order, axis=1)
+    ties = np.any((ranked[:, 1:] == ranked[:, :-1]) & np.isfinite(ranked[:, 1:]), axis=1)
+    if np.any(ties):
+        order[ties] = np.lexsort((ids[ties], -scores[ties]), axis=1)
+    return order

@@ -29,13 +29,19 @@ class SearchIndex(Protocol):
     def search(self, queries: Array, k: int, category: int | None = None) -> tuple[Int64Array, Array]: ...
 
 
+def catalogue_shapes(catalogue: Catalogue) -> Shapes:
+    """Shapes with D and the float dtype bound to the catalogue's. `Catalogue.build` already
+    refused non-finite vectors: the catalogue is not scanned again on every search."""
+    shapes = Shapes(D=catalogue.dim)
+    shapes.float_dtype = catalogue.vectors.dtype
+    shapes.float_dtype_source = "catalogue.vectors"
+    return shapes
+
+
 def check_search_args(catalogue: Catalogue, queries: Any, k: Any, category: Any) -> None:
     """ValueError/TypeError naming the bad argument of a `search` call."""
-    shapes = Shapes(D=catalogue.dim)
-    shapes.check_float("catalogue.vectors", catalogue.vectors, ("I", "D"))
+    shapes = catalogue_shapes(catalogue)
     shapes.check_float("queries", queries, ("Q", "D"))
-    if not np.all(np.isfinite(queries)):
-        raise ValueError("queries: every query vector must be finite (found NaN or inf)")
     require_positive_int("k", k)
     if category is not None:
         if isinstance(category, bool) or not isinstance(category, int | np.integer):

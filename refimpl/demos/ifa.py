@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TextIO
 
+from refimpl._check import require_int, require_positive_int, require_real
 from refimpl.data.requests import RequestConfig, RequestData, generate_requests
 from refimpl.pipelines.ifa import (
     OBJECTIVES,
@@ -60,6 +61,20 @@ class DemoConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     valid_share: float = 0.1
     test_share: float = 0.15
+
+    def __post_init__(self) -> None:
+        for name, value, kind in (("data", self.data, RequestConfig), ("ranker", self.ranker, RankerConfig)):
+            if not isinstance(value, kind):
+                raise TypeError(f"DemoConfig.{name}: expected a {kind.__name__}, got {type(value).__name__}")
+        if not isinstance(self.seeds, tuple) or not self.seeds:
+            raise TypeError(f"DemoConfig.seeds: expected a non-empty tuple of seeds, got {self.seeds!r}")
+        for seed in self.seeds:
+            require_int("DemoConfig.seeds", seed, low=0)
+        valid = require_real("DemoConfig.valid_share", self.valid_share, low=0.0, low_open=True)
+        test = require_real("DemoConfig.test_share", self.test_share, low=0.0, low_open=True)
+        if valid + test >= 1.0:
+            raise ValueError(f"DemoConfig.valid_share + test_share: expected below 1 (requests must be left "
+                             f"to train on), got {valid + test}")
 
 
 DEFAULT = DemoConfig()
@@ -133,6 +148,9 @@ def claims(result: Run) -> list[dict[str, Any]]:
 def run(cfg: DemoConfig, stream: TextIO | None = sys.stderr, jobs: int = 1) -> Run:
     """Every (seed, model) pair, in `jobs` processes (each is deterministic on its own, so the
     numbers do not depend on `jobs`), the most expensive models first; then the claims."""
+    if not isinstance(cfg, DemoConfig):
+        raise TypeError(f"cfg: expected a DemoConfig, got {type(cfg).__name__}")
+    jobs = require_positive_int("jobs", jobs)
     start = time.perf_counter()
     result = Run(config=asdict(cfg))
     names = [BASELINES, *sorted(RANKERS, key=lambda n: -COST_ORDER.index(n) if n in COST_ORDER else 0)]

@@ -33,7 +33,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from refimpl import baselines
-from refimpl._check import require_choice, require_int, require_positive_int
+from refimpl._check import BoolArray, require_choice, require_int, require_positive_int
 from refimpl.category_baselines import top_k_accuracy
 from refimpl.data.interactions import Interactions, from_synthetic
 from refimpl.data.loaders import FORMATS, load_interactions
@@ -47,7 +47,6 @@ from refimpl.pipelines.inputs import (
     category_subsequences,
     request_samples,
     samples_seen,
-    training_samples,
 )
 from refimpl.pipelines.pgin import (
     PGINCurve,
@@ -55,6 +54,7 @@ from refimpl.pipelines.pgin import (
     baseline_predictions,
     hold_out_last,
     pgin_routes,
+    pgin_targets,
     train_pgin,
 )
 from refimpl.pipelines.ulim import (
@@ -279,6 +279,7 @@ class _Setting:
     held: Samples  # the test requests' targets
     seen: SeenItems | None  # their seen items, when evaluation excludes them
     synthetic: SyntheticData | None
+    visit_start: BoolArray | None  # (E,) the log's visit starts, PGIN's targets (synthetic data only)
     ev: EvalConfig
     stream: TextIO | None
 
@@ -308,12 +309,14 @@ def run(cfg: DemoConfig, stream: TextIO | None = sys.stderr, jobs: int = 1) -> R
     return result
 
 
-def _log_of(cfg: DemoConfig, seed: int) -> tuple[Interactions, SyntheticData | None]:
-    """The user's log (the same for every seed), or the synthetic data of `seed`."""
+def _log_of(cfg: DemoConfig, seed: int) -> tuple[Interactions, SyntheticData | None, BoolArray | None]:
+    """The user's log (the same for every seed), or the synthetic data of `seed`; the log's visit
+    starts where it has them (the synthetic data's)."""
     if cfg.data_path:
-        return load_interactions(cfg.data_path, cfg.data_format), None
+        return load_interactions(cfg.data_path, cfg.data_format), None, None
     data = generate(replace(cfg.data, seed=seed))
-    return from_synthetic(data).interactions, data
+    synthetic = from_synthetic(data)
+    return synthetic.interactions, data, synthetic.visit_start
 
 
 def run_seed(cfg: DemoConfig, seed: int, stream: TextIO | None = sys.stderr) -> SeedRun:
@@ -322,7 +325,7 @@ def run_seed(cfg: DemoConfig, seed: int, stream: TextIO | None = sys.stderr) -> 
         stream.write(f"seed {seed}\n")
     cpu = time.process_time()
     clock = time.perf_counter()
-    log, synthetic = _log_of(cfg, seed)
+    log, synthetic, visit_start = _log_of(cfg, seed)
     split = leave_last_out(log)
     held = request_samples(log, split.test)
     if held.size == 0:
@@ -331,7 +334,7 @@ def run_seed(cfg: DemoConfig, seed: int, stream: TextIO | None = sys.stderr) -> 
     cfg = replace(cfg, train=replace(cfg.train, seed=seed))
     setting = _Setting(
         cfg, log, split, held, samples_seen(log, held) if cfg.seen == "excluded" else None, synthetic,
-        EvalConfig(cutoffs=cfg.cutoffs, backend=cfg.backend, seen=cfg.seen), stream,
+        visit_start, EvalConfig(cutoffs=cfg.cutoffs, backend=cfg.backend, seen=cfg.seen), stream,
     )
     result = SeedRun(seed=seed, data=_data_summary(log, split, held, cfg))
     result.seconds["data"] = round(time.perf_counter() - clock, 1)
@@ -390,12 +393,12 @@ def _pgin_routes(
     whole long window and reading its most recent half per user (ULIM-half-sequence's routes)."""
     cfg, log, split, held = setting.cfg, setting.log, setting.split, setting.held
     pgin_cfg = replace(cfg.pgin, seed=cfg.train.seed)
-    pgin = train_pgin(log, split, cfg.seq, pgin_cfg, setting.stream)
+    pgin = train_pgin(log, split, cfg.seq, pgin_cfg, setting.stream, visit_start=setting.visit_start)
     max_k = min(max((cfg.num_routes, *cfg.k_values)), log.num_categories)
     routes = pgin_routes(pgin, log, held, cfg.seq, max_k)
     half_routes = pgin_routes(pgin, log, held, cfg.seq, max_k, long_input="recent_half")
     result.training["PGIN"] = _training(pgin.curve, pgin.curve.seconds)
-    train, _ = hold_out_last(training_samples(log, split, cfg.seq.min_position, "category_changes"),
+    train, _ = hold_out_last(pgin_targets(log, split, cfg.seq, setting.visit_start),
                              pgin_cfg.validation_rows, pgin_cfg.seed)
     predictions = {"PGIN": routes.categories, **baseline_predictions(
         log, train, held, cfg.seq, cfg.seq.short_length, max_k)}

@@ -41,7 +41,7 @@ __all__ = [
     "uniform_negatives",
 ]
 
-TARGETS = ("all_events", "category_changes")
+TARGETS = ("all_events", "category_changes", "visit_starts")
 """Which training events are targets: every one, or those whose category differs from the event
 before (the start of a stay in a category: what a next-category predictor learns from)."""
 
@@ -118,11 +118,14 @@ class Samples:
 
 
 def training_samples(
-    interactions: Interactions, split: Split, min_history: int = 1, targets: str = "all_events"
+    interactions: Interactions, split: Split, min_history: int = 1, targets: str = "all_events",
+    visit_start: BoolArray | None = None,
 ) -> Samples:
     """The split's training events with at least `min_history` earlier events of their user, every
-    one (targets "all_events") or those whose category differs from the event before
-    ("category_changes")."""
+    one (targets "all_events"), those whose category differs from the event before
+    ("category_changes"), or those that open a visit ("visit_starts": `visit_start` (E,) marks them
+    in the log's event order, as `refimpl.data.interactions.from_synthetic` gives them; a log
+    without visits has none)."""
     log = _log(interactions)
     if not isinstance(split, Split):
         raise TypeError(f"split: expected a Split, got {type(split).__name__}")
@@ -134,7 +137,19 @@ def training_samples(
     samples = Samples(users, positions, items, categories)
     if targets == "category_changes":
         samples = samples.take(np.flatnonzero(category_changes(log, samples)))
+    if targets == "visit_starts":
+        samples = samples.take(np.flatnonzero(_visit_starts(log, visit_start)[events]))
     return samples
+
+
+def _visit_starts(log: Interactions, visit_start: BoolArray | None) -> BoolArray:
+    if visit_start is None:
+        raise ValueError("visit_start: targets 'visit_starts' needs the log's visit starts (E,), got None")
+    if not isinstance(visit_start, np.ndarray) or visit_start.dtype != np.bool_:
+        raise TypeError(f"visit_start: expected a bool array, got {getattr(visit_start, 'dtype', type(visit_start))}")
+    if visit_start.shape != (log.num_events,):
+        raise ValueError(f"visit_start: expected shape (E,) = ({log.num_events},), got {visit_start.shape}")
+    return visit_start
 
 
 def category_changes(interactions: Interactions, samples: Samples) -> BoolArray:

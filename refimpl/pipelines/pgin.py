@@ -56,6 +56,7 @@ from refimpl.pipelines.ulim import SequenceConfig
 from refimpl.train import TrainConfig, fit, seeded_rng
 
 __all__ = [
+    "pgin_targets",
     "POINTER_HISTORIES",
     "PGINCurve",
     "PGINExperiment",
@@ -338,6 +339,15 @@ def hold_out_last(samples: Samples, rows: int, seed: int) -> tuple[Samples, Samp
     return samples.take(np.flatnonzero(keep)), samples.take(chosen.astype(np.int64))
 
 
+def pgin_targets(log: Interactions, split: Split, seq: SequenceConfig,
+                 visit_start: BoolArray | None = None) -> Samples:
+    """PGIN's training targets: the visit starts where the log marks visits (PGIN predicts the
+    category of the next visit, which may return to the current one), else the category changes."""
+    if visit_start is None:
+        return training_samples(log, split, seq.min_position, "category_changes")
+    return training_samples(log, split, seq.min_position, "visit_starts", visit_start)
+
+
 def train_pgin(
     log: Interactions,
     split: Split,
@@ -345,16 +355,18 @@ def train_pgin(
     cfg: PGINTrainConfig,
     stream: TextIO | None = sys.stderr,
     read_items: bool = False,
+    visit_start: BoolArray | None = None,
 ) -> PGINRun:
-    """PGIN trained to convergence on the split's training events whose category differs from the
-    event before (at least seq.min_position earlier events), stopped on the last such target of up
-    to cfg.validation_rows users (`hold_out_last`), reading categories only unless `read_items`
-    (spec/pgin.md#learning-check; the demo's PGIN)."""
+    """PGIN trained to convergence on the split's training events that open a visit (`visit_start`
+    (E,), where the log marks visits, as the synthetic data does) or else whose category differs
+    from the event before (at least seq.min_position earlier events), stopped on the last such
+    target of up to cfg.validation_rows users (`hold_out_last`), reading categories only unless
+    `read_items` (spec/pgin.md#learning-check; the demo's PGIN)."""
     if not isinstance(cfg, PGINTrainConfig):
         raise TypeError(f"cfg: expected a PGINTrainConfig, got {type(cfg).__name__}")
     if not isinstance(seq, SequenceConfig):
         raise TypeError(f"seq: expected a SequenceConfig, got {type(seq).__name__}")
-    samples = training_samples(log, split, seq.min_position, "category_changes")
+    samples = pgin_targets(log, split, seq, visit_start)
     train, valid = hold_out_last(samples, cfg.validation_rows, cfg.seed)
     if train.size == 0 or valid.size == 0:
         raise ValueError(f"split: too few training events that change category ({samples.size}) to train "

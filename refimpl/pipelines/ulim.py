@@ -39,7 +39,6 @@ from refimpl.nn.multi_interest_readout import ReadoutConfig
 from refimpl.pipelines.evaluation import EvalConfig, Routes, Serving, build_index, search_hit_rates
 from refimpl.pipelines.inputs import (
     LONG_INPUTS,
-    TARGETS,
     Samples,
     category_subsequences,
     profile_ids,
@@ -77,6 +76,10 @@ __all__ = [
 SHORT_NEGATIVES = ("in_category", "catalogue")
 
 
+SEQUENCE_TARGETS = ("all_events", "category_changes")
+"""SequenceConfig.targets: a log's visit starts are PGIN's business (`pgin_targets`), not a sequence setting."""
+
+
 @dataclass(frozen=True)
 class SequenceConfig:
     """How much of each user's history each part of each model reads. Checked at construction."""
@@ -96,7 +99,7 @@ class SequenceConfig:
                      "pgin_long_length", "pgin_short_length", "pgin_history"):
             require_positive_int(f"seq.{name}", getattr(self, name))
         require_int("seq.min_position", self.min_position, low=1)
-        require_choice("seq.targets", self.targets, TARGETS)
+        require_choice("seq.targets", self.targets, SEQUENCE_TARGETS)
 
 
 @dataclass(frozen=True)

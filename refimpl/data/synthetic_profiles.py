@@ -10,6 +10,9 @@ profile fields of three kinds:
   events follow the user's `style_a`, an odd one's `style_b`, so each interest needs a different
   profile field: UMI's interest refinement (eq. 7-9).
 - `noise_j` fields are independent of everything.
+Every event carries its behaviour type (`BEHAVIOURS`): "household" for a distractor, "interest"
+otherwise; UMI's pipeline with `target_behaviour="interest"` keeps household events out of the
+targets (spec/data.md (P6)), so they are history only and a model gains by muting them.
 
 `generate_profile_data(config)` returns the log as an `Interactions` (with the profile) and the
 planted truth; `corrupt_profiles(interactions, share, rng)` replaces a share of the profile values

@@ -508,7 +508,9 @@ def _int_kinds(x: np.ndarray) -> Iterator[tuple[str, bool, Any]]:
     yield "bool", False, x.astype(bool)
     yield "list", False, x.tolist()
     if x.size:
-        for label, value in (("id 10**6", 10**6), ("id -5", -5)):
+        # a narrow code column (an Interactions' int8 behaviours) gets its dtype's largest value
+        large = min(10**6, int(np.iinfo(x.dtype).max)) if np.issubdtype(x.dtype, np.integer) else 10**6
+        for label, value in (("id 10**6", large), ("id -5", -5)):
             spoiled = x.copy()
             spoiled.reshape(-1)[0] = value
             yield label, True, spoiled

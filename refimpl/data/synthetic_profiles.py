@@ -10,6 +10,9 @@ profile fields of three kinds:
   events follow the user's `style_a`, an odd one's `style_b`, so each interest needs a different
   profile field: UMI's interest refinement (eq. 7-9).
 - `noise_j` fields are independent of everything.
+Every event carries its behaviour type (`BEHAVIOURS`): "household" for a distractor, "interest"
+otherwise; UMI's pipeline with `target_behaviour="interest"` keeps household events out of the
+targets (spec/data.md (P6)), so they are history only and a model gains by muting them.
 
 `generate_profile_data(config)` returns the log as an `Interactions` (with the profile) and the
 planted truth; `corrupt_profiles(interactions, share, rng)` replaces a share of the profile values
@@ -26,6 +29,8 @@ from refimpl._check import IntArray, require_int, require_positive_int, require_
 from refimpl.data.interactions import Interactions, build_interactions
 
 __all__ = [
+    "BEHAVIOURS",
+    "INTEREST_BEHAVIOUR",
     "PROFILE_QUICK_CONFIG",
     "ProfileData",
     "ProfileDataConfig",
@@ -36,6 +41,10 @@ __all__ = [
 
 HOUSEHOLD = "household"
 STYLE_FIELDS = ("style_a", "style_b")
+INTEREST_BEHAVIOUR = "interest"
+BEHAVIOURS = (INTEREST_BEHAVIOUR, HOUSEHOLD)
+"""The log's behaviour types: an interest event (code 0) or a household member's (code 1). Only
+interest events are targets (`UMIPipelineConfig.target_behaviour`): household events are history."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +196,7 @@ def generate_profile_data(config: ProfileDataConfig) -> ProfileData:
         np.concatenate([[0], np.cumsum([a.shape[0] for a in users])[:-1]]), [a.shape[0] for a in users])
     log = build_interactions(
         event_users, np.concatenate(items), position.astype(np.int64),
+        behaviours=np.concatenate(distractor_flags).astype(np.int8), behaviour_names=BEHAVIOURS,
         catalogue_items=np.arange(cfg.num_items, dtype=np.int64), catalogue_categories=category,
         profile_users=np.arange(cfg.num_users, dtype=np.int64),
         profile_fields={name: values.astype(np.int64) for name, values in fields.items()},

@@ -15,6 +15,9 @@ under UMI's protocol on any `Interactions` with profile fields.
 - Serving: a multi-interest model scores every item by its best interest (UMI eq. 1,
   `refimpl.nn.max_interest_score`), exactly over the whole catalogue; seen items (anything in the
   user's history before the cut-off) are excluded by default (`seen`), the policy is reported.
+- Targets: every event, or only the events of behaviour `target_behaviour` (then the others are
+  history only: training rows end at an eligible event, a held-out user's targets are its eligible
+  events after the history, the validation row's target the first of them).
 - Metrics: HitRate@N (UMI eq. 15) and Precision@N (eq. 16) in percent, per cut-off.
 - Non-learned baselines from the training events: global popularity, and each user's category
   shares times in-category popularity.
@@ -25,14 +28,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TextIO
 
 import numpy as np
 
 from refimpl._check import Array, BoolArray, IntArray, require_choice, require_int, require_positive_int, require_real
 from refimpl.data.interactions import Interactions
-from refimpl.data.protocols import Split, drop_seen, seen_items, strong_generalization, training_events
+from refimpl.data.protocols import Requests, Split, drop_seen, seen_items, strong_generalization, training_events
 from refimpl.metrics import hit_rate_at_n, precision_at_n
 from refimpl.models import comirec as comirec_model
 from refimpl.models import dssm as dssm_model
@@ -98,6 +101,7 @@ class UMIPipelineConfig:
     validation_rows: int = 512  # validation users' (history, first target) rows, at most
     cutoffs: tuple[int, ...] = (10, 50, 300)  # N of HitRate@N and Precision@N
     seen: str = "excluded"
+    target_behaviour: str | None = None  # only events of this behaviour are targets; None: every event
     seed: int = 0  # the user split, the init and the batches
 
 
@@ -113,6 +117,8 @@ def validate_pipeline_config(cfg: UMIPipelineConfig) -> None:
     for n in cfg.cutoffs:
         require_positive_int("cfg.cutoffs", n)
     require_choice("cfg.seen", cfg.seen, SEEN)
+    if cfg.target_behaviour is not None and not isinstance(cfg.target_behaviour, str):
+        raise TypeError(f"cfg.target_behaviour: expected a behaviour name or None, got {cfg.target_behaviour!r}")
     require_int("cfg.seed", cfg.seed, low=0)
 
 
@@ -186,6 +192,12 @@ def prepare(interactions: Interactions, cfg: UMIPipelineConfig) -> Prepared:
         raise ValueError("interactions: UMI's models read user profile fields; this log has none")
     split = strong_generalization(interactions, cfg.seed, cfg.max_length)
     users, positions = training_events(interactions, split, min_history=1)
+    train_ends = (interactions.user_offsets[users] + positions).astype(np.int64)
+    eligible = _eligible_targets(interactions, cfg.target_behaviour)
+    train_ends = train_ends[eligible[train_ends]]
+    validation, valid_firsts = _targets_of(interactions, split.validation, eligible)
+    test, _ = _targets_of(interactions, split.test, eligible)
+    split = replace(split, validation=validation, test=test)
     sizes = [interactions.profile_values[name].shape[0] for name in interactions.profile]
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     profile = np.stack([interactions.profile[name] for name in interactions.profile], axis=1) + offsets
@@ -197,11 +209,40 @@ def prepare(interactions: Interactions, cfg: UMIPipelineConfig) -> Prepared:
         split=split,
         profile_ids=profile.astype(np.int64),
         num_profile_values=int(sum(sizes)),
-        train_ends=(interactions.user_offsets[users] + positions).astype(np.int64),
-        valid_ends=valid.history_end[rows],
+        train_ends=train_ends,
+        valid_ends=valid_firsts[rows],
         valid_starts=valid.history_start[rows],
         valid_users=valid.users[rows],
     )
+
+
+def _eligible_targets(interactions: Interactions, behaviour: str | None) -> BoolArray:
+    """(E,) whether each event may be a target: every event, or those of behaviour `behaviour`."""
+    if behaviour is None:
+        return np.ones(interactions.num_events, dtype=bool)
+    if interactions.behaviours is None or behaviour not in interactions.behaviour_names:
+        raise ValueError(f"cfg.target_behaviour: expected one of the log's behaviours "
+                         f"{interactions.behaviour_names}, got {behaviour!r}")
+    eligible: BoolArray = interactions.behaviours == interactions.behaviour_names.index(behaviour)
+    return eligible
+
+
+def _targets_of(interactions: Interactions, requests: Requests, eligible: BoolArray) -> tuple[Requests, IntArray]:
+    """The held-out rows with only their eligible target events (strong generalization's targets run
+    from the history's end to the user's last event); a row left without one is dropped. Also each
+    kept row's first eligible target event (the validation rows' target)."""
+    after = interactions.user_offsets[requests.users + 1]
+    events = [np.arange(s, e)[eligible[s:e]] for s, e in zip(requests.history_end, after, strict=True)]
+    kept = np.array([e.shape[0] > 0 for e in events], dtype=bool)
+    if not kept.any():
+        raise ValueError("cfg.target_behaviour: no held-out user has a target of this behaviour")
+    chosen = [e for e, k in zip(events, kept, strict=True) if k]
+    counts = np.array([e.shape[0] for e in chosen], dtype=np.int64)
+    rows = Requests(users=requests.users[kept], history_start=requests.history_start[kept],
+                    history_end=requests.history_end[kept],
+                    target_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                    targets=interactions.items[np.concatenate(chosen)].astype(np.int64))
+    return rows, np.array([e[0] for e in chosen], dtype=np.int64)
 
 
 def _windows(interactions: Interactions, starts: IntArray, ends: IntArray, length: int) -> tuple[IntArray, BoolArray]:
@@ -406,7 +447,7 @@ def non_learned_scores(name: str, prepared: Prepared, cfg: UMIPipelineConfig) ->
     check_prepared(prepared)
     log, split = prepared.interactions, prepared.split
     owner = log.event_users()
-    training = np.arange(log.num_events) < split.train_end[owner]
+    training = (np.arange(log.num_events) < split.train_end[owner]) & _eligible_targets(log, cfg.target_behaviour)
     counts = np.bincount(log.items[training], minlength=log.num_items).astype(np.float64)
     test = split.test
     if name == POPULARITY:

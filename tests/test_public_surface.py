@@ -277,6 +277,7 @@ def _valid_loader_calls() -> None:
 def _valid_ifa_calls() -> None:
     """Valid calls of the planted request data and IFA's demo pipeline, at a tiny size."""
     from refimpl.data.requests import RequestConfig, generate_requests
+    from refimpl.demos import ifa as ifa_demo
     from refimpl.pipelines import ifa
 
     data = generate_requests(RequestConfig(num_items=40, num_categories=4, num_users=40, lifelong_length=12,
@@ -294,6 +295,13 @@ def _valid_ifa_calls() -> None:
     model = ifa.train_ranker("DIN", spec, data, inputs, split, cfg, 0, None)
     ifa.evaluate(model, inputs, split, cfg)
     ifa.non_learned_scores(data, inputs, split)
+    data_cfg = RequestConfig(num_items=40, num_categories=4, num_users=40, lifelong_length=12, recent_length=4,
+                             num_candidates=4, num_shown=2)
+    ifa_demo.run(ifa_demo.DemoConfig(data=data_cfg, ranker=cfg, seeds=(0, 1, 2), test_share=0.3), stream=None)
+    try:
+        ifa_demo.main(["--help"])
+    except SystemExit:
+        pass
 
 
 def _valid_data_calls() -> None:

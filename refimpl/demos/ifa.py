@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TextIO
 
+from refimpl._check import require_positive_int
 from refimpl.data.requests import RequestConfig, RequestData, generate_requests
 from refimpl.pipelines.ifa import (
     OBJECTIVES,
@@ -131,6 +132,11 @@ def claims(result: Run) -> list[dict[str, Any]]:
 def run(cfg: DemoConfig, stream: TextIO | None = sys.stderr, jobs: int = 1) -> Run:
     """Every (seed, model) pair, in `jobs` processes (each is deterministic on its own, so the
     numbers do not depend on `jobs`), the most expensive models first; then the claims."""
+    if not isinstance(cfg, DemoConfig):
+        raise TypeError(f"cfg: expected a DemoConfig, got {type(cfg).__name__}")
+    jobs = require_positive_int("jobs", jobs)
+    if stream is not None and not callable(getattr(stream, "write", None)):
+        raise TypeError(f"stream: expected a text stream or None, got {type(stream).__name__}")
     start = time.perf_counter()
     result = Run(config=asdict(cfg))
     names = [BASELINES, *sorted(RANKERS, key=lambda n: -COST_ORDER.index(n) if n in COST_ORDER else 0)]

@@ -151,6 +151,8 @@ def run(cfg: DemoConfig, stream: TextIO | None = sys.stderr, jobs: int = 1) -> R
     if not isinstance(cfg, DemoConfig):
         raise TypeError(f"cfg: expected a DemoConfig, got {type(cfg).__name__}")
     jobs = require_positive_int("jobs", jobs)
+    if stream is not None and not callable(getattr(stream, "write", None)):
+        raise TypeError(f"stream: expected a text stream or None, got {type(stream).__name__}")
     start = time.perf_counter()
     result = Run(config=asdict(cfg))
     names = [BASELINES, *sorted(RANKERS, key=lambda n: -COST_ORDER.index(n) if n in COST_ORDER else 0)]
@@ -220,6 +222,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="ifa_results.json", help="JSON results file")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
     parser.add_argument("--steps", type=int, default=None, help="override the step cap")
+    parser.add_argument("--patience", type=int, default=None,
+                        help="override the evaluations without improvement before stopping (default 4)")
     parser.add_argument("--users", type=int, default=None, help="override the number of users (requests)")
     parser.add_argument("--length", type=int, default=None, help="override the lifelong sequence length")
     parser.add_argument("--jobs", type=int, default=2, help="seeds run in this many processes (default 2)")
@@ -234,6 +238,8 @@ def config_for(args: argparse.Namespace) -> DemoConfig:
         cfg = replace(cfg, seeds=tuple(range(args.seeds)))
     if args.steps is not None:
         cfg = replace(cfg, ranker=replace(cfg.ranker, steps=args.steps))
+    if args.patience is not None:
+        cfg = replace(cfg, ranker=replace(cfg.ranker, patience=args.patience))
     if args.users is not None:
         cfg = replace(cfg, data=replace(cfg.data, num_users=args.users))
     if args.length is not None:

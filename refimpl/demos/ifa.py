@@ -219,6 +219,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refimpl demo ifa",
                                      description="IFA's Tables 2 and 3 on planted request data")
     parser.add_argument("--quick", action="store_true", help="a tiny run (seconds)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (none off a terminal either)")
     parser.add_argument("--out", default="ifa_results.json", help="JSON results file")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
     parser.add_argument("--steps", type=int, default=None, help="override the step cap")
@@ -250,6 +251,7 @@ def config_for(args: argparse.Namespace) -> DemoConfig:
 def main(argv: list[str]) -> int:
     """`refimpl demo ifa`; returns the exit status."""
     args = _parser().parse_args(argv)
+    set_quiet(args.quiet)
     cfg = config_for(args)
     with blas_threads(args.threads):
         result = run(cfg, jobs=args.jobs)

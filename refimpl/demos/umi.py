@@ -322,6 +322,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refimpl demo umi", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run in seconds (one seed)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (none off a terminal either)")
     parser.add_argument("--data", default=None, help="a folder with your copy of the data set")
     parser.add_argument("--format", default="synthetic", choices=FORMATS, help="the format of --data")
     parser.add_argument("--out", default="umi_results.json", help="JSON results file")
@@ -346,6 +347,7 @@ def config_for(args: argparse.Namespace) -> DemoConfig:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    set_quiet(args.quiet)
     cfg = config_for(args)
     log = None
     if args.data is not None:

@@ -207,7 +207,8 @@ def map_items_backward(W: Array, items: Array, d_mapped: Array) -> tuple[Array, 
     return d_w, d_items
 
 
-def _interest_sums(mapped: Array, coupling: Array) -> Array:
+# interest_sums and agreement are shared with nn/dynamic_routing.py (ComiRec-DR); outside __all__
+def interest_sums(mapped: Array, coupling: Array) -> Array:
     """sum_i coupling_ij u_ij (B, K, D_out) for coupling (B, L, K): per row and interest, the
     (1, L) row of couplings times the (L, D_out) mapped items."""
     per_interest = mapped.transpose(0, 2, 1, 3)  # (B, K, L, D_out), a view
@@ -215,7 +216,7 @@ def _interest_sums(mapped: Array, coupling: Array) -> Array:
     return result
 
 
-def _agreement(mapped: Array, vectors: Array) -> Array:
+def agreement(mapped: Array, vectors: Array) -> Array:
     """u_ij . x_j (B, L, K) for x (B, K, D_out): per row and interest, (L, D_out) @ (D_out, 1)."""
     per_interest = mapped.transpose(0, 2, 1, 3)  # (B, K, L, D_out), a view
     result: Array = (per_interest @ vectors[:, :, :, None])[:, :, :, 0].transpose(0, 2, 1)
@@ -224,14 +225,14 @@ def _agreement(mapped: Array, vectors: Array) -> Array:
 
 def _aggregate(mapped: Array, item_weights: Array, coefficients: Array) -> Array:
     """z_j = sum_i a_i c_ij u_ij (B, K, D_out)."""
-    return _interest_sums(mapped, item_weights[:, :, None] * coefficients)
+    return interest_sums(mapped, item_weights[:, :, None] * coefficients)
 
 
 def _aggregate_backward(
     mapped: Array, item_weights: Array, coefficients: Array, d_sums: Array
 ) -> tuple[Array, Array, Array]:
     """(d_u, d_a, d_c) of z = sum_i a_i c_ij u_ij."""
-    projected = _agreement(mapped, d_sums)  # u_ij . d_z_j
+    projected = agreement(mapped, d_sums)  # u_ij . d_z_j
     d_mapped: Array = (item_weights[:, :, None] * coefficients)[..., None] * d_sums[:, None, :, :]
     d_item_weights: Array = np.sum(coefficients * projected, axis=-1)
     d_coefficients: Array = item_weights[:, :, None] * projected
@@ -256,8 +257,8 @@ def capsule_routing_forward(
         sums.append(_aggregate(mapped, item_weights, coefficients[r]))
         interests.append(squash(sums[r]))
         if r + 1 < cfg.iterations:
-            agreement = _agreement(mapped, interests[r])
-            logits.append(agreement + logits[r] if cfg.update == "accumulate" else agreement)
+            update = agreement(mapped, interests[r])
+            logits.append(update + logits[r] if cfg.update == "accumulate" else update)
     cache = CapsuleRoutingCache(
         cfg=cfg,
         W=params.W,
@@ -303,7 +304,7 @@ def capsule_routing_backward(cache: CapsuleRoutingCache, d_interests: Array) -> 
         if r > 0:
             # in the forward pass this was: b^r = u . v^{r-1} (+ b^{r-1} under accumulate)
             d_mapped += d_logits[..., None] * cache.interests[r - 1][:, None, :, :]
-            d_interest = _interest_sums(mapped, d_logits)  # d v^{r-1}
+            d_interest = interest_sums(mapped, d_logits)  # d v^{r-1}
         d_next_logits = d_logits  # iteration r-1 sees d b^r as its d b^{r+1}
     # in the forward pass this was: b^0 = initial_logits; detached, no gradient reaches it
     d_initial_logits = np.zeros_like(d_next_logits) if cfg.detach_routing else d_next_logits

@@ -47,7 +47,7 @@ import numpy as np
 from refimpl._check import Array, BoolArray, Shapes, require_positive_int
 from refimpl.nn._upstream import check_upstream
 from refimpl.nn.attention import softmax_backward
-from refimpl.nn.capsule_routing import softmax_interests, squash, squash_backward
+from refimpl.nn.capsule_routing import agreement, interest_sums, softmax_interests, squash, squash_backward
 
 __all__ = [
     "DynamicRoutingCache",
@@ -136,18 +136,6 @@ def _coefficients(logits: Array, mask: BoolArray) -> Array:
     return result
 
 
-def _sums(mapped: Array, coefficients: Array) -> Array:
-    """z_j = sum_i c_ij u_ij (B, K, D_out)."""
-    result: Array = np.einsum("blk,blkd->bkd", coefficients, mapped)
-    return result
-
-
-def _agreement(mapped: Array, interests: Array) -> Array:
-    """u_ij . v_j (B, L, K)."""
-    result: Array = np.einsum("blkd,bkd->blk", mapped, interests)
-    return result
-
-
 def dynamic_routing_forward(
     params: DynamicRoutingParams, items: Array, mask: BoolArray, cfg: DynamicRoutingConfig
 ) -> tuple[Array, DynamicRoutingCache]:
@@ -161,10 +149,10 @@ def dynamic_routing_forward(
     interests: list[Array] = []
     for r in range(cfg.iterations):
         coefficients.append(_coefficients(logits[r], mask))
-        sums.append(_sums(mapped, coefficients[r]))
+        sums.append(interest_sums(mapped, coefficients[r]))
         interests.append(squash(sums[r]))
         if r + 1 < cfg.iterations:
-            logits.append(logits[r] + _agreement(mapped, interests[r]))
+            logits.append(logits[r] + agreement(mapped, interests[r]))
     cache = DynamicRoutingCache(
         cfg=cfg,
         W=params.W,
@@ -197,14 +185,14 @@ def dynamic_routing_backward(cache: DynamicRoutingCache, d_interests: Array) -> 
         d_mapped += cache.coefficients[r][..., None] * d_sums[:, None, :, :]
         if cfg.detach_routing:  # c^{t-1} is a constant: nothing flows into the logits
             continue
-        d_coefficients = _agreement(mapped, d_sums)  # u_ij . d_z_j
+        d_coefficients = agreement(mapped, d_sums)  # u_ij . d_z_j
         # in the forward pass this was: c^r = m softmax(b^r); at padded i c^r = 0, so w = 0 there
         # and softmax_backward passes nothing
         d_logits = softmax_backward(cache.coefficients[r], d_coefficients) + d_next_logits
         if r > 0:
             # in the forward pass this was: b^r = b^{r-1} + u . v^{r-1}
             d_mapped += d_logits[..., None] * cache.interests[r - 1][:, None, :, :]
-            d_interest = np.einsum("blk,blkd->bkd", d_logits, mapped)  # d v^{r-1}
+            d_interest = interest_sums(mapped, d_logits)  # d v^{r-1}
         d_next_logits = d_logits  # b^0 = 0 is a constant: the last d b^0 goes nowhere
     # in the forward pass this was: u_ij = e_i @ W[i, j]
     d_w, d_items = _map_backward(cache.W, cache.items, d_mapped)
@@ -217,4 +205,4 @@ def frozen_dynamic_routing_forward(
     """squash(sum_i c_ij e_i @ W[i, j]) with the coefficients c (B, L, K) given (0 at padded
     positions): the function whose gradient `detach_routing=True` returns, at c = c^{t-1}."""
     _validate(params, items).check_float("coefficients", coefficients, ("B", "L", "K"))
-    return squash(_sums(_map(params.W, items), coefficients))
+    return squash(interest_sums(_map(params.W, items), coefficients))

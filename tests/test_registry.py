@@ -194,3 +194,20 @@ def test_the_pipelines_listed_are_the_config_types() -> None:
     assert registry.PIPELINES == ("ulim", "umi")
     for info in MODELS.values():
         assert set(info.pipelines) <= set(registry.PIPELINES) and info.predicts in ("items", "categories")
+
+
+def _readme_example() -> str:
+    """The Python block of the README's section "Train and evaluate any model on your log"."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Train and evaluate any model on your log"):]
+    body = section[section.index("```python\n") + len("```python\n"):]
+    return body[:body.index("```")]
+
+
+def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    exec(compile(_readme_example(), "README.md", "exec"), {})  # noqa: S102 - the README's own example
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" {")[0] for line in lines] == ["YouTube DNN", "MIND+HN", "UMI"]
+    assert all("'HitRate@50'" in line for line in lines)

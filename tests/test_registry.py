@@ -116,6 +116,8 @@ def test_ulim_reuses_a_given_router_and_trains_one_otherwise() -> None:
     assert evaluate(own).values == evaluate(given).values  # the same seed trains the same PGIN
     with pytest.raises(TypeError, match="router: expected a TrainedModel of PGIN"):
         train("ULIM", LOG, config=ULIM_CONFIG, router=given, stream=None)
+    with pytest.raises(ValueError, match="router: only ULIM and its ablations route by PGIN, got one for MIND"):
+        train("MIND", LOG, config=ULIM_CONFIG, router=router, stream=None)
 
 
 def test_profile_fields_reach_the_models_that_read_them() -> None:

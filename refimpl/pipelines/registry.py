@@ -193,14 +193,15 @@ def _model_name(name: object) -> str:
     return name
 
 
-def _pipeline_of(name: str, config: object) -> str:
+def _check_pipeline(name: str, config: object) -> None:
+    """The config is of a pipeline that implements the model."""
     info = MODELS[name]
     for pipeline, kind in _CONFIGS.items():
         if isinstance(config, kind):
             if pipeline not in info.pipelines:
                 expected = " or ".join(_CONFIGS[p].__name__ for p in info.pipelines)
                 raise TypeError(f"config: {name} is trained by a {expected}, got a {kind.__name__}")
-            return pipeline
+            return
     raise TypeError(f"config: expected a ULIMPipelineConfig or a UMIPipelineConfig, got {type(config).__name__}")
 
 
@@ -248,7 +249,9 @@ def train(
         raise TypeError(f"interactions: expected an Interactions, got {type(interactions).__name__}")
     if config is None:
         config = _CONFIGS[MODELS[name].pipelines[0]]()
-    _pipeline_of(name, config)
+    _check_pipeline(name, config)
+    if router is not None and name not in _ULIM_VARIANTS:
+        raise ValueError(f"router: only ULIM and its ablations route by PGIN, got one for {name}")
     split = _default_split(interactions, config) if split is None else _check_split(interactions, split)
     if isinstance(config, UMIPipelineConfig):
         trained = umi.train_model(name, umi.prepare(interactions, config, split), config, stream)

@@ -53,7 +53,7 @@ from refimpl.retrieval import (
     cascade_recall,
     cascade_retrieve,
 )
-from refimpl.retrieval.cascade import live_routes, route_quotas
+from refimpl.retrieval.cascade import SHORT_ROUTE, live_routes, route_quotas
 from refimpl.retrieval.index import SearchIndex
 from refimpl.threads import blas_threads
 
@@ -89,6 +89,9 @@ class Row:
     exact_scan: float
     build_s: float
     recall: float
+    recall_long_scanned: float
+    recall_long_graph: float
+    recall_short: float
     users_per_s: float
     ratio_to_brute_force: float
     latency_median_ms: float
@@ -224,6 +227,23 @@ def recall_of_sets(ids: Any, exact: CascadeResult) -> float:
     return found / max(1, int(exact.valid.sum()))
 
 
+def recall_by_route(approximate: CascadeResult, exact: CascadeResult, w: Workload, cfg: HnswConfig) -> dict[str, float]:
+    """Recall of the exact cascade's items split by the route that picked them: the long-term routes
+    into pools the back end scans exactly (at most exact_scan * ef * M items), the long-term routes
+    into pools searched on the graph, and the short-term route (a graph search of the whole catalogue)."""
+    rows = np.broadcast_to(np.arange(exact.ids.shape[0])[:, None], exact.ids.shape)
+    found = np.zeros(exact.ids.shape, dtype=bool)
+    for row in range(exact.ids.shape[0]):
+        found[row] = np.isin(exact.ids[row], approximate.ids[row][approximate.valid[row]])
+    routes = np.where(exact.routes >= 0, exact.routes, 0)
+    pool = w.catalogue.category_sizes()[w.categories[rows, routes]]
+    scanned = pool <= cfg.exact_scan * cfg.ef * cfg.M
+    long_route = exact.valid & (exact.routes >= 0)
+    parts = {"long_scanned": long_route & scanned, "long_graph": long_route & ~scanned,
+             "short": exact.valid & (exact.routes == SHORT_ROUTE)}
+    return {name: float(found[mask].mean()) if mask.any() else float("nan") for name, mask in parts.items()}
+
+
 def cascade(index: SearchIndex, w: Workload, n: int, rows: Any = slice(None)) -> CascadeResult:
     return cascade_retrieve(index, w.categories[rows], w.long_vectors[rows], w.short_vectors[rows], CascadeConfig(n=n))
 
@@ -293,9 +313,11 @@ def bench(w: Workload, args: argparse.Namespace) -> list[Row]:
             view = hnsw.with_query_settings(ef=ef, exact_scan=exact_scan)
             result, seconds = timed(lambda v=view: cascade(v, w, n))
             latency = per_user_ms(lambda r, v=view: cascade(v, w, n, r), args.latency_users)
+            by_route = recall_by_route(result, exact, w, view.config)
             row = Row(
                 workload=w.name, items=items, space=space, ef=ef, exact_scan=exact_scan, build_s=build_s,
-                recall=cascade_recall(result, exact), users_per_s=users / seconds,
+                recall=cascade_recall(result, exact), recall_long_scanned=by_route["long_scanned"],
+                recall_long_graph=by_route["long_graph"], recall_short=by_route["short"], users_per_s=users / seconds,
                 ratio_to_brute_force=brute_s / seconds,
                 latency_median_ms=latency[0], latency_p99_ms=latency[1],
                 cpu_median_ms=latency[2], cpu_p99_ms=latency[3],
@@ -310,14 +332,16 @@ def bench(w: Workload, args: argparse.Namespace) -> list[Row]:
 
 def table(rows: list[Row]) -> str:
     head = (
-        "| vectors | items | space | ef | exact scan | recall | hnswlib users/s | x brute force "
+        "| vectors | items | space | ef | exact scan | recall | recall long scanned / long graph / short "
+        "| hnswlib users/s | x brute force "
         "| hnswlib wall median / p99 ms | hnswlib CPU median / p99 ms "
         "| exact users/s | exact median / p99 ms | brute force users/s | brute force median / p99 ms | build s |"
     )
-    lines = [head, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [head, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
             f"| {r.workload} | {r.items:,} | {r.space} | {r.ef} | {r.exact_scan:g} | {r.recall:.3f} "
+            f"| {r.recall_long_scanned:.3f} / {r.recall_long_graph:.3f} / {r.recall_short:.3f} "
             f"| {r.users_per_s:,.0f} | {r.ratio_to_brute_force:.1f} "
             f"| {r.latency_median_ms:.2f} / {r.latency_p99_ms:.2f} | {r.cpu_median_ms:.2f} / {r.cpu_p99_ms:.2f} "
             f"| {r.exact_users_per_s:,.0f} | {r.exact_latency_median_ms:.1f} / {r.exact_latency_p99_ms:.1f} "

@@ -107,12 +107,15 @@ class Bar:
 
 
 @contextmanager
-def task(description: str, total: int, unit: str = "it", stream: TextIO | None = None) -> Iterator[Bar]:
-    """A bar for work done in steps that are not one plain loop (see `Bar`)."""
+def task(
+    description: str, total: int, unit: str = "it", stream: TextIO | None = None, delay: float = 0.0
+) -> Iterator[Bar]:
+    """A bar for work done in steps that are not one plain loop (see `Bar`); `delay` as in `track`."""
+    wait = require_real("delay", delay, low=0.0)
     out = sys.stderr if stream is None else stream
     if not _is_shown(out):
         yield Bar()
         return
     with tqdm(desc=_label(description), total=total, unit=unit, file=out, leave=True,
-              dynamic_ncols=True) as bar:
+              dynamic_ncols=True, delay=wait) as bar:
         yield Bar(bar)

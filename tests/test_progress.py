@@ -89,3 +89,26 @@ def test_data_generation_and_index_building_draw_bars_on_a_terminal_only(
     HnswIndex(catalogue)
     assert "synthetic users" in terminal.getvalue() and "hnswlib index" in terminal.getvalue()
     assert "600/600" in terminal.getvalue()  # every item, in its category's graph and in the global one
+
+
+def test_evaluation_draws_a_bar_on_a_terminal_only_and_chunks_change_no_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A whole-pool evaluation searches EvalConfig.chunk samples at a time under a bar (no delay
+    here); off a terminal nothing is written; the hit rates do not depend on the chunk."""
+    from refimpl.pipelines import evaluation
+    from refimpl.pipelines.evaluation import EvalConfig, build_index, search_hit_rates
+
+    rng = np.random.default_rng(0)
+    index = build_index(rng.standard_normal((200, 4)), rng.integers(0, 3, 200), EvalConfig())
+    queries, targets = rng.standard_normal((30, 2, 4)), rng.integers(0, 200, 30)
+    monkeypatch.setattr(evaluation, "PROGRESS_DELAY", 0.0)
+    captured = io.StringIO()
+    monkeypatch.setattr("sys.stderr", captured)
+    whole = search_hit_rates(index, queries, targets, EvalConfig(cutoffs=(5, 50), chunk=64))
+    assert captured.getvalue() == ""
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    chunked = search_hit_rates(index, queries, targets, EvalConfig(cutoffs=(5, 50), chunk=7))
+    assert "evaluation (search)" in terminal.getvalue() and "60/60" in terminal.getvalue()  # 2 cut-offs x 30
+    assert chunked == whole and whole[50] > whole[5]

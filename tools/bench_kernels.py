@@ -7,6 +7,9 @@ thread (BLAS through refimpl.threads, torch through `torch.set_num_threads(1)`).
 interleaved (refimpl, torch, refimpl, torch, ...) so that both see the same load on a shared
 machine; the table gives the median and the minimum of each and their ratio (refimpl / torch:
 lower is better), plus the spread (max - min) / median of each side as a measure of the noise.
+Each repeat is timed twice: wall clock, and the CPU time of the calling thread (`time.thread_time`;
+both sides compute on this one thread). On a loaded machine the wall time includes waiting for a
+core, so the ratio of CPU medians is the steadier comparison; the table gives both.
 
     kernel                    shapes
     mhsa                      B=64 L=100 D=64 H=4, random lengths
@@ -292,20 +295,29 @@ KERNELS: dict[str, tuple[str, Callable[[Any, np.random.Generator, type], Pair]]]
 }
 
 
-def time_once(run: Run) -> float:
-    start = time.perf_counter()
+def time_once(run: Run) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this thread) of one run."""
+    wall, cpu = time.perf_counter(), time.thread_time()
     run()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.thread_time() - cpu
 
 
-def measure(pair: Pair, repeats: int) -> tuple[list[float], list[float]]:
-    """Interleaved repeats after one warm-up of each: (refimpl seconds, torch seconds)."""
+@dataclass
+class Times:
+    wall: list[float]
+    cpu: list[float]
+
+
+def measure(pair: Pair, repeats: int) -> tuple[Times, Times]:
+    """Interleaved repeats after one warm-up of each: (refimpl times, torch times)."""
     pair.refimpl()
     pair.torch()
-    ours, theirs = [], []
+    ours, theirs = Times([], []), Times([], [])
     for _ in range(repeats):
-        ours.append(time_once(pair.refimpl))
-        theirs.append(time_once(pair.torch))
+        for run, times in ((pair.refimpl, ours), (pair.torch, theirs)):
+            wall, cpu = time_once(run)
+            times.wall.append(wall)
+            times.cpu.append(cpu)
     return ours, theirs
 
 
@@ -330,19 +342,22 @@ def main(argv: list[str] | None = None) -> int:
           f"1 thread each, {args.repeats} interleaved repeats, forward + backward, times in ms")
     print("ratio = refimpl / torch (lower is better); spread = (max - min) / median of each side\n")
     print("| kernel | dtype | refimpl median | torch median | ratio of medians | refimpl min | torch min "
-          "| ratio of mins | spread refimpl / torch |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| ratio of mins | spread refimpl / torch | CPU ratio of medians | CPU ratio of mins |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with blas_threads(1):
         for key in args.kernels:
             label, build = KERNELS[key]
             for dtype_name in args.dtypes:
                 pair = build(torch, np.random.default_rng(0), getattr(np, dtype_name))
                 ours, theirs = measure(pair, args.repeats)
-                med_o, med_t = statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
-                min_o, min_t = min(ours) * 1e3, min(theirs) * 1e3
+                med_o, med_t = statistics.median(ours.wall) * 1e3, statistics.median(theirs.wall) * 1e3
+                min_o, min_t = min(ours.wall) * 1e3, min(theirs.wall) * 1e3
+                cpu_med = statistics.median(ours.cpu) / statistics.median(theirs.cpu)
+                cpu_min = min(ours.cpu) / min(theirs.cpu)
                 print(f"| {label} | {dtype_name} | {med_o:.2f} | {med_t:.2f} | {med_o / med_t:.2f} | "
                       f"{min_o:.2f} | {min_t:.2f} | {min_o / min_t:.2f} | "
-                      f"{spread(ours):.0%} / {spread(theirs):.0%} |", flush=True)
+                      f"{spread(ours.wall):.0%} / {spread(theirs.wall):.0%} | {cpu_med:.2f} | {cpu_min:.2f} |",
+                      flush=True)
                 del pair
     return 0
 

@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,7 +53,7 @@ from refimpl.retrieval import (
     cascade_recall,
     cascade_retrieve,
 )
-from refimpl.retrieval.cascade import live_routes, route_quotas
+from refimpl.retrieval.cascade import SHORT_ROUTE, live_routes, route_quotas
 from refimpl.retrieval.index import SearchIndex
 from refimpl.threads import blas_threads
 
@@ -84,12 +86,19 @@ class Row:
     items: int
     space: str
     ef: int
+    exact_scan: float
     build_s: float
     recall: float
+    recall_long_scanned: float
+    recall_long_graph: float
+    recall_short: float
     users_per_s: float
     ratio_to_brute_force: float
+    ratio_to_brute_force_cpu: float
     latency_median_ms: float
     latency_p99_ms: float
+    cpu_median_ms: float
+    cpu_p99_ms: float
     exact_users_per_s: float
     exact_latency_median_ms: float
     exact_latency_p99_ms: float
@@ -219,6 +228,23 @@ def recall_of_sets(ids: Any, exact: CascadeResult) -> float:
     return found / max(1, int(exact.valid.sum()))
 
 
+def recall_by_route(approximate: CascadeResult, exact: CascadeResult, w: Workload, cfg: HnswConfig) -> dict[str, float]:
+    """Recall of the exact cascade's items split by the route that picked them: the long-term routes
+    into pools the back end scans exactly (at most exact_scan * ef * M items), the long-term routes
+    into pools searched on the graph, and the short-term route (a graph search of the whole catalogue)."""
+    rows = np.broadcast_to(np.arange(exact.ids.shape[0])[:, None], exact.ids.shape)
+    found = np.zeros(exact.ids.shape, dtype=bool)
+    for row in range(exact.ids.shape[0]):
+        found[row] = np.isin(exact.ids[row], approximate.ids[row][approximate.valid[row]])
+    routes = np.where(exact.routes >= 0, exact.routes, 0)
+    pool = w.catalogue.category_sizes()[w.categories[rows, routes]]
+    scanned = pool <= cfg.exact_scan * cfg.ef * cfg.M
+    long_route = exact.valid & (exact.routes >= 0)
+    parts = {"long_scanned": long_route & scanned, "long_graph": long_route & ~scanned,
+             "short": exact.valid & (exact.routes == SHORT_ROUTE)}
+    return {name: float(found[mask].mean()) if mask.any() else float("nan") for name, mask in parts.items()}
+
+
 def cascade(index: SearchIndex, w: Workload, n: int, rows: Any = slice(None)) -> CascadeResult:
     return cascade_retrieve(index, w.categories[rows], w.long_vectors[rows], w.short_vectors[rows], CascadeConfig(n=n))
 
@@ -229,10 +255,47 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return value, time.perf_counter() - start
 
 
-def per_user_ms(fn: Callable[[slice], Any], users: int) -> tuple[float, float]:
-    """Median and p99 wall time (ms) of fn over `users` single-user calls."""
-    times = [timed(lambda u=u: fn(slice(u, u + 1)))[1] * 1e3 for u in range(users)]
-    return float(np.median(times)), float(np.percentile(times, 99))
+def cpu_timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """fn's value, wall seconds and this thread's CPU seconds (everything runs on this thread)."""
+    wall, cpu = time.perf_counter(), time.thread_time()
+    value = fn()
+    return value, time.perf_counter() - wall, time.thread_time() - cpu
+
+
+def per_user_ms(fn: Callable[[slice], Any], users: int) -> tuple[float, float, float, float]:
+    """Median and p99 (ms) of fn over `users` single-user calls: wall time, then the calling
+    thread's CPU time. On a loaded machine the wall time includes waiting for a core; the CPU time
+    is what one call costs a core of its own (every call runs on this one thread)."""
+    wall, cpu = [], []
+    for u in range(users):
+        wall_start, cpu_start = time.perf_counter(), time.thread_time()
+        fn(slice(u, u + 1))
+        cpu.append((time.thread_time() - cpu_start) * 1e3)
+        wall.append((time.perf_counter() - wall_start) * 1e3)
+    return (float(np.median(wall)), float(np.percentile(wall, 99)),
+            float(np.median(cpu)), float(np.percentile(cpu, 99)))
+
+
+def built_index(w: Workload, cfg: HnswConfig, args: argparse.Namespace, tag: str) -> tuple[HnswIndex, float]:
+    """The hnswlib index of the workload, and its build time; with --cache-dir the built graphs are
+    kept on disk (pickled) and reused by a later run with the same data and build parameters."""
+    key = (f"{w.name}-{w.catalogue.size}-{args.categories}-{args.seed}-{cfg.space}-M{cfg.M}"
+           f"-efc{cfg.ef_construction}.pkl")
+    path = Path(args.cache_dir) / key if args.cache_dir else None
+    if path is not None and path.exists():
+        with path.open("rb") as f:
+            hnsw, build_s = pickle.load(f)
+        if np.array_equal(hnsw.catalogue.vectors, w.catalogue.vectors):
+            log(f"{tag} graphs from {path} (built in {build_s:.0f} s)")
+            return hnsw.with_query_settings(ef=cfg.ef, exact_scan=cfg.exact_scan), build_s
+    log(f"{tag} building hnswlib ({cfg.space}, M={cfg.M}, ef_construction={cfg.ef_construction}) ...")
+    hnsw, build_s = timed(lambda: HnswIndex(w.catalogue, cfg))
+    log(f"{tag} built in {build_s:.0f} s")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as f:
+            pickle.dump((hnsw, build_s), f, protocol=pickle.HIGHEST_PROTOCOL)
+    return hnsw, build_s
 
 
 def bench(w: Workload, args: argparse.Namespace) -> list[Row]:
@@ -243,24 +306,29 @@ def bench(w: Workload, args: argparse.Namespace) -> list[Row]:
     exact, exact_s = timed(lambda: cascade(exact_index, w, n))
     exact_lat = per_user_ms(lambda r: cascade(exact_index, w, n, r), args.exact_latency_users)
     log(f"{tag} brute force ...")
-    brute_ids, brute_s = timed(lambda: brute_force(w, n))
+    brute_ids, brute_s, brute_cpu_s = cpu_timed(lambda: brute_force(w, n))
     brute_lat = per_user_ms(lambda r: brute_force(w, n, r), args.exact_latency_users)
     brute_recall = recall_of_sets(brute_ids, exact)
     rows = []
     for space in args.spaces.split(","):
-        cfg = HnswConfig(space=space, M=args.M, ef_construction=args.ef_construction, ef=args.ef, seed=args.seed)
-        log(f"{tag} building hnswlib ({space}, M={args.M}, ef_construction={args.ef_construction}) ...")
-        hnsw, build_s = timed(lambda c=cfg: HnswIndex(w.catalogue, c))
-        log(f"{tag} built in {build_s:.0f} s")
-        for ef in [args.ef] + [int(e) for e in args.sweep_ef.split(",") if e]:
-            view = hnsw.with_query_settings(ef=ef)
-            result, seconds = timed(lambda v=view: cascade(v, w, n))
+        cfg = HnswConfig(space=space, M=args.M, ef_construction=args.ef_construction, ef=args.ef, seed=args.seed,
+                         exact_scan=args.exact_scan)
+        hnsw, build_s = built_index(w, cfg, args, tag)
+        settings = [(args.ef, args.exact_scan)]
+        settings += [(int(e), args.exact_scan) for e in args.sweep_ef.split(",") if e]
+        settings += [(args.ef, float(x)) for x in args.sweep_exact_scan.split(",") if x]
+        for ef, exact_scan in settings:
+            view = hnsw.with_query_settings(ef=ef, exact_scan=exact_scan)
+            result, seconds, cpu_seconds = cpu_timed(lambda v=view: cascade(v, w, n))
             latency = per_user_ms(lambda r, v=view: cascade(v, w, n, r), args.latency_users)
+            by_route = recall_by_route(result, exact, w, view.config)
             row = Row(
-                workload=w.name, items=items, space=space, ef=ef, build_s=build_s,
-                recall=cascade_recall(result, exact), users_per_s=users / seconds,
-                ratio_to_brute_force=brute_s / seconds,
+                workload=w.name, items=items, space=space, ef=ef, exact_scan=exact_scan, build_s=build_s,
+                recall=cascade_recall(result, exact), recall_long_scanned=by_route["long_scanned"],
+                recall_long_graph=by_route["long_graph"], recall_short=by_route["short"], users_per_s=users / seconds,
+                ratio_to_brute_force=brute_s / seconds, ratio_to_brute_force_cpu=brute_cpu_s / cpu_seconds,
                 latency_median_ms=latency[0], latency_p99_ms=latency[1],
+                cpu_median_ms=latency[2], cpu_p99_ms=latency[3],
                 exact_users_per_s=users / exact_s, exact_latency_median_ms=exact_lat[0],
                 exact_latency_p99_ms=exact_lat[1], brute_users_per_s=users / brute_s, brute_recall=brute_recall,
                 brute_latency_median_ms=brute_lat[0], brute_latency_p99_ms=brute_lat[1],
@@ -272,14 +340,18 @@ def bench(w: Workload, args: argparse.Namespace) -> list[Row]:
 
 def table(rows: list[Row]) -> str:
     head = (
-        "| vectors | items | space | ef | recall | hnswlib users/s | x brute force | hnswlib median / p99 ms "
+        "| vectors | items | space | ef | exact scan | recall | recall long scanned / long graph / short "
+        "| hnswlib users/s | x brute force (wall / CPU) "
+        "| hnswlib wall median / p99 ms | hnswlib CPU median / p99 ms "
         "| exact users/s | exact median / p99 ms | brute force users/s | brute force median / p99 ms | build s |"
     )
-    lines = [head, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [head, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
-            f"| {r.workload} | {r.items:,} | {r.space} | {r.ef} | {r.recall:.3f} | {r.users_per_s:,.0f} "
-            f"| {r.ratio_to_brute_force:.1f} | {r.latency_median_ms:.2f} / {r.latency_p99_ms:.2f} "
+            f"| {r.workload} | {r.items:,} | {r.space} | {r.ef} | {r.exact_scan:g} | {r.recall:.3f} "
+            f"| {r.recall_long_scanned:.3f} / {r.recall_long_graph:.3f} / {r.recall_short:.3f} "
+            f"| {r.users_per_s:,.0f} | {r.ratio_to_brute_force:.1f} / {r.ratio_to_brute_force_cpu:.1f} "
+            f"| {r.latency_median_ms:.2f} / {r.latency_p99_ms:.2f} | {r.cpu_median_ms:.2f} / {r.cpu_p99_ms:.2f} "
             f"| {r.exact_users_per_s:,.0f} | {r.exact_latency_median_ms:.1f} / {r.exact_latency_p99_ms:.1f} "
             f"| {r.brute_users_per_s:,.0f} | {r.brute_latency_median_ms:.1f} / {r.brute_latency_p99_ms:.1f} "
             f"| {r.build_s:.0f} |"
@@ -302,7 +374,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--M", type=int, default=defaults.M)
     p.add_argument("--ef-construction", type=int, default=defaults.ef_construction)
     p.add_argument("--ef", type=int, default=defaults.ef)
+    p.add_argument("--exact-scan", type=float, default=defaults.exact_scan,
+                   help="pools of at most exact_scan * ef * M items are scanned exactly (0: off)")
     p.add_argument("--sweep-ef", default="", help="more query beams on the same graphs, e.g. 100,400")
+    p.add_argument("--sweep-exact-scan", default="", help="more exact-scan thresholds at --ef, e.g. 0,8")
+    p.add_argument("--cache-dir", default=None, help="keep built graphs here and reuse them in later runs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the rows to this file")
     return p.parse_args(argv)
@@ -319,7 +395,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"Cascade: K={args.k} categories + the short-term route, N={args.n}, D={DIM}, {args.users} users, "
         f"{args.categories} categories; hnswlib M={args.M}, ef_construction={args.ef_construction}; one thread "
-        "everywhere; throughput: all users in one call; latency: one user per call."
+        "everywhere; throughput: all users in one call (its ratio to the brute force in wall and in CPU time); "
+        "latency: one user per call."
     )
     print(table(rows))
     if args.json:

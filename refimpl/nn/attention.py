@@ -126,16 +126,17 @@ def _merge_heads(x: Array) -> Array:
     return x.transpose(0, 2, 1, 3).reshape(b, n, h * dh)
 
 
-SCORE_BLOCK = 1 << 16  # scores per block of batch rows: a block of them stays in the CPU cache
+SCORE_BLOCK_BYTES = 1 << 19  # bytes of scores per block of batch rows: a block stays in the CPU cache
 
 
-def _row_blocks(scores_shape: tuple[int, ...]) -> list[slice]:
+def _row_blocks(scores: Array) -> list[slice]:
     """Slices of the batch (first) axis whose blocks of the (B, H, Q, L) scores hold about
-    SCORE_BLOCK values. The softmax and its backward make several passes over the scores; block
-    by block those passes run in the CPU cache instead of main memory (each row's numbers are the
-    same either way: rows never mix)."""
-    batch, per_row = scores_shape[0], max(1, int(np.prod(scores_shape[1:])))
-    step = max(1, SCORE_BLOCK // per_row)
+    SCORE_BLOCK_BYTES (as many float32 scores as twice the float64 ones: each block costs a few
+    Python calls, so the blocks are as large as the cache allows). The softmax and its backward
+    make several passes over the scores; block by block those passes run in the CPU cache instead
+    of main memory (each row's numbers are the same either way: rows never mix)."""
+    batch, per_row = scores.shape[0], max(1, int(np.prod(scores.shape[1:])) * scores.itemsize)
+    step = max(1, SCORE_BLOCK_BYTES // per_row)
     return [slice(start, min(start + step, batch)) for start in range(0, batch, step)]
 
 
@@ -251,7 +252,7 @@ def attention_forward(
     bias = mask_bias(key_mask[:, None, None, :], q.dtype)
     weights = np.empty((*q.shape[:3], k.shape[2]), dtype=q.dtype)  # (B, H, Q, L)
     context_heads = np.empty(q.shape, dtype=q.dtype)  # (B, H, Q, D_h)
-    for rows in _row_blocks(weights.shape):
+    for rows in _row_blocks(weights):
         scores = np.matmul(q_scaled[rows], k_t[rows], out=weights[rows])
         scores += bias[rows]
         _softmax_in_place(scores, row_valid[rows, None, :, None])  # masked queries: zero rows
@@ -283,7 +284,7 @@ def attention_backward(
     d_context = _split_heads(d_context_merged, heads)
     v_t = cache.v.transpose(0, 1, 3, 2)
     d_q, d_k, d_v = (np.empty(x.shape, dtype=x.dtype) for x in (cache.q, cache.k, cache.v))
-    for rows in _row_blocks(cache.weights.shape):  # the (B, H, Q, L) arrays a block at a time
+    for rows in _row_blocks(cache.weights):  # the (B, H, Q, L) arrays a block at a time
         weights = cache.weights[rows]
         # in the forward pass this was: ctx_hi = sum_j w_hij v_hj (d_w here, d_s in place below)
         d_scores = d_context[rows] @ v_t[rows]

@@ -57,7 +57,8 @@ def check_features(shapes: Shapes, name: str, x: object, width: str) -> Array:
 def affine(x: Array, W: Array, b: Array) -> Array:
     """x W + b, unchecked (the kernel that `linear_forward` and every attention projection share;
     callers validate)."""
-    y: Array = x @ W + b
+    y: Array = x @ W
+    y += b  # on the fresh product: one (..., D_out) array instead of two
     return y
 
 

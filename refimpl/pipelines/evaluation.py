@@ -8,6 +8,10 @@ A model's evaluation is one of two searches over an index of the catalogue vecto
 - `Serving.hit_rates`: ULIM's cascade from routes (categories per sample, `Routes`) and their
   long-term vectors plus the short-term vector (refimpl.retrieval.cascade).
 
+Progress: a search over many samples runs `EvalConfig.chunk` samples at a time under a progress bar
+(refimpl.progress: drawn on a terminal only, and only once the search has taken `PROGRESS_DELAY`
+seconds); the cascade draws its own.
+
 HR@N per cut-off of `EvalConfig.cutoffs`. Seen items (`EvalConfig.seen`, default
 `refimpl.data.protocols.DEFAULT_SEEN_POLICY` = "kept") stay in the ranked lists; with "excluded"
 every search asks for N plus the most items any sample has seen, and the first N unseen ones
@@ -24,6 +28,7 @@ from refimpl._check import Array, BoolArray, IntArray, Shapes, require_choice, r
 from refimpl.data.protocols import DEFAULT_SEEN_POLICY, SEEN_POLICIES, SeenItems, drop_seen
 from refimpl.metrics import hit_rate_at_n
 from refimpl.nn.max_interest_score import merge_interest_candidates
+from refimpl.progress import Bar, task
 from refimpl.retrieval import CascadeConfig, Catalogue, ExactIndex, HnswConfig, HnswIndex, cascade_retrieve
 from refimpl.retrieval.index import SearchIndex
 
@@ -39,6 +44,7 @@ __all__ = [
 ]
 
 BACKENDS = ("exact", "hnsw")
+PROGRESS_DELAY = 2.0  # seconds before an evaluation's bar appears: quick evaluations stay silent
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ class EvalConfig:
     cutoffs: tuple[int, ...] = (50, 100, 200)
     backend: str = "exact"  # or "hnsw"
     hnsw: HnswConfig = field(default_factory=HnswConfig)
-    chunk: int = 256  # samples encoded at once
+    chunk: int = 256  # samples encoded (and searched) at once
     seen: str = DEFAULT_SEEN_POLICY  # "kept" or "excluded"
 
     def __post_init__(self) -> None:
@@ -141,14 +147,25 @@ def search_hit_rates(
     """HR@N per cut-off of `merged_search` with the query vectors (S, K, D) against one target per
     sample (S,); `seen` (the samples' SeenItems) is required when ev.seen is "excluded"."""
     _check_queries("vectors", vectors)
-    _targets(targets, vectors.shape[0])
-    extra = _extra(seen, ev, vectors.shape[0])
+    rows = vectors.shape[0]
+    _targets(targets, rows)
+    extra = _extra(seen, ev, rows)
     result = {}
-    for n in ev.cutoffs:
-        ids = merged_search(index, vectors, n + extra)
-        ids, valid = _cut(ids, ids >= 0, seen if ev.seen == "excluded" else None, n)
-        result[n] = hit_rate(ids, valid, targets, n)
+    with task("evaluation (search)", total=len(ev.cutoffs) * rows, unit="sample", delay=PROGRESS_DELAY) as bar:
+        for n in ev.cutoffs:
+            ids = _merged_search_in_chunks(index, vectors, n + extra, ev.chunk, bar)
+            ids, valid = _cut(ids, ids >= 0, seen if ev.seen == "excluded" else None, n)
+            result[n] = hit_rate(ids, valid, targets, n)
     return result
+
+
+def _merged_search_in_chunks(index: SearchIndex, vectors: Array, n: int, chunk: int, bar: Bar) -> IntArray:
+    """`merged_search` of `chunk` samples at a time (samples do not interact), moving the bar on."""
+    parts = []
+    for start in range(0, max(1, vectors.shape[0]), chunk):  # an empty batch is searched once too
+        parts.append(merged_search(index, vectors[start : start + chunk], n))
+        bar.advance(parts[-1].shape[0])
+    return np.concatenate(parts)
 
 
 @dataclass(frozen=True)

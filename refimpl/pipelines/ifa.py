@@ -90,6 +90,7 @@ from refimpl.nn.top_k_attention import (
     top_k_attention_backward,
     top_k_attention_forward,
 )
+from refimpl.progress import track
 from refimpl.train import Curve, TrainConfig, fit
 
 __all__ = [
@@ -507,10 +508,12 @@ def _chunks(size: int, step: int) -> list[IntArray]:
 
 
 def _predict(params: Params, inputs: RankingInputs, spec: RankerSpec, cfg: RankerConfig,
-            chunk: int = 256) -> tuple[float, Array, Array]:
-    """(ESMM loss, p_imp (N, M), p_clk (N, M)) over every request of `inputs`, a chunk at a time."""
+             chunk: int = 256, progress: str | None = None) -> tuple[float, Array, Array]:
+    """(ESMM loss, p_imp (N, M), p_clk (N, M)) over every request of `inputs`, a chunk at a time;
+    with a `progress` description, under a progress bar (not in validation: fit's bar is showing)."""
     losses, p_imp, p_clk = [], [], []
-    for rows in _chunks(inputs.size, chunk):
+    chunks = _chunks(inputs.size, chunk)
+    for rows in chunks if progress is None else track(chunks, progress, unit="batch", delay=2.0):
         out, _ = ranker_forward(params, inputs.take(rows), spec, cfg)
         losses.append(float(out.loss) * rows.size)
         p_imp.append(out.p_imp)
@@ -563,7 +566,7 @@ def evaluate(model: TrainedRanker, inputs: RankingInputs, split: Split, cfg: Ran
         raise TypeError(f"model: expected a TrainedRanker, got {type(model).__name__}")
     _check_split(split, _check_inputs(inputs).size)
     test = inputs.take(split.test)
-    _, p_imp, p_clk = _predict(model.params, test, model.spec, cfg)
+    _, p_imp, p_clk = _predict(model.params, test, model.spec, cfg, progress=f"{model.name} evaluation")
     return _aucs(p_imp, p_imp * p_clk, p_clk, test)
 
 

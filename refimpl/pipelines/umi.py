@@ -48,6 +48,7 @@ from refimpl.models.umi import UserBatch, draw_initial_logits
 from refimpl.nn.capsule_routing import CapsuleRoutingConfig
 from refimpl.nn.max_interest_score import max_interest_score_forward
 from refimpl.nn.multi_interest_readout import ReadoutConfig
+from refimpl.progress import track
 from refimpl.train import Curve, TrainConfig, chance_sampled_softmax, fit
 
 __all__ = [
@@ -438,7 +439,7 @@ def evaluate(model: Trained, prepared: Prepared, cfg: UMIPipelineConfig, chunk: 
     rng = np.random.Generator(np.random.PCG64(0))
     items = model.items(model.params)
     parts = []
-    for start in range(0, test.num_rows, chunk):
+    for start in track(range(0, test.num_rows, chunk), f"{model.name} evaluation", unit="batch", delay=2.0):
         part = slice(start, start + chunk)
         batch = _user_batch(prepared, test.users[part], test.history_start[part], test.history_end[part], cfg, rng)
         parts.append(max_interest_score_forward(model.interests(model.params, batch), items)[0])

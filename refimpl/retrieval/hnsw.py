@@ -109,13 +109,17 @@ class HnswIndex:
         self._exact = ExactIndex(catalogue)
         self.stats: dict[str, int] = {"exact_pool_searches": 0, "exact_row_fallbacks": 0}
 
-    def with_query_settings(self, ef: int | None = None, query_threads: int | None = None) -> HnswIndex:
-        """A view of the same built graphs with another query beam and/or query thread count."""
+    def with_query_settings(
+        self, ef: int | None = None, query_threads: int | None = None, exact_scan: float | None = None
+    ) -> HnswIndex:
+        """A view of the same built graphs with another query beam, query thread count and/or
+        exact-scan threshold (the settings that do not change a graph)."""
         view = copy.copy(self)
         view.config = replace(
             self.config,
             ef=self.config.ef if ef is None else ef,
             query_threads=self.config.query_threads if query_threads is None else query_threads,
+            exact_scan=self.config.exact_scan if exact_scan is None else exact_scan,
         )
         return view
 

@@ -53,6 +53,7 @@ from refimpl.nn.attention import (
     target_attention_backward,
     target_attention_forward,
 )
+from refimpl.nn.embedding import EmbeddingCache, embedding_backward
 
 __all__ = [
     "SCORES",
@@ -223,9 +224,9 @@ def top_k_attention_backward(
     m, slots = cache.indices.shape[1:]
     check_upstream("d_out", d_out, (b, m, d), cache.attention.query.dtype)
     grads, d_query, d_gathered = target_attention_backward(cache.attention, d_out.reshape(b * m, d))
-    # in the forward pass this was: gathered_bmi = seq_b,indices_bmi; repeated picks of a
-    # behaviour sum their gradients (np.add.at accumulates over repeated indices)
-    d_seq = np.zeros((b * length, d), dtype=d_out.dtype)
+    # in the forward pass this was: gathered_bmi = seq_b,indices_bmi, a gather like an embedding
+    # lookup, so its backward is the embedding's scatter: repeated picks of a behaviour sum their
+    # gradients (the sums of np.add.at, in its order, at about a third of its time)
     flat = (np.arange(b)[:, None, None] * length + cache.indices).reshape(-1)
-    np.add.at(d_seq, flat, d_gathered.reshape(b * m * slots, d))
+    d_seq = embedding_backward(EmbeddingCache(flat, b * length, d_out.dtype, d), d_gathered.reshape(b * m * slots, d))
     return grads, d_query.reshape(b, m, d), d_seq.reshape(b, length, d)

@@ -247,13 +247,15 @@ def _percent(hr: dict[int, float]) -> dict[str, float]:
     return {str(n): round(100.0 * v, 2) for n, v in hr.items()}
 
 
-def _training(curve: Curve | PGINCurve, seconds: float) -> dict[str, float]:
+def _training(curve: Curve | PGINCurve, seconds: float, cpu_seconds: float) -> dict[str, float]:
     tail = curve.train[-max(1, model_tail(curve)) :]
     return {
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 2),  # of this process: what the budget counts
         "steps": len(curve.train),
         "best_step": curve.best_step,
         "stopped_early": float(curve.stopped_early),
+        "lr_cuts": len(curve.cut_steps) if isinstance(curve, Curve) else 0,  # PGIN's: no schedule
         "train_loss": round(float(np.mean(tail)), 4),
         "valid_loss_init": round(curve.valid[0], 4),
         "valid_loss_best": round(curve.best_valid, 4),
@@ -393,11 +395,12 @@ def _pgin_routes(
     whole long window and reading its most recent half per user (ULIM-half-sequence's routes)."""
     cfg, log, split, held = setting.cfg, setting.log, setting.split, setting.held
     pgin_cfg = replace(cfg.pgin, seed=cfg.train.seed)
+    cpu = time.process_time()
     pgin = train_pgin(log, split, cfg.seq, pgin_cfg, setting.stream, visit_start=setting.visit_start)
     max_k = min(max((cfg.num_routes, *cfg.k_values)), log.num_categories)
     routes = pgin_routes(pgin, log, held, cfg.seq, max_k)
     half_routes = pgin_routes(pgin, log, held, cfg.seq, max_k, long_input="recent_half")
-    result.training["PGIN"] = _training(pgin.curve, pgin.curve.seconds)
+    result.training["PGIN"] = _training(pgin.curve, pgin.curve.seconds, time.process_time() - cpu)
     train, _ = hold_out_last(pgin_targets(log, split, cfg.seq, setting.visit_start),
                              pgin_cfg.validation_rows, pgin_cfg.seed)
     predictions = {"PGIN": routes.categories, **baseline_predictions(
@@ -413,8 +416,9 @@ def _pgin_routes(
 def _single_vector_models(setting: _Setting, result: SeedRun) -> None:
     """Trains and evaluates YouTube DNN and MIND (Table 1)."""
     cfg, log, split, held, seen = setting.cfg, setting.log, setting.split, setting.held, setting.seen
+    cpu = time.process_time()
     youtube = train_youtube_dnn(log, split, cfg.seq, cfg.train, setting.stream)
-    result.training["YouTube DNN"] = _training(youtube.curve, youtube.seconds)
+    result.training["YouTube DNN"] = _training(youtube.curve, youtube.seconds, time.process_time() - cpu)
     result.tables[TABLE_1]["YouTube DNN"] = _percent(
         evaluate_youtube_dnn(youtube, log, held, cfg.seq, setting.ev, seen)
     )
@@ -423,8 +427,9 @@ def _single_vector_models(setting: _Setting, result: SeedRun) -> None:
         result.diagnostics["YouTube DNN item agreement"] = round(
             item_agreement(tower, setting.synthetic, np.random.Generator(np.random.PCG64(0))), 3
         )
+    cpu = time.process_time()
     mind = train_mind(log, split, cfg.seq, cfg.train, setting.stream)
-    result.training["MIND"] = _training(mind.curve, mind.seconds)
+    result.training["MIND"] = _training(mind.curve, mind.seconds, time.process_time() - cpu)
     result.tables[TABLE_1]["MIND"] = _percent(evaluate_mind(mind, log, held, cfg.seq, setting.ev, seen))
 
 
@@ -442,11 +447,12 @@ def _ulim_variants(setting: _Setting, result: SeedRun, routes: Routes, half_rout
     )
     t2 = result.tables.setdefault(TABLE_2, {})
     for name, encoder, long_input, variant_routes, short_negatives in variants:
+        cpu = time.process_time()
         model = train_ulim(
             log, split, cfg.seq, cfg.train, name=name, long_encoder=encoder,
             long_input=long_input, stream=setting.stream, short_negatives=short_negatives,
         )
-        result.training[name] = _training(model.curve, model.seconds)
+        result.training[name] = _training(model.curve, model.seconds, time.process_time() - cpu)
         index = ulim_index(model, log, ev)
         serving = ulim_serving(model, log, held, variant_routes, cfg.seq, ev, index)
         t2[name] = _percent(serving.hit_rates(held.targets, ev, k, seen=seen))
@@ -571,15 +577,17 @@ def _format_table(result: Run, table: str, title: str) -> str:
 
 def _format_training(result: Run) -> str:
     names = list(result.seeds[0].training)
-    keys = ("train_loss", "valid_loss_best", "learned_nothing", "best_step", "steps", "seconds")
+    keys = ("train_loss", "valid_loss_best", "learned_nothing", "best_step", "steps", "lr_cuts",
+            "stopped_early", "cpu_seconds")
     width = max(len(n) for n in names) + 2
     header = f"{'':<{width}}" + "".join(f"{k:>18}" for k in keys)
-    lines = ["Training (mean +- std over seeds): losses against the learned-nothing level",
+    lines = ["Training (mean +- std over seeds): losses against the learned-nothing level; "
+             "stopped_early 1 = the stopping rule ended it, 0 = the step cap",
              header, "-" * len(header)]
     for name in names:
         cells = []
         for key in keys:
-            digits = 2 if "loss" in key or key == "learned_nothing" else 0
+            digits = 2 if "loss" in key or key in ("learned_nothing", "stopped_early") else 0
             cells.append(format_mean_std([s.training[name][key] for s in result.seeds], digits))
         lines.append(f"{name:<{width}}" + "".join(f"{cell:>18}" for cell in cells))
     return "\n".join(lines)

@@ -5,11 +5,12 @@ For every seed: builds the synthetic data (refimpl.data.synthetic, entering the 
 it by ULIM's leave-last-out (refimpl.data.protocols), computes the non-learned baselines
 (refimpl.baselines), trains every model by the one rule of refimpl.train (validation split, early
 stopping, learned-nothing level) through refimpl.pipelines.ulim and refimpl.pipelines.pgin: PGIN,
-YouTube DNN, MIND, ULIM, ULIM-half-sequence, ULIM-self-attention and ULIM with a catalogue-wide
-short-term loss; retrieves by the cascade (ULIM) or by whole-pool search (the single-vector
-baselines), seen items kept or excluded (`--seen`). Prints, every entry mean +- std over the seeds
-(refimpl.spread), each table with the baselines beside the models:
-- Table 1 (ULIM paper): HR@N at three cut-offs; Table 2: the ablations; given the true category;
+YouTube DNN, MIND, ULIM and (`--ablations`, `DemoConfig.ablations`) ULIM-half-sequence,
+ULIM-self-attention and ULIM with a catalogue-wide short-term loss; retrieves by the cascade (ULIM)
+or by whole-pool search (the single-vector baselines), seen items kept or excluded (`--seen`).
+Prints, every entry mean +- std over the seeds (refimpl.spread), each table with the baselines beside the models:
+- Table 1 (ULIM paper): HR@N at three cut-offs; Table 2: the ablations (when trained); given the
+  true category;
 - HR against K (a PNG with --plot when matplotlib is installed: `pip install refimpl[plot]`);
 - the serving splits, the short-term vector alone, PGIN's top-K accuracy;
 - the training and validation losses next to the learned-nothing level, the planted-truth
@@ -147,8 +148,11 @@ DEFAULT = DemoConfig(
 )
 """The default run (spec/demo.md#sizes): the default process with 500 users, 5,000 items in 20
 categories (about 250 items each) and planted latents of width 8; every event of a sequence is a
-training target; N = 10/20/50 is 0.2-1% of the catalogue and 4-20% of a category. Three seeds, two
-at a time on two cores (`--jobs`)."""
+training target; N = 10/20/50 is 0.2-1% of the catalogue and 4-20% of a category. Every model
+stops by the rule, not the cap: the learning rate is cut by 0.3 at each measurement that does not
+improve, at most 3 times (spec/demo.md#the-learning-rate-schedule); Table 2's ablations only with
+`--ablations` (they would more than double the CPU). Three seeds, two at a time on two cores
+(`--jobs`)."""
 
 LEARNING_CHECK = DemoConfig(
     data=replace(QUICK_CONFIG, latent_dim=8),

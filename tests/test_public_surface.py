@@ -184,6 +184,7 @@ def _valid_calls(recorded: dict[str, tuple[Callable[..., Any], dict[str, Any]]])
     _valid_loader_calls()
     _valid_pipeline_calls()
     _valid_umi_pipeline_calls()
+    _valid_registry_calls()
     with blas_threads(1):
         suite_folder("spec")
         golden_root()
@@ -244,6 +245,31 @@ def _valid_umi_pipeline_calls() -> None:
         umi_demo.main(["--help"])
     except SystemExit:
         pass
+
+
+def _valid_registry_calls() -> None:
+    """Valid calls of the one interface (refimpl.pipelines.registry) on a tiny log with profiles."""
+    from refimpl.data.protocols import leave_last_out
+    from refimpl.data.synthetic_profiles import ProfileDataConfig, generate_profile_data
+    from refimpl.pipelines import registry
+    from refimpl.pipelines.evaluation import EvalConfig
+    from refimpl.pipelines.pgin import PGINTrainConfig
+    from refimpl.pipelines.ulim import SequenceConfig
+    from refimpl.train import TrainConfig
+
+    log = generate_profile_data(ProfileDataConfig(
+        num_users=30, num_items=24, num_categories=6, num_styles=2, num_households=2, distractors_per_household=2,
+        min_interests=1, max_interests=2, min_length=6, max_length=10)).interactions
+    cfg = registry.ULIMPipelineConfig(
+        seq=SequenceConfig(short_length=3, long_length=6, max_subsequence=4, mind_length=4, pgin_long_length=3,
+                           pgin_short_length=2, pgin_history=2, min_position=1, targets="all_events"),
+        train=TrainConfig(steps=1, eval_every=1, validation_rows=3, batch_size=3, num_negatives=2, dim=4,
+                          num_heads=2, num_interests=2),
+        pgin=PGINTrainConfig(dim=4, max_steps=1, eval_every=1, batch_size=3, validation_rows=2),
+        evaluation=EvalConfig(cutoffs=(2,), seen="excluded"), num_routes=2)
+    trained = registry.train("MIND", log, leave_last_out(log), cfg, stream=None)
+    registry.evaluate(trained, log, trained.split)
+    trained.training_record()
 
 
 # the loaders' files live as long as the recorded calls that name them

@@ -56,18 +56,9 @@ from refimpl.pipelines.pgin import (
     hold_out_last,
     pgin_routes,
     pgin_targets,
-    train_pgin,
 )
-from refimpl.pipelines.ulim import (
-    SequenceConfig,
-    evaluate_mind,
-    evaluate_youtube_dnn,
-    train_mind,
-    train_ulim,
-    train_youtube_dnn,
-    ulim_index,
-    ulim_serving,
-)
+from refimpl.pipelines.registry import TrainedModel, ULIMPipelineConfig, evaluate, train
+from refimpl.pipelines.ulim import SequenceConfig, ulim_index, ulim_serving
 from refimpl.progress import set_quiet
 from refimpl.spread import MIN_SEEDS, format_mean_std, ordering
 from refimpl.threads import blas_threads
@@ -353,9 +344,9 @@ def run_seed(cfg: DemoConfig, seed: int, stream: TextIO | None = sys.stderr) -> 
     frequency = _frequency_baselines(setting, result)
     result.seconds["baselines"] = round(time.perf_counter() - clock, 1)
     clock = time.perf_counter()
-    routes, half_routes = _pgin_routes(setting, result, frequency)
+    pgin, routes, half_routes = _pgin_routes(setting, result, frequency)
     _single_vector_models(setting, result)
-    _ulim_variants(setting, result, routes, half_routes)
+    _ulim_variants(setting, result, pgin, routes, half_routes)
     result.seconds["models"] = round(time.perf_counter() - clock, 1)
     result.seconds["cpu"] = round(time.process_time() - cpu, 1)
     return result
@@ -395,73 +386,84 @@ def _given_category(held: Samples) -> Routes:
     return Routes.equal(held.categories[:, None])
 
 
+def _pipeline(setting: _Setting) -> ULIMPipelineConfig:
+    """The demo's settings as the one interface's (refimpl.pipelines.registry) config."""
+    cfg = setting.cfg
+    return ULIMPipelineConfig(cfg.seq, cfg.train, cfg.pgin, setting.ev, cfg.num_routes)
+
+
 def _pgin_routes(
     setting: _Setting, result: SeedRun, frequency: dict[str, Routes]
-) -> tuple[Routes, Routes]:
-    """Trains PGIN (refimpl.pipelines.pgin: categories only, the one stopping rule), records its
-    top-K accuracy next to the non-learned category predictors (refimpl.category_baselines, their
-    Markov counts and prior from PGIN's training targets); PGIN's routes (S, max K) reading the
-    whole long window and reading its most recent half per user (ULIM-half-sequence's routes)."""
+) -> tuple[TrainedModel, Routes, Routes]:
+    """Trains PGIN (through refimpl.pipelines.registry: categories only, the one stopping rule),
+    records its top-K accuracy next to the non-learned category predictors
+    (refimpl.category_baselines, their Markov counts and prior from PGIN's training targets); PGIN,
+    and its routes (S, max K) reading the whole long window and reading its most recent half per
+    user (ULIM-half-sequence's routes)."""
     cfg, log, split, held = setting.cfg, setting.log, setting.split, setting.held
     pgin_cfg = replace(cfg.pgin, seed=cfg.train.seed)
     cpu = time.process_time()
-    pgin = train_pgin(log, split, cfg.seq, pgin_cfg, setting.stream, visit_start=setting.visit_start)
+    pgin = train("PGIN", log, split, _pipeline(setting), visit_start=setting.visit_start, stream=setting.stream)
+    cpu = time.process_time() - cpu
     max_k = min(max((cfg.num_routes, *cfg.k_values)), log.num_categories)
-    routes = pgin_routes(pgin, log, held, cfg.seq, max_k)
-    half_routes = pgin_routes(pgin, log, held, cfg.seq, max_k, long_input="recent_half")
-    result.training["PGIN"] = _training(pgin.curve, pgin.curve.seconds, time.process_time() - cpu)
-    train, _ = hold_out_last(pgin_targets(log, split, cfg.seq, setting.visit_start),
-                             pgin_cfg.validation_rows, pgin_cfg.seed)
+    routes = pgin_routes(pgin.model, log, held, cfg.seq, max_k)
+    half_routes = pgin_routes(pgin.model, log, held, cfg.seq, max_k, long_input="recent_half")
+    result.training["PGIN"] = _training(pgin.curve, pgin.seconds, cpu)
+    pgin_train, _ = hold_out_last(pgin_targets(log, split, cfg.seq, setting.visit_start),
+                                  pgin_cfg.validation_rows, pgin_cfg.seed)
     predictions = {"PGIN": routes.categories, **baseline_predictions(
-        log, train, held, cfg.seq, cfg.seq.short_length, max_k)}
+        log, pgin_train, held, cfg.seq, cfg.seq.short_length, max_k)}
     result.tables[PGIN_ACCURACY] = {
         name: {f"top-{k}": round(100 * top_k_accuracy(top[:, :k], held.categories), 2)
                for k in sorted({cfg.num_routes, *cfg.k_values}) if k <= max_k}
         for name, top in predictions.items()
     }
-    return routes, half_routes
+    return pgin, routes, half_routes
 
 
 def _single_vector_models(setting: _Setting, result: SeedRun) -> None:
-    """Trains and evaluates YouTube DNN and MIND (Table 1)."""
-    cfg, log, split, held, seen = setting.cfg, setting.log, setting.split, setting.held, setting.seen
+    """Trains and evaluates YouTube DNN and MIND (Table 1) through refimpl.pipelines.registry."""
+    log, split = setting.log, setting.split
     cpu = time.process_time()
-    youtube = train_youtube_dnn(log, split, cfg.seq, cfg.train, setting.stream)
+    youtube = train("YouTube DNN", log, split, _pipeline(setting), stream=setting.stream)
     result.training["YouTube DNN"] = _training(youtube.curve, youtube.seconds, time.process_time() - cpu)
-    result.tables[TABLE_1]["YouTube DNN"] = _percent(
-        evaluate_youtube_dnn(youtube, log, held, cfg.seq, setting.ev, seen)
-    )
+    result.tables[TABLE_1]["YouTube DNN"] = _hit_rates(evaluate(youtube).values)
     if setting.synthetic is not None:
-        tower = ulim_model.catalogue_vectors(youtube.params, log.item_category)
+        tower = ulim_model.catalogue_vectors(youtube.model.params, log.item_category)
         result.diagnostics["YouTube DNN item agreement"] = round(
             item_agreement(tower, setting.synthetic, np.random.Generator(np.random.PCG64(0))), 3
         )
     cpu = time.process_time()
-    mind = train_mind(log, split, cfg.seq, cfg.train, setting.stream)
+    mind = train("MIND", log, split, _pipeline(setting), stream=setting.stream)
     result.training["MIND"] = _training(mind.curve, mind.seconds, time.process_time() - cpu)
-    result.tables[TABLE_1]["MIND"] = _percent(evaluate_mind(mind, log, held, cfg.seq, setting.ev, seen))
+    result.tables[TABLE_1]["MIND"] = _hit_rates(evaluate(mind).values)
 
 
-def _ulim_variants(setting: _Setting, result: SeedRun, routes: Routes, half_routes: Routes) -> None:
-    """Trains and evaluates ULIM and its ablations (Tables 1 and 2, HR against K, the serving
-    splits, and each given the true next category)."""
+def _hit_rates(values: dict[str, float]) -> dict[str, float]:
+    """The interface's {"HR@N": percent} as a table row {"N": percent, 2 decimals}."""
+    return {key.removeprefix("HR@"): round(value, 2) for key, value in values.items()}
+
+
+def _ulim_variants(setting: _Setting, result: SeedRun, pgin: TrainedModel, routes: Routes,
+                   half_routes: Routes) -> None:
+    """Trains ULIM and its ablations through refimpl.pipelines.registry, routed by `pgin`, and
+    evaluates them (Tables 1 and 2, HR against K, the serving splits, and each given the true next
+    category) by the cascade's parts."""
     cfg, log, split, held, ev, seen = (setting.cfg, setting.log, setting.split, setting.held, setting.ev,
                                        setting.seen)
     k = min(cfg.num_routes, routes.categories.shape[1])
-    variants = (
-        ("ULIM", "target", "whole", routes, "in_category"),
-        ("ULIM-half-sequence", "target", "recent_half", half_routes, "in_category"),
-        ("ULIM-self-attention", "self", "whole", routes, "in_category"),
-        (CATALOGUE_SHORT, "target", "whole", routes, "catalogue"),
+    variants = (  # (row, model of refimpl.pipelines.registry.MODELS, routes, the short-term vector alone)
+        ("ULIM", "ULIM", routes, True),
+        ("ULIM-half-sequence", "ULIM-half-sequence", half_routes, False),
+        ("ULIM-self-attention", "ULIM-self-attention", routes, False),
+        (CATALOGUE_SHORT, "ULIM-catalogue-negatives", routes, True),
     )[: None if cfg.ablations else 1]
     t2 = result.tables.setdefault(TABLE_2, {})
-    for name, encoder, long_input, variant_routes, short_negatives in variants:
+    for name, model_name, variant_routes, short_alone in variants:
         cpu = time.process_time()
-        model = train_ulim(
-            log, split, cfg.seq, cfg.train, name=name, long_encoder=encoder,
-            long_input=long_input, stream=setting.stream, short_negatives=short_negatives,
-        )
-        result.training[name] = _training(model.curve, model.seconds, time.process_time() - cpu)
+        trained = train(model_name, log, split, _pipeline(setting), router=pgin, stream=setting.stream)
+        model = trained.model
+        result.training[name] = _training(trained.curve, trained.seconds, time.process_time() - cpu)
         index = ulim_index(model, log, ev)
         serving = ulim_serving(model, log, held, variant_routes, cfg.seq, ev, index)
         t2[name] = _percent(serving.hit_rates(held.targets, ev, k, seen=seen))
@@ -472,7 +474,7 @@ def _ulim_variants(setting: _Setting, result: SeedRun, routes: Routes, half_rout
             )
         given = ulim_serving(model, log, held, _given_category(held), cfg.seq, ev, index)
         result.tables[GIVEN][name] = _percent(given.hit_rates(held.targets, ev, seen=seen))
-        if encoder == "target" and long_input == "whole":
+        if short_alone:
             result.tables.setdefault(SHORT_ALONE, {})[name] = _percent(
                 search_hit_rates(index, given.short_vectors[:, None, :], held.targets, ev, seen)
             )

@@ -33,12 +33,15 @@ from refimpl.data.synthetic_profiles import (
     corrupt_profiles,
     generate_profile_data,
 )
+from refimpl.pipelines.registry import evaluate, train
 from refimpl.pipelines.umi import (
     BASELINES,
     MODEL_NAMES,
     RunResult,
+    Scores,
     UMIPipelineConfig,
-    run_models,
+    non_learned_scores,
+    prepare,
 )
 from refimpl.progress import set_quiet
 from refimpl.spread import beyond_spread, format_mean_std
@@ -144,6 +147,25 @@ def _summary(log: Interactions, cfg: UMIPipelineConfig) -> dict[str, Any]:
             "seen_items": cfg.seen, "truncation": cfg.max_length}
 
 
+def _run_models(log: Interactions, cfg: UMIPipelineConfig, names: tuple[str, ...], baselines: tuple[str, ...],
+                stream: TextIO | None) -> RunResult:
+    """Every model of `names` trained and evaluated through the one interface
+    (refimpl.pipelines.registry) under UMI's strong generalization, the non-learned `baselines`
+    beside them."""
+    result = RunResult()
+    if baselines:
+        prepared = prepare(log, cfg)
+        for name in baselines:
+            result.scores[name] = non_learned_scores(name, prepared, cfg)
+    for name in names:
+        trained = train(name, log, config=cfg, stream=stream)
+        values = evaluate(trained).values
+        result.scores[name] = Scores({n: values[f"HitRate@{n}"] for n in cfg.cutoffs},
+                                     {n: values[f"Precision@{n}"] for n in cfg.cutoffs})
+        result.training[name] = trained.training_record()
+    return result
+
+
 def run_seed(cfg: DemoConfig, seed: int, log: Interactions | None, stream: TextIO | None) -> SeedRun:
     """One seed: the data (when synthetic), the split, the init and the batches all take `seed`."""
     clock = time.perf_counter()
@@ -152,7 +174,7 @@ def run_seed(cfg: DemoConfig, seed: int, log: Interactions | None, stream: TextI
     pipeline = replace(cfg.pipeline, seed=seed)
     if stream is not None:
         stream.write(f"seed {seed}: {log.source}\n")
-    clean = run_models(log, pipeline, cfg.models, BASELINES, stream)
+    clean = _run_models(log, pipeline, cfg.models, BASELINES, stream)
     out = SeedRun(seed, _summary(log, pipeline))
     out.training = clean.training
     out.tables[TABLE_2] = {name: _columns(clean, name) for name in (*BASELINES, *cfg.models)
@@ -160,7 +182,7 @@ def run_seed(cfg: DemoConfig, seed: int, log: Interactions | None, stream: TextI
     out.tables[TABLE_3] = {name: _columns(clean, name) for name in cfg.models if name.startswith("UMI")}
     table5 = tuple(name for name in TABLE_5_MODELS if name in cfg.models)
     noisy_log = corrupt_profiles(log, cfg.corruption, np.random.Generator(np.random.PCG64(seed + 100)))
-    noisy = run_models(noisy_log, pipeline, table5, (), stream)
+    noisy = _run_models(noisy_log, pipeline, table5, (), stream)
     out.tables[TABLE_5] = {}
     for name in table5:
         before, after = _columns(clean, name), _columns(noisy, name)

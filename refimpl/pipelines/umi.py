@@ -183,14 +183,18 @@ def check_prepared(prepared: Prepared) -> None:
                          "user's events")
 
 
-def prepare(interactions: Interactions, cfg: UMIPipelineConfig) -> Prepared:
-    """Split by strong generalization (seed `cfg.seed`, T = `cfg.max_length`) and lay out the rows."""
+def prepare(interactions: Interactions, cfg: UMIPipelineConfig, split: Split | None = None) -> Prepared:
+    """Split by strong generalization (seed `cfg.seed`, T = `cfg.max_length`), or take another
+    protocol's `split` of the log (refimpl.pipelines.registry), and lay out the rows."""
     if not isinstance(interactions, Interactions):
         raise TypeError(f"interactions: expected an Interactions, got {type(interactions).__name__}")
     validate_pipeline_config(cfg)
     if not interactions.profile:
         raise ValueError("interactions: UMI's models read user profile fields; this log has none")
-    split = strong_generalization(interactions, cfg.seed, cfg.max_length)
+    if split is None:
+        split = strong_generalization(interactions, cfg.seed, cfg.max_length)
+    elif not isinstance(split, Split):
+        raise TypeError(f"split: expected a Split, got {type(split).__name__}")
     users, positions = training_events(interactions, split, min_history=1)
     train_ends = (interactions.user_offsets[users] + positions).astype(np.int64)
     eligible = _eligible_targets(interactions, cfg.target_behaviour)
@@ -228,10 +232,11 @@ def _eligible_targets(interactions: Interactions, behaviour: str | None) -> Bool
 
 
 def _targets_of(interactions: Interactions, requests: Requests, eligible: BoolArray) -> tuple[Requests, IntArray]:
-    """The held-out rows with only their eligible target events (strong generalization's targets run
-    from the history's end to the user's last event); a row left without one is dropped. Also each
-    kept row's first eligible target event (the validation rows' target)."""
-    after = interactions.user_offsets[requests.users + 1]
+    """The held-out rows with only their eligible target events (a row's targets are the events from
+    its history's end on: to the user's last event under strong generalization, the one next event
+    under leave-last-out); a row left without one is dropped. Also each kept row's first eligible
+    target event (the validation rows' target)."""
+    after = requests.history_end + np.diff(requests.target_offsets)
     events = [np.arange(s, e)[eligible[s:e]] for s, e in zip(requests.history_end, after, strict=True)]
     kept = np.array([e.shape[0] > 0 for e in events], dtype=bool)
     if not kept.any():

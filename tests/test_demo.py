@@ -188,3 +188,15 @@ def test_data_and_format_go_together(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         demo.main(["--data", "somewhere"])
     assert "--data and --format go together" in capsys.readouterr().err
+
+
+def test_without_ablations_table_2_and_its_claims_are_omitted_and_table_1_is_whole() -> None:
+    result = demo.run(replace(TINY, ablations=False, backend="exact"), stream=None)
+    tables = result.seeds[0].tables
+    assert demo.TABLE_2 not in tables and set(tables[demo.TABLE_1]) == MODELS_1
+    assert set(result.seeds[0].training) == {"PGIN", "YouTube DNN", "MIND", "ULIM"}
+    assert not any("Table 2" in claim["claim"] for claim in result.claims)
+    assert any("Table 1" in claim["claim"] for claim in result.claims)
+    assert "Table 2 (ablations): not run" in demo.format_report(result)
+    assert demo.config_for(demo._parser().parse_args(["--ablations"])).ablations
+    assert not demo.DEFAULT.ablations

@@ -173,3 +173,18 @@ def test_routes_and_configs_refuse_bad_values_by_name() -> None:
         EvalConfig(seen="dropped")
     with pytest.raises(ValueError, match="weights"):
         Routes(np.zeros((1, 2), dtype=np.int64), np.array([[1.0, -1.0]]), np.ones((1, 2), dtype=bool))
+
+
+def test_pgin_trains_in_float32_and_is_served_in_float64() -> None:
+    """PGINTrainConfig.dtype: the same training in float32 (its losses equal float64's to float32
+    precision) and the params handed back in float64, so serving reads float64 profile features."""
+    log = tiny_log()
+    split = leave_last_out(log)
+    base = PGINTrainConfig(dim=4, max_steps=3, eval_every=1, batch_size=4, validation_rows=2)
+    wide = train_pgin(log, split, SEQ, base, stream=None)
+    narrow = train_pgin(log, split, SEQ, replace(base, dtype="float32"), stream=None)
+    assert {v.dtype for v in narrow.params.values()} == {np.dtype(np.float64)}
+    np.testing.assert_allclose(narrow.curve.valid, wide.curve.valid, rtol=1e-4)
+    assert narrow.curve.train != wide.curve.train  # it did run in float32
+    with pytest.raises(ValueError, match="cfg.dtype"):
+        PGINTrainConfig(dtype="float16")

@@ -5,11 +5,12 @@ For every seed: builds the synthetic data (refimpl.data.synthetic, entering the 
 it by ULIM's leave-last-out (refimpl.data.protocols), computes the non-learned baselines
 (refimpl.baselines), trains every model by the one rule of refimpl.train (validation split, early
 stopping, learned-nothing level) through refimpl.pipelines.ulim and refimpl.pipelines.pgin: PGIN,
-YouTube DNN, MIND, ULIM, ULIM-half-sequence, ULIM-self-attention and ULIM with a catalogue-wide
-short-term loss; retrieves by the cascade (ULIM) or by whole-pool search (the single-vector
-baselines), seen items kept or excluded (`--seen`). Prints, every entry mean +- std over the seeds
-(refimpl.spread), each table with the baselines beside the models:
-- Table 1 (ULIM paper): HR@N at three cut-offs; Table 2: the ablations; given the true category;
+YouTube DNN, MIND, ULIM and (`--ablations`, `DemoConfig.ablations`) ULIM-half-sequence,
+ULIM-self-attention and ULIM with a catalogue-wide short-term loss; retrieves by the cascade (ULIM)
+or by whole-pool search (the single-vector baselines), seen items kept or excluded (`--seen`).
+Prints, every entry mean +- std over the seeds (refimpl.spread), each table with the baselines beside the models:
+- Table 1 (ULIM paper): HR@N at three cut-offs; Table 2: the ablations (when trained); given the
+  true category;
 - HR against K (a PNG with --plot when matplotlib is installed: `pip install refimpl[plot]`);
 - the serving splits, the short-term vector alone, PGIN's top-K accuracy;
 - the training and validation losses next to the learned-nothing level, the planted-truth
@@ -98,6 +99,7 @@ class DemoConfig:
     seen: str = DEFAULT_SEEN_POLICY  # evaluation keeps ("kept") or drops ("excluded") seen items
     data_path: str = ""  # a user's log instead of the synthetic data ("": synthetic)
     data_format: str = ""  # its format (refimpl.data.loaders.FORMATS)
+    ablations: bool = True  # train Table 2's ablations (False: ULIM alone, Table 2 and its claims omitted)
 
     def __post_init__(self) -> None:
         require_positive_int("cfg.num_routes", self.num_routes)
@@ -111,6 +113,8 @@ class DemoConfig:
             require_int("cfg.seeds", seed, low=0)
         require_choice("cfg.backend", self.backend, BACKENDS)
         require_choice("cfg.seen", self.seen, SEEN_POLICIES)
+        if not isinstance(self.ablations, bool):
+            raise TypeError(f"cfg.ablations: expected a bool, got {self.ablations!r}")
         if self.data_path:
             require_choice("cfg.data_format", self.data_format, FORMATS)
 
@@ -123,18 +127,23 @@ DEFAULT = DemoConfig(
         pgin_long_length=50, pgin_short_length=20, pgin_history=50, targets="all_events",
     ),
     train=TrainConfig(
-        steps=1_000, eval_every=100, validation_rows=512, batch_size=64, num_negatives=64, dim=32,
-        num_heads=2, num_interests=4, lr=1e-2, dtype="float32",
+        steps=5_000, eval_every=100, patience=1, validation_rows=512, batch_size=64,
+        num_negatives=64, dim=32, num_heads=2, num_interests=4, lr=1e-2, lr_cuts=3, lr_factor=0.3,
+        dtype="float32",
     ),
     cutoffs=(10, 20, 50),
     num_routes=4,
     k_values=(1, 2, 3, 4, 6, 8),
-    pgin=PGINTrainConfig(validation_rows=512),
+    pgin=PGINTrainConfig(validation_rows=512, dtype="float32"),
+    ablations=False,
 )
 """The default run (spec/demo.md#sizes): the default process with 500 users, 5,000 items in 20
 categories (about 250 items each) and planted latents of width 8; every event of a sequence is a
-training target; N = 10/20/50 is 0.2-1% of the catalogue and 4-20% of a category. Three seeds, two
-at a time on two cores (`--jobs`)."""
+training target; N = 10/20/50 is 0.2-1% of the catalogue and 4-20% of a category. Every model
+stops by the rule, not the cap: the learning rate is cut by 0.3 at each measurement that does not
+improve, at most 3 times (spec/demo.md#the-learning-rate-schedule); Table 2's ablations only with
+`--ablations` (they would more than double the CPU). Three seeds, two at a time on two cores
+(`--jobs`)."""
 
 LEARNING_CHECK = DemoConfig(
     data=replace(QUICK_CONFIG, latent_dim=8),
@@ -193,7 +202,7 @@ class Run:
         return [seed.tables[table][row][column] for seed in self.seeds]
 
     def table_rows(self, table: str) -> dict[str, list[str]]:
-        first = self.seeds[0].tables[table]
+        first = self.seeds[0].tables.get(table, {})
         return {row: list(columns) for row, columns in first.items()}
 
 
@@ -238,13 +247,15 @@ def _percent(hr: dict[int, float]) -> dict[str, float]:
     return {str(n): round(100.0 * v, 2) for n, v in hr.items()}
 
 
-def _training(curve: Curve | PGINCurve, seconds: float) -> dict[str, float]:
+def _training(curve: Curve | PGINCurve, seconds: float, cpu_seconds: float) -> dict[str, float]:
     tail = curve.train[-max(1, model_tail(curve)) :]
     return {
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 2),  # of this process: what the budget counts
         "steps": len(curve.train),
         "best_step": curve.best_step,
         "stopped_early": float(curve.stopped_early),
+        "lr_cuts": len(curve.cut_steps) if isinstance(curve, Curve) else 0,  # PGIN's: no schedule
         "train_loss": round(float(np.mean(tail)), 4),
         "valid_loss_init": round(curve.valid[0], 4),
         "valid_loss_best": round(curve.best_valid, 4),
@@ -391,11 +402,13 @@ def _pgin_routes(
     user (ULIM-half-sequence's routes)."""
     cfg, log, split, held = setting.cfg, setting.log, setting.split, setting.held
     pgin_cfg = replace(cfg.pgin, seed=cfg.train.seed)
+    cpu = time.process_time()
     pgin = train("PGIN", log, split, _pipeline(setting), visit_start=setting.visit_start, stream=setting.stream)
+    cpu = time.process_time() - cpu
     max_k = min(max((cfg.num_routes, *cfg.k_values)), log.num_categories)
     routes = pgin_routes(pgin.model, log, held, cfg.seq, max_k)
     half_routes = pgin_routes(pgin.model, log, held, cfg.seq, max_k, long_input="recent_half")
-    result.training["PGIN"] = _training(pgin.curve, pgin.seconds)
+    result.training["PGIN"] = _training(pgin.curve, pgin.seconds, cpu)
     pgin_train, _ = hold_out_last(pgin_targets(log, split, cfg.seq, setting.visit_start),
                                   pgin_cfg.validation_rows, pgin_cfg.seed)
     predictions = {"PGIN": routes.categories, **baseline_predictions(
@@ -411,16 +424,18 @@ def _pgin_routes(
 def _single_vector_models(setting: _Setting, result: SeedRun) -> None:
     """Trains and evaluates YouTube DNN and MIND (Table 1) through refimpl.pipelines.registry."""
     log, split = setting.log, setting.split
+    cpu = time.process_time()
     youtube = train("YouTube DNN", log, split, _pipeline(setting), stream=setting.stream)
-    result.training["YouTube DNN"] = _training(youtube.curve, youtube.seconds)
+    result.training["YouTube DNN"] = _training(youtube.curve, youtube.seconds, time.process_time() - cpu)
     result.tables[TABLE_1]["YouTube DNN"] = _hit_rates(evaluate(youtube).values)
     if setting.synthetic is not None:
         tower = ulim_model.catalogue_vectors(youtube.model.params, log.item_category)
         result.diagnostics["YouTube DNN item agreement"] = round(
             item_agreement(tower, setting.synthetic, np.random.Generator(np.random.PCG64(0))), 3
         )
+    cpu = time.process_time()
     mind = train("MIND", log, split, _pipeline(setting), stream=setting.stream)
-    result.training["MIND"] = _training(mind.curve, mind.seconds)
+    result.training["MIND"] = _training(mind.curve, mind.seconds, time.process_time() - cpu)
     result.tables[TABLE_1]["MIND"] = _hit_rates(evaluate(mind).values)
 
 
@@ -442,12 +457,13 @@ def _ulim_variants(setting: _Setting, result: SeedRun, pgin: TrainedModel, route
         ("ULIM-half-sequence", "ULIM-half-sequence", half_routes, False),
         ("ULIM-self-attention", "ULIM-self-attention", routes, False),
         (CATALOGUE_SHORT, "ULIM-catalogue-negatives", routes, True),
-    )
+    )[: None if cfg.ablations else 1]
     t2 = result.tables.setdefault(TABLE_2, {})
     for name, model_name, variant_routes, short_alone in variants:
+        cpu = time.process_time()
         trained = train(model_name, log, split, _pipeline(setting), router=pgin, stream=setting.stream)
         model = trained.model
-        result.training[name] = _training(trained.curve, trained.seconds)
+        result.training[name] = _training(trained.curve, trained.seconds, time.process_time() - cpu)
         index = ulim_index(model, log, ev)
         serving = ulim_serving(model, log, held, variant_routes, cfg.seq, ev, index)
         t2[name] = _percent(serving.hit_rates(held.targets, ev, k, seen=seen))
@@ -465,6 +481,8 @@ def _ulim_variants(setting: _Setting, result: SeedRun, pgin: TrainedModel, route
         if name == "ULIM":
             result.tables[TABLE_1][name] = t2[name]
             _ulim_details(setting, result, serving, given, k)
+    if not cfg.ablations:
+        del result.tables[TABLE_2]  # ULIM's row alone is Table 1's
 
 
 def _ulim_details(setting: _Setting, result: SeedRun, serving: Serving, given: Serving,
@@ -536,7 +554,10 @@ def claims(result: Run, cfg: DemoConfig) -> list[dict[str, Any]]:
         checks.append((f"HR against K: ULIM K = {high} > K = {low}", HR_VS_K,
                        f"ULIM, K = {high}", HR_VS_K, f"ULIM, K = {low}"))
     out = []
+    present = result.seeds[0].tables
     for text, table_a, row_a, table_b, row_b in checks:
+        if row_a not in present.get(table_a, {}) or row_b not in present.get(table_b, {}):
+            continue  # a row the run did not train (cfg.ablations)
         verdicts = [
             ordering(row_a, result.values(table_a, row_a, c), row_b,
                      result.values(table_b, row_b, c))
@@ -572,15 +593,17 @@ def _format_table(result: Run, table: str, title: str) -> str:
 
 def _format_training(result: Run) -> str:
     names = list(result.seeds[0].training)
-    keys = ("train_loss", "valid_loss_best", "learned_nothing", "best_step", "steps", "seconds")
+    keys = ("train_loss", "valid_loss_best", "learned_nothing", "best_step", "steps", "lr_cuts",
+            "stopped_early", "cpu_seconds")
     width = max(len(n) for n in names) + 2
     header = f"{'':<{width}}" + "".join(f"{k:>18}" for k in keys)
-    lines = ["Training (mean +- std over seeds): losses against the learned-nothing level",
+    lines = ["Training (mean +- std over seeds): losses against the learned-nothing level; "
+             "stopped_early 1 = the stopping rule ended it, 0 = the step cap",
              header, "-" * len(header)]
     for name in names:
         cells = []
         for key in keys:
-            digits = 2 if "loss" in key or key == "learned_nothing" else 0
+            digits = 2 if "loss" in key or key in ("learned_nothing", "stopped_early") else 0
             cells.append(format_mean_std([s.training[name][key] for s in result.seeds], digits))
         lines.append(f"{name:<{width}}" + "".join(f"{cell:>18}" for cell in cells))
     return "\n".join(lines)
@@ -612,7 +635,8 @@ def format_report(result: Run) -> str:
         _format_table(result, TABLE_1, f"Table 1: HR@N (%), ULIM with PGIN's top-{k} "
                       f"categories; non-learned baselines first"),
         f"the paper's Table 1 (Taobao, HR@500/1000/2000): {paper}",
-        _format_table(result, TABLE_2, f"Table 2: ablations, HR@N (%), top-{k} categories"),
+        _format_table(result, TABLE_2, f"Table 2: ablations, HR@N (%), top-{k} categories")
+        or "Table 2 (ablations): not run (refimpl demo ulim --ablations trains them)",
         _format_table(result, GIVEN, "Given the true next category (one route, no PGIN)"),
         _format_table(result, HR_VS_K, "HR@N (%) against K"),
         _format_table(result, SPLITS, f"Serving: how N is split between routes (top-{k})"),
@@ -682,6 +706,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--users", type=int, default=None, help="override the number of users")
     parser.add_argument("--items", type=int, default=None, help="override the number of items")
     parser.add_argument("--steps", type=int, default=None, help="override the training steps")
+    parser.add_argument("--ablations", action="store_true",
+                        help="also train Table 2's ablations (ULIM-half-sequence, ULIM-self-attention, "
+                             "ULIM with catalogue-wide short-term negatives): 2.3x the CPU")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (none off a terminal either)")
     return parser
 
@@ -702,6 +729,8 @@ def config_for(args: argparse.Namespace) -> DemoConfig:
     cfg = replace(cfg, data=data, train=train)
     if args.seen is not None:
         cfg = replace(cfg, seen=args.seen)
+    if args.ablations:
+        cfg = replace(cfg, ablations=True)
     if args.data is not None:
         cfg = replace(cfg, data_path=str(args.data), data_format=args.data_format or "")
     return cfg if args.backend is None else replace(cfg, backend=args.backend)

@@ -53,7 +53,7 @@ from refimpl.pipelines.inputs import (
     training_samples,
 )
 from refimpl.pipelines.ulim import SequenceConfig
-from refimpl.train import TrainConfig, fit, seeded_rng
+from refimpl.train import DTYPES, TrainConfig, fit, seeded_rng
 
 __all__ = [
     "pgin_targets",
@@ -228,6 +228,7 @@ class PGINTrainConfig:
     eval_chunk: int = 1_024  # targets per forward pass when evaluating
     validation_rows: int = 1_024  # users whose last training target is held out (train_pgin)
     seed: int = 0
+    dtype: str = "float64"  # of the params while training ("float32": cheaper steps); served in float64
 
     def __post_init__(self) -> None:
         for name in ("dim", "num_heads", "batch_size", "max_steps", "eval_every", "patience",
@@ -240,6 +241,7 @@ class PGINTrainConfig:
         require_real("cfg.lr", self.lr, low=0.0, low_open=True)
         require_real("cfg.min_improvement", self.min_improvement, low=0.0)
         require_int("cfg.seed", self.seed, low=0)
+        require_choice("cfg.dtype", self.dtype, DTYPES)
 
 
 @dataclass(frozen=True)
@@ -305,7 +307,10 @@ def train_pgin_to_convergence(
         num_heads=cfg.num_heads, mlp_hidden=cfg.mlp_hidden,
     )
     rng = seeded_rng(cfg.seed)
-    params = pgin_model.pgin_init(rng, model_cfg)
+    params = pgin_model.pgin_init(rng, model_cfg, np.dtype(cfg.dtype))
+    # the user features are the one float input: in the params' dtype while training
+    train_batch, valid_batch = (
+        replace(b, user_features=b.user_features.astype(cfg.dtype)) for b in (train_batch, valid_batch))
     size = train_batch.history.shape[0]
     chance = float(np.log(num_categories))
     prior_loss = float(-np.mean(np.log(prior[valid_batch.label] + 1e-12)))
@@ -321,6 +326,7 @@ def train_pgin_to_convergence(
 
     start = time.perf_counter()
     params, curve = fit(name, params, step, valid_fn, chance, rule, cfg.max_steps, rng, stream)
+    params = {key: np.asarray(value, dtype=np.float64) for key, value in params.items()}  # served in float64
     result = PGINCurve(
         curve.train, curve.valid_steps, curve.valid, chance, prior_loss, curve.best_step,
         curve.stopped_early, time.perf_counter() - start,

@@ -95,7 +95,6 @@ class UMIPipelineConfig:
     lr: float = 0.005
     dim: int = 32  # D
     profile_dim: int = 8  # F, the width of one profile field's embedding
-    attention_bias: float = 3.0  # UMI's UGANet output bias at init: behaviours start open (a_i ~ 0.95)
     steps: int = 1_500  # the cap on Adam steps
     eval_every: int = 100
     patience: int = 3
@@ -105,6 +104,7 @@ class UMIPipelineConfig:
     seen: str = "excluded"
     target_behaviour: str | None = None  # only events of this behaviour are targets; None: every event
     seed: int = 0  # the user split, the init and the batches
+    attention_bias: float = 3.0  # UMI's UGANet output bias at init: behaviours start open (a_i ~ 0.95)
 
 
 def validate_pipeline_config(cfg: UMIPipelineConfig) -> None:

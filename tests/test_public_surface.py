@@ -226,9 +226,8 @@ def _valid_umi_pipeline_calls() -> None:
     from refimpl.demos import umi as umi_demo
     from refimpl.pipelines import umi
 
-    data_cfg = ProfileDataConfig(num_users=30, num_items=24, num_categories=6, num_styles=2, num_households=2,
-                                 distractors_per_household=2, min_interests=1, max_interests=2, min_length=6,
-                                 max_length=10)
+    data_cfg = ProfileDataConfig(num_users=30, num_items=24, num_categories=6, num_styles=2, num_audiences=2,
+                                 min_interests=1, max_interests=2, min_length=6, max_length=10)
     validate_profile_config(data_cfg)
     log = generate_profile_data(data_cfg).interactions
     corrupt_profiles(log, 0.1, np.random.default_rng(0))
@@ -238,6 +237,7 @@ def _valid_umi_pipeline_calls() -> None:
     prepared = umi.prepare(log, cfg)
     model = umi.train_model("UMI", prepared, cfg, stream=None)
     umi.evaluate(model, prepared, cfg)
+    umi.behaviour_weights(model, prepared, cfg)
     umi.non_learned_scores(umi.POPULARITY, prepared, cfg)
     umi.run_models(log, cfg, ("MIND",), (), stream=None)
     umi_demo.scaled_cutoffs(800)

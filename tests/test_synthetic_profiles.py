@@ -31,28 +31,41 @@ def test_planted_mechanism() -> None:
     data = generate_profile_data(SMALL)
     log = data.interactions
     owner = log.event_users()
-    household = log.profile["household"]
+    audience = log.profile["audience"]
+    item_audience = data.item_audience[log.items]
     category = log.item_category[log.items]
-    in_distractors = (data.distractors[household[owner]] == category[:, None]).any(axis=1)
-    # a distractor event is in its household's distractor categories; an interest event never is
-    assert np.array_equal(in_distractors, data.distractor_event)
+    # an event is the user's own exactly when its item's audience is the user's audience field
+    assert np.array_equal(item_audience != audience[owner], data.distractor_event)
+    assert np.array_equal(item_audience[data.distractor_event], data.co_audience[owner[data.distractor_event]])
     assert abs(data.distractor_event.mean() - SMALL.distractor_rate) < 0.03
-    for u, interests in enumerate(data.interests):
-        assert not np.isin(interests, data.distractors[household[u]]).any()
-    # an interest event's style is the user's style field of the category's parity, w.p. ~ phi + (1-phi)/S
+    # own events in the user's interests, co-user events in the co-user's, and the two are disjoint
+    for u, (own, co) in enumerate(zip(data.interests, data.co_interests, strict=True)):
+        mine = owner == u
+        assert np.isin(category[mine & ~data.distractor_event], own).all()
+        assert np.isin(category[mine & data.distractor_event], co).all()
+        assert not np.isin(own, co).any()
+    # the co-user's categories are not a function of the profile: every audience meets every category
+    co_categories = np.zeros((SMALL.num_audiences, SMALL.num_categories), dtype=bool)
+    for u, co in enumerate(data.co_interests):
+        co_categories[audience[u], co] = True
+    assert co_categories.all()
+    # an own event's style is the user's style field of the category's parity, w.p. ~ phi + (1-phi)/S
     interest = ~data.distractor_event
     fields = np.stack([log.profile["style_a"], log.profile["style_b"]], axis=1)
     wanted = fields[owner[interest], category[interest] % 2]
     match = (data.item_style[log.items[interest]] == wanted).mean()
     expected = SMALL.style_fidelity + (1 - SMALL.style_fidelity) / SMALL.num_styles
     assert abs(match - expected) < 0.03
+    # negative control: the co-user's events do not follow the user's style fields beyond chance
+    co_match = (data.item_style[log.items[~interest]] == fields[owner[~interest], category[~interest] % 2]).mean()
+    assert abs(co_match - 1 / SMALL.num_styles) < 0.05
     # noise fields and the log's own invariants
     assert {"noise_0", "noise_1"} <= set(log.profile)
     assert log.num_items == SMALL.num_items and log.num_users == SMALL.num_users
 
 
 def test_no_repeats_while_a_cell_has_items() -> None:
-    # the default catalogue has ~50 items per (category, style) cell: more than a user's events in one
+    # the default catalogue has ~50 items per (category, style, audience) cell: more than a user's events in one
     log = generate_profile_data(replace(ProfileDataConfig(), num_users=120)).interactions
     pairs = log.event_users() * log.num_items + log.items
     assert 1 - np.unique(pairs).size / pairs.size < 0.02
@@ -60,7 +73,8 @@ def test_no_repeats_while_a_cell_has_items() -> None:
 
 @pytest.mark.parametrize(("field", "value", "error"), [
     ("num_users", 0, ValueError), ("num_items", 10, ValueError), ("max_length", 5, ValueError),
-    ("min_length", 1, ValueError), ("max_interests", 1, ValueError), ("distractors_per_household", 16, ValueError),
+    ("min_length", 1, ValueError), ("max_interests", 1, ValueError), ("max_interests", 10, ValueError),
+    ("num_audiences", 1, ValueError),
     ("distractor_rate", 1.0, ValueError), ("distractor_rate", float("nan"), ValueError),
     ("style_fidelity", 1.5, ValueError), ("interest_concentration", 0.0, ValueError),
     ("num_noise_fields", -1, ValueError), ("seed", "0", TypeError), ("num_styles", True, TypeError),

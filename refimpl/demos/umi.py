@@ -82,17 +82,19 @@ class DemoConfig:
     models: tuple[str, ...] = MODEL_NAMES
 
 
-DEFAULT_DATA = ProfileDataConfig(num_users=1_000, num_items=800, num_categories=10, min_length=30, max_length=60)
+DEFAULT_DATA = ProfileDataConfig(num_users=1_500, num_items=800, num_categories=10, min_length=30,
+                                 max_length=60)
 DEFAULT = DemoConfig(
     data=DEFAULT_DATA,
     pipeline=UMIPipelineConfig(max_length=20, num_negatives=50, lr=0.01, steps=500, eval_every=100,
                                cutoffs=scaled_cutoffs(DEFAULT_DATA.num_items), target_behaviour=INTEREST_BEHAVIOUR),
 )
-"""The default run (spec/umi.md#demo): 1,000 users, 800 items in 10 categories x 4 styles, 30-60
-events each; T = 20, K = 3, batch 128 (the paper's), N = 50 negatives and lr 0.01 (the paper's 5 and
-0.005 leave every model at its learned-nothing level within the budget: measured, spec/umi.md), at
-most 500 steps; only interest events are targets (household events are history only);
-cut-offs 10/50/300 scaled to the catalogue (2/11/65 of 800 items)."""
+"""The default run (spec/umi.md#demo): 1,500 users, 800 items in 10 categories x 2 styles x 2
+audiences, 30-60 events each, half of them a co-user's; T = 20, K = 3, batch 128 (the paper's),
+N = 50 negatives and lr 0.01 (the paper's 5 and 0.005 leave every model at its learned-nothing level
+within the budget: measured, spec/umi.md), at most 500 steps; only the user's own events are
+targets (the co-user's are history only); cut-offs 10/50/300 scaled to the catalogue (2/11/65 of
+800 items)."""
 
 QUICK = DemoConfig(
     data=replace(PROFILE_QUICK_CONFIG, num_users=200),

@@ -130,6 +130,7 @@ class UMIConfig:
     routing: CapsuleRoutingConfig = field(default_factory=CapsuleRoutingConfig)
     user_guided_attention: bool = True  # False: UMI w/o DAR (a_i = 1)
     interest_refinement: bool = True  # False: UMI w/o IR (MIND's static output layer, hidden refine_hidden)
+    attention_bias: float = 0.0  # UGANet's output bias b2 at init: a_i starts at about sigmoid(attention_bias)
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ def _check_config(cfg: UMIConfig) -> None:
         require_positive_int(f"cfg.{name}", getattr(cfg, name))
     require_bool("cfg.user_guided_attention", cfg.user_guided_attention)
     require_bool("cfg.interest_refinement", cfg.interest_refinement)
+    require_real("cfg.attention_bias", cfg.attention_bias)
 
 
 def umi_param_names(cfg: UMIConfig) -> tuple[str, ...]:
@@ -195,7 +197,8 @@ def umi_param_names(cfg: UMIConfig) -> tuple[str, ...]:
 
 
 def umi_init(rng: np.random.Generator, cfg: UMIConfig) -> Params:
-    """Parameters drawn from `rng`: weights N(0, 1/fan_in), biases 0, tables N(0, 1/D)."""
+    """Parameters drawn from `rng`: weights N(0, 1/fan_in), tables N(0, 1/D), biases 0 except the
+    attention's output bias, `cfg.attention_bias` (0 by default)."""
     _check_config(cfg)
     d, c, f, k = cfg.dim, cfg.num_fields, cfg.profile_dim, cfg.num_interests
     profile = c * f
@@ -226,7 +229,9 @@ def umi_init(rng: np.random.Generator, cfg: UMIConfig) -> Params:
     wanted = umi_param_names(cfg)
     params: Params = {}
     for name, shape in ((name, shapes[name]) for name in wanted):
-        if len(shape) == 1:
+        if name == "uga_b2":
+            params[name] = np.full(shape, float(cfg.attention_bias))
+        elif len(shape) == 1:
             params[name] = np.zeros(shape)
         elif name.endswith("table"):
             params[name] = gaussian(rng, shape, 1.0 / np.sqrt(d))

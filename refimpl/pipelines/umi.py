@@ -62,6 +62,7 @@ __all__ = [
     "Scores",
     "Trained",
     "UMIPipelineConfig",
+    "behaviour_weights",
     "evaluate",
     "non_learned_scores",
     "check_prepared",
@@ -104,6 +105,7 @@ class UMIPipelineConfig:
     seen: str = "excluded"
     target_behaviour: str | None = None  # only events of this behaviour are targets; None: every event
     seed: int = 0  # the user split, the init and the batches
+    attention_bias: float = 3.0  # UMI's UGANet output bias at init: behaviours start open (a_i ~ 0.95)
 
 
 def validate_pipeline_config(cfg: UMIPipelineConfig) -> None:
@@ -112,6 +114,7 @@ def validate_pipeline_config(cfg: UMIPipelineConfig) -> None:
                  "eval_every", "patience", "validation_rows"):
         require_positive_int(f"cfg.{name}", getattr(cfg, name))
     require_real("cfg.lr", cfg.lr, low=0.0, low_open=True)
+    require_real("cfg.attention_bias", cfg.attention_bias)
     require_real("cfg.min_improvement", cfg.min_improvement, low=0.0)
     if not isinstance(cfg.cutoffs, tuple) or not cfg.cutoffs:
         raise ValueError(f"cfg.cutoffs: expected a non-empty tuple of positive integers, got {cfg.cutoffs!r}")
@@ -292,6 +295,14 @@ def _multi_interest(init: Callable[[np.random.Generator, object], Params], forwa
                   lambda p: p["item_table"])
 
 
+def _umi_config(name: str, prepared: Prepared, cfg: UMIPipelineConfig) -> umi_model.UMIConfig:
+    """The model config of UMI or one of its ablations (`name`) on the prepared log."""
+    return umi_model.UMIConfig(prepared.interactions.num_items, prepared.num_profile_values, prepared.num_fields,
+                               cfg.dim, cfg.profile_dim, cfg.num_interests, routing=CapsuleRoutingConfig(),
+                               user_guided_attention=name != "UMI w/o DAR", interest_refinement=name != "UMI w/o IR",
+                               attention_bias=cfg.attention_bias)
+
+
 def _build(name: str, prepared: Prepared, cfg: UMIPipelineConfig, rng: np.random.Generator) -> _Model:
     log = prepared.interactions
     sizes: dict[str, int] = dict(num_items=log.num_items, num_profile_values=prepared.num_profile_values,
@@ -315,13 +326,8 @@ def _build(name: str, prepared: Prepared, cfg: UMIPipelineConfig, rng: np.random
         return _multi_interest(dssm_model.dssm_init, dssm_model.dssm_forward, dssm_model.dssm_loss,  # type: ignore[arg-type]
                                dssm_cfg, "standard", rng)
     if name.startswith("UMI"):
-        umi_cfg = umi_model.UMIConfig(sizes["num_items"], sizes["num_profile_values"], sizes["num_fields"],
-                                      sizes["dim"], sizes["profile_dim"], sizes["num_interests"],
-                                      routing=CapsuleRoutingConfig(),
-                                      user_guided_attention=name != "UMI w/o DAR",
-                                      interest_refinement=name != "UMI w/o IR")
         return _multi_interest(umi_model.umi_init, umi_model.umi_forward, umi_model.umi_loss,  # type: ignore[arg-type]
-                               umi_cfg, "standard" if name == "UMI w/o HN" else hn, rng)
+                               _umi_config(name, prepared, cfg), "standard" if name == "UMI w/o HN" else hn, rng)
     if name == "YouTube DNN":
         yt_cfg = ytdnn.YouTubeDNNConfig(num_items=log.num_items, num_categories=log.num_categories, dim=cfg.dim)
         category = log.item_category
@@ -444,6 +450,29 @@ def evaluate(model: Trained, prepared: Prepared, cfg: UMIPipelineConfig, chunk: 
         batch = _user_batch(prepared, test.users[part], test.history_start[part], test.history_end[part], cfg, rng)
         parts.append(max_interest_score_forward(model.interests(model.params, batch), items)[0])
     return _metrics(prepared, np.concatenate(parts), cfg)
+
+
+def behaviour_weights(model: Trained, prepared: Prepared, cfg: UMIPipelineConfig,
+                      chunk: int = 256) -> tuple[Array, IntArray]:
+    """UMI's user-guided attention a_i (UMI eq. 2) on every test request's served history, as
+    serving computes it: the weights (R, T) and each position's event index into the log (R, T),
+    -1 at padded positions (weight 0). `model` is UMI or an ablation that keeps the attention;
+    permute `prepared.profile_ids` to see what the attention does without the user's own profile."""
+    require_choice("model.name", model.name, tuple(n for n in MODEL_NAMES if n.startswith("UMI") and "DAR" not in n))
+    validate_pipeline_config(cfg)
+    check_prepared(prepared)
+    chunk = require_positive_int("chunk", chunk)
+    test = prepared.split.test
+    umi_cfg = _umi_config(model.name, prepared, cfg)
+    rng = np.random.Generator(np.random.PCG64(0))
+    weights, events = [], []
+    for start in range(0, test.num_rows, chunk):
+        part = slice(start, start + chunk)
+        batch = _user_batch(prepared, test.users[part], test.history_start[part], test.history_end[part], cfg, rng)
+        weights.append(umi_model.umi_forward(model.params, batch, umi_cfg)[1].routing.item_weights)
+        first = np.maximum(test.history_start[part], test.history_end[part] - cfg.max_length)
+        events.append(np.where(batch.mask, first[:, None] + np.arange(cfg.max_length)[None, :], -1))
+    return np.concatenate(weights), np.concatenate(events).astype(np.int64)
 
 
 def non_learned_scores(name: str, prepared: Prepared, cfg: UMIPipelineConfig) -> Scores:

@@ -258,7 +258,7 @@ def _valid_registry_calls() -> None:
     from refimpl.train import TrainConfig
 
     log = generate_profile_data(ProfileDataConfig(
-        num_users=30, num_items=24, num_categories=6, num_styles=2, num_households=2, distractors_per_household=2,
+        num_users=30, num_items=24, num_categories=6, num_styles=2, num_audiences=2,
         min_interests=1, max_interests=2, min_length=6, max_length=10)).interactions
     cfg = registry.ULIMPipelineConfig(
         seq=SequenceConfig(short_length=3, long_length=6, max_subsequence=4, mind_length=4, pgin_long_length=3,

@@ -23,7 +23,7 @@ from refimpl.pipelines.umi import UMIPipelineConfig
 from refimpl.train import TrainConfig
 
 LOG = generate_profile_data(ProfileDataConfig(
-    num_users=40, num_items=24, num_categories=6, num_styles=2, num_households=2, distractors_per_household=2,
+    num_users=40, num_items=24, num_categories=6, num_styles=2, num_audiences=2,
     min_interests=1, max_interests=2, min_length=6, max_length=10,
 )).interactions
 ULIM_CONFIG = ULIMPipelineConfig(
@@ -177,7 +177,7 @@ def test_a_config_of_a_pipeline_that_does_not_implement_the_model_is_refused() -
 
 def test_a_split_of_another_log_is_refused() -> None:
     smaller = generate_profile_data(ProfileDataConfig(
-        num_users=20, num_items=24, num_categories=6, num_styles=2, num_households=2, distractors_per_household=2,
+        num_users=20, num_items=24, num_categories=6, num_styles=2, num_audiences=2,
         min_interests=1, max_interests=2, min_length=6, max_length=10,
     )).interactions
     for config in (ULIM_CONFIG, UMI_CONFIG):

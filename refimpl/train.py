@@ -1,11 +1,14 @@
 """The one training rule every model of every paper trains by (spec/demo.md#training).
 
 - `fit`: Adam steps of a model's `step_fn` under the stopping rule of `TrainConfig`: the validation
-  loss is measured every `eval_every` steps; training stops when it has not fallen by more than
-  `min_improvement` nats for `patience` measurements in a row, or at the cap; the params at the
-  lowest validation loss are kept. Every step's random draws (batch rows, negatives, routing
-  logits) come from the one Generator `fit` hands to `step_fn`: a trainer holds no generator of
-  its own, so a run is reproduced from its seed alone.
+  loss is measured every `eval_every` steps; when it has not fallen by more than `min_improvement`
+  nats for `patience` measurements in a row, the learning rate is multiplied by `lr_factor` if it
+  has been cut fewer than `lr_cuts` times (reduce-on-plateau, as PyTorch's ReduceLROnPlateau), else
+  training stops; it stops at the cap in any case; the params at the lowest validation loss are
+  kept. `lr_schedule` "cosine" decays the learning rate from `lr` towards 0 at the cap (on top of
+  the cuts). The defaults (`lr_cuts` 0, "constant") are a constant learning rate. Every step's
+  random draws (batch rows, negatives, routing logits) come from the one Generator `fit` hands to
+  `step_fn`: a trainer holds no generator of its own, so a run is reproduced from its seed alone.
 - `Curve` and `report_line`: the training and validation losses next to the loss of a model that
   learned nothing (`chance_sampled_softmax` for a sampled softmax).
 - `validation_subset`: which of a protocol's validation rows the validation loss reads (at most
@@ -22,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TextIO
 
 import numpy as np
@@ -40,12 +43,14 @@ __all__ = [
     "chance_sampled_softmax",
     "fit",
     "report_line",
+    "scheduled_lr",
     "seeded_rng",
     "validation_subset",
 ]
 
 
 DTYPES = ("float64", "float32")  # TrainConfig.dtype
+LR_SCHEDULES = ("constant", "cosine")  # TrainConfig.lr_schedule
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,9 @@ class TrainConfig:
     num_heads: int = 2
     num_interests: int = 4  # MIND's K
     lr: float = 3e-3
+    lr_schedule: str = "constant"  # "cosine": lr * (1 + cos(pi * step / cap)) / 2
+    lr_cuts: int = 0  # plateaus that cut the lr (by lr_factor) before one stops training
+    lr_factor: float = 0.3  # what a cut multiplies the lr by
     seed: int = 0
     dtype: str = "float64"  # of ULIM's and YouTube DNN's params ("float32": the same mathematics, cheaper steps)
 
@@ -73,6 +81,10 @@ class TrainConfig:
             require_positive_int(f"cfg.{name}", getattr(self, name))
         require_real("cfg.min_improvement", self.min_improvement, low=0.0)
         require_real("cfg.lr", self.lr, low=0.0, low_open=True)
+        require_choice("cfg.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        require_int("cfg.lr_cuts", self.lr_cuts, low=0)
+        if not 0.0 < require_real("cfg.lr_factor", self.lr_factor) < 1.0:
+            raise ValueError(f"cfg.lr_factor: expected a factor in (0, 1), got {self.lr_factor!r}")
         require_int("cfg.seed", self.seed, low=0)
         require_choice("cfg.dtype", self.dtype, DTYPES)
 
@@ -116,7 +128,8 @@ class Curve:
     """A training run's losses: `train` per step; `valid` at `valid_steps` (step 0 = the init);
     `chance`: the loss of a model that learned nothing (every score equal, spec/demo.md#training);
     `best_step`: where the validation loss was lowest (the params kept); `stopped_early`: the rule
-    stopped it before the cap."""
+    stopped it before the cap; `lr`: the learning rate of the step each measurement follows (step
+    0: the base rate); `cut_steps`: the measurements after which the plateau rule cut it."""
 
     train: list[float]
     valid_steps: list[int]
@@ -124,6 +137,8 @@ class Curve:
     chance: float
     best_step: int
     stopped_early: bool
+    lr: list[float] = field(default_factory=list)
+    cut_steps: list[int] = field(default_factory=list)
 
     @property
     def best_valid(self) -> float:
@@ -131,15 +146,32 @@ class Curve:
 
 
 def report_line(name: str, step: int, cap: int, train: float, valid: float, chance: float,
-                seconds: float) -> str:
+                seconds: float, lr: float | None = None) -> str:
     """One progress line: the training loss (mean of the last steps), the validation loss and the
-    learned-nothing level side by side."""
+    learned-nothing level side by side; the learning rate when given."""
     require_int("step", step, low=0)
     require_int("cap", cap, low=0)
     for label, value in (("train", train), ("valid", valid), ("chance", chance), ("seconds", seconds)):
         require_real(label, value)
+    rate = "" if lr is None else f" lr {require_real('lr', lr, low=0.0):.1e}"
     return (f"{name:>20} step {step:>5}/{cap} train {train:7.4f} valid {valid:7.4f} "
-            f"(learned nothing {chance:7.4f}) {seconds:6.1f}s")
+            f"(learned nothing {chance:7.4f}){rate} {seconds:6.1f}s")
+
+
+def scheduled_lr(cfg: TrainConfig, step: int, cap: int, cuts: int) -> float:
+    """The learning rate of `step` (1-based) of at most `cap`, after `cuts` plateau cuts:
+    lr * lr_factor^cuts, times (1 + cos(pi (step - 1) / cap)) / 2 under the "cosine" schedule
+    (the first step at the full rate, the last near 0)."""
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg: expected a TrainConfig, got {type(cfg).__name__}")
+    cap = require_positive_int("cap", cap)
+    step = require_int("step", step, low=1)
+    if step > cap:
+        raise ValueError(f"step: expected at most cap = {cap}, got {step}")
+    rate = cfg.lr * cfg.lr_factor ** require_int("cuts", cuts, low=0)
+    if cfg.lr_schedule == "cosine":
+        rate *= 0.5 * (1.0 + float(np.cos(np.pi * (step - 1) / cap)))
+    return rate
 
 
 StepFn = Callable[[Params, np.random.Generator], tuple[float, Params]]
@@ -169,14 +201,16 @@ def fit(
     steps = require_positive_int("steps", steps)
     require_real("chance", chance)
     state = adam_init(params)
-    adam = AdamConfig(lr=cfg.lr)
     start = time.perf_counter()
     best_params, best_step, best = params, 0, valid_fn(params)
-    curve = Curve([], [0], [best], chance, 0, False)
-    waited = 0
+    curve = Curve([], [0], [best], chance, 0, False, [cfg.lr], [])
+    waited = cuts = 0
+    adam = AdamConfig(lr=scheduled_lr(cfg, 1, steps, cuts))
     # a bar on a terminal (its status the latest report line); off a terminal one line per measurement
     with nullcontext(Bar()) if stream is None else task(name, total=steps, unit="step", stream=stream) as bar:
         for step in range(1, steps + 1):
+            if cfg.lr_schedule != "constant":
+                adam = AdamConfig(lr=scheduled_lr(cfg, step, steps, cuts))
             loss, grads = step_fn(params, rng)
             params, state = adam_step(params, grads, state, adam)
             curve.train.append(loss)
@@ -186,8 +220,10 @@ def fit(
             valid = valid_fn(params)
             curve.valid_steps.append(step)
             curve.valid.append(valid)
+            curve.lr.append(adam.lr)
             line = report_line(name, step, steps, float(np.mean(curve.train[-cfg.eval_every:])),
-                               valid, chance, time.perf_counter() - start)
+                               valid, chance, time.perf_counter() - start,
+                               None if cfg.lr_cuts == 0 and cfg.lr_schedule == "constant" else adam.lr)
             if bar.shown:
                 bar.status(line)
             elif stream is not None:
@@ -201,5 +237,10 @@ def fit(
             else:
                 waited += 1
             if waited >= cfg.patience:
-                return best_params, replace(curve, best_step=best_step, stopped_early=step < steps)
+                if cuts == cfg.lr_cuts:
+                    return best_params, replace(curve, best_step=best_step, stopped_early=step < steps)
+                # a plateau: a smaller step lets Adam settle where the larger one jumped about
+                cuts, waited = cuts + 1, 0
+                curve.cut_steps.append(step)
+                adam = AdamConfig(lr=scheduled_lr(cfg, min(step + 1, steps), steps, cuts))
     return best_params, replace(curve, best_step=best_step)

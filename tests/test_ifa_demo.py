@@ -204,3 +204,26 @@ def test_command_line_overrides_reach_the_config() -> None:
     cfg = config_for(_parser().parse_args(["--users", "4000", "--steps", "400", "--patience", "4"]))
     assert (cfg.data.num_users, cfg.ranker.steps, cfg.ranker.patience) == (4000, 400, 4)
     assert config_for(_parser().parse_args([])) == DEFAULT
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("lr_schedule", "step"), ("lr_cuts", -1), ("lr_cuts", 1.5), ("lr_factor", 1.0), ("lr_factor", 0.0),
+])
+def test_ranker_config_refuses_bad_schedules_by_name(field: str, value: object) -> None:
+    with pytest.raises((ValueError, TypeError), match=f"RankerConfig.{field}"):
+        pipeline.RankerConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_the_schedule_reaches_fit_and_the_command_line_sets_it() -> None:
+    """RankerConfig's schedule is what refimpl.train.fit trains by (a config that dropped a field
+    would train at the constant default rate), and the demo's options set it."""
+    from refimpl.demos.ifa import _parser, config_for
+
+    ranker = pipeline.RankerConfig(lr=0.03, lr_schedule="cosine", lr_cuts=2, lr_factor=0.5)
+    train = pipeline._train_config(ranker, seed=3)
+    assert (train.lr, train.lr_schedule, train.lr_cuts, train.lr_factor, train.seed) == (0.03, "cosine", 2, 0.5, 3)
+    default = pipeline._train_config(pipeline.RankerConfig(), seed=0)
+    assert (default.lr_schedule, default.lr_cuts) == ("constant", 0)
+    cfg = config_for(_parser().parse_args(["--lr", "0.03", "--lr-schedule", "cosine", "--lr-cuts", "2",
+                                           "--lr-factor", "0.5"]))
+    assert (cfg.ranker.lr, cfg.ranker.lr_schedule, cfg.ranker.lr_cuts, cfg.ranker.lr_factor) == (0.03, "cosine", 2, 0.5)

@@ -241,6 +241,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=None, help="override the step cap (default 1,000)")
     parser.add_argument("--patience", type=int, default=None,
                         help="override the evaluations without improvement before stopping (default 4)")
+    parser.add_argument("--lr", type=float, default=None, help="override the base learning rate")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None,
+                        help="override the learning-rate schedule")
+    parser.add_argument("--lr-cuts", type=int, default=None,
+                        help="override the plateaus that cut the learning rate before training stops")
+    parser.add_argument("--lr-factor", type=float, default=None, help="override what a cut multiplies the lr by")
     parser.add_argument("--users", type=int, default=None,
                         help="override the number of users (requests; default 8,000)")
     parser.add_argument("--length", type=int, default=None, help="override the lifelong sequence length")
@@ -258,6 +264,9 @@ def config_for(args: argparse.Namespace) -> DemoConfig:
         cfg = replace(cfg, ranker=replace(cfg.ranker, steps=args.steps))
     if args.patience is not None:
         cfg = replace(cfg, ranker=replace(cfg.ranker, patience=args.patience))
+    for option in ("lr", "lr_schedule", "lr_cuts", "lr_factor"):
+        if getattr(args, option) is not None:
+            cfg = replace(cfg, ranker=replace(cfg.ranker, **{option: getattr(args, option)}))
     if args.users is not None:
         cfg = replace(cfg, data=replace(cfg.data, num_users=args.users))
     if args.length is not None:

@@ -91,7 +91,7 @@ from refimpl.nn.top_k_attention import (
     top_k_attention_forward,
 )
 from refimpl.progress import track
-from refimpl.train import Curve, TrainConfig, fit
+from refimpl.train import LR_SCHEDULES, Curve, TrainConfig, fit
 
 __all__ = [
     "RANKERS",
@@ -152,6 +152,9 @@ class RankerConfig:
     top_k: int = 64  # k, the behaviours SIM-soft and TWIN keep per candidate
     batch_size: int = 32  # requests per step
     lr: float = 1e-2
+    lr_schedule: str = "constant"  # or "cosine" (refimpl.train.scheduled_lr)
+    lr_cuts: int = 0  # validation plateaus that cut the lr by lr_factor before one stops training
+    lr_factor: float = 0.3
     steps: int = 400  # the cap
     eval_every: int = 40
     patience: int = 4
@@ -166,13 +169,19 @@ class RankerConfig:
             raise ValueError(f"RankerConfig.num_heads: {self.num_heads} heads do not divide width {self.width}")
         require_real("RankerConfig.lr", self.lr, low=0.0, low_open=True)
         require_real("RankerConfig.min_improvement", self.min_improvement, low=0.0)
+        require_choice("RankerConfig.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        require_int("RankerConfig.lr_cuts", self.lr_cuts, low=0)
+        if not 0.0 < require_real("RankerConfig.lr_factor", self.lr_factor) < 1.0:
+            raise ValueError(f"RankerConfig.lr_factor: expected a factor in (0, 1), got {self.lr_factor!r}")
         require_choice("RankerConfig.dtype", self.dtype, ("float32", "float64"))
 
 def _train_config(cfg: RankerConfig, seed: int) -> TrainConfig:
-    """The refimpl.train.fit settings of `cfg` (fit reads lr, eval_every, patience, min_improvement)."""
+    """The refimpl.train.fit settings of `cfg` (fit reads the lr and its schedule, eval_every,
+    patience, min_improvement)."""
     return TrainConfig(steps=cfg.steps, eval_every=cfg.eval_every, patience=cfg.patience,
                        min_improvement=cfg.min_improvement, batch_size=cfg.batch_size, dim=cfg.width,
-                       num_heads=cfg.num_heads, lr=cfg.lr, seed=seed)
+                       num_heads=cfg.num_heads, lr=cfg.lr, lr_schedule=cfg.lr_schedule, lr_cuts=cfg.lr_cuts,
+                       lr_factor=cfg.lr_factor, seed=seed)
 
 
 @dataclass(frozen=True)

@@ -708,7 +708,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=None, help="override the training steps")
     parser.add_argument("--ablations", action="store_true",
                         help="also train Table 2's ablations (ULIM-half-sequence, ULIM-self-attention, "
-                             "ULIM with catalogue-wide short-term negatives): 2.3x the CPU")
+                             "ULIM with catalogue-wide short-term negatives): 2.0x the CPU")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (none off a terminal either)")
     return parser
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from typing import TextIO
+from typing import Protocol, TextIO, runtime_checkable
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from refimpl.progress import Bar, task
 
 __all__ = [
     "Curve",
+    "LossCurve",
     "StepFn",
     "TrainConfig",
     "ValidFn",
@@ -45,6 +46,7 @@ __all__ = [
     "report_line",
     "scheduled_lr",
     "seeded_rng",
+    "training_record",
     "validation_subset",
 ]
 
@@ -143,6 +145,48 @@ class Curve:
     @property
     def best_valid(self) -> float:
         return self.valid[self.valid_steps.index(self.best_step)]
+
+
+@runtime_checkable
+class LossCurve(Protocol):
+    """What `training_record` reads of a curve: `Curve`, and PGIN's curve, which has its own rule."""
+
+    @property
+    def train(self) -> list[float]: ...
+    @property
+    def valid_steps(self) -> list[int]: ...
+    @property
+    def valid(self) -> list[float]: ...
+    @property
+    def chance(self) -> float: ...
+    @property
+    def best_step(self) -> int: ...
+    @property
+    def stopped_early(self) -> bool: ...
+    @property
+    def best_valid(self) -> float: ...
+
+
+def training_record(curve: LossCurve, seconds: float) -> dict[str, float]:
+    """A training run in numbers, as the demos' JSON reports it: `seconds` (as given), the steps
+    taken, the best step, whether the rule stopped it early (1.0) or the cap (0.0), the training loss
+    (mean since the last validation), the validation loss at the init and at its best, and the
+    learned-nothing level. Raises TypeError if `curve` is not a curve (a `LossCurve`)."""
+    if not isinstance(curve, LossCurve):
+        raise TypeError(f"curve: expected a Curve, got {type(curve).__name__}")
+    require_real("seconds", seconds, low=0.0)
+    steps = curve.valid_steps
+    tail = curve.train[-(steps[-1] - steps[-2]):] if len(steps) > 1 else curve.train
+    return {
+        "seconds": round(float(seconds), 2),
+        "steps": len(curve.train),
+        "best_step": curve.best_step,
+        "stopped_early": float(curve.stopped_early),
+        "train_loss": round(float(np.mean(tail)), 4) if tail else float("nan"),
+        "valid_loss_init": round(curve.valid[0], 4),
+        "valid_loss_best": round(curve.best_valid, 4),
+        "learned_nothing": round(curve.chance, 4),
+    }
 
 
 def report_line(name: str, step: int, cap: int, train: float, valid: float, chance: float,

@@ -29,8 +29,6 @@ import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
-import numpy as np
-
 from refimpl._check import BoolArray, require_choice, require_positive_int
 from refimpl.category_baselines import top_k_accuracy
 from refimpl.data.interactions import Interactions
@@ -41,7 +39,7 @@ from refimpl.pipelines.evaluation import EvalConfig
 from refimpl.pipelines.inputs import Samples, request_samples, samples_seen
 from refimpl.pipelines.ulim import SequenceConfig
 from refimpl.pipelines.umi import UMIPipelineConfig
-from refimpl.train import Curve, TrainConfig
+from refimpl.train import Curve, TrainConfig, training_record
 
 __all__ = [
     "MODELS",
@@ -155,22 +153,8 @@ class TrainedModel:
         return ULIM_PIPELINE if isinstance(self.config, ULIMPipelineConfig) else UMI_PIPELINE
 
     def training_record(self) -> dict[str, float]:
-        """The training run in numbers: seconds, steps, the best step, whether the rule stopped it
-        early, the training loss (mean since the last validation), the validation loss at the init
-        and at its best, and the learned-nothing level."""
-        curve = self.curve
-        steps = curve.valid_steps
-        tail = curve.train[-(steps[-1] - steps[-2]):] if len(steps) > 1 else curve.train
-        return {
-            "seconds": round(self.seconds, 2),
-            "steps": len(curve.train),
-            "best_step": curve.best_step,
-            "stopped_early": float(curve.stopped_early),
-            "train_loss": round(float(np.mean(tail)), 4) if tail else float("nan"),
-            "valid_loss_init": round(curve.valid[0], 4),
-            "valid_loss_best": round(curve.best_valid, 4),
-            "learned_nothing": round(curve.chance, 4),
-        }
+        """The training run in numbers (`refimpl.train.training_record`)."""
+        return training_record(self.curve, self.seconds)
 
 
 @dataclass(frozen=True)

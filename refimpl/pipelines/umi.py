@@ -49,7 +49,7 @@ from refimpl.nn.capsule_routing import CapsuleRoutingConfig
 from refimpl.nn.max_interest_score import max_interest_score_forward
 from refimpl.nn.multi_interest_readout import ReadoutConfig
 from refimpl.progress import track
-from refimpl.train import Curve, TrainConfig, chance_sampled_softmax, fit
+from refimpl.train import Curve, TrainConfig, chance_sampled_softmax, fit, training_record
 
 __all__ = [
     "BASELINES",
@@ -508,21 +508,6 @@ class RunResult:
     training: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def _training_record(model: Trained) -> dict[str, float]:
-    curve = model.curve
-    tail = curve.train[-curve.valid_steps[-1] + curve.valid_steps[-2]:] if len(curve.valid_steps) > 1 else curve.train
-    return {
-        "seconds": round(model.seconds, 2),
-        "steps": len(curve.train),
-        "best_step": curve.best_step,
-        "stopped_early": float(curve.stopped_early),
-        "train_loss": round(float(np.mean(tail)), 4) if tail else float("nan"),
-        "valid_loss_init": round(curve.valid[0], 4),
-        "valid_loss_best": round(curve.best_valid, 4),
-        "learned_nothing": round(curve.chance, 4),
-    }
-
-
 def run_models(interactions: Interactions, cfg: UMIPipelineConfig, names: tuple[str, ...] = MODEL_NAMES,
                baselines: tuple[str, ...] = BASELINES, stream: TextIO | None = sys.stderr) -> RunResult:
     """Prepare the split once, score the non-learned baselines, train and evaluate every model."""
@@ -533,6 +518,6 @@ def run_models(interactions: Interactions, cfg: UMIPipelineConfig, names: tuple[
     for name in names:
         model = train_model(name, prepared, cfg, stream)
         result.scores[name] = evaluate(model, prepared, cfg)
-        result.training[name] = _training_record(model)
+        result.training[name] = training_record(model.curve, model.seconds)
     return result
 

@@ -1,6 +1,6 @@
 """The learning-rate schedule of `refimpl.train.fit` (issue 10): reduce-on-plateau cuts and the
 cosine decay do what TrainConfig says, the default is a constant rate, and the checks catch a
-schedule that never cuts."""
+schedule that never cuts; `training_record` reads a curve as the demos report it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from refimpl import train
-from refimpl.train import Curve, TrainConfig, fit, report_line, scheduled_lr
+from refimpl.train import Curve, TrainConfig, fit, report_line, scheduled_lr, training_record
 
 RULE = TrainConfig(steps=100, eval_every=10, patience=2, min_improvement=0.01)
 
@@ -101,3 +101,21 @@ def test_scheduled_lr_refuses_a_step_past_the_cap() -> None:
 def test_report_line_shows_the_rate_when_given() -> None:
     assert "lr 3.0e-03" in report_line("m", 10, 100, 1.0, 1.0, 1.0, 0.5, lr=3e-3)
     assert " lr " not in report_line("m", 10, 100, 1.0, 1.0, 1.0, 0.5)
+
+
+def test_training_record_reads_the_curve_with_the_training_loss_since_the_last_measurement() -> None:
+    curve = Curve(train=[9.0, 9.0, 2.0, 4.0], valid_steps=[0, 2, 4], valid=[5.0, 3.0, 3.5], chance=6.0,
+                  best_step=2, stopped_early=True)
+    record = training_record(curve, 1.234)
+    assert record == {"seconds": 1.23, "steps": 4, "best_step": 2, "stopped_early": 1.0, "train_loss": 3.0,
+                      "valid_loss_init": 5.0, "valid_loss_best": 3.0, "learned_nothing": 6.0}
+    # negative control: the mean over every step (a record that ignores the last measurement) differs
+    assert record["train_loss"] != pytest.approx(float(np.mean(curve.train)))
+
+
+def test_training_record_refuses_what_is_not_a_curve() -> None:
+    with pytest.raises(TypeError, match="curve: expected a Curve, got dict"):
+        training_record({"train": []}, 1.0)  # type: ignore[arg-type]
+    curve = Curve(train=[1.0], valid_steps=[0, 1], valid=[2.0, 1.0], chance=2.0, best_step=1, stopped_early=False)
+    with pytest.raises(ValueError, match="seconds"):
+        training_record(curve, -1.0)

@@ -40,6 +40,7 @@ from refimpl.data.interactions import Interactions, from_synthetic
 from refimpl.data.loaders import FORMATS, load_interactions
 from refimpl.data.protocols import DEFAULT_SEEN_POLICY, SEEN_POLICIES, SeenItems, Split, leave_last_out
 from refimpl.data.synthetic import QUICK_CONFIG, SyntheticConfig, SyntheticData, generate
+from refimpl.demos._report import SeedsRun, SeedTables
 from refimpl.diagnostics import item_agreement, taste_agreement
 from refimpl.models import ulim as ulim_model
 from refimpl.pipelines.evaluation import BACKENDS, EvalConfig, Routes, Serving, search_hit_rates
@@ -174,32 +175,17 @@ steps, PGIN's validation on 128 users): a smoke run of the whole pipeline; with 
 ordering is claimed."""
 
 
-Table = dict[str, dict[str, float]]  # row -> cut-off (or column) -> value
-
-
 @dataclass
-class SeedRun:
+class SeedRun(SeedTables):
     """Everything one seed measured (HR in percent)."""
 
-    seed: int
-    data: dict[str, Any]
-    tables: dict[str, Table] = field(default_factory=dict)
-    training: dict[str, dict[str, float]] = field(default_factory=dict)
     diagnostics: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
-class Run:
+class Run(SeedsRun[SeedRun]):
     """The seeds' runs and their aggregate: per table, row and column the values over seeds."""
-
-    config: dict[str, Any]
-    seeds: list[SeedRun]
-    claims: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def values(self, table: str, row: str, column: str) -> list[float]:
-        return [seed.tables[table][row][column] for seed in self.seeds]
 
     def table_rows(self, table: str) -> dict[str, list[str]]:
         first = self.seeds[0].tables.get(table, {})

@@ -18,7 +18,7 @@ import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,6 +33,7 @@ from refimpl.data.synthetic_profiles import (
     corrupt_profiles,
     generate_profile_data,
 )
+from refimpl.demos._report import SeedsRun, SeedTables
 from refimpl.pipelines.registry import evaluate, train
 from refimpl.pipelines.umi import (
     BASELINES,
@@ -107,29 +108,16 @@ QUICK = DemoConfig(
 """`--quick`: a smoke run of the whole pipeline in seconds (one seed: no ordering is claimed)."""
 
 
-Table = dict[str, dict[str, float]]  # row -> column -> value
-
-
 @dataclass
-class SeedRun:
-    seed: int
-    data: dict[str, Any]
-    tables: dict[str, Table] = field(default_factory=dict)
-    training: dict[str, dict[str, float]] = field(default_factory=dict)
+class SeedRun(SeedTables):
+    """Everything one seed measured (HitRate and Precision in percent) and its seconds."""
+
     seconds: float = 0.0
 
 
 @dataclass
-class DemoRun:
+class DemoRun(SeedsRun[SeedRun]):
     """The seeds' runs, the claims over them, and the run's settings."""
-
-    config: dict[str, Any]
-    seeds: list[SeedRun]
-    claims: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def values(self, table: str, row: str, column: str) -> list[float]:
-        return [seed.tables[table][row][column] for seed in self.seeds]
 
 
 TABLE_2 = "Table 2"

@@ -31,8 +31,7 @@ import argparse
 import statistics
 import sys
 import time
-import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +58,7 @@ from refimpl.nn.top_k_attention import (  # noqa: E402
     top_k_attention_forward,
 )
 from refimpl.threads import blas_threads  # noqa: E402
+from tools.bench_linear_attention import peak_memory  # noqa: E402
 
 WIDTH = 16
 HEADS = 2
@@ -121,17 +121,6 @@ def run(method: str, request: Request, heads: int, backward: bool) -> np.ndarray
     return out
 
 
-def peak_bytes(fn: Callable[[], Any]) -> int:
-    """Peak bytes NumPy allocates during one call (what was allocated before is not counted)."""
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    baseline = tracemalloc.get_traced_memory()[0]
-    fn()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak - baseline
-
-
 @dataclass(frozen=True)
 class Timing:
     median: float
@@ -150,7 +139,7 @@ def measure(request: Request, heads: int, backward: bool, repeats: int) -> dict[
             run(method, request, heads, backward)
             times[method].append(time.perf_counter() - start)
     return {
-        method: Timing(statistics.median(t), min(t), peak_bytes(lambda m=method: run(m, request, heads, backward)))
+        method: Timing(statistics.median(t), min(t), peak_memory(lambda m=method: run(m, request, heads, backward)))
         for method, t in times.items()
     }
 

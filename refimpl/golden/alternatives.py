@@ -12,6 +12,10 @@ its worst error against the float64 golden is one ingredient of the tolerance (s
 - `online_softmax` (the attention family): as flash attention orders it: the softmax and the context
   in one pass over blocks of keys, rescaled at every new maximum, and the softmax backward through
   `sum_j w_ij d_w_ij = d_context_i . context_i`.
+- `logsumexp_softmax` (sampled softmax): as torch's autograd orders it: the loss through the
+  logsumexp of the masked logits, the softmax of the backward a second pass of exponentials
+  `exp(s - logsumexp(s))` (the reference takes it from the logsumexp's own exponentials), the
+  temperature a division.
 - `other_form` (linear attention): the explicit form `diag(A 1 + eps)^-1 A V` for the factored
   component and the factored form for the explicit component.
 
@@ -173,6 +177,54 @@ def online_softmax(
     return _attention_family(inputs, params, config, upstream, online=True)
 
 
+def logsumexp_softmax(
+    reference: ComponentFn, inputs: Tensors, params: Tensors, config: Config, upstream: Tensors
+) -> Tensors:
+    """sampled_softmax with its loss through logsumexp and the softmax as exp(s - logsumexp(s))."""
+    user, positive, negatives = inputs["user"], inputs["positive"], inputs["negatives"]
+    shared = negatives.ndim == 2
+    tau = user.dtype.type(config.get("temperature", 1.0))
+    positive_logits = np.einsum("bd,bd->b", user, positive) / tau
+    negative_logits = (user @ negatives.T if shared else np.einsum("bd,bnd->bn", user, negatives)) / tau
+    if config.get("logq_correction", False):
+        positive_logits = positive_logits - np.log(inputs["positive_q"])
+        negative_logits = negative_logits - np.log(inputs["negative_q"])
+    hits = np.broadcast_to(inputs["negative_ids"], negative_logits.shape) == inputs["positive_ids"][:, None]
+    kept = ~hits if config.get("remove_accidental_hits", True) else np.ones_like(hits)
+    with_positive = config.get("denominator", "with_positive") == "with_positive"
+    logits = np.concatenate([positive_logits[:, None], negative_logits], axis=1)  # (B, 1 + N)
+    valid = np.concatenate([np.full((len(logits), 1), with_positive), kept], axis=1)
+    counted = valid.any(axis=1)
+    top = np.max(np.where(valid, logits, -np.inf), axis=1, initial=-np.inf)
+    top = np.where(counted, top, 0)
+    total = np.sum(np.where(valid, np.exp(np.where(valid, logits - top[:, None], 0)), 0), axis=1)
+    log_sum = top + np.log(np.where(counted, total, 1))
+    row_losses = np.where(counted, log_sum - positive_logits, 0)
+    count = max(int(counted.sum()), 1)
+    probs = np.where(valid, np.exp(np.where(valid, logits - log_sum[:, None], 0)), 0)
+    d_rows = upstream["d_loss"] * counted / count
+    d_logits = d_rows[:, None] * probs
+    d_logits[:, 0] -= d_rows  # -s_b in l_b
+    d_scores = d_logits / tau
+    d_positive_score, d_negative_scores = d_scores[:, 0], d_scores[:, 1:]
+    if shared:
+        d_user = d_positive_score[:, None] * positive + d_negative_scores @ negatives
+        d_negatives = d_negative_scores.T @ user
+    else:
+        d_user = d_positive_score[:, None] * positive + np.einsum("bn,bnd->bd", d_negative_scores, negatives)
+        d_negatives = d_negative_scores[:, :, None] * user[:, None, :]
+    result = {
+        "loss": np.asarray(row_losses.sum() / count, dtype=user.dtype), "row_losses": row_losses,
+        "positive_logits": positive_logits, "negative_logits": negative_logits,
+        "d_user": d_user, "d_positive": d_positive_score[:, None] * user, "d_negatives": d_negatives,
+    }
+    if config.get("logq_correction", False):
+        d_negative_logits = d_logits[:, 1:].sum(axis=0) if shared else d_logits[:, 1:]
+        result["d_positive_q"] = -d_logits[:, 0] / inputs["positive_q"]
+        result["d_negative_q"] = -d_negative_logits / inputs["negative_q"]
+    return result
+
+
 def _other_linear_form(other: ComponentFn) -> Alternative:
     def alternative(
         reference: ComponentFn, inputs: Tensors, params: Tensors, config: Config, upstream: Tensors
@@ -186,6 +238,7 @@ ALTERNATIVES: dict[str, dict[str, Alternative]] = {
     "attention": {"per_head_logsumexp": per_head_logsumexp, "online_softmax": online_softmax},
     "mhsa": {"per_head_logsumexp": per_head_logsumexp, "online_softmax": online_softmax},
     "target_attention": {"per_head_logsumexp": per_head_logsumexp, "online_softmax": online_softmax},
+    "sampled_softmax": {"logsumexp_softmax": logsumexp_softmax},
     "linear_attention": {"other_form": _other_linear_form(linear_attention_explicit_reference)},
     "linear_attention_explicit": {"other_form": _other_linear_form(linear_attention_reference)},
 }

@@ -130,43 +130,40 @@ def accidental_hits_kept(
 ) -> BoolArray:
     """(B, N): True where a negative stays in the denominator."""
     ids = negative_ids[None, :] if negative_ids.ndim == 1 else negative_ids
-    hits = ids == positive_ids[:, None]
-    kept: BoolArray = ~hits if remove else np.ones(hits.shape, dtype=bool)
+    if not remove:
+        return np.ones(np.broadcast_shapes(ids.shape, positive_ids[:, None].shape), dtype=bool)
+    kept: BoolArray = ids != positive_ids[:, None]
     return kept
-
-
-def _logsumexp(masked_logits: Array) -> Array:
-    """log sum exp(logits) per row of logits whose removed entries are -inf, shifted by the row's
-    max; -inf for rows with no entry left."""
-    row_max = np.max(masked_logits, axis=-1)
-    shift = np.where(np.isfinite(row_max), row_max, 0).astype(masked_logits.dtype)
-    exp = masked_logits - shift[:, None]
-    np.exp(exp, out=exp)  # exp(-inf) = 0 exactly: removed entries add nothing
-    with np.errstate(divide="ignore"):
-        result: Array = (shift + np.log(exp.sum(axis=-1))).astype(masked_logits.dtype)
-    return result
 
 
 def softmax_loss_forward(
     positive_logits: Array, negative_logits: Array, negative_kept: BoolArray, denominator: str
 ) -> LogitLoss:
-    """The row losses and mean loss from logits: positive (B,), negatives (B, N), kept (B, N)."""
+    """The row losses and mean loss from logits: positive (B,), negatives (B, N), kept (B, N).
+
+    One pass of exponentials serves both the logsumexp and the softmax: with m_b the row's max over
+    the entries in the denominator, e = exp(s - m_b) (0 where removed), Z_b = sum e,
+    lse_b = m_b + log Z_b and p = e / Z_b."""
     require_choice("denominator", denominator, DENOMINATORS)
     dtype = positive_logits.dtype
-    b = positive_logits.shape[0]
     with_positive = denominator == "with_positive"
-    logits = np.concatenate([positive_logits[:, None], negative_logits], axis=1)
-    mask = np.concatenate([np.full((b, 1), with_positive), negative_kept], axis=1)
-    logits[~mask] = -np.inf  # not in the denominator (exp(-inf) = 0 exactly)
-    row_counted: BoolArray = np.any(mask, axis=1)
-    lse = _logsumexp(logits)
-    safe_lse = np.where(row_counted, lse, 0).astype(dtype)
-    row_losses: Array = np.where(row_counted, safe_lse - positive_logits, 0).astype(dtype)
-    logits -= safe_lse[:, None]
-    probs = np.exp(logits, out=logits)  # 0 where removed
+    row_counted: BoolArray = np.any(negative_kept, axis=1) | with_positive
+    negative_exp = negative_logits.copy()
+    np.copyto(negative_exp, -np.inf, where=~negative_kept)  # not in the denominator: exp(-inf) = 0 exactly
+    positive_exp = positive_logits.copy() if with_positive else np.full_like(positive_logits, -np.inf)
+    row_max = np.maximum(positive_exp, np.max(negative_exp, axis=1, initial=-np.inf))
+    shift = np.where(row_counted, row_max, 0).astype(dtype)  # an empty row (every entry -inf) needs none
+    negative_exp -= shift[:, None]
+    np.exp(negative_exp, out=negative_exp)
+    positive_exp = np.exp(positive_exp - shift)
+    total = positive_exp + negative_exp.sum(axis=1)  # Z_b >= 1 on a counted row (its max gives exp(0))
+    safe_total = np.where(row_counted, total, 1).astype(dtype)
+    row_losses: Array = np.where(row_counted, shift + np.log(safe_total) - positive_logits, 0).astype(dtype)
+    negative_exp /= safe_total[:, None]  # the softmax probabilities, 0 where removed
+    positive_probs: Array = positive_exp / safe_total
     count = int(row_counted.sum())
     loss: Array = np.asarray(row_losses.sum() / max(count, 1), dtype=dtype)
-    cache = LogitLossCache(probs[:, 0], probs[:, 1:], row_counted, count, denominator)
+    cache = LogitLossCache(positive_probs, negative_exp, row_counted, count, denominator)
     return LogitLoss(loss, row_losses, row_counted, cache)
 
 
@@ -226,8 +223,8 @@ def scores_loss_forward(
     positive_logits: Array = positive_scores * inv_tau
     negative_logits: Array = negative_scores * inv_tau
     if positive_q is not None and negative_q is not None:
-        positive_logits = positive_logits - np.log(positive_q)
-        negative_logits = negative_logits - np.log(negative_q)
+        positive_logits -= np.log(positive_q)  # in place: the logits are ours, just made
+        negative_logits -= np.log(negative_q)
     kept = accidental_hits_kept(positive_ids, negative_ids, cfg.remove_accidental_hits)
     logit_loss = softmax_loss_forward(positive_logits, negative_logits, kept, cfg.denominator)
     return positive_logits, negative_logits, kept, logit_loss
@@ -260,7 +257,8 @@ def scores_loss_backward(
     # in the forward pass this was: logits = scores / tau - [log q]
     inv_tau = d_pos_logit.dtype.type(1.0 / temperature)
     d_positive_q, d_negative_q = logq_backward(positive_q, negative_q, d_pos_logit, d_neg_logit, shared)
-    return d_pos_logit * inv_tau, d_neg_logit * inv_tau, d_positive_q, d_negative_q
+    d_neg_logit *= inv_tau  # in place: (B, N) and ours, no longer needed as the logits' gradient
+    return d_pos_logit * inv_tau, d_neg_logit, d_positive_q, d_negative_q
 
 
 def sampled_softmax_forward(

@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 
 from refimpl.cases import sampled_softmax as cases
 from refimpl.cases._base import CaseTensors
+from refimpl.golden.alternatives import logsumexp_softmax
 from refimpl.gradcheck import assert_gradients_match, check_component
+from refimpl.nn import sampled_softmax as sampled_softmax_module
 from refimpl.nn.sampled_softmax import (
     SampledSoftmaxConfig,
     sampled_softmax_backward,
@@ -69,6 +71,55 @@ def test_gradients_match_for_every_option(
                               logq=config["logq_correction"])
     tensors: CaseTensors = shape.build(np.random.Generator(np.random.PCG64(seed)))
     assert_gradients_match(check_component(REFERENCE, tensors, config))
+
+
+def _one_pass_matches_logsumexp_form(tensors: CaseTensors, config: dict[str, Any]) -> None:
+    """The reference (p = e / Z from the logsumexp's own exponentials) against the two-pass form
+    (p = exp(s - logsumexp(s)), as torch's autograd computes it), every tensor both return."""
+    args = (tensors.inputs, tensors.params, config, tensors.upstream)
+    ours, two_pass = REFERENCE(*args).flat(), logsumexp_softmax(REFERENCE, *args)
+    for name, expected in two_pass.items():
+        scale = float(np.max(np.abs(expected), initial=1.0))
+        np.testing.assert_allclose(ours[name], expected, rtol=1e-10, atol=1e-13 * scale, err_msg=name)
+
+
+@given(config=configs, shared=st.booleans(), seed=st.integers(0, 2**32 - 1), n=st.integers(1, 6),
+       hit_rows=st.lists(st.integers(0, 3), max_size=3), every_negative_a_hit=st.booleans(),
+       scale=st.sampled_from([1.0, 30.0, 300.0]))
+def test_one_pass_softmax_equals_the_logsumexp_form(
+    config: dict[str, Any], shared: bool, seed: int, n: int, hit_rows: list[int],
+    every_negative_a_hit: bool, scale: float,
+) -> None:
+    """Accidental hits (kept or removed), logQ, temperature, both denominators, a row whose
+    negatives are all removed, and logits in the thousands (scale 300)."""
+    if every_negative_a_hit:
+        hits = tuple((0, neg) for neg in range(n))
+    else:  # a shared slot holds one row's positive id
+        hits = tuple({row % n if shared else row: (row, row % n) for row in hit_rows}.values())
+    shape = cases.ScoredShape(batch=4, negatives=n, d=5, shared=shared, hits=hits,
+                              logq=config["logq_correction"], scale=scale)
+    _one_pass_matches_logsumexp_form(shape.build(np.random.Generator(np.random.PCG64(seed))), config)
+
+
+def test_negative_control_logsumexp_form_check_catches_probabilities_without_the_positive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broken one-pass softmax whose negative probabilities are normalised by the negatives'
+    exponentials alone (Z without the positive's e): the equality with the two-pass form fails."""
+    real = sampled_softmax_module.softmax_loss_forward
+
+    def forgets_the_positive(*args: Any) -> Any:
+        result = real(*args)
+        without = result.cache.negative_probs / (1 - result.cache.positive_probs)[:, None]
+        return replace(result, cache=replace(result.cache, negative_probs=without))
+
+    shape = cases.ScoredShape(batch=4, negatives=3, d=5)
+    tensors = shape.build(np.random.Generator(np.random.PCG64(0)))
+    config = {"temperature": 1.0, "denominator": "with_positive", "remove_accidental_hits": True}
+    _one_pass_matches_logsumexp_form(tensors, config)
+    monkeypatch.setattr(sampled_softmax_module, "softmax_loss_forward", forgets_the_positive)
+    with pytest.raises(AssertionError, match="d_user"):
+        _one_pass_matches_logsumexp_form(tensors, config)
 
 
 def test_gradient_check_catches_a_broken_backward() -> None:

@@ -129,6 +129,7 @@ def _job(job: tuple[DemoConfig, int, str, bool]) -> dict[str, Any]:
             "training": {name: {"best_step": curve.best_step, "best_valid": round(curve.best_valid, 4),
                                 "chance": round(curve.chance, 4), "stopped_early": curve.stopped_early,
                                 "train_seconds": round(model.seconds, 1),
+                                "cpu_seconds": round(time.process_time() - cpu_start, 1),
                                 "seconds": round(time.perf_counter() - start, 1)}},
             "cpu": {**cpu, "seconds": time.process_time() - cpu_start}}
 
@@ -247,6 +248,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr-cuts", type=int, default=None,
                         help="override the plateaus that cut the learning rate before training stops")
     parser.add_argument("--lr-factor", type=float, default=None, help="override what a cut multiplies the lr by")
+    parser.add_argument("--attention-init", choices=("unit_variance", "fan_in"), default=None,
+                        help="override the attention projections' init (default unit_variance)")
     parser.add_argument("--users", type=int, default=None,
                         help="override the number of users (requests; default 8,000)")
     parser.add_argument("--length", type=int, default=None, help="override the lifelong sequence length")
@@ -264,7 +267,7 @@ def config_for(args: argparse.Namespace) -> DemoConfig:
         cfg = replace(cfg, ranker=replace(cfg.ranker, steps=args.steps))
     if args.patience is not None:
         cfg = replace(cfg, ranker=replace(cfg.ranker, patience=args.patience))
-    for option in ("lr", "lr_schedule", "lr_cuts", "lr_factor"):
+    for option in ("lr", "lr_schedule", "lr_cuts", "lr_factor", "attention_init"):
         if getattr(args, option) is not None:
             cfg = replace(cfg, ranker=replace(cfg.ranker, **{option: getattr(args, option)}))
     if args.users is not None:

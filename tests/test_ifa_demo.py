@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -259,3 +261,39 @@ def test_the_schedule_reaches_fit_and_the_command_line_sets_it() -> None:
     cfg = config_for(_parser().parse_args(["--lr", "0.03", "--lr-schedule", "cosine", "--lr-cuts", "2",
                                            "--lr-factor", "0.5"]))
     assert (cfg.ranker.lr, cfg.ranker.lr_schedule, cfg.ranker.lr_cuts, cfg.ranker.lr_factor) == (0.03, "cosine", 2, 0.5)
+
+
+def _plateau_tool() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "tools" / "ifa_plateau.py"
+    spec = importlib.util.spec_from_file_location("ifa_plateau", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("model", ["TWIN", "IFA", "SIM-hard", "AvgPooling"])
+def test_plateau_tool_prints_a_row_per_measurement(model: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """tools/ifa_plateau.py at a tiny size: a table row at step 1 and at every measurement, an
+    attention entropy in (0, 1] where the model has an attention (nan for AvgPooling)."""
+    argv = ["--model", model, "--users", "300", "--length", "60", "--steps", "4", "--every", "2"]
+    assert _plateau_tool().main(argv) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [row.split(" | ")[0] for row in rows] == ["| 1", "| 2", "| 4"]
+    entropy = float(rows[0].split(" | ")[4])
+    assert np.isnan(entropy) if model == "AvgPooling" else 0.0 < entropy <= 1.0, rows[0]
+
+
+def test_plateau_tool_sees_the_fan_in_init_start_as_average_pooling() -> None:
+    """The tool's entropy reads the cause of spec/ifa.md's plateau: TWIN's attention starts uniform
+    (entropy / log n ~ 1) with the fan-in init and away from it with the unit-variance init."""
+    tool = _plateau_tool()
+    data = generate_requests(replace(TINY, num_users=40, lifelong_length=80, num_candidates=6))
+    inputs = pipeline.prepare_inputs(data, 8)
+    entropies = {}
+    for init in ATTENTION_INITS:
+        cfg = pipeline.RankerConfig(top_k=32, attention_init=init)
+        params = pipeline.ranker_init(np.random.default_rng(0), pipeline.RANKERS["TWIN"], data, cfg)
+        _, cache = pipeline.ranker_forward(params, inputs, pipeline.RANKERS["TWIN"], cfg)
+        entropies[init] = tool.attention_spread(cache)[0]
+    assert entropies["fan_in"] > 0.995 and entropies["unit_variance"] < 0.97, entropies

@@ -57,8 +57,9 @@ OBJECTIVE_NAMES = {"impression": "impression", "click": "click (pCTCVR)", "click
 
 @dataclass(frozen=True)
 class DemoConfig:
-    # 8,000 users and 320 steps of patience (4 x 80) let IFA cross its optimisation plateau on
-    # every seed; 511 s of CPU for 3 seeds in 2 processes (spec/ifa.md, "How the default was chosen")
+    # with the unit-variance attention init every model leaves its early plateau by step ~400 on
+    # every seed; 8,000 users keep the top-k models improving to the cap instead of memorising;
+    # 545 s of CPU for 3 seeds (spec/ifa.md, "Results" and "How the default was chosen")
     data: RequestConfig = RequestConfig(num_users=8_000, lifelong_length=500)
     ranker: RankerConfig = RankerConfig(steps=1_000, eval_every=80, patience=4)
     seeds: tuple[int, ...] = (0, 1, 2)

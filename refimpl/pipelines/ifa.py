@@ -113,6 +113,7 @@ __all__ = [
 SEQUENCE_BLOCKS = ("avg", "din", "sim_hard", "sim_soft", "twin", "linear")
 TOP_K_SCORES = {"sim_soft": "inner_product", "twin": "attention"}
 OBJECTIVES = ("impression", "click", "click_shown")
+ATTENTION_INITS = ("unit_variance", "fan_in")  # RankerConfig.attention_init
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ class RankerConfig:
     patience: int = 4
     min_improvement: float = 0.001
     dtype: str = "float32"  # the params' (and so every activation's) float type
+    attention_init: str = "unit_variance"  # or "fan_in" (`ranker_init` says what each draws)
 
     def __post_init__(self) -> None:
         for name in ("width", "hidden", "num_heads", "subsequence_length", "top_k", "batch_size", "steps", "eval_every",
@@ -174,6 +176,7 @@ class RankerConfig:
         if not 0.0 < require_real("RankerConfig.lr_factor", self.lr_factor) < 1.0:
             raise ValueError(f"RankerConfig.lr_factor: expected a factor in (0, 1), got {self.lr_factor!r}")
         require_choice("RankerConfig.dtype", self.dtype, ("float32", "float64"))
+        require_choice("RankerConfig.attention_init", self.attention_init, ATTENTION_INITS)
 
 def _train_config(cfg: RankerConfig, seed: int) -> TrainConfig:
     """The refimpl.train.fit settings of `cfg` (fit reads the lr and its schedule, eval_every,
@@ -298,13 +301,26 @@ def _param_shapes(spec: RankerSpec, vocab: dict[str, int], cfg: RankerConfig) ->
 
 
 def ranker_init(rng: np.random.Generator, spec: RankerSpec, data: RequestData, cfg: RankerConfig) -> Params:
-    """Fresh params of `spec` for the catalogue of `data` (refimpl.models._params.normal_init)."""
+    """Fresh params of `spec` for the catalogue of `data`: refimpl.models._params.normal_init (tables
+    N(0, 1/E), so rows of unit norm and entries of variance 1/E; other matrices N(0, 1/fan_in);
+    vectors 0), then, with cfg.attention_init "unit_variance", every attention block's input
+    projections Wq, Wk, Wv (FSM and RAM, all E x E) times sqrt(E), i.e. N(0, 1): q, k and v of
+    embedded rows start with unit-variance entries (spec/ifa.md, "The plateau and the init")."""
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng: expected a numpy Generator, got {type(rng).__name__}")
     _check_spec(spec, cfg)
     check_request_data(data)
     vocab = {"items": data.config.num_items, "segments": data.config.num_segments, "cross": data.config.num_cross}
-    return normal_init(_param_shapes(spec, vocab, cfg), rng, np.dtype(cfg.dtype))
+    params = normal_init(_param_shapes(spec, vocab, cfg), rng, np.dtype(cfg.dtype))
+    if cfg.attention_init == "unit_variance":
+        # N(0, 1/fan_in) assumes unit-variance inputs; on rows of variance 1/E it starts the logits
+        # q.k/sqrt(D_h) at std 1/E (a uniform attention, average pooling, whose Wq, Wk gradients are
+        # 1/E of Wv's) and the pooled output at a few hundredths: the plateau every model sat on
+        scale = np.sqrt(cfg.width)
+        for name in [f"{block}_{w}" for block in ("fsm", "ram") for w in ("Wq", "Wk", "Wv")]:
+            if name in params:
+                params[name] = (params[name] * scale).astype(params[name].dtype)
+    return params
 
 
 @dataclass(frozen=True)

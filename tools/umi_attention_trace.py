@@ -34,13 +34,17 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--bias", type=float, default=DEFAULT.pipeline.attention_bias)
     parser.add_argument("--lr", type=float, default=DEFAULT.pipeline.lr)
-    parser.add_argument("--hold", type=int, default=0, help="steps the gate's params are held at their init")
+    parser.add_argument("--hidden", type=int, default=None, help="UGANet's hidden width (the model's default: 16)")
+    parser.add_argument("--hold", type=int, default=DEFAULT.pipeline.attention_hold,
+                        help="steps the gate's params are held at their init")
     args = parser.parse_args()
     data = generate_profile_data(replace(DEFAULT.data, num_users=args.users, seed=args.seed))
     cfg = replace(DEFAULT.pipeline, seed=args.seed, attention_bias=args.bias, lr=args.lr)
     prepared = prepare(data.interactions, cfg)
     log = prepared.interactions
     model_cfg = umi_config("UMI", prepared, cfg)
+    if args.hidden is not None:
+        model_cfg = replace(model_cfg, attention_hidden=args.hidden)
     readout = ReadoutConfig(mode="harder_negatives")
     rng = np.random.Generator(np.random.PCG64(cfg.seed))
     params = umi_model.umi_init(rng, model_cfg)
@@ -57,8 +61,9 @@ def main() -> None:
     events = first[:, None] + np.arange(cfg.max_length)[None, :]
     co_user = probe.mask & data.distractor_event[np.where(probe.mask, events, 0)]
     own = probe.mask & ~co_user
+    audience = log.profile["audience"][prepared.valid_users[rows]][:, None]
     print(f"{'step':>5} {'loss':>7} {'a own':>7} {'a co':>7} {'|v|':>6} {'dL/da own':>10} {'dL/da co':>10} "
-          f"{'dL/db2':>9}")
+          f"{'dL/db2':>9} {'a co | audience 0, 1':>21}")
     for step in range(args.steps + 1):
         if step % args.every == 0:
             interests, cache = umi_model.umi_forward(params, probe, model_cfg)
@@ -75,7 +80,8 @@ def main() -> None:
             norm = float(np.linalg.norm(cache.routing.interests[-1], axis=-1).mean())
             print(f"{step:>5} {float(loss_cache[0]):>7.3f} {a[own].mean():>7.3f} {a[co_user].mean():>7.3f} "
                   f"{norm:>6.3f} {d_a[own].mean():>10.2e} {d_a[co_user].mean():>10.2e} "
-                  f"{float(grads['uga_b2'][0]):>9.2e}", flush=True)
+                  f"{float(grads['uga_b2'][0]):>9.2e} {a[co_user & (audience == 0)].mean():>10.3f} "
+                  f"{a[co_user & (audience == 1)].mean():>10.3f}", flush=True)
         if step == args.steps:
             break
         picked = rng.choice(prepared.train_ends.shape[0], size=cfg.batch_size, replace=False)

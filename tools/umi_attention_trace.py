@@ -5,7 +5,10 @@ co-user's, the mean capsule norm |v_j| (squash output), and the gradient the gat
 d loss / d a_i on own and co-user events, and d loss / d b2 (UGANet's output bias).
 
     PYTHONPATH=. OPENBLAS_NUM_THREADS=1 python tools/umi_attention_trace.py [--users U] [--seed S]
-        [--steps N] [--every K] [--bias B]
+        [--steps N] [--every K] [--bias B] [--hold H] [--hidden W] [--lr LR]
+
+The training is the pipeline's (same init, batches and Adam), without the stopping rule; about 25 s
+of CPU at the demo's sizes.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import numpy as np
 from refimpl.data.synthetic_profiles import generate_profile_data
 from refimpl.demos.umi import DEFAULT
 from refimpl.models import umi as umi_model
+from refimpl.nn.capsule_routing import capsule_routing_backward
+from refimpl.nn.interest_refinement import InterestRefinementCache, interest_refinement_backward
 from refimpl.nn.multi_interest_readout import ReadoutConfig
 from refimpl.optim import AdamConfig, adam_init, adam_step
 from refimpl.pipelines.umi import _umi_config as umi_config
@@ -70,8 +75,6 @@ def main() -> None:
             loss_cache = umi_model.readout_loss_forward(interests, params["item_table"], probe_pos, probe_neg,
                                                         readout)
             d_interests, _ = umi_model.readout_loss_backward(loss_cache[1], np.ones(()))
-            from refimpl.nn.capsule_routing import capsule_routing_backward
-            from refimpl.nn.interest_refinement import InterestRefinementCache, interest_refinement_backward
             assert isinstance(cache.refinement, InterestRefinementCache)
             d_caps = interest_refinement_backward(cache.refinement, d_interests).interests
             d_a = capsule_routing_backward(cache.routing, d_caps).item_weights

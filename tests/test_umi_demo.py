@@ -13,6 +13,7 @@ import pytest
 from refimpl.cli import main as cli_main
 from refimpl.data.synthetic_profiles import PROFILE_QUICK_CONFIG, generate_profile_data
 from refimpl.demos.umi import QUICK, scaled_cutoffs
+from refimpl.models.umi import umi_init
 from refimpl.pipelines.umi import (
     POPULARITY,
     UMIPipelineConfig,
@@ -22,6 +23,7 @@ from refimpl.pipelines.umi import (
     train_model,
     validate_pipeline_config,
 )
+from refimpl.pipelines.umi import _umi_config as umi_config
 
 
 def write_tiny_ml1m(root: Path, users: int = 40, movies: int = 30, per_user: int = 8) -> None:
@@ -91,7 +93,8 @@ def test_serving_never_returns_a_seen_item_and_the_negative_control_does() -> No
 
 
 @pytest.mark.parametrize(("field", "value"), [("num_interests", 0), ("lr", 0.0), ("cutoffs", ()),
-                                              ("seen", "dropped"), ("max_length", 2.5), ("seed", -1)])
+                                              ("seen", "dropped"), ("max_length", 2.5), ("seed", -1),
+                                              ("attention_hold", -1)])
 def test_pipeline_config_is_validated(field: str, value: object) -> None:
     with pytest.raises((ValueError, TypeError), match=f"cfg.{field}"):
         validate_pipeline_config(replace(UMIPipelineConfig(), **{field: value}))
@@ -101,3 +104,19 @@ def test_a_log_without_profiles_is_refused() -> None:
     log = generate_profile_data(replace(PROFILE_QUICK_CONFIG, num_users=50)).interactions
     with pytest.raises(ValueError, match="profile"):
         prepare(replace(log, profile={}, profile_values={}), UMIPipelineConfig())
+
+
+@pytest.mark.parametrize("hold", [3, 0])
+def test_the_attention_is_held_at_its_init_for_the_first_steps(hold: int) -> None:
+    # spec/umi.md, "Attention collapse": UGANet's params get no update in the first attention_hold
+    # steps; with no hold (the negative control) the same run moves them
+    log = generate_profile_data(replace(PROFILE_QUICK_CONFIG, num_users=100)).interactions
+    cfg = replace(QUICK.pipeline, steps=3, eval_every=1, patience=5, min_improvement=0.0, lr=0.05,
+                  attention_hold=hold)
+    prepared = prepare(log, cfg)
+    trained = train_model("UMI", prepared, cfg, stream=None)
+    assert trained.curve.best_step > 0  # the returned params are trained ones, not the init
+    init = umi_init(np.random.Generator(np.random.PCG64(cfg.seed)), umi_config("UMI", prepared, cfg))
+    held = all(np.array_equal(trained.params[name], init[name]) for name in init if name.startswith("uga_"))
+    assert held == (hold >= trained.curve.best_step)
+    assert not np.array_equal(trained.params["item_table"], init["item_table"])

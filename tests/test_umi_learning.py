@@ -1,11 +1,12 @@
 """UMI's learning check (spec/umi.md, "Learning check"): on profile-planted data (spec/data.md
 (P1)-(P6): a co-user's events in every history, own events only as targets), seeded, three seeds.
 
-Measured (spec/umi.md, "Learning check"): UMI's user-guided attention mutes the co-user's events
-given the true profile (mean a_i on own minus co-user events per seed 0.41 / 0.79 / 0.23) and not
-given profiles permuted across users (0.01 / 0.15 / 0.05); harder negatives lift MIND beyond the
-spread (HitRate@3/@10 14.07 +- 1.40 / 33.34 +- 6.56 -> 22.36 +- 0.70 / 48.20 +- 4.38). UMI above MIND
-is NOT asserted: at these sizes it is within the spread (19.02 +- 9.28 / 40.23 +- 10.05), spec/umi.md
+Measured (spec/umi.md, "Learning check"; the pipeline's attention defaults: open start, UGANet held
+for its first 150 steps): UMI's user-guided attention mutes the co-user's events given the true
+profile (mean a_i on own minus co-user events per seed 0.88 / 0.37 / 0.85) and not given profiles
+permuted across users (-0.01 / 0.01 / 0.18); harder negatives lift MIND beyond the spread
+(HitRate@3/@10 14.07 +- 1.40 / 33.34 +- 6.56 -> 22.36 +- 0.70 / 48.20 +- 4.38). UMI above MIND is NOT
+asserted: at these sizes it is within the spread at @3 (21.07 +- 6.21 / 46.60 +- 5.43), spec/umi.md
 says why.
 """
 

@@ -106,6 +106,7 @@ class UMIPipelineConfig:
     target_behaviour: str | None = None  # only events of this behaviour are targets; None: every event
     seed: int = 0  # the user split, the init and the batches
     attention_bias: float = 3.0  # UMI's UGANet output bias at init: behaviours start open (a_i ~ 0.95)
+    attention_hold: int = 150  # UMI's first steps with UGANet's params held at their init (spec/umi.md)
 
 
 def validate_pipeline_config(cfg: UMIPipelineConfig) -> None:
@@ -115,6 +116,7 @@ def validate_pipeline_config(cfg: UMIPipelineConfig) -> None:
         require_positive_int(f"cfg.{name}", getattr(cfg, name))
     require_real("cfg.lr", cfg.lr, low=0.0, low_open=True)
     require_real("cfg.attention_bias", cfg.attention_bias)
+    require_int("cfg.attention_hold", cfg.attention_hold, low=0)
     require_real("cfg.min_improvement", cfg.min_improvement, low=0.0)
     if not isinstance(cfg.cutoffs, tuple) or not cfg.cutoffs:
         raise ValueError(f"cfg.cutoffs: expected a non-empty tuple of positive integers, got {cfg.cutoffs!r}")
@@ -373,6 +375,7 @@ def train_model(name: str, prepared: Prepared, cfg: UMIPipelineConfig,
     log = prepared.interactions
     num_negatives = min(cfg.num_negatives, log.num_items)
     owner = log.event_users()
+    taken = [0]  # steps taken so far: the gate is held for the first cfg.attention_hold of them
 
     def step(p: Params, r: np.random.Generator) -> tuple[float, Params]:
         rows = r.choice(prepared.train_ends.shape[0], size=min(cfg.batch_size, prepared.train_ends.shape[0]),
@@ -381,7 +384,13 @@ def train_model(name: str, prepared: Prepared, cfg: UMIPipelineConfig,
         users = owner[ends]
         batch = _user_batch(prepared, users, log.user_offsets[users], ends, cfg, r)
         negatives = r.choice(log.num_items, size=num_negatives, replace=False).astype(np.int64)
-        return model.loss(p, batch, log.items[ends], negatives)
+        loss, grads = model.loss(p, batch, log.items[ends], negatives)
+        taken[0] += 1
+        if taken[0] <= cfg.attention_hold:
+            # before the item table carries the categories, behaviours are noise to the loss and
+            # Adam would close the gate for good (spec/umi.md, "Attention collapse")
+            grads = {name: np.zeros_like(g) if name.startswith("uga_") else g for name, g in grads.items()}
+        return loss, grads
 
     # validation rows are fixed once: their batches, negatives and routing initialisation
     valid_rng = np.random.Generator(np.random.PCG64(cfg.seed + 2))

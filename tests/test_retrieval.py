@@ -277,6 +277,57 @@ def test_small_pools_are_scanned_exactly_large_ones_walked() -> None:
     assert walked.stats["exact_pool_searches"] == 0
 
 
+def test_global_index_has_its_own_degree_build_beam_and_query_beam() -> None:
+    """global_M / global_ef_construction build the global graph, global_ef is its query beam; the
+    category indexes keep M, ef_construction and ef. Negative control: without the global_*
+    settings the global index takes the category indexes' values."""
+    rng = np.random.default_rng(23)
+    catalogue = _catalogue(rng, 600, 2, 8)
+    queries = rng.standard_normal((3, 8))
+    split = HnswIndex(catalogue, HnswConfig(M=4, ef_construction=20, ef=30, exact_scan=0, global_M=12,
+                                            global_ef_construction=60, global_ef=90))
+    split.search(queries, 5)
+    split.search(queries, 5, category=0)
+    assert (split.global_index.M, split.global_index.ef_construction, split.global_index.ef) == (12, 60, 90)
+    category = split.category_indexes[0]
+    assert (category.M, category.ef_construction, category.ef) == (4, 20, 30)
+    same = HnswIndex(catalogue, HnswConfig(M=4, ef_construction=20, ef=30, exact_scan=0))
+    same.search(queries, 5)
+    assert (same.global_index.M, same.global_index.ef_construction, same.global_index.ef) == (4, 20, 30)
+
+
+def test_query_view_changes_the_global_beam_only_when_asked() -> None:
+    rng = np.random.default_rng(24)
+    catalogue = _catalogue(rng, 600, 2, 8)
+    index = HnswIndex(catalogue, HnswConfig(M=4, ef=30, exact_scan=0, global_ef=90))
+    queries = rng.standard_normal((2, 8))
+    index.with_query_settings(ef=40).search(queries, 5)
+    assert index.global_index.ef == 90  # ef alone leaves the global beam
+    index.with_query_settings(global_ef=70).search(queries, 5)
+    assert index.global_index.ef == 70
+
+
+def test_with_global_graph_rebuilds_the_global_graph_only() -> None:
+    """The view shares the category graphs and answers category searches identically; its global
+    graph has the new degree and the original index keeps its own (negative control)."""
+    rng = np.random.default_rng(25)
+    catalogue = _catalogue(rng, 600, 2, 8)
+    queries = rng.standard_normal((4, 8))
+    index = HnswIndex(catalogue, HnswConfig(M=4, exact_scan=0))
+    dense = index.with_global_graph(global_M=10, global_ef_construction=80)
+    assert dense.category_indexes is index.category_indexes
+    assert (dense.global_index.M, dense.global_index.ef_construction) == (10, 80)
+    assert index.global_index.M == 4
+    assert np.array_equal(dense.search(queries, 7, category=1)[0], index.search(queries, 7, category=1)[0])
+    assert set(dense.build_cpu_seconds) == {"category", "global"}
+
+
+@pytest.mark.parametrize("name", ["global_M", "global_ef_construction", "global_ef"])
+def test_global_settings_are_validated_by_name(name: str) -> None:
+    with pytest.raises(ValueError, match=f"HnswConfig.{name}"):
+        HnswConfig(**{name: 0})
+
+
 # ---------------------------------------------------------------------------------------------
 # small categories and hnswlib's own limits
 

@@ -102,6 +102,9 @@ class GlobalForLongTerm:
     def search(self, queries: Any, k: int, category: int | None = None) -> Any:
         return self.inner.search(queries, k, None)
 
+    def free_depth(self, category: int | None = None) -> int:
+        return self.inner.free_depth(category)
+
 
 class ShortTermInCategoryZero:
     """A broken back end: the whole-pool search only sees category 0."""
@@ -114,6 +117,9 @@ class ShortTermInCategoryZero:
 
     def search(self, queries: Any, k: int, category: int | None = None) -> Any:
         return self.inner.search(queries, k, 0 if category is None else category)
+
+    def free_depth(self, category: int | None = None) -> int:
+        return self.inner.free_depth(category)
 
 
 @st.composite
@@ -275,6 +281,50 @@ def test_small_pools_are_scanned_exactly_large_ones_walked() -> None:
     walked = HnswIndex(catalogue, HnswConfig(M=4, ef=10, exact_scan=14.0))  # 560 < 600
     walked.search(queries, 10)
     assert walked.stats["exact_pool_searches"] == 0
+
+
+class GlobalSearchLog:
+    """The exact back end, claiming a free depth of `depth`, recording every whole-pool search's k."""
+
+    name = "exact-logged"
+
+    def __init__(self, inner: ExactIndex, depth: int) -> None:
+        self.inner, self.catalogue, self.depth = inner, inner.catalogue, depth
+        self.global_ks: list[int] = []
+
+    def search(self, queries: Any, k: int, category: int | None = None) -> Any:
+        if category is None:
+            self.global_ks.append(k)
+        return self.inner.search(queries, k, category)
+
+    def free_depth(self, category: int | None = None) -> int:
+        return self.depth
+
+
+def test_short_term_route_asks_for_the_free_depth_first() -> None:
+    """With a free depth covering the taken items the short-term route searches once, with the
+    same result; negative control: without it (0), the taken items its first answer meets force a
+    second, deeper search."""
+    rng = np.random.default_rng(26)
+    catalogue = _catalogue(rng, 800, 4, 6)
+    query = _query(rng, catalogue, 6, 3)
+    # Short-term vectors equal to a long-term one: the long-term route's items top its ranking.
+    query = replace(query, short_vectors=query.long_vectors[:, 0].copy(), mask=np.ones((6, 3), bool))
+    cfg = CascadeConfig(n=60)
+    shallow, deep = GlobalSearchLog(ExactIndex(catalogue), 0), GlobalSearchLog(ExactIndex(catalogue), 300)
+    first, second = _run(shallow, query, cfg), _run(deep, query, cfg)
+    assert np.array_equal(first.ids, second.ids)
+    assert deep.global_ks == [300]
+    assert len(shallow.global_ks) >= 2 and shallow.global_ks[0] == int(first.quotas[:, -1].max())
+
+
+def test_hnsw_free_depth_is_the_beam_of_walked_pools_only() -> None:
+    rng = np.random.default_rng(27)
+    catalogue = _catalogue(rng, 600, 2, 8)
+    assert HnswIndex(catalogue, HnswConfig(M=4, ef=10, global_ef=25, exact_scan=0)).free_depth(None) == 25
+    assert HnswIndex(catalogue, HnswConfig(M=4, ef=10, exact_scan=0)).free_depth(0) == 10
+    assert HnswIndex(catalogue, HnswConfig(M=4, ef=10, exact_scan=15.0)).free_depth(None) == 0  # scanned
+    assert ExactIndex(catalogue).free_depth(None) == 0
 
 
 def test_global_index_has_its_own_degree_build_beam_and_query_beam() -> None:

@@ -285,6 +285,9 @@ class RouteTimer:
         self.seconds["short" if category is None else "long"] += time.thread_time() - start
         return found
 
+    def free_depth(self, category: int | None = None) -> int:
+        return self.index.free_depth(category)
+
 
 def route_split_ms(index: SearchIndex, w: Workload, n: int, rows: Any, calls: int) -> tuple[float, float, float]:
     """CPU ms per call spent in long-term searches, the short-term search and the rest (validation,

@@ -340,7 +340,8 @@ def _short_term_picks(
     """The short-term route's quota (last column of `quotas`) of the best whole-pool items, those
     the row's long-term routes took skipped when `exclude_taken` (step 4), into its slots.
 
-    The search asks for what a row needs, not N: first its quota; a row whose result holds fewer
+    The search asks for what a row needs, not N: first its quota (or the depth the back end
+    reaches at the same cost, `SearchIndex.free_depth`, when larger); a row whose result holds fewer
     fresh items than its quota (its long-term routes took some) is searched again, deeper by the
     number of taken items it met, until it has enough. With the exact back end a shallower search
     is a prefix of a deeper one (scores descending, ties to the lower id), so the result is that
@@ -348,7 +349,9 @@ def _short_term_picks(
     catalogue = index.catalogue
     rows = np.flatnonzero(quotas[:, -1] > 0)
     need = quotas[rows, -1]
-    depth = need.copy()
+    # The first search may go as deep as the back end goes anyway (hnswlib: its beam): the taken
+    # items it meets then rarely force a second one.
+    depth = np.minimum(np.maximum(need, index.free_depth(None)), catalogue.size)
     short_start = starts[:, -2]
     taken_rows, taken_columns = np.nonzero((picks.routes >= 0) if exclude_taken else np.zeros((0, 0), bool))
     taken_keys = taken_rows * catalogue.size + catalogue.positions(picks.ids[taken_rows, taken_columns])

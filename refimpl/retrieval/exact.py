@@ -49,6 +49,10 @@ class ExactIndex:
         ids, vectors = self._pool(category)
         return top_k_inner_product(queries, vectors, ids, k)
 
+    def free_depth(self, category: int | None = None) -> int:
+        """0: a scan costs the same whatever k is, and a deeper ask only sorts more (SearchIndex)."""
+        return 0
+
     def _pool(self, category: int | None) -> tuple[Int64Array, Array]:
         if category is None:
             return self._global_ids, self._global_vectors

@@ -211,6 +211,14 @@ class HnswIndex:
             ids = self._row_by_row(index, queries, width, category)
         return self._rescore(queries, ids)
 
+    def free_depth(self, category: int | None = None) -> int:
+        """The query beam of the pool's index when its searches walk the graph (a walk for any
+        k <= ef costs the same), 0 when they scan it (SearchIndex)."""
+        index = self.global_index if category is None else self.category_indexes[category]
+        pool = 0 if index is None else int(index.get_current_count())
+        degree, _, beam = self.config.graph(category)
+        return 0 if pool <= self.config.exact_scan * beam * degree else beam
+
     def index_queries(self, queries: Array) -> NDArray[np.float32]:
         """The queries (Q, D) as the graphs take them: contiguous float32, with the augmented L2
         space's zero coordinate appended (Q, D + 1)."""

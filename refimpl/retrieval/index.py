@@ -28,6 +28,13 @@ class SearchIndex(Protocol):
 
     def search(self, queries: Array, k: int, category: int | None = None) -> tuple[Int64Array, Array]: ...
 
+    def free_depth(self, category: int | None = None) -> int:
+        """How many items a search of the pool may be asked for at the cost of fewer: hnswlib walks
+        the graph with a beam of ef candidates whatever k <= ef is, so asking for k = ef costs what
+        k = 1 does; a scan's selection does not gain from it (0). The cascade's short-term route
+        asks for at least this many, so fewer rows need a deeper second search."""
+        ...
+
 
 def catalogue_shapes(catalogue: Catalogue) -> Shapes:
     """Shapes with D and the float dtype bound to the catalogue's. `Catalogue.build` already

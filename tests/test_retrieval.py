@@ -27,6 +27,7 @@ from refimpl.retrieval import (
     split_evenly,
     split_weighted,
 )
+from refimpl.retrieval.cascade import split_evenly_rows
 from refimpl.retrieval.exact import top_k_inner_product
 from refimpl.retrieval.index import SearchIndex
 
@@ -474,6 +475,38 @@ def split_problems(total: int, capacities: list[int], quotas: list[int]) -> list
 @given(total=st.integers(0, 60), capacities=st.lists(st.integers(0, 30), max_size=6))
 def test_split_evenly_is_max_min_fair(total: int, capacities: list[int]) -> None:
     assert split_problems(total, capacities, split_evenly(total, capacities)) == []
+
+
+def level_problems(total: int, caps: Any, row: Any) -> list[str]:
+    """The definition (spec/retrieval.md, step 3): min(cap, L) with L the largest integer such that
+    sum(min(cap, L)) <= total (found here by trying every L), plus one unit each to the best-ranked
+    routes above L until all that fits is placed."""
+    level = max((x for x in range(int(caps.max(initial=0)) + 1) if np.minimum(caps, x).sum() <= total), default=0)
+    extra = np.asarray(row) - np.minimum(caps, level)
+    problems = []
+    if not (set(extra.tolist()) <= {0, 1} and np.all(caps[extra == 1] > level)):
+        problems.append(f"quotas {row} are not min(cap, {level}) plus single units above the level")
+    if np.any(np.diff(extra[caps > level]) > 0):
+        problems.append(f"the remainder of {row} does not go to the best ranks first")
+    if int(np.sum(row)) != min(total, int(caps.sum())):
+        problems.append(f"placed {int(np.sum(row))} of {total}")
+    return problems
+
+
+@given(totals=st.lists(st.integers(0, 80), min_size=1, max_size=4), routes=st.integers(0, 6), seed=st.integers(0, 99))
+def test_split_evenly_rows_is_the_definition(totals: list[int], routes: int, seed: int) -> None:
+    """Every row of the batched split (water-filling) is the definition; rows do not interact."""
+    capacities = np.random.default_rng(seed).integers(0, 30, size=(len(totals), routes))
+    quotas = split_evenly_rows(np.array(totals, dtype=np.int64), capacities)
+    for total, caps, row in zip(totals, capacities, quotas, strict=True):
+        assert level_problems(total, caps, row) == []
+
+
+def test_negative_control_split_one_level_low_is_caught() -> None:
+    caps = np.array([2, 9, 9])
+    assert level_problems(14, caps, [2, 6, 6]) == []
+    assert level_problems(14, caps, [2, 5, 5]) != []  # level 5 instead of 6, remainder not placed
+    assert level_problems(14, caps, [2, 5, 7]) != []  # the remainder on the worse rank
 
 
 def test_negative_control_split_without_redistribution_is_caught() -> None:

@@ -84,7 +84,9 @@ def _top_positions(scores: Array, k: int) -> Int64Array:
     if k == scores.shape[1]:
         full: Int64Array = np.argsort(-scores, axis=1, kind="stable")
         return full
-    picked = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    # The k largest are the last k after partitioning at n - k: no negated copy of the (Q, n)
+    # scores (at n = 10^6 that copy cost more than the partition itself).
+    picked = np.argpartition(scores, scores.shape[1] - k, axis=1)[:, scores.shape[1] - k :]
     picked_scores = np.take_along_axis(scores, picked, axis=1)
     order = score_order(picked_scores, picked)
     positions: Int64Array = np.take_along_axis(picked, order, axis=1).astype(np.int64)

@@ -262,7 +262,8 @@ def test_rows_hnswlib_cannot_answer_fall_back_to_exact() -> None:
     rng = np.random.default_rng(1)
     vectors = rng.standard_normal((400, 8)) * rng.lognormal(0.0, 1.0, (400, 1))
     catalogue = Catalogue.build(vectors, np.zeros(400, dtype=np.int64))
-    index = HnswIndex(catalogue, HnswConfig(space="ip", exact_fraction=1.0, ef=10, exact_scan=0))
+    index = HnswIndex(catalogue, HnswConfig(space="ip", exact_fraction=1.0, ef=10, exact_scan=0, global_M=None,
+                                            global_ef_construction=None, global_ef=None))
     queries = rng.standard_normal((20, 8))
     ids, _ = index.search(queries, 399)
     assert index.stats["exact_row_fallbacks"] > 0
@@ -276,10 +277,11 @@ def test_small_pools_are_scanned_exactly_large_ones_walked() -> None:
     catalogue = _catalogue(rng, 600, 1, 8)
     queries = rng.standard_normal((4, 8))
     truth, _ = ExactIndex(catalogue).search(queries, 10)
-    scanned = HnswIndex(catalogue, HnswConfig(M=4, ef=10, exact_scan=15.0))  # 15 * 10 * 4 = 600 items
+    same = {"global_M": None, "global_ef": None}  # the global index as the categories'
+    scanned = HnswIndex(catalogue, HnswConfig(M=4, ef=10, exact_scan=15.0, **same))  # 15 * 10 * 4 = 600 items
     assert np.array_equal(scanned.search(queries, 10)[0], truth)
     assert scanned.stats["exact_pool_searches"] == 1
-    walked = HnswIndex(catalogue, HnswConfig(M=4, ef=10, exact_scan=14.0))  # 560 < 600
+    walked = HnswIndex(catalogue, HnswConfig(M=4, ef=10, exact_scan=14.0, **same))  # 560 < 600
     walked.search(queries, 10)
     assert walked.stats["exact_pool_searches"] == 0
 
@@ -342,7 +344,8 @@ def test_global_index_has_its_own_degree_build_beam_and_query_beam() -> None:
     assert (split.global_index.M, split.global_index.ef_construction, split.global_index.ef) == (12, 60, 90)
     category = split.category_indexes[0]
     assert (category.M, category.ef_construction, category.ef) == (4, 20, 30)
-    same = HnswIndex(catalogue, HnswConfig(M=4, ef_construction=20, ef=30, exact_scan=0))
+    same = HnswIndex(catalogue, HnswConfig(M=4, ef_construction=20, ef=30, exact_scan=0, global_M=None,
+                                           global_ef_construction=None, global_ef=None))
     same.search(queries, 5)
     assert (same.global_index.M, same.global_index.ef_construction, same.global_index.ef) == (4, 20, 30)
 
@@ -364,7 +367,7 @@ def test_with_global_graph_rebuilds_the_global_graph_only() -> None:
     rng = np.random.default_rng(25)
     catalogue = _catalogue(rng, 600, 2, 8)
     queries = rng.standard_normal((4, 8))
-    index = HnswIndex(catalogue, HnswConfig(M=4, exact_scan=0))
+    index = HnswIndex(catalogue, HnswConfig(M=4, exact_scan=0, global_M=None))
     dense = index.with_global_graph(global_M=10, global_ef_construction=80)
     assert dense.category_indexes is index.category_indexes
     assert (dense.global_index.M, dense.global_index.ef_construction) == (10, 80)

@@ -325,7 +325,7 @@ def built_index(w: Workload, cfg: HnswConfig, args: argparse.Namespace, tag: str
     and the global graph alone is built."""
     category_key = (f"{w.name}-{w.catalogue.size}-{args.categories}-{args.seed}-{cfg.space}"
                     f"-M{cfg.M}-efc{cfg.ef_construction}")
-    global_m, global_efc, _ = cfg.graph(None)
+    global_m, global_efc, _ = global_settings(cfg)
     directory = Path(args.cache_dir) if args.cache_dir else None
     path = directory / f"{category_key}-global-M{global_m}-efc{global_efc}.pkl" if directory else None
     if directory is not None and path is not None:
@@ -351,6 +351,13 @@ def built_index(w: Workload, cfg: HnswConfig, args: argparse.Namespace, tag: str
     return hnsw, sum(hnsw.build_cpu_seconds.values())
 
 
+def global_settings(cfg: HnswConfig) -> tuple[int, int, int]:
+    """The global index's M, ef_construction and ef (a None global setting takes the categories')."""
+    return (cfg.M if cfg.global_M is None else cfg.global_M,
+            cfg.ef_construction if cfg.global_ef_construction is None else cfg.global_ef_construction,
+            cfg.ef if cfg.global_ef is None else cfg.global_ef)
+
+
 def _save(path: Path, hnsw: HnswIndex) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as f:
@@ -358,7 +365,7 @@ def _save(path: Path, hnsw: HnswIndex) -> None:
 
 
 def _query_view(hnsw: HnswIndex, cfg: HnswConfig) -> HnswIndex:
-    return hnsw.with_query_settings(ef=cfg.ef, exact_scan=cfg.exact_scan, global_ef=cfg.graph(None)[2])
+    return hnsw.with_query_settings(ef=cfg.ef, exact_scan=cfg.exact_scan, global_ef=global_settings(cfg)[2])
 
 
 def bench(w: Workload, args: argparse.Namespace) -> list[Row]:
@@ -378,7 +385,7 @@ def bench(w: Workload, args: argparse.Namespace) -> list[Row]:
                          exact_scan=args.exact_scan, global_M=args.global_M,
                          global_ef_construction=args.global_ef_construction, global_ef=args.global_ef)
         hnsw, build_s = built_index(w, cfg, args, tag)
-        global_m, global_efc, global_ef = cfg.graph(None)
+        global_m, global_efc, global_ef = global_settings(cfg)
         graphs = f"M {cfg.M}, efc {cfg.ef_construction}; global M {global_m}, efc {global_efc}"
         settings = [(args.ef, global_ef, args.exact_scan)]
         settings += [(int(e), global_ef, args.exact_scan) for e in args.sweep_ef.split(",") if e]

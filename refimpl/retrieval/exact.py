@@ -14,7 +14,7 @@ import numpy as np
 
 from refimpl._check import Array
 from refimpl.retrieval.catalogue import Catalogue, Int64Array
-from refimpl.retrieval.index import check_search_args
+from refimpl.retrieval.index import check_category, check_search_args
 
 __all__ = [
     "ExactIndex",
@@ -51,6 +51,7 @@ class ExactIndex:
 
     def free_depth(self, category: int | None = None) -> int:
         """0: a scan costs the same whatever k is, and a deeper ask only sorts more (SearchIndex)."""
+        check_category(self.catalogue, category)
         return 0
 
     def _pool(self, category: int | None) -> tuple[Int64Array, Array]:

@@ -53,7 +53,7 @@ from refimpl._check import Array, Shapes, require_choice, require_positive_int, 
 from refimpl.progress import Bar, task
 from refimpl.retrieval.catalogue import Catalogue, Int64Array
 from refimpl.retrieval.exact import ExactIndex, score_order
-from refimpl.retrieval.index import check_search_args
+from refimpl.retrieval.index import check_category, check_search_args
 
 __all__ = [
     "HnswConfig",
@@ -102,7 +102,7 @@ class HnswConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"HnswConfig.seed: expected an int >= 0, got {self.seed!r}")
 
-    def graph(self, category: int | None) -> tuple[int, int, int]:
+    def _graph(self, category: int | None) -> tuple[int, int, int]:
         """(M, ef_construction, ef) of a category's index, or of the global one (category None)."""
         if category is not None:
             return self.M, self.ef_construction, self.ef
@@ -170,7 +170,7 @@ class HnswIndex:
     def _build(self, ids: Int64Array, vectors: Array, bar: Bar, category: int | None) -> Any:
         if ids.size == 0:
             return None
-        degree, ef_construction, _ = self.config.graph(category)
+        degree, ef_construction, _ = self.config._graph(category)
         data = np.asarray(vectors, dtype=np.float32)
         space, dim = "ip", self.catalogue.dim
         if self.config.space == "l2_augmented":
@@ -203,7 +203,7 @@ class HnswIndex:
         if width == 0:
             dtype = self.catalogue.vectors.dtype
             return np.empty((queries.shape[0], 0), np.int64), np.empty((queries.shape[0], 0), dtype)
-        degree, _, beam = self.config.graph(category)
+        degree, _, beam = self.config._graph(category)
         ef = max(beam, width)
         if width >= self.config.exact_fraction * pool or pool <= self.config.exact_scan * ef * degree:
             self.stats["exact_pool_searches"] += 1
@@ -218,9 +218,10 @@ class HnswIndex:
     def free_depth(self, category: int | None = None) -> int:
         """The query beam of the pool's index when its searches walk the graph (a walk for any
         k <= ef costs the same), 0 when they scan it (SearchIndex)."""
+        check_category(self.catalogue, category)
         index = self.global_index if category is None else self.category_indexes[category]
         pool = 0 if index is None else int(index.get_current_count())
-        degree, _, beam = self.config.graph(category)
+        degree, _, beam = self.config._graph(category)
         return 0 if pool <= self.config.exact_scan * beam * degree else beam
 
     def index_queries(self, queries: Array) -> NDArray[np.float32]:

@@ -50,6 +50,11 @@ def check_search_args(catalogue: Catalogue, queries: Any, k: Any, category: Any)
     shapes = catalogue_shapes(catalogue)
     shapes.check_float("queries", queries, ("Q", "D"))
     require_positive_int("k", k)
+    check_category(catalogue, category)
+
+
+def check_category(catalogue: Catalogue, category: Any) -> None:
+    """TypeError/ValueError unless `category` is None or a category id of the catalogue."""
     if category is not None:
         if isinstance(category, bool) or not isinstance(category, int | np.integer):
             raise TypeError(f"category: expected an int or None, got {category!r}")

@@ -2,9 +2,11 @@
 
 For each catalogue size (`--sizes`, D = 32, 50 categories of lognormal sizes) and each vector
 workload (`--workloads`), one run measures, single-threaded:
-- hnswlib: the build time (per-category indexes and the global index), the recall of its cascade
-  against the exact cascade (same users, same quotas), its throughput (all users in one batched
-  call) and its per-user latency (one user per call): median and p99;
+- hnswlib: the build CPU time (per-category indexes and the global index), the recall of its
+  cascade against the exact cascade (same users, same quotas), overall and by route, its
+  throughput (all users in one batched call), its per-user latency (one user per call): median and
+  p99, and where the CPU time goes (long-term searches / the short-term search / the rest: checks,
+  quotas, merge), per user, batched and one user per call;
 - the exact cascade (`ExactIndex`, refimpl's own cascade code): throughput and per-user latency;
 - a brute force written the fastest plain way a user would: float32 NumPy, the same quotas, one
   matmul per category block over all the users that predicted it, one matmul over the whole
@@ -12,7 +14,9 @@ workload (`--workloads`), one run measures, single-threaded:
   scores at n - k for the top items (not of their negated copy, which at 10^6 items costs more
   than the partition: the bar is no slower than it need be); its throughput is the bar: the table
   gives hnswlib's throughput as a ratio to it.
-`--sweep-ef` and `--spaces` add recall/throughput at other query beams and spaces (same graphs).
+`--sweep-ef`, `--sweep-global-ef`, `--sweep-exact-scan` and `--spaces` add rows at other query
+beams, scan thresholds and spaces (same graphs); `--cache-dir` keeps built graphs for later runs
+(a run that changes only the global graph's M or ef_construction rebuilds only that graph).
 
 Workloads:
 - `clustered`: items around their category's centroid (noise 0.7 against unit centroids); a user's
@@ -26,8 +30,9 @@ Workloads:
   points away from the items' mean. Emulated (Gaussian with those statistics), not trained at
   each size: a trained ULIM at 10^6 items is beyond this machine.
 
-Timings are wall clock on whatever machine runs it (the committed table: a 2-core machine shared
-with other jobs, so read ratios measured in one run, not absolute times).
+Timings are wall clock and the measuring thread's CPU time (`time.thread_time`; everything runs on
+that thread): on a shared machine the wall time includes waiting for a core, so the committed
+table's ratios and latencies are CPU time.
 Usage: python tools/bench_retrieval.py [--sizes 10000,100000] [--workloads clustered,ulim]
 """
 

@@ -27,6 +27,7 @@ from refimpl.retrieval import (
     split_evenly,
     split_weighted,
 )
+from refimpl.retrieval.cascade import split_evenly_rows
 from refimpl.retrieval.exact import top_k_inner_product
 from refimpl.retrieval.index import SearchIndex
 
@@ -102,6 +103,9 @@ class GlobalForLongTerm:
     def search(self, queries: Any, k: int, category: int | None = None) -> Any:
         return self.inner.search(queries, k, None)
 
+    def free_depth(self, category: int | None = None) -> int:
+        return self.inner.free_depth(category)
+
 
 class ShortTermInCategoryZero:
     """A broken back end: the whole-pool search only sees category 0."""
@@ -114,6 +118,9 @@ class ShortTermInCategoryZero:
 
     def search(self, queries: Any, k: int, category: int | None = None) -> Any:
         return self.inner.search(queries, k, 0 if category is None else category)
+
+    def free_depth(self, category: int | None = None) -> int:
+        return self.inner.free_depth(category)
 
 
 @st.composite
@@ -255,7 +262,8 @@ def test_rows_hnswlib_cannot_answer_fall_back_to_exact() -> None:
     rng = np.random.default_rng(1)
     vectors = rng.standard_normal((400, 8)) * rng.lognormal(0.0, 1.0, (400, 1))
     catalogue = Catalogue.build(vectors, np.zeros(400, dtype=np.int64))
-    index = HnswIndex(catalogue, HnswConfig(space="ip", exact_fraction=1.0, ef=10, exact_scan=0))
+    index = HnswIndex(catalogue, HnswConfig(space="ip", exact_fraction=1.0, ef=10, exact_scan=0, global_M=None,
+                                            global_ef_construction=None, global_ef=None))
     queries = rng.standard_normal((20, 8))
     ids, _ = index.search(queries, 399)
     assert index.stats["exact_row_fallbacks"] > 0
@@ -269,12 +277,109 @@ def test_small_pools_are_scanned_exactly_large_ones_walked() -> None:
     catalogue = _catalogue(rng, 600, 1, 8)
     queries = rng.standard_normal((4, 8))
     truth, _ = ExactIndex(catalogue).search(queries, 10)
-    scanned = HnswIndex(catalogue, HnswConfig(M=4, ef=10, exact_scan=15.0))  # 15 * 10 * 4 = 600 items
+    same = {"global_M": None, "global_ef": None}  # the global index as the categories'
+    scanned = HnswIndex(catalogue, HnswConfig(M=4, ef=10, exact_scan=15.0, **same))  # 15 * 10 * 4 = 600 items
     assert np.array_equal(scanned.search(queries, 10)[0], truth)
     assert scanned.stats["exact_pool_searches"] == 1
-    walked = HnswIndex(catalogue, HnswConfig(M=4, ef=10, exact_scan=14.0))  # 560 < 600
+    walked = HnswIndex(catalogue, HnswConfig(M=4, ef=10, exact_scan=14.0, **same))  # 560 < 600
     walked.search(queries, 10)
     assert walked.stats["exact_pool_searches"] == 0
+
+
+class GlobalSearchLog:
+    """The exact back end, claiming a free depth of `depth`, recording every whole-pool search's k."""
+
+    name = "exact-logged"
+
+    def __init__(self, inner: ExactIndex, depth: int) -> None:
+        self.inner, self.catalogue, self.depth = inner, inner.catalogue, depth
+        self.global_ks: list[int] = []
+
+    def search(self, queries: Any, k: int, category: int | None = None) -> Any:
+        if category is None:
+            self.global_ks.append(k)
+        return self.inner.search(queries, k, category)
+
+    def free_depth(self, category: int | None = None) -> int:
+        return self.depth
+
+
+def test_short_term_route_asks_for_the_free_depth_first() -> None:
+    """With a free depth covering the taken items the short-term route searches once, with the
+    same result; negative control: without it (0), the taken items its first answer meets force a
+    second, deeper search."""
+    rng = np.random.default_rng(26)
+    catalogue = _catalogue(rng, 800, 4, 6)
+    query = _query(rng, catalogue, 6, 3)
+    # Short-term vectors equal to a long-term one: the long-term route's items top its ranking.
+    query = replace(query, short_vectors=query.long_vectors[:, 0].copy(), mask=np.ones((6, 3), bool))
+    cfg = CascadeConfig(n=60)
+    shallow, deep = GlobalSearchLog(ExactIndex(catalogue), 0), GlobalSearchLog(ExactIndex(catalogue), 300)
+    first, second = _run(shallow, query, cfg), _run(deep, query, cfg)
+    assert np.array_equal(first.ids, second.ids)
+    assert deep.global_ks == [300]
+    assert len(shallow.global_ks) >= 2 and shallow.global_ks[0] == int(first.quotas[:, -1].max())
+
+
+def test_hnsw_free_depth_is_the_beam_of_walked_pools_only() -> None:
+    rng = np.random.default_rng(27)
+    catalogue = _catalogue(rng, 600, 2, 8)
+    assert HnswIndex(catalogue, HnswConfig(M=4, ef=10, global_ef=25, exact_scan=0)).free_depth(None) == 25
+    assert HnswIndex(catalogue, HnswConfig(M=4, ef=10, exact_scan=0)).free_depth(0) == 10
+    assert HnswIndex(catalogue, HnswConfig(M=4, ef=10, exact_scan=15.0)).free_depth(None) == 0  # scanned
+    assert ExactIndex(catalogue).free_depth(None) == 0
+
+
+def test_global_index_has_its_own_degree_build_beam_and_query_beam() -> None:
+    """global_M / global_ef_construction build the global graph, global_ef is its query beam; the
+    category indexes keep M, ef_construction and ef. Negative control: without the global_*
+    settings the global index takes the category indexes' values."""
+    rng = np.random.default_rng(23)
+    catalogue = _catalogue(rng, 600, 2, 8)
+    queries = rng.standard_normal((3, 8))
+    split = HnswIndex(catalogue, HnswConfig(M=4, ef_construction=20, ef=30, exact_scan=0, global_M=12,
+                                            global_ef_construction=60, global_ef=90))
+    split.search(queries, 5)
+    split.search(queries, 5, category=0)
+    assert (split.global_index.M, split.global_index.ef_construction, split.global_index.ef) == (12, 60, 90)
+    category = split.category_indexes[0]
+    assert (category.M, category.ef_construction, category.ef) == (4, 20, 30)
+    same = HnswIndex(catalogue, HnswConfig(M=4, ef_construction=20, ef=30, exact_scan=0, global_M=None,
+                                           global_ef_construction=None, global_ef=None))
+    same.search(queries, 5)
+    assert (same.global_index.M, same.global_index.ef_construction, same.global_index.ef) == (4, 20, 30)
+
+
+def test_query_view_changes_the_global_beam_only_when_asked() -> None:
+    rng = np.random.default_rng(24)
+    catalogue = _catalogue(rng, 600, 2, 8)
+    index = HnswIndex(catalogue, HnswConfig(M=4, ef=30, exact_scan=0, global_ef=90))
+    queries = rng.standard_normal((2, 8))
+    index.with_query_settings(ef=40).search(queries, 5)
+    assert index.global_index.ef == 90  # ef alone leaves the global beam
+    index.with_query_settings(global_ef=70).search(queries, 5)
+    assert index.global_index.ef == 70
+
+
+def test_with_global_graph_rebuilds_the_global_graph_only() -> None:
+    """The view shares the category graphs and answers category searches identically; its global
+    graph has the new degree and the original index keeps its own (negative control)."""
+    rng = np.random.default_rng(25)
+    catalogue = _catalogue(rng, 600, 2, 8)
+    queries = rng.standard_normal((4, 8))
+    index = HnswIndex(catalogue, HnswConfig(M=4, exact_scan=0, global_M=None))
+    dense = index.with_global_graph(global_M=10, global_ef_construction=80)
+    assert dense.category_indexes is index.category_indexes
+    assert (dense.global_index.M, dense.global_index.ef_construction) == (10, 80)
+    assert index.global_index.M == 4
+    assert np.array_equal(dense.search(queries, 7, category=1)[0], index.search(queries, 7, category=1)[0])
+    assert set(dense.build_cpu_seconds) == {"category", "global"}
+
+
+@pytest.mark.parametrize("name", ["global_M", "global_ef_construction", "global_ef"])
+def test_global_settings_are_validated_by_name(name: str) -> None:
+    with pytest.raises(ValueError, match=f"HnswConfig.{name}"):
+        HnswConfig(**{name: 0})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,6 +478,38 @@ def split_problems(total: int, capacities: list[int], quotas: list[int]) -> list
 @given(total=st.integers(0, 60), capacities=st.lists(st.integers(0, 30), max_size=6))
 def test_split_evenly_is_max_min_fair(total: int, capacities: list[int]) -> None:
     assert split_problems(total, capacities, split_evenly(total, capacities)) == []
+
+
+def level_problems(total: int, caps: Any, row: Any) -> list[str]:
+    """The definition (spec/retrieval.md, step 3): min(cap, L) with L the largest integer such that
+    sum(min(cap, L)) <= total (found here by trying every L), plus one unit each to the best-ranked
+    routes above L until all that fits is placed."""
+    level = max((x for x in range(int(caps.max(initial=0)) + 1) if np.minimum(caps, x).sum() <= total), default=0)
+    extra = np.asarray(row) - np.minimum(caps, level)
+    problems = []
+    if not (set(extra.tolist()) <= {0, 1} and np.all(caps[extra == 1] > level)):
+        problems.append(f"quotas {row} are not min(cap, {level}) plus single units above the level")
+    if np.any(np.diff(extra[caps > level]) > 0):
+        problems.append(f"the remainder of {row} does not go to the best ranks first")
+    if int(np.sum(row)) != min(total, int(caps.sum())):
+        problems.append(f"placed {int(np.sum(row))} of {total}")
+    return problems
+
+
+@given(totals=st.lists(st.integers(0, 80), min_size=1, max_size=4), routes=st.integers(0, 6), seed=st.integers(0, 99))
+def test_split_evenly_rows_is_the_definition(totals: list[int], routes: int, seed: int) -> None:
+    """Every row of the batched split (water-filling) is the definition; rows do not interact."""
+    capacities = np.random.default_rng(seed).integers(0, 30, size=(len(totals), routes))
+    quotas = split_evenly_rows(np.array(totals, dtype=np.int64), capacities)
+    for total, caps, row in zip(totals, capacities, quotas, strict=True):
+        assert level_problems(total, caps, row) == []
+
+
+def test_negative_control_split_one_level_low_is_caught() -> None:
+    caps = np.array([2, 9, 9])
+    assert level_problems(14, caps, [2, 6, 6]) == []
+    assert level_problems(14, caps, [2, 5, 5]) != []  # level 5 instead of 6, remainder not placed
+    assert level_problems(14, caps, [2, 5, 7]) != []  # the remainder on the worse rank
 
 
 def test_negative_control_split_without_redistribution_is_caught() -> None:

@@ -2,15 +2,21 @@
 
 For each catalogue size (`--sizes`, D = 32, 50 categories of lognormal sizes) and each vector
 workload (`--workloads`), one run measures, single-threaded:
-- hnswlib: the build time (per-category indexes and the global index), the recall of its cascade
-  against the exact cascade (same users, same quotas), its throughput (all users in one batched
-  call) and its per-user latency (one user per call): median and p99;
+- hnswlib: the build CPU time (per-category indexes and the global index), the recall of its
+  cascade against the exact cascade (same users, same quotas), overall and by route, its
+  throughput (all users in one batched call), its per-user latency (one user per call): median and
+  p99, and where the CPU time goes (long-term searches / the short-term search / the rest: checks,
+  quotas, merge), per user, batched and one user per call;
 - the exact cascade (`ExactIndex`, refimpl's own cascade code): throughput and per-user latency;
 - a brute force written the fastest plain way a user would: float32 NumPy, the same quotas, one
   matmul per category block over all the users that predicted it, one matmul over the whole
-  catalogue for the short-term route (users in chunks, to bound memory), `argpartition` for the
-  top items; its throughput is the bar: the table gives hnswlib's throughput as a ratio to it.
-`--sweep-ef` and `--spaces` add recall/throughput at other query beams and spaces (same graphs).
+  catalogue for the short-term route (users in chunks, to bound memory), `argpartition` of the
+  scores at n - k for the top items (not of their negated copy, which at 10^6 items costs more
+  than the partition: the bar is no slower than it need be); its throughput is the bar: the table
+  gives hnswlib's throughput as a ratio to it.
+`--sweep-ef`, `--sweep-global-ef`, `--sweep-exact-scan` and `--spaces` add rows at other query
+beams, scan thresholds and spaces (same graphs); `--cache-dir` keeps built graphs for later runs
+(a run that changes only the global graph's M or ef_construction rebuilds only that graph).
 
 Workloads:
 - `clustered`: items around their category's centroid (noise 0.7 against unit centroids); a user's
@@ -24,8 +30,9 @@ Workloads:
   points away from the items' mean. Emulated (Gaussian with those statistics), not trained at
   each size: a trained ULIM at 10^6 items is beyond this machine.
 
-Timings are wall clock on whatever machine runs it (the committed table: a 2-core machine shared
-with other jobs, so read ratios measured in one run, not absolute times).
+Timings are wall clock and the measuring thread's CPU time (`time.thread_time`; everything runs on
+that thread): on a shared machine the wall time includes waiting for a core, so the committed
+table's ratios and latencies are CPU time.
 Usage: python tools/bench_retrieval.py [--sizes 10000,100000] [--workloads clustered,ulim]
 """
 
@@ -85,7 +92,9 @@ class Row:
     workload: str
     items: int
     space: str
+    graphs: str
     ef: int
+    global_ef: int
     exact_scan: float
     build_s: float
     recall: float
@@ -99,6 +108,12 @@ class Row:
     latency_p99_ms: float
     cpu_median_ms: float
     cpu_p99_ms: float
+    batch_long_ms: float
+    batch_short_ms: float
+    batch_other_ms: float
+    user_long_ms: float
+    user_short_ms: float
+    user_other_ms: float
     exact_users_per_s: float
     exact_latency_median_ms: float
     exact_latency_p99_ms: float
@@ -201,7 +216,7 @@ def brute_force(w: Workload, n: int, rows: Any = slice(None), chunk: int = 64) -
         start, stop = cat.starts[category], cat.starts[category + 1]
         scores = long_vectors[users, ranks] @ cat.vectors[start:stop].T
         top = int(quotas[users, ranks].max())
-        best = np.argpartition(-scores, top - 1, axis=1)[:, :top] if top < scores.shape[1] else \
+        best = np.argpartition(scores, scores.shape[1] - top, axis=1)[:, -top:] if top < scores.shape[1] else \
             np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
         best = np.take_along_axis(best, np.argsort(-np.take_along_axis(scores, best, 1), axis=1), 1)
         for user, quota, found in zip(users, quotas[users, ranks], best, strict=True):
@@ -211,7 +226,7 @@ def brute_force(w: Workload, n: int, rows: Any = slice(None), chunk: int = 64) -
         block = slice(first, min(first + chunk, batch))
         scores = short_vectors[block] @ cat.vectors.T
         depth = int(min(cat.size, quotas[block].sum(axis=1).max()))
-        best = np.argpartition(-scores, depth - 1, axis=1)[:, :depth] if depth < cat.size else \
+        best = np.argpartition(scores, cat.size - depth, axis=1)[:, -depth:] if depth < cat.size else \
             np.broadcast_to(np.arange(cat.size), scores.shape)
         best = np.take_along_axis(best, np.argsort(-np.take_along_axis(scores, best, 1), axis=1), 1)
         for offset, found in enumerate(best):
@@ -262,6 +277,38 @@ def cpu_timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return value, time.perf_counter() - wall, time.thread_time() - cpu
 
 
+class RouteTimer:
+    """A SearchIndex that passes every search to `index` and adds its CPU time (this thread's) to
+    `seconds["long"]` (a category's search: a long-term route) or `seconds["short"]` (the whole
+    catalogue: the short-term route). The cascade's time outside the searches is its bookkeeping."""
+
+    def __init__(self, index: SearchIndex) -> None:
+        self.index, self.name, self.catalogue = index, index.name, index.catalogue
+        self.seconds = {"long": 0.0, "short": 0.0}
+
+    def search(self, queries: Any, k: int, category: int | None = None) -> Any:
+        start = time.thread_time()
+        found = self.index.search(queries, k, category)
+        self.seconds["short" if category is None else "long"] += time.thread_time() - start
+        return found
+
+    def free_depth(self, category: int | None = None) -> int:
+        return self.index.free_depth(category)
+
+
+def route_split_ms(index: SearchIndex, w: Workload, n: int, rows: Any, calls: int) -> tuple[float, float, float]:
+    """CPU ms per call spent in long-term searches, the short-term search and the rest (validation,
+    quotas, merge), averaged over `calls` calls of the cascade on `rows` (all users, or one each)."""
+    timer = RouteTimer(index)
+    total = 0.0
+    for call in range(calls):
+        start = time.thread_time()
+        cascade(timer, w, n, rows(call))
+        total += time.thread_time() - start
+    long_s, short_s = timer.seconds["long"], timer.seconds["short"]
+    return long_s * 1e3 / calls, short_s * 1e3 / calls, (total - long_s - short_s) * 1e3 / calls
+
+
 def per_user_ms(fn: Callable[[slice], Any], users: int) -> tuple[float, float, float, float]:
     """Median and p99 (ms) of fn over `users` single-user calls: wall time, then the calling
     thread's CPU time. On a loaded machine the wall time includes waiting for a core; the CPU time
@@ -277,25 +324,53 @@ def per_user_ms(fn: Callable[[slice], Any], users: int) -> tuple[float, float, f
 
 
 def built_index(w: Workload, cfg: HnswConfig, args: argparse.Namespace, tag: str) -> tuple[HnswIndex, float]:
-    """The hnswlib index of the workload, and its build time; with --cache-dir the built graphs are
-    kept on disk (pickled) and reused by a later run with the same data and build parameters."""
-    key = (f"{w.name}-{w.catalogue.size}-{args.categories}-{args.seed}-{cfg.space}-M{cfg.M}"
-           f"-efc{cfg.ef_construction}.pkl")
-    path = Path(args.cache_dir) / key if args.cache_dir else None
-    if path is not None and path.exists():
-        with path.open("rb") as f:
-            hnsw, build_s = pickle.load(f)
-        if np.array_equal(hnsw.catalogue.vectors, w.catalogue.vectors):
-            log(f"{tag} graphs from {path} (built in {build_s:.0f} s)")
-            return hnsw.with_query_settings(ef=cfg.ef, exact_scan=cfg.exact_scan), build_s
-    log(f"{tag} building hnswlib ({cfg.space}, M={cfg.M}, ef_construction={cfg.ef_construction}) ...")
-    hnsw, build_s = timed(lambda: HnswIndex(w.catalogue, cfg))
-    log(f"{tag} built in {build_s:.0f} s")
+    """The hnswlib index of the workload, and its build CPU seconds; with --cache-dir the built
+    graphs are kept on disk (pickled) and reused by a later run with the same data and build
+    parameters; when only the global graph's parameters differ, the category graphs are reused
+    and the global graph alone is built."""
+    category_key = (f"{w.name}-{w.catalogue.size}-{args.categories}-{args.seed}-{cfg.space}"
+                    f"-M{cfg.M}-efc{cfg.ef_construction}")
+    global_m, global_efc, _ = global_settings(cfg)
+    directory = Path(args.cache_dir) if args.cache_dir else None
+    path = directory / f"{category_key}-global-M{global_m}-efc{global_efc}.pkl" if directory else None
+    if directory is not None and path is not None:
+        for candidate in [path, *sorted(directory.glob(f"{category_key}-global-*.pkl"))]:
+            if not candidate.exists():
+                continue
+            with candidate.open("rb") as f:
+                hnsw = pickle.load(f)
+            if not np.array_equal(hnsw.catalogue.vectors, w.catalogue.vectors):
+                continue
+            log(f"{tag} graphs from {candidate} (built in {hnsw.build_cpu_seconds} CPU s)")
+            if candidate != path:
+                log(f"{tag} building the global graph (M={global_m}, ef_construction={global_efc}) ...")
+                hnsw = hnsw.with_global_graph(cfg.global_M, cfg.global_ef_construction)
+                _save(path, hnsw)
+            return _query_view(hnsw, cfg), sum(hnsw.build_cpu_seconds.values())
+    log(f"{tag} building hnswlib ({cfg.space}, M={cfg.M}, ef_construction={cfg.ef_construction}, "
+        f"global M={global_m}, ef_construction={global_efc}) ...")
+    hnsw = HnswIndex(w.catalogue, cfg)
+    log(f"{tag} built in {hnsw.build_cpu_seconds} CPU s")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as f:
-            pickle.dump((hnsw, build_s), f, protocol=pickle.HIGHEST_PROTOCOL)
-    return hnsw, build_s
+        _save(path, hnsw)
+    return hnsw, sum(hnsw.build_cpu_seconds.values())
+
+
+def global_settings(cfg: HnswConfig) -> tuple[int, int, int]:
+    """The global index's M, ef_construction and ef (a None global setting takes the categories')."""
+    return (cfg.M if cfg.global_M is None else cfg.global_M,
+            cfg.ef_construction if cfg.global_ef_construction is None else cfg.global_ef_construction,
+            cfg.ef if cfg.global_ef is None else cfg.global_ef)
+
+
+def _save(path: Path, hnsw: HnswIndex) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        pickle.dump(hnsw, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _query_view(hnsw: HnswIndex, cfg: HnswConfig) -> HnswIndex:
+    return hnsw.with_query_settings(ef=cfg.ef, exact_scan=cfg.exact_scan, global_ef=global_settings(cfg)[2])
 
 
 def bench(w: Workload, args: argparse.Namespace) -> list[Row]:
@@ -312,23 +387,33 @@ def bench(w: Workload, args: argparse.Namespace) -> list[Row]:
     rows = []
     for space in args.spaces.split(","):
         cfg = HnswConfig(space=space, M=args.M, ef_construction=args.ef_construction, ef=args.ef, seed=args.seed,
-                         exact_scan=args.exact_scan)
+                         exact_scan=args.exact_scan, global_M=args.global_M,
+                         global_ef_construction=args.global_ef_construction, global_ef=args.global_ef)
         hnsw, build_s = built_index(w, cfg, args, tag)
-        settings = [(args.ef, args.exact_scan)]
-        settings += [(int(e), args.exact_scan) for e in args.sweep_ef.split(",") if e]
-        settings += [(args.ef, float(x)) for x in args.sweep_exact_scan.split(",") if x]
-        for ef, exact_scan in settings:
-            view = hnsw.with_query_settings(ef=ef, exact_scan=exact_scan)
+        global_m, global_efc, global_ef = global_settings(cfg)
+        graphs = f"M {cfg.M}, efc {cfg.ef_construction}; global M {global_m}, efc {global_efc}"
+        settings = [(args.ef, global_ef, args.exact_scan)]
+        settings += [(int(e), global_ef, args.exact_scan) for e in args.sweep_ef.split(",") if e]
+        settings += [(args.ef, int(e), args.exact_scan) for e in args.sweep_global_ef.split(",") if e]
+        settings += [(args.ef, global_ef, float(x)) for x in args.sweep_exact_scan.split(",") if x]
+        for ef, beam, exact_scan in settings:
+            view = hnsw.with_query_settings(ef=ef, exact_scan=exact_scan, global_ef=beam)
             result, seconds, cpu_seconds = cpu_timed(lambda v=view: cascade(v, w, n))
             latency = per_user_ms(lambda r, v=view: cascade(v, w, n, r), args.latency_users)
+            batch_split = route_split_ms(view, w, n, lambda _: slice(None), 1)
+            user_split = route_split_ms(view, w, n, lambda u: slice(u, u + 1), args.latency_users)
             by_route = recall_by_route(result, exact, w, view.config)
             row = Row(
-                workload=w.name, items=items, space=space, ef=ef, exact_scan=exact_scan, build_s=build_s,
+                workload=w.name, items=items, space=space, graphs=graphs, ef=ef, global_ef=beam,
+                exact_scan=exact_scan, build_s=build_s,
                 recall=cascade_recall(result, exact), recall_long_scanned=by_route["long_scanned"],
                 recall_long_graph=by_route["long_graph"], recall_short=by_route["short"], users_per_s=users / seconds,
                 ratio_to_brute_force=brute_s / seconds, ratio_to_brute_force_cpu=brute_cpu_s / cpu_seconds,
                 latency_median_ms=latency[0], latency_p99_ms=latency[1],
                 cpu_median_ms=latency[2], cpu_p99_ms=latency[3],
+                batch_long_ms=batch_split[0] / users, batch_short_ms=batch_split[1] / users,
+                batch_other_ms=batch_split[2] / users,
+                user_long_ms=user_split[0], user_short_ms=user_split[1], user_other_ms=user_split[2],
                 exact_users_per_s=users / exact_s, exact_latency_median_ms=exact_lat[0],
                 exact_latency_p99_ms=exact_lat[1], brute_users_per_s=users / brute_s, brute_recall=brute_recall,
                 brute_latency_median_ms=brute_lat[0], brute_latency_p99_ms=brute_lat[1],
@@ -340,18 +425,21 @@ def bench(w: Workload, args: argparse.Namespace) -> list[Row]:
 
 def table(rows: list[Row]) -> str:
     head = (
-        "| vectors | items | space | ef | exact scan | recall | recall long scanned / long graph / short "
+        "| vectors | items | graphs | ef / global ef | exact scan | recall | recall long scanned / long graph / short "
         "| hnswlib users/s | x brute force (wall / CPU) "
         "| hnswlib wall median / p99 ms | hnswlib CPU median / p99 ms "
-        "| exact users/s | exact median / p99 ms | brute force users/s | brute force median / p99 ms | build s |"
+        "| CPU ms per user, batch: long / short / rest | CPU ms, one user per call: long / short / rest "
+        "| exact users/s | exact median / p99 ms | brute force users/s | brute force median / p99 ms | build CPU s |"
     )
-    lines = [head, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [head, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
-            f"| {r.workload} | {r.items:,} | {r.space} | {r.ef} | {r.exact_scan:g} | {r.recall:.3f} "
-            f"| {r.recall_long_scanned:.3f} / {r.recall_long_graph:.3f} / {r.recall_short:.3f} "
+            f"| {r.workload} | {r.items:,} | {r.space}, {r.graphs} | {r.ef} / {r.global_ef} | {r.exact_scan:g} "
+            f"| {r.recall:.3f} | {r.recall_long_scanned:.3f} / {r.recall_long_graph:.3f} / {r.recall_short:.3f} "
             f"| {r.users_per_s:,.0f} | {r.ratio_to_brute_force:.1f} / {r.ratio_to_brute_force_cpu:.1f} "
             f"| {r.latency_median_ms:.2f} / {r.latency_p99_ms:.2f} | {r.cpu_median_ms:.2f} / {r.cpu_p99_ms:.2f} "
+            f"| {r.batch_long_ms:.2f} / {r.batch_short_ms:.2f} / {r.batch_other_ms:.2f} "
+            f"| {r.user_long_ms:.2f} / {r.user_short_ms:.2f} / {r.user_other_ms:.2f} "
             f"| {r.exact_users_per_s:,.0f} | {r.exact_latency_median_ms:.1f} / {r.exact_latency_p99_ms:.1f} "
             f"| {r.brute_users_per_s:,.0f} | {r.brute_latency_median_ms:.1f} / {r.brute_latency_p99_ms:.1f} "
             f"| {r.build_s:.0f} |"
@@ -373,10 +461,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--spaces", default=defaults.space, help="hnswlib spaces, e.g. ip,l2_augmented")
     p.add_argument("--M", type=int, default=defaults.M)
     p.add_argument("--ef-construction", type=int, default=defaults.ef_construction)
-    p.add_argument("--ef", type=int, default=defaults.ef)
+    p.add_argument("--ef", type=int, default=defaults.ef, help="query beam of the category indexes")
+    p.add_argument("--global-M", type=int, default=defaults.global_M, help="degree of the global graph")
+    p.add_argument("--global-ef-construction", type=int, default=defaults.global_ef_construction)
+    p.add_argument("--global-ef", type=int, default=defaults.global_ef, help="query beam of the global index")
     p.add_argument("--exact-scan", type=float, default=defaults.exact_scan,
                    help="pools of at most exact_scan * ef * M items are scanned exactly (0: off)")
     p.add_argument("--sweep-ef", default="", help="more query beams on the same graphs, e.g. 100,400")
+    p.add_argument("--sweep-global-ef", default="", help="more global query beams on the same graphs")
     p.add_argument("--sweep-exact-scan", default="", help="more exact-scan thresholds at --ef, e.g. 0,8")
     p.add_argument("--cache-dir", default=None, help="keep built graphs here and reuse them in later runs")
     p.add_argument("--seed", type=int, default=0)
@@ -394,8 +486,8 @@ def main(argv: list[str] | None = None) -> None:
                 rows.extend(bench(workload, args))
     print(
         f"Cascade: K={args.k} categories + the short-term route, N={args.n}, D={DIM}, {args.users} users, "
-        f"{args.categories} categories; hnswlib M={args.M}, ef_construction={args.ef_construction}; one thread "
-        "everywhere; throughput: all users in one call (its ratio to the brute force in wall and in CPU time); "
+        f"{args.categories} categories; one thread everywhere; throughput: all users in one call (its ratio to "
+        "the brute force in wall and in CPU time); "
         "latency: one user per call."
     )
     print(table(rows))

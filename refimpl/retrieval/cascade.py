@@ -127,21 +127,25 @@ def split_evenly(total: int, capacities: Sequence[int]) -> list[int]:
 
 def split_evenly_rows(totals: Int64Array, capacities: Int64Array) -> Int64Array:
     """`split_evenly` for every row at once: totals (B,) >= 0, capacities (B, R) >= 0 in priority
-    order -> quotas (B, R). The level of every row is found by one bisection over all rows."""
-    if capacities.shape[1] == 0:
+    order -> quotas (B, R).
+
+    The level of every row by water-filling: with the capacities sorted, c_0 <= ... <= c_{R-1},
+    and S_j the sum of the j smallest, sum(min(cap, L)) = S_j + (R - j) L for L in [c_{j-1}, c_j]
+    (c_{-1} = 0), so the largest level of segment j is min(c_j, floor((total - S_j) / (R - j))),
+    valid when at least c_{j-1}; the row's level is the largest valid one (segment 0 always is).
+    A fixed number of array operations, whatever the capacities (one user's call stays cheap)."""
+    batch, routes = capacities.shape
+    if routes == 0:
         return np.zeros(capacities.shape, dtype=np.int64)
-    low = np.zeros(totals.shape, dtype=np.int64)
-    high = capacities.max(axis=1).astype(np.int64)
-    while np.any(low < high):
-        middle = (low + high + 1) // 2
-        fits = np.minimum(capacities, middle[:, None]).sum(axis=1) <= totals
-        open_rows = low < high
-        low = np.where(open_rows & fits, middle, low)
-        high = np.where(open_rows & ~fits, middle - 1, high)
-    quotas: Int64Array = np.minimum(capacities, low[:, None]).astype(np.int64)
+    ordered = np.sort(capacities, axis=1)
+    below = np.concatenate([np.zeros((batch, 1), np.int64), ordered[:, :-1]], axis=1)  # c_{j-1}
+    smaller_sum = np.cumsum(below, axis=1)  # S_j
+    level = np.minimum(ordered, (totals[:, None] - smaller_sum) // (routes - np.arange(routes)))
+    level = np.where(level >= below, level, 0).max(axis=1)
+    quotas: Int64Array = np.minimum(capacities, level[:, None]).astype(np.int64)
     left = np.minimum(totals, capacities.sum(axis=1)) - quotas.sum(axis=1)
     # The remainder (fewer units than routes above the level) goes one each, best rank first.
-    above = capacities > low[:, None]
+    above = capacities > level[:, None]
     quotas += above & (np.cumsum(above, axis=1) <= left[:, None])
     return quotas
 
@@ -340,7 +344,8 @@ def _short_term_picks(
     """The short-term route's quota (last column of `quotas`) of the best whole-pool items, those
     the row's long-term routes took skipped when `exclude_taken` (step 4), into its slots.
 
-    The search asks for what a row needs, not N: first its quota; a row whose result holds fewer
+    The search asks for what a row needs, not N: first its quota (or the depth the back end
+    reaches at the same cost, `SearchIndex.free_depth`, when larger); a row whose result holds fewer
     fresh items than its quota (its long-term routes took some) is searched again, deeper by the
     number of taken items it met, until it has enough. With the exact back end a shallower search
     is a prefix of a deeper one (scores descending, ties to the lower id), so the result is that
@@ -348,7 +353,9 @@ def _short_term_picks(
     catalogue = index.catalogue
     rows = np.flatnonzero(quotas[:, -1] > 0)
     need = quotas[rows, -1]
-    depth = need.copy()
+    # The first search may go as deep as the back end goes anyway (hnswlib: its beam): the taken
+    # items it meets then rarely force a second one.
+    depth = np.minimum(np.maximum(need, index.free_depth(None)), catalogue.size)
     short_start = starts[:, -2]
     taken_rows, taken_columns = np.nonzero((picks.routes >= 0) if exclude_taken else np.zeros((0, 0), bool))
     taken_keys = taken_rows * catalogue.size + catalogue.positions(picks.ids[taken_rows, taken_columns])

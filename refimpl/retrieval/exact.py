@@ -14,7 +14,7 @@ import numpy as np
 
 from refimpl._check import Array
 from refimpl.retrieval.catalogue import Catalogue, Int64Array
-from refimpl.retrieval.index import check_search_args
+from refimpl.retrieval.index import check_category, check_search_args
 
 __all__ = [
     "ExactIndex",
@@ -49,6 +49,11 @@ class ExactIndex:
         ids, vectors = self._pool(category)
         return top_k_inner_product(queries, vectors, ids, k)
 
+    def free_depth(self, category: int | None = None) -> int:
+        """0: a scan costs the same whatever k is, and a deeper ask only sorts more (SearchIndex)."""
+        check_category(self.catalogue, category)
+        return 0
+
     def _pool(self, category: int | None) -> tuple[Int64Array, Array]:
         if category is None:
             return self._global_ids, self._global_vectors
@@ -80,7 +85,9 @@ def _top_positions(scores: Array, k: int) -> Int64Array:
     if k == scores.shape[1]:
         full: Int64Array = np.argsort(-scores, axis=1, kind="stable")
         return full
-    picked = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    # The k largest are the last k after partitioning at n - k: no negated copy of the (Q, n)
+    # scores (at n = 10^6 that copy cost more than the partition itself).
+    picked = np.argpartition(scores, scores.shape[1] - k, axis=1)[:, scores.shape[1] - k :]
     picked_scores = np.take_along_axis(scores, picked, axis=1)
     order = score_order(picked_scores, picked)
     positions: Int64Array = np.take_along_axis(picked, order, axis=1).astype(np.int64)

@@ -28,6 +28,13 @@ class SearchIndex(Protocol):
 
     def search(self, queries: Array, k: int, category: int | None = None) -> tuple[Int64Array, Array]: ...
 
+    def free_depth(self, category: int | None = None) -> int:
+        """How many items a search of the pool may be asked for at the cost of fewer: hnswlib walks
+        the graph with a beam of ef candidates whatever k <= ef is, so asking for k = ef costs what
+        k = 1 does; a scan's selection does not gain from it (0). The cascade's short-term route
+        asks for at least this many, so fewer rows need a deeper second search."""
+        ...
+
 
 def catalogue_shapes(catalogue: Catalogue) -> Shapes:
     """Shapes with D and the float dtype bound to the catalogue's. `Catalogue.build` already
@@ -43,6 +50,11 @@ def check_search_args(catalogue: Catalogue, queries: Any, k: Any, category: Any)
     shapes = catalogue_shapes(catalogue)
     shapes.check_float("queries", queries, ("Q", "D"))
     require_positive_int("k", k)
+    check_category(catalogue, category)
+
+
+def check_category(catalogue: Catalogue, category: Any) -> None:
+    """TypeError/ValueError unless `category` is None or a category id of the catalogue."""
     if category is not None:
         if isinstance(category, bool) or not isinstance(category, int | np.integer):
             raise TypeError(f"category: expected an int or None, got {category!r}")

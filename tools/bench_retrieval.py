@@ -29,6 +29,8 @@ Workloads:
   long-term vectors are trained against in-category negatives only), and user vectors whose mean
   points away from the items' mean. Emulated (Gaussian with those statistics), not trained at
   each size: a trained ULIM at 10^6 items is beyond this machine.
+- `--vectors FILE.npz`: the vectors a ULIM actually serves after training on a catalogue of that
+  size (tools/ulim_trained_vectors.py writes them; its users' K most frequent categories as routes).
 
 Timings are wall clock and the measuring thread's CPU time (`time.thread_time`; everything runs on
 that thread): on a shared machine the wall time includes waiting for a core, so the committed
@@ -189,6 +191,15 @@ def ulim_workload(items: int, categories: int, users: int, k: int, seed: int) ->
     short_vectors = user_mean + _gaussian(rng, users, basis, user_spectrum)
     catalogue = Catalogue.build(vectors, item_categories, num_categories=categories)
     return Workload("ulim", catalogue, predicted, long_vectors.astype(np.float32), short_vectors.astype(np.float32))
+
+
+def trained_workload(path: str, users: int) -> Workload:
+    """The vectors a trained ULIM serves, as tools/ulim_trained_vectors.py writes them; its first
+    `users` users."""
+    with np.load(path) as f:
+        catalogue = Catalogue.build(f["item_vectors"], f["item_category"])
+        return Workload(f"trained {Path(path).name}", catalogue, f["categories"][:users],
+                        f["long_vectors"][:users], f["short_vectors"][:users])
 
 
 WORKLOADS: dict[str, Callable[[int, int, int, int, int], Workload]] = {
@@ -452,6 +463,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     p.add_argument("--sizes", default="10000,100000", help="catalogue sizes, e.g. 10000,100000,1000000")
     p.add_argument("--workloads", default="clustered,ulim", help=f"any of {','.join(WORKLOADS)}")
+    p.add_argument("--vectors", default="",
+                   help="also a trained ULIM's vectors: .npz files of tools/ulim_trained_vectors.py, comma-separated")
     p.add_argument("--categories", type=int, default=50)
     p.add_argument("--users", type=int, default=1000)
     p.add_argument("--latency-users", type=int, default=200, help="single-user calls timed (hnswlib)")
@@ -480,10 +493,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rows: list[Row] = []
     with blas_threads(1):
-        for items in [int(float(s)) for s in args.sizes.split(",")]:
+        for items in [int(float(s)) for s in args.sizes.split(",") if s]:
             for name in args.workloads.split(","):
                 workload = WORKLOADS[name](items, args.categories, args.users, args.k, args.seed)
                 rows.extend(bench(workload, args))
+        for path in [p for p in args.vectors.split(",") if p]:
+            rows.extend(bench(trained_workload(path, args.users), args))
     print(
         f"Cascade: K={args.k} categories + the short-term route, N={args.n}, D={DIM}, {args.users} users, "
         f"{args.categories} categories; one thread everywhere; throughput: all users in one call (its ratio to "

@@ -232,10 +232,11 @@ def test_command_line_overrides_reach_the_config() -> None:
     its plateau on seed 1) set the config; the defaults are untouched without them."""
     from refimpl.demos.ifa import DEFAULT, _parser, config_for
 
-    assert (DEFAULT.data.num_users, DEFAULT.ranker.steps, DEFAULT.ranker.eval_every) == (8000, 1000, 80)
+    assert (DEFAULT.data.num_users, DEFAULT.ranker.steps, DEFAULT.ranker.eval_every) == (8000, 2000, 80)
     cfg = config_for(_parser().parse_args(["--users", "4000", "--steps", "400", "--patience", "4"]))
     assert (cfg.data.num_users, cfg.ranker.steps, cfg.ranker.patience) == (4000, 400, 4)
     assert config_for(_parser().parse_args([])) == DEFAULT
+    assert config_for(_parser().parse_args(["--valid-share", "0.1"])).valid_share == 0.1
     assert config_for(_parser().parse_args(["--attention-init", "fan_in"])).ranker.attention_init == "fan_in"
 
 

@@ -216,6 +216,11 @@ def test_demo_quick_writes_both_tables_and_the_claims(tmp_path: Path, capsys: py
     assert {c["verdict"] for c in result["claims"]} <= {"reproduced", "reversed", "not beyond the spread"}
     cpu = result["cpu_seconds"]
     assert 0 < cpu["busiest_process"] <= cpu["total"]
+    cap = result["config"]["ranker"]["steps"]
+    for seed in result["seeds"]:  # where each model stopped, and whether the rule or the cap did
+        for t in seed["training"].values():
+            assert t["best_step"] <= t["steps"] <= cap and t["stopped_early"] == (t["steps"] < cap)
+    assert f"(cap {cap}; * = the cap, not the rule)" in printed
 
 
 def test_cli_dispatches_demo_ifa(capsys: pytest.CaptureFixture[str]) -> None:
@@ -232,10 +237,11 @@ def test_command_line_overrides_reach_the_config() -> None:
     its plateau on seed 1) set the config; the defaults are untouched without them."""
     from refimpl.demos.ifa import DEFAULT, _parser, config_for
 
-    assert (DEFAULT.data.num_users, DEFAULT.ranker.steps, DEFAULT.ranker.eval_every) == (8000, 1000, 80)
+    assert (DEFAULT.data.num_users, DEFAULT.ranker.steps, DEFAULT.ranker.eval_every) == (8000, 3000, 80)
     cfg = config_for(_parser().parse_args(["--users", "4000", "--steps", "400", "--patience", "4"]))
     assert (cfg.data.num_users, cfg.ranker.steps, cfg.ranker.patience) == (4000, 400, 4)
     assert config_for(_parser().parse_args([])) == DEFAULT
+    assert config_for(_parser().parse_args(["--valid-share", "0.05"])).valid_share == 0.05
     assert config_for(_parser().parse_args(["--attention-init", "fan_in"])).ranker.attention_init == "fan_in"
 
 

@@ -165,21 +165,23 @@ def select_top_k(scores: Array, valid: BoolArray, k: int) -> tuple[IntArray, Boo
         return np.zeros((*scores.shape[:-1], 0), dtype=np.int64), np.zeros((*scores.shape[:-1], 0), dtype=bool)
     # Rank by (larger score first, lower position first) in O(L) per row. Invalid positions score
     # -inf, below every (finite) valid score, so they fill only the slots of rows with fewer than k
-    # valid positions, lower positions first like any tie. A partition puts the k largest last; it
-    # is the answer wherever exactly k scores reach the k-th largest. Where more do (ties at the
-    # k-th place), the row takes every score above the k-th and the first ties by position.
+    # valid positions, lower positions first like any tie. A partition of the values (cheaper than
+    # one of their positions) finds each row's k-th largest; the positions reaching it are the
+    # answer wherever exactly k do, and the flat nonzero lists them row by row in increasing order
+    # (several times cheaper than a 2-d nonzero, which also builds the row indices). Where more
+    # do (ties at the k-th place), the row takes every score above the k-th and the first ties.
     masked = np.where(valid, scores, -np.inf)
     flat = masked.reshape(-1, length)
-    top = np.argpartition(flat, length - slots, axis=-1)[:, length - slots :]  # (rows, k) unordered
-    kth = np.take_along_axis(flat, top[:, :1], axis=-1)  # the partition's pivot: the k-th largest
-    surplus = np.count_nonzero(flat >= kth, axis=-1) > slots
+    kth = np.partition(flat, length - slots, axis=-1)[:, length - slots : length - slots + 1]  # (rows, 1)
+    take = flat >= kth
+    surplus = np.count_nonzero(take, axis=-1) > slots
     if surplus.any():
         rows, rows_kth = flat[surplus], kth[surplus]
         room = slots - np.count_nonzero(rows > rows_kth, axis=-1)[:, None]
         tied = rows == rows_kth
-        take = (rows > rows_kth) | (tied & (np.cumsum(tied, axis=-1) <= room))
-        top[surplus] = np.nonzero(take)[1].reshape(-1, slots)
-    indices = np.sort(top, axis=-1).astype(np.int64).reshape(*scores.shape[:-1], slots)
+        take[surplus] = (rows > rows_kth) | (tied & (np.cumsum(tied, axis=-1) <= room))
+    offsets = np.arange(flat.shape[0], dtype=np.int64)[:, None] * length
+    indices = (np.flatnonzero(take).reshape(-1, slots) - offsets).reshape(*scores.shape[:-1], slots)
     selected: BoolArray = np.take_along_axis(valid, indices, axis=-1)
     return indices, selected
 
@@ -203,7 +205,9 @@ def top_k_attention_forward(
     indices, selected = select_top_k(scores, valid, k)
     slots = indices.shape[2]
     # the selected behaviours of every candidate: (B, M, k, D), then one target-attention row each
-    gathered = seq[np.arange(b)[:, None, None], indices]
+    # (one take of flat rows: cheaper than indexing with two broadcast index arrays)
+    flat = (np.arange(b)[:, None, None] * seq.shape[1] + indices).reshape(-1)
+    gathered = np.take(seq.reshape(b * seq.shape[1], d), flat, axis=0).reshape(b, m, slots, d)
     out, attention = target_attention_forward(
         params,
         candidates.reshape(b * m, d),

@@ -169,14 +169,6 @@ class Metrics:
     values: dict[str, float]
 
 
-def _model_name(name: object) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"name: expected a model name (str), got {type(name).__name__}")
-    if name not in MODELS:
-        raise ValueError(f"name: expected one of the models {tuple(MODELS)}, got {name!r}")
-    return name
-
-
 def _check_pipeline(name: str, config: object) -> None:
     """The config is of a pipeline that implements the model."""
     info = MODELS[name]
@@ -228,7 +220,7 @@ def train(
     trained first with the same config and split. `visit_start` (E,): the log's visit starts, PGIN's
     targets where the log marks visits (the synthetic data); else PGIN's targets are the category
     changes. Progress lines go to `stream` (None: silent)."""
-    name = _model_name(name)
+    name = require_choice("name", name, tuple(MODELS))
     if not isinstance(interactions, Interactions):
         raise TypeError(f"interactions: expected an Interactions, got {type(interactions).__name__}")
     if config is None:

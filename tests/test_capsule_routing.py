@@ -17,6 +17,7 @@ from refimpl.cases._base import CaseTensors, Config
 from refimpl.cases.capsule_routing import CASES, Routing, capsule_routing_reference, routing_case_config
 from refimpl.conformance import reference_adapter, run_conformance
 from refimpl.gradcheck import assert_gradients_match, check_component, check_gradients
+from refimpl.nn.attention import masked_softmax
 from refimpl.nn.capsule_routing import (
     CapsuleRoutingConfig,
     CapsuleRoutingParams,
@@ -518,3 +519,31 @@ def test_negative_control_scaling_by_max_abs_itself_is_not_bit_exact() -> None:
     scaled_by_max = u * (s / ((t2 + s) * np.sqrt(s + 1e-9 * t2)))
     assert not np.array_equal(scaled_by_max, squash_unscaled(z))
     assert np.array_equal(squash(z), squash_unscaled(z))
+
+
+def _attention_softmax_interests(logits: Any) -> Any:
+    """The routing softmax as it was written before (the attention kernel with every interest valid)."""
+    return masked_softmax(logits, np.ones(logits.shape[-1:], dtype=bool))
+
+
+@settings(max_examples=40)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.sampled_from([np.float32, np.float64]),
+       st.sampled_from([1.0, 1e3, 1e-300]))
+def test_softmax_interests_equals_the_attention_softmax_bit_for_bit(seed: int, k: int, dtype: Any,
+                                                                    scale: float) -> None:
+    logits = (scale * np.random.default_rng(seed).standard_normal((3, 5, k))).astype(dtype)
+    logits[0, 0] = 0.0  # ties at the maximum, and a row of signed zeros
+    logits[0, 1] = -0.0
+    got = routing_module.softmax_interests(logits)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, _attention_softmax_interests(logits))
+
+
+def test_softmax_interests_bit_identity_fails_for_an_unshifted_softmax() -> None:
+    """Negative control of the bit-for-bit property: a softmax without the max shift (equal in
+    exact arithmetic) does not pass it."""
+    logits = np.random.default_rng(3).standard_normal((64, 20, 3))
+    e = np.exp(logits)
+    unshifted = e / e.sum(axis=-1, keepdims=True)
+    assert not np.array_equal(unshifted, _attention_softmax_interests(logits))
+    np.testing.assert_array_equal(routing_module.softmax_interests(logits), _attention_softmax_interests(logits))

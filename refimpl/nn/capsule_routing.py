@@ -292,8 +292,9 @@ def capsule_routing_backward(cache: CapsuleRoutingCache, d_interests: Array) -> 
     last_sums = cache.sums[-1]
     d_interests = check_upstream("d_interests", d_interests, last_sums.shape, last_sums.dtype)
     cfg, mapped, item_weights = cache.cfg, cache.mapped, cache.item_weights
-    d_mapped = np.zeros(mapped.shape, dtype=mapped.dtype)
-    d_item_weights = np.zeros(item_weights.shape, dtype=item_weights.dtype)
+    # d u and d a are allocated by the last iteration's terms (for the detached gradient the only
+    # ones): no zero-filled (B, L, K, D_out) array and no pass adding onto it
+    d_mapped = d_item_weights = np.empty(0, dtype=mapped.dtype)
     d_interest = d_interests  # d v^r, starting at r = t-1 with the upstream gradient
     d_next_logits = np.zeros(cache.logits[0].shape, dtype=mapped.dtype)  # d b^{r+1}
     # detached: c^{t-1} is a constant, so only the last iteration's z^{t-1} and v^{t-1} are inverted
@@ -303,8 +304,11 @@ def capsule_routing_backward(cache: CapsuleRoutingCache, d_interests: Array) -> 
         d_sums = squash_backward(cache.sums[r], d_interest)
         # in the forward pass this was: z^r_j = sum_i a_i c^r_ij u_ij
         d_u, d_a, d_coefficients = _aggregate_backward(mapped, item_weights, cache.coefficients[r], d_sums)
-        d_mapped += d_u
-        d_item_weights += d_a
+        if r == cfg.iterations - 1:  # fresh arrays of this backward pass: later terms add in place
+            d_mapped, d_item_weights = d_u, d_a
+        else:
+            d_mapped += d_u
+            d_item_weights += d_a
         if cfg.detach_routing:  # c^{t-1} is a constant: nothing flows into the logits
             continue
         # in the forward pass this was: c^r = softmax_interests(b^r)

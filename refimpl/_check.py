@@ -21,6 +21,12 @@ BoolArray = NDArray[np.bool_]
 IntArray = NDArray[np.integer[Any]]
 
 Dim = str | int
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _written(dims: tuple[Dim, ...]) -> str:
+    """The expected shape as an error message writes it: (B, L, 3)."""
+    return "(" + ", ".join(str(d) for d in dims) + ")"
 
 
 class Shapes:
@@ -37,28 +43,26 @@ class Shapes:
         self.float_dtype_source = ""
 
     def _shape(self, name: str, value: Any, dims: tuple[Dim, ...]) -> None:
+        # every model step checks a hundred or so arrays: the messages are only built on an error
         if not isinstance(value, np.ndarray):
             raise TypeError(f"{name}: expected a numpy array, got {type(value).__name__}")
-        expected = "(" + ", ".join(str(d) for d in dims) + ")"
         if value.ndim != len(dims):
             raise ValueError(
-                f"{name}: expected {len(dims)} dimensions {expected}, got shape {value.shape}"
+                f"{name}: expected {len(dims)} dimensions {_written(dims)}, got shape {value.shape}"
             )
-        for axis, dim in enumerate(dims):
-            actual = value.shape[axis]
+        sizes = self.sizes
+        for axis, (dim, actual) in enumerate(zip(dims, value.shape, strict=True)):
             if isinstance(dim, int):
                 if actual != dim:
                     raise ValueError(
-                        f"{name}: expected shape {expected}, got {value.shape} (axis {axis})"
+                        f"{name}: expected shape {_written(dims)}, got {value.shape} (axis {axis})"
                     )
                 continue
-            bound = self.sizes.setdefault(dim, actual)
+            bound = sizes.setdefault(dim, actual)
             if bound != actual:
-                bound_shape = tuple(
-                    self.sizes.get(d, "?") if isinstance(d, str) else d for d in dims
-                )
+                bound_shape = tuple(sizes.get(d, "?") if isinstance(d, str) else d for d in dims)
                 raise ValueError(
-                    f"{name}: expected shape {expected} = {bound_shape}, got {value.shape} "
+                    f"{name}: expected shape {_written(dims)} = {bound_shape}, got {value.shape} "
                     f"({dim} is {bound} from an earlier argument, {actual} here)"
                 )
 
@@ -69,7 +73,7 @@ class Shapes:
         that it holds no NaN or inf (`allow_inf`: -inf/inf allowed, for scores where -inf
         means "never ranked"; NaN never is)."""
         self._shape(name, value, dims)
-        if value.dtype not in (np.float32, np.float64):
+        if value.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"{name}: expected float32 or float64, got {value.dtype}")
         if allow_inf:
             if np.isnan(value).any():

@@ -20,9 +20,9 @@ from refimpl.nn._upstream import check_upstream
 from refimpl.nn.linear import (
     LinearCache,
     LinearParams,
+    affine,
+    affine_backward,
     check_features,
-    linear_backward,
-    linear_forward,
 )
 
 __all__ = [
@@ -103,10 +103,11 @@ def mlp_forward(params: MLPParams, x: Array, cfg: MLPConfig) -> tuple[Array, MLP
     caches: list[LinearCache] = []
     activated: list[Array] = []
     h = x
-    for index, (layer, act) in enumerate(zip(params.layers, cfg.activations, strict=True)):
-        z, cache = linear_forward(layer, h, name="x" if index == 0 else f"h_{index}")
-        h = activate(act, z)
-        caches.append(cache)
+    # x and every layer are validated above: each layer is `linear_forward`'s unchecked kernel
+    for layer, act in zip(params.layers, cfg.activations, strict=True):
+        h_in = h
+        h = activate(act, affine(h_in, layer.W, layer.b))
+        caches.append(LinearCache(x=h_in, W=layer.W))
         activated.append(h)
     return h, MLPCache(linear=tuple(caches), activated=tuple(activated), activations=cfg.activations)
 
@@ -120,7 +121,8 @@ def mlp_backward(cache: MLPCache, d_out: Array) -> tuple[MLPParams, Array]:
     for lin, act, a in zip(reversed(cache.linear), reversed(cache.activations), reversed(cache.activated), strict=True):
         # in the forward pass this was: h = activate(act, z)
         d_z = activation_backward(act, a, d_h)
-        # in the forward pass this was: z = h_previous W + b
-        layer_grads, d_h = linear_backward(lin, d_z)
-        grads.append(layer_grads)
+        # in the forward pass this was: z = h_previous W + b (`linear_backward`'s unchecked kernel:
+        # d_out is validated above, and every later d_z is computed here from it)
+        d_W, d_b, d_h = affine_backward(lin.x, lin.W, d_z)
+        grads.append(LinearParams(W=d_W, b=d_b))
     return MLPParams(layers=tuple(reversed(grads))), d_h

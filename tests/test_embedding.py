@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import refimpl.nn.embedding as embedding_module
 from refimpl.cases._base import CaseTensors, Config, Result, Tensors
 from refimpl.cases.embedding import embedding_reference
 from refimpl.gradcheck import check_component
@@ -107,10 +108,26 @@ def add_at_mismatch(backward: Backward, tensors: CaseTensors, dtype: Any) -> boo
     return actual.dtype != expected.dtype or not np.array_equal(actual, expected)
 
 
+@pytest.mark.parametrize("scatter_rows", [0, embedding_module.SCATTER_ROWS], ids=["sparse product", "add.at"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @given(tensors=setups())
-def test_sparse_scatter_equals_add_at_bit_for_bit(dtype: Any, tensors: CaseTensors) -> None:
-    assert not add_at_mismatch(embedding_backward, tensors, dtype)
+def test_both_scatters_equal_add_at_bit_for_bit(scatter_rows: int, dtype: Any, tensors: CaseTensors) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(embedding_module, "SCATTER_ROWS", scatter_rows)  # 0: every size takes the sparse product
+        assert not add_at_mismatch(embedding_backward, tensors, dtype)
+
+
+def test_both_scatters_agree_at_the_demo_sizes() -> None:
+    """At the UMI demo's shapes (B = 128, L = 20, D = 32, 800 items), on each side of SCATTER_ROWS."""
+    rng = np.random.default_rng(5)
+    for shape in [(128, 20), (128,), (50,)]:
+        ids = rng.integers(0, 800, shape)
+        tensors = CaseTensors({"ids": ids}, {"table": rng.standard_normal((800, 32))},
+                              {"d_out": rng.standard_normal((*shape, 32))})
+        for rows in (0, 10**9):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(embedding_module, "SCATTER_ROWS", rows)
+                assert not add_at_mismatch(embedding_backward, tensors, np.float64)
 
 
 def test_negative_control_add_at_check_catches_the_last_write_wins_scatter() -> None:

@@ -174,7 +174,9 @@ def dynamic_routing_backward(cache: DynamicRoutingCache, d_interests: Array) -> 
     last_sums = cache.sums[-1]
     d_interests = check_upstream("d_interests", d_interests, last_sums.shape, last_sums.dtype)
     mapped, cfg = cache.mapped, cache.cfg
-    d_mapped = np.zeros(mapped.shape, dtype=mapped.dtype)
+    # d u is allocated by the last iteration's term (for the detached gradient the only one): no
+    # zero-filled (B, L, K, D_out) array and no pass adding onto it
+    d_mapped = np.empty(0, dtype=mapped.dtype)
     d_interest = d_interests  # d v^r, starting at r = t-1 with the upstream gradient
     d_next_logits = np.zeros(cache.logits[0].shape, dtype=mapped.dtype)  # d b^{r+1}
     first_inverted = cfg.iterations - 1 if cfg.detach_routing else 0
@@ -182,7 +184,11 @@ def dynamic_routing_backward(cache: DynamicRoutingCache, d_interests: Array) -> 
         # in the forward pass this was: v^r = squash(z^r)
         d_sums = squash_backward(cache.sums[r], d_interest)
         # in the forward pass this was: z^r_j = sum_i c^r_ij u_ij
-        d_mapped += cache.coefficients[r][..., None] * d_sums[:, None, :, :]
+        d_u = cache.coefficients[r][..., None] * d_sums[:, None, :, :]
+        if r == cfg.iterations - 1:  # a fresh array of this backward pass: later terms add in place
+            d_mapped = d_u
+        else:
+            d_mapped += d_u
         if cfg.detach_routing:  # c^{t-1} is a constant: nothing flows into the logits
             continue
         d_coefficients = agreement(mapped, d_sums)  # u_ij . d_z_j

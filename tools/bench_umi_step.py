@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ Batch = tuple[UserBatch, np.ndarray, np.ndarray]
 
 def _setup(seed: int) -> Prepared:
     log = generate_profile_data(DEFAULT.data).interactions
-    return prepare(log, DEFAULT.pipeline.__class__(**{**DEFAULT.pipeline.__dict__, "seed": seed}))
+    return prepare(log, replace(DEFAULT.pipeline, seed=seed))
 
 
 def _draw(prepared: Prepared, rng: np.random.Generator) -> Batch:

@@ -89,7 +89,8 @@ DEFAULT_DATA = ProfileDataConfig(num_users=6_000, num_items=800, num_categories=
                                  min_length=30, max_length=60)
 DEFAULT = DemoConfig(
     data=DEFAULT_DATA,
-    pipeline=UMIPipelineConfig(max_length=20, num_negatives=50, lr=0.01, steps=700, eval_every=100,
+    pipeline=UMIPipelineConfig(max_length=20, num_negatives=50, lr=0.01, steps=900, eval_every=100, patience=2,
+                               lr_cuts=1,
                                cutoffs=scaled_cutoffs(DEFAULT_DATA.num_items), target_behaviour=INTEREST_BEHAVIOUR),
 )
 """The default run (spec/umi.md#demo): 6,000 users (about 560 test users a seed: test users cost no
@@ -329,11 +330,17 @@ def _format_table(result: DemoRun, table: str, title: str, paper: dict[str, floa
 
 
 def _format_training(result: DemoRun) -> str:
-    lines = ["Training (seed 0): validation loss at init -> best (learned nothing), steps, best step, seconds"]
+    cap = result.config["pipeline"]["steps"]
+    records = [record for seed in result.seeds for record in seed.training.values()]
+    by_rule = sum(bool(record["stopped_early"]) for record in records)
+    lines = [f"Training: best step / the step training stopped at per seed (cap {cap}; * = the cap stopped it, "
+             f"not the rule: {len(records) - by_rule} of {len(records)} trainings); seed 0's validation loss at "
+             "init -> best (learned nothing), seconds"]
     for name, record in result.seeds[0].training.items():
-        lines.append(f"  {name:<22} {record['valid_loss_init']:.3f} -> {record['valid_loss_best']:.3f} "
-                     f"({record['learned_nothing']:.3f}), {int(record['steps'])} steps, best "
-                     f"{int(record['best_step'])}, {record['seconds']:.0f}s")
+        stops = " ".join(f"{int(s.training[name]['best_step'])}/{int(s.training[name]['steps'])}"
+                         + ("" if s.training[name]["stopped_early"] else "*") for s in result.seeds)
+        lines.append(f"  {name:<22} {stops:<30} {record['valid_loss_init']:.3f} -> {record['valid_loss_best']:.3f} "
+                     f"({record['learned_nothing']:.3f}), {record['seconds']:.0f}s")
     return "\n".join(lines)
 
 

@@ -90,15 +90,17 @@ DEFAULT_DATA = ProfileDataConfig(num_users=6_000, num_items=800, num_categories=
 DEFAULT = DemoConfig(
     data=DEFAULT_DATA,
     pipeline=UMIPipelineConfig(max_length=20, num_negatives=50, lr=0.01, steps=900, eval_every=100, patience=2,
-                               lr_cuts=1,
-                               cutoffs=scaled_cutoffs(DEFAULT_DATA.num_items), target_behaviour=INTEREST_BEHAVIOUR),
+                               lr_cuts=1, cutoffs=scaled_cutoffs(DEFAULT_DATA.num_items),
+                               target_behaviour=INTEREST_BEHAVIOUR),
 )
 """The default run (spec/umi.md#demo): 6,000 users (about 560 test users a seed: test users cost no
 training), 800 items in 10 categories x 2 styles x 2 audiences, 30-60 events each, 70% of them a
 co-user's; T = 20, K = 3, batch 128 (the paper's), N = 50 negatives and lr 0.01 (the paper's 5 and
 0.005 leave every model at its learned-nothing level within the budget: measured, spec/umi.md), at
-most 700 steps (519 s of CPU for 3 seeds); only the user's own events are targets (the co-user's are
-history only); cut-offs 10/50/300 scaled to the catalogue (2/11/65 of 800 items)."""
+most 900 steps (547 s of CPU for 3 seeds with 2 jobs, the busiest 274 s), a validation every 100 steps,
+patience 2 and one lr cut by 0.3 before the rule stops a model (spec/umi.md, "Convergence": the models
+are still learning at the cap); only the user's own events are targets (the co-user's are history
+only); cut-offs 10/50/300 scaled to the catalogue (2/11/65 of 800 items)."""
 
 QUICK = DemoConfig(
     data=replace(PROFILE_QUICK_CONFIG, num_users=200),

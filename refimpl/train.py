@@ -9,6 +9,10 @@
   the cuts). The defaults (`lr_cuts` 0, "constant") are a constant learning rate. Every step's
   random draws (batch rows, negatives, routing logits) come from the one Generator `fit` hands to
   `step_fn`: a trainer holds no generator of its own, so a run is reproduced from its seed alone.
+  `held` params are not updated for the first `hold_steps` steps; at the release they get Adam
+  moments and a step count of their own, starting at zero (sharing the others' step count would
+  bias-correct their fresh moments as if they were old: the first released steps would run at up
+  to ~2.5x the learning rate).
 - `Curve` and `report_line`: the training and validation losses next to the loss of a model that
   learned nothing (`chance_sampled_softmax` for a sampled softmax).
 - `validation_subset`: which of a protocol's validation rows the validation loss reads (at most
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TextIO, runtime_checkable
@@ -234,17 +238,31 @@ def fit(
     steps: int,
     rng: np.random.Generator,
     stream: TextIO | None = sys.stderr,
+    held: Collection[str] = (),
+    hold_steps: int = 0,
 ) -> tuple[Params, Curve]:
     """Adam steps of `step_fn` under the stopping rule of TrainConfig, at most `steps`; every
-    step's batch is drawn from `rng`. Returns the params at the lowest validation loss, and the
-    curve."""
+    step's batch is drawn from `rng`. The params named in `held` keep their values for the first
+    `hold_steps` steps (their gradients are ignored) and then train with an Adam state of their own
+    (moments and bias correction from zero at the release). Returns the params at the lowest
+    validation loss, and the curve."""
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg: expected a TrainConfig, got {type(cfg).__name__}")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
     steps = require_positive_int("steps", steps)
     require_real("chance", chance)
-    state = adam_init(params)
+    hold_steps = require_int("hold_steps", hold_steps, low=0)
+    if isinstance(held, str) or not all(isinstance(n, str) for n in held):
+        raise TypeError(f"held: expected a collection of param names, got {held!r}")
+    unknown = sorted(set(held) - set(params))
+    if unknown:
+        raise ValueError(f"held: expected names of params ({sorted(params)}), got unknown {unknown}")
+    # one Adam state per group: the free params, then (if any) the held ones, fresh at their release
+    groups = [[n for n in params if n not in held], [n for n in params if n in held]]
+    groups = [g for g in groups if g]
+    states = [adam_init({n: params[n] for n in g}) for g in groups]
+    frozen = len(groups) - 1 if held and hold_steps else -1  # the held group's index, if any is held
     start = time.perf_counter()
     best_params, best_step, best = params, 0, valid_fn(params)
     curve = Curve([], [0], [best], chance, 0, False, [cfg.lr], [])
@@ -256,7 +274,17 @@ def fit(
             if cfg.lr_schedule != "constant":
                 adam = AdamConfig(lr=scheduled_lr(cfg, step, steps, cuts))
             loss, grads = step_fn(params, rng)
-            params, state = adam_step(params, grads, state, adam)
+            if set(grads) != set(params):
+                raise ValueError(f"step_fn: expected gradients keyed as the params ({sorted(params)}), "
+                                 f"got {sorted(grads)}")
+            updated = dict(params)
+            for index, names in enumerate(groups):
+                if index == frozen and step <= hold_steps:
+                    continue
+                part, states[index] = adam_step({n: params[n] for n in names}, {n: grads[n] for n in names},
+                                                states[index], adam)
+                updated.update(part)
+            params = updated
             curve.train.append(loss)
             bar.advance()
             if step % cfg.eval_every and step != steps:

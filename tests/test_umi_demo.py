@@ -14,6 +14,7 @@ from refimpl.cli import main as cli_main
 from refimpl.data.synthetic_profiles import PROFILE_QUICK_CONFIG, generate_profile_data
 from refimpl.demos.umi import QUICK, scaled_cutoffs
 from refimpl.models.umi import umi_init
+from refimpl.optim import AdamConfig, adam_init, adam_step
 from refimpl.pipelines.umi import (
     POPULARITY,
     UMIPipelineConfig,
@@ -24,6 +25,7 @@ from refimpl.pipelines.umi import (
     validate_pipeline_config,
 )
 from refimpl.pipelines.umi import _umi_config as umi_config
+from refimpl.train import TrainConfig, fit
 
 
 def write_tiny_ml1m(root: Path, users: int = 40, movies: int = 30, per_user: int = 8) -> None:
@@ -94,7 +96,7 @@ def test_serving_never_returns_a_seen_item_and_the_negative_control_does() -> No
 
 @pytest.mark.parametrize(("field", "value"), [("num_interests", 0), ("lr", 0.0), ("cutoffs", ()),
                                               ("seen", "dropped"), ("max_length", 2.5), ("seed", -1),
-                                              ("attention_hold", -1)])
+                                              ("attention_hold", -1), ("lr_cuts", -1), ("lr_factor", 1.0)])
 def test_pipeline_config_is_validated(field: str, value: object) -> None:
     with pytest.raises((ValueError, TypeError), match=f"cfg.{field}"):
         validate_pipeline_config(replace(UMIPipelineConfig(), **{field: value}))
@@ -120,3 +122,40 @@ def test_the_attention_is_held_at_its_init_for_the_first_steps(hold: int) -> Non
     held = all(np.array_equal(trained.params[name], init[name]) for name in init if name.startswith("uga_"))
     assert held == (hold >= trained.curve.best_step)
     assert not np.array_equal(trained.params["item_table"], init["item_table"])
+
+
+def _held_run(held: tuple[str, ...], hold_steps: int) -> dict[str, np.ndarray]:
+    """fit on two params whose gradient is always +1, 8 steps at lr 0.1, validation loss always falling
+    (so the last params are kept)."""
+    losses = iter(range(100, 0, -1))
+    params, _ = fit("fake", {"free": np.zeros(1), "gate": np.zeros(1)},
+                    lambda p, _: (0.0, {"free": np.ones(1), "gate": np.ones(1)}), lambda p: float(next(losses)),
+                    1.0, TrainConfig(steps=8, eval_every=1, patience=3, lr=0.1), 8, np.random.default_rng(0),
+                    stream=None, held=held, hold_steps=hold_steps)
+    return params
+
+
+def test_held_params_start_their_own_adam_state_at_the_release() -> None:
+    # UMI's gate hold (spec/umi.md, "Convergence"): a constant gradient moves a fresh Adam state by
+    # exactly lr per step, so the gate, held for 5 of 8 steps, moves by 3 lr; the free param by 8 lr
+    params = _held_run(("gate",), 5)
+    assert np.allclose(params["free"], -0.8, atol=1e-6)
+    assert np.allclose(params["gate"], -0.3, atol=1e-6)
+    # negative control: the hold as a zeroed gradient under the shared step count (the old way)
+    # bias-corrects the gate's fresh moments as if they were 6-8 steps old, a different distance
+    state, shared = adam_init({"gate": np.zeros(1)}), {"gate": np.zeros(1)}
+    for step in range(1, 9):
+        shared, state = adam_step(shared, {"gate": np.full(1, float(step > 5))}, state, AdamConfig(lr=0.1))
+    assert abs(float(shared["gate"][0]) + 0.3) > 0.05
+    # nothing held, or no hold: both params move alike
+    assert np.allclose(_held_run((), 5)["gate"], -0.8, atol=1e-6)
+    assert np.allclose(_held_run(("gate",), 0)["gate"], -0.8, atol=1e-6)
+
+
+@pytest.mark.parametrize(("held", "hold_steps", "error"), [(("nope",), 2, ValueError), ("gate", 2, TypeError),
+                                                           (("gate",), -1, ValueError)])
+def test_fit_refuses_a_bad_hold(held: object, hold_steps: int, error: type[Exception]) -> None:
+    with pytest.raises(error, match="held|hold_steps"):
+        fit("fake", {"gate": np.zeros(1)}, lambda p, _: (0.0, {"gate": np.ones(1)}), lambda p: 0.0, 1.0,
+            TrainConfig(steps=2), 2, np.random.default_rng(0), stream=None, held=held,  # type: ignore[arg-type]
+            hold_steps=hold_steps)

@@ -4,15 +4,15 @@ HitRate@5/@10/@20 of 160 items (about 250 test users a seed).
 
 Measured (spec/umi.md, "Learning check"; the pipeline's attention defaults: open start, UGANet held
 for its first 150 steps; mean +- std over seeds 0-2):
-- UMI above MIND beyond the spread at every cut-off: 36.57 +- 2.85 / 53.33 +- 2.86 / 72.78 +- 2.16
-  against 27.31 +- 4.50 / 41.59 +- 6.02 / 61.19 +- 5.50 (gaps 9.26 / 11.74 / 11.59 against std sums
-  7.35 / 8.88 / 7.66). Negative control: the same UMI served with profiles permuted across users
-  falls to 13.31 +- 1.15 / 20.27 +- 0.99 / 29.57 +- 1.57, below MIND beyond the spread.
+- UMI above MIND beyond the spread at every cut-off: 37.96 +- 1.59 / 54.45 +- 2.31 / 74.00 +- 2.71
+  against 27.31 +- 4.50 / 41.59 +- 6.02 / 61.19 +- 5.50 (gaps 10.64 / 12.86 / 12.80 against std sums
+  6.09 / 8.33 / 8.21). Negative control: the same UMI served with profiles permuted across users
+  falls to 13.60 +- 1.89 / 20.78 +- 0.72 / 31.17 +- 1.43, below MIND beyond the spread.
 - Harder negatives lift MIND beyond the spread: MIND+HN 37.22 +- 2.33 / 54.41 +- 1.96 / 71.89 +- 2.73.
   Negative control: with K = 1 the two readouts are one loss and the models are identical.
 - UMI's attention mutes the co-user's events given the true profile (mean a_i on own minus co-user
-  events per seed 0.87 / 0.94 / 0.91) and not given profiles permuted across users (0.02 / 0.01 /
-  -0.02); permuting only the noise fields keeps it (0.86 / 0.94 / 0.91).
+  events per seed 0.95 / 0.92 / 0.91) and not given profiles permuted across users (0.01 / 0.01 /
+  -0.02); permuting only the noise fields keeps it (0.95 / 0.92 / 0.91).
 - MIND above global popularity (8.27 +- 1.69 / 13.37 +- 2.44 / 22.35 +- 1.34).
 """
 

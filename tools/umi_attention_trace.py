@@ -5,10 +5,10 @@ co-user's, the mean capsule norm |v_j| (squash output), and the gradient the gat
 d loss / d a_i on own and co-user events, and d loss / d b2 (UGANet's output bias).
 
     PYTHONPATH=. OPENBLAS_NUM_THREADS=1 python tools/umi_attention_trace.py [--users U] [--seed S]
-        [--steps N] [--every K] [--bias B] [--hold H] [--hidden W] [--lr LR]
+        [--steps N] [--every K] [--bias B] [--hold H] [--hidden W] [--lr LR] [--shared-count]
 
-The training is the pipeline's (same init, batches and Adam), without the stopping rule; about 25 s
-of CPU at the demo's sizes.
+The training is the pipeline's (same init, batches and Adam, the held gate's own Adam state from its
+release), at a constant learning rate without the stopping rule; about 25 s of CPU at 700 steps.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=None, help="UGANet's hidden width (the model's default: 16)")
     parser.add_argument("--hold", type=int, default=DEFAULT.pipeline.attention_hold,
                         help="steps the gate's params are held at their init")
+    parser.add_argument("--shared-count", action="store_true",
+                        help="the old hold: zeroed gradients under one Adam step count (no fresh state at release)")
     args = parser.parse_args()
     data = generate_profile_data(replace(DEFAULT.data, num_users=args.users, seed=args.seed))
     cfg = replace(DEFAULT.pipeline, seed=args.seed, attention_bias=args.bias, lr=args.lr)
@@ -54,6 +56,8 @@ def main() -> None:
     rng = np.random.Generator(np.random.PCG64(cfg.seed))
     params = umi_model.umi_init(rng, model_cfg)
     state = adam_init(params)
+    groups = [[n for n in params if not n.startswith("uga_")], [n for n in params if n.startswith("uga_")]]
+    states = [adam_init({n: params[n] for n in names}) for names in groups]
     adam = AdamConfig(lr=cfg.lr)
     owner = log.event_users()
     probe_rng = np.random.Generator(np.random.PCG64(7))
@@ -93,9 +97,19 @@ def main() -> None:
         batch = user_batch(prepared, users, log.user_offsets[users], ends, cfg, rng)
         negatives = rng.choice(log.num_items, size=cfg.num_negatives, replace=False).astype(np.int64)
         _, grads = umi_model.umi_loss(params, batch, log.items[ends], negatives, model_cfg, readout)
-        if step < args.hold:
-            grads = {name: np.zeros_like(g) if name.startswith("uga_") else g for name, g in grads.items()}
-        params, state = adam_step(params, grads, state, adam)
+        if args.shared_count:
+            # the hold as a zeroed gradient under one Adam step count (before the fresh state at release)
+            if step < args.hold:
+                grads = {name: np.zeros_like(g) if name.startswith("uga_") else g for name, g in grads.items()}
+            params, state = adam_step(params, grads, state, adam)
+            continue
+        # as refimpl.train.fit: the held gate gets an Adam state of its own at the release
+        for index, names in enumerate(groups):
+            if index == 1 and step < args.hold:
+                continue
+            part, states[index] = adam_step({n: params[n] for n in names}, {n: grads[n] for n in names},
+                                            states[index], adam)
+            params = {**params, **part}
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(f"CPU {usage.ru_utime + usage.ru_stime:.0f} s")
 

@@ -100,6 +100,8 @@ class UMIPipelineConfig:
     eval_every: int = 100
     patience: int = 3
     min_improvement: float = 0.002
+    lr_cuts: int = 0  # plateaus that cut the lr by lr_factor before one stops training (refimpl.train.fit)
+    lr_factor: float = 0.3
     validation_rows: int = 512  # validation users' (history, first target) rows, at most
     cutoffs: tuple[int, ...] = (10, 50, 300)  # N of HitRate@N and Precision@N
     seen: str = "excluded"
@@ -118,6 +120,9 @@ def validate_pipeline_config(cfg: UMIPipelineConfig) -> None:
     require_real("cfg.attention_bias", cfg.attention_bias)
     require_int("cfg.attention_hold", cfg.attention_hold, low=0)
     require_real("cfg.min_improvement", cfg.min_improvement, low=0.0)
+    require_int("cfg.lr_cuts", cfg.lr_cuts, low=0)
+    if not 0.0 < require_real("cfg.lr_factor", cfg.lr_factor) < 1.0:
+        raise ValueError(f"cfg.lr_factor: expected a factor in (0, 1), got {cfg.lr_factor!r}")
     if not isinstance(cfg.cutoffs, tuple) or not cfg.cutoffs:
         raise ValueError(f"cfg.cutoffs: expected a non-empty tuple of positive integers, got {cfg.cutoffs!r}")
     for n in cfg.cutoffs:
@@ -361,7 +366,8 @@ def _train_config(cfg: UMIPipelineConfig) -> TrainConfig:
     return TrainConfig(steps=cfg.steps, eval_every=cfg.eval_every, patience=cfg.patience,
                        min_improvement=cfg.min_improvement, validation_rows=cfg.validation_rows,
                        batch_size=cfg.batch_size, num_negatives=cfg.num_negatives, dim=cfg.dim,
-                       num_interests=cfg.num_interests, lr=cfg.lr, seed=cfg.seed)
+                       num_interests=cfg.num_interests, lr=cfg.lr, lr_cuts=cfg.lr_cuts, lr_factor=cfg.lr_factor,
+                       seed=cfg.seed)
 
 
 def train_model(name: str, prepared: Prepared, cfg: UMIPipelineConfig,
@@ -375,7 +381,6 @@ def train_model(name: str, prepared: Prepared, cfg: UMIPipelineConfig,
     log = prepared.interactions
     num_negatives = min(cfg.num_negatives, log.num_items)
     owner = log.event_users()
-    taken = [0]  # steps taken so far: the gate is held for the first cfg.attention_hold of them
 
     def step(p: Params, r: np.random.Generator) -> tuple[float, Params]:
         rows = r.choice(prepared.train_ends.shape[0], size=min(cfg.batch_size, prepared.train_ends.shape[0]),
@@ -384,13 +389,7 @@ def train_model(name: str, prepared: Prepared, cfg: UMIPipelineConfig,
         users = owner[ends]
         batch = _user_batch(prepared, users, log.user_offsets[users], ends, cfg, r)
         negatives = r.choice(log.num_items, size=num_negatives, replace=False).astype(np.int64)
-        loss, grads = model.loss(p, batch, log.items[ends], negatives)
-        taken[0] += 1
-        if taken[0] <= cfg.attention_hold:
-            # before the item table carries the categories, behaviours are noise to the loss and
-            # Adam would close the gate for good (spec/umi.md, "Attention collapse")
-            grads = {name: np.zeros_like(g) if name.startswith("uga_") else g for name, g in grads.items()}
-        return loss, grads
+        return model.loss(p, batch, log.items[ends], negatives)
 
     # validation rows are fixed once: their batches, negatives and routing initialisation
     valid_rng = np.random.Generator(np.random.PCG64(cfg.seed + 2))
@@ -408,7 +407,11 @@ def train_model(name: str, prepared: Prepared, cfg: UMIPipelineConfig,
         return float(sum(model.loss(p, batch, pos, neg)[0] * pos.shape[0] for batch, pos, neg in chunks) / total)
 
     clock = time.perf_counter()
-    params, curve = fit(name, model.params, step, valid_fn, chance, _train_config(cfg), cfg.steps, rng, stream)
+    # UGANet held at its init: before the item table carries the categories, behaviours are noise to
+    # the loss and Adam would close the gate for good (spec/umi.md, "Attention collapse")
+    held = [n for n in model.params if n.startswith("uga_")]
+    params, curve = fit(name, model.params, step, valid_fn, chance, _train_config(cfg), cfg.steps, rng, stream,
+                        held=held, hold_steps=cfg.attention_hold if held else 0)
     return Trained(name, params, curve, time.perf_counter() - clock, model.interests, model.items)
 
 

@@ -23,19 +23,20 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TextIO, runtime_checkable
 
 import numpy as np
 
-from refimpl._check import IntArray, require_choice, require_int, require_positive_int, require_real
+from refimpl._check import Array, IntArray, require_choice, require_int, require_positive_int, require_real
 from refimpl.models._params import Params
-from refimpl.optim import AdamConfig, adam_init, adam_step
+from refimpl.optim import AdamConfig, RowSparseGrad, adam_init, adam_step, lazy_adam_step
 from refimpl.progress import Bar, task
 
 __all__ = [
+    "OPTIMIZERS",
     "Curve",
     "LossCurve",
     "StepFn",
@@ -53,6 +54,7 @@ __all__ = [
 
 DTYPES = ("float64", "float32")  # TrainConfig.dtype
 LR_SCHEDULES = ("constant", "cosine")  # TrainConfig.lr_schedule
+OPTIMIZERS = ("adam", "lazy_adam")  # TrainConfig.optimizer (refimpl.optim)
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ class TrainConfig:
     lr_factor: float = 0.3  # what a cut multiplies the lr by
     seed: int = 0
     dtype: str = "float64"  # of ULIM's and YouTube DNN's params ("float32": the same mathematics, cheaper steps)
+    # "lazy_adam": row-sparse gradients update only their rows (refimpl.optim.lazy_adam_step,
+    # spec/optim.md#lazy-adam), so a step does not grow with the catalogue; other mathematics than "adam"
+    optimizer: str = "adam"
 
     def __post_init__(self) -> None:
         for name in ("steps", "eval_every", "patience", "validation_rows", "batch_size",
@@ -89,6 +94,7 @@ class TrainConfig:
             raise ValueError(f"cfg.lr_factor: expected a factor in (0, 1), got {self.lr_factor!r}")
         require_int("cfg.seed", self.seed, low=0)
         require_choice("cfg.dtype", self.dtype, DTYPES)
+        require_choice("cfg.optimizer", self.optimizer, OPTIMIZERS)
 
 
 def seeded_rng(seed: int, stream: int = 0) -> np.random.Generator:
@@ -218,8 +224,9 @@ def scheduled_lr(cfg: TrainConfig, step: int, cap: int, cuts: int) -> float:
     return rate
 
 
-StepFn = Callable[[Params, np.random.Generator], tuple[float, Params]]
-"""One training step: (params, the Generator to draw the batch from) -> (loss, grads)."""
+StepFn = Callable[[Params, np.random.Generator], tuple[float, Mapping[str, Array | RowSparseGrad]]]
+"""One training step: (params, the Generator to draw the batch from) -> (loss, grads); a
+row-sparse gradient (RowSparseGrad) needs TrainConfig.optimizer "lazy_adam"."""
 ValidFn = Callable[[Params], float]
 """The validation loss of params (deterministic: its random draws are made once, beforehand)."""
 
@@ -237,16 +244,20 @@ def fit(
 ) -> tuple[Params, Curve]:
     """Adam steps of `step_fn` under the stopping rule of TrainConfig, at most `steps`; every
     step's batch is drawn from `rng`. Returns the params at the lowest validation loss, and the
-    curve."""
+    curve. With cfg.optimizer "lazy_adam" the update works in place on copies of `params` (the
+    caller's arrays are never written) and the best params are copied when they are kept."""
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg: expected a TrainConfig, got {type(cfg).__name__}")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
     steps = require_positive_int("steps", steps)
     require_real("chance", chance)
+    lazy = cfg.optimizer == "lazy_adam"
+    if lazy:
+        params = _copied(params)
     state = adam_init(params)
     start = time.perf_counter()
-    best_params, best_step, best = params, 0, valid_fn(params)
+    best_params, best_step, best = _copied(params) if lazy else params, 0, valid_fn(params)
     curve = Curve([], [0], [best], chance, 0, False, [cfg.lr], [])
     waited = cuts = 0
     adam = AdamConfig(lr=scheduled_lr(cfg, 1, steps, cuts))
@@ -256,7 +267,10 @@ def fit(
             if cfg.lr_schedule != "constant":
                 adam = AdamConfig(lr=scheduled_lr(cfg, step, steps, cuts))
             loss, grads = step_fn(params, rng)
-            params, state = adam_step(params, grads, state, adam)
+            if lazy:
+                params, state = lazy_adam_step(params, dict(grads), state, adam)
+            else:
+                params, state = adam_step(params, _dense(grads), state, adam)
             curve.train.append(loss)
             bar.advance()
             if step % cfg.eval_every and step != steps:
@@ -274,9 +288,9 @@ def fit(
                 stream.write(line + "\n")
                 stream.flush()
             if valid < best - cfg.min_improvement:
-                best_params, best_step, best, waited = params, step, valid, 0
+                best_params, best_step, best, waited = _copied(params) if lazy else params, step, valid, 0
             elif valid < best:
-                best_params, best_step, best = params, step, valid
+                best_params, best_step, best = _copied(params) if lazy else params, step, valid
                 waited += 1
             else:
                 waited += 1
@@ -288,3 +302,17 @@ def fit(
                 curve.cut_steps.append(step)
                 adam = AdamConfig(lr=scheduled_lr(cfg, min(step + 1, steps), steps, cuts))
     return best_params, replace(curve, best_step=best_step)
+
+
+def _copied(params: Params) -> Params:
+    """A copy of every array: lazy Adam writes into the arrays it is given."""
+    return {name: value.copy() for name, value in params.items()}
+
+
+def _dense(grads: Mapping[str, Array | RowSparseGrad]) -> Params:
+    """The gradients as arrays, for dense Adam; a row-sparse one is refused by name."""
+    sparse = sorted(name for name, g in grads.items() if isinstance(g, RowSparseGrad))
+    if sparse:
+        raise TypeError(f"grads: {sparse} are row-sparse (RowSparseGrad); cfg.optimizer 'adam' "
+                        f"updates dense gradients, 'lazy_adam' row-sparse ones")
+    return {name: g for name, g in grads.items() if not isinstance(g, RowSparseGrad)}

@@ -10,11 +10,11 @@ Pure: `adam_step` returns new params and a new state and leaves its arguments un
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from refimpl._check import Array, IntArray, Shapes, require_finite_array, require_ids, require_int, require_real
+from refimpl._check import Array, Shapes, require_finite_array, require_int, require_real
+from refimpl.nn.row_sparse import RowSparseGrad, require_row_sparse
 
 __all__ = [
     "AdamConfig",
@@ -22,7 +22,6 @@ __all__ = [
     "adam_init",
     "adam_step",
     "lazy_adam_step",
-    "RowSparseGrad",
 ]
 
 
@@ -126,38 +125,6 @@ def _adam_update(
     return p - update, m, v
 
 
-@dataclass(frozen=True)
-class RowSparseGrad:
-    """The gradient of a table (V, ...) that is zero outside `rows`: `values[j]` is the gradient of
-    row `rows[j]`. rows (R,) distinct ids in [0, V), ascending; values (R, ...) in the table's dtype.
-    What an embedding's backward gives for the distinct ids a batch read (refimpl.nn.embedding)
-    without the (V, ...) array of zeros around them."""
-
-    rows: IntArray
-    values: Array
-
-    def to_dense(self, num_rows: int) -> Array:
-        """The (num_rows, ...) gradient: `values` at `rows`, zeros elsewhere."""
-        require_int("num_rows", num_rows, low=0)
-        _check_rows("grad", self, (num_rows, *np.shape(self.values)[1:]), None)
-        dense = np.zeros((num_rows, *self.values.shape[1:]), dtype=self.values.dtype)
-        dense[self.rows] = self.values
-        return dense
-
-
-def _check_rows(label: str, grad: Any, shape: tuple[int, ...], dtype: np.dtype[Any] | None) -> None:
-    """Refuse a RowSparseGrad that does not fit a table of `shape` (and `dtype` when given)."""
-    if not isinstance(grad, RowSparseGrad):
-        raise TypeError(f"{label}: expected a RowSparseGrad, got {type(grad).__name__}")
-    rows = require_ids(f"{label}.rows", grad.rows, shape[0], ("R",))
-    values = Shapes(R=rows.shape[0]).check_float(f"{label}.values", grad.values, ("R", *shape[1:]))
-    if dtype is not None and values.dtype != dtype:
-        raise TypeError(f"{label}.values: dtype {values.dtype} differs from the param's {dtype}")
-    if rows.size > 1 and not (np.diff(rows) > 0).all():
-        raise ValueError(f"{label}.rows: expected distinct rows in ascending order (a row's gradients "
-                         f"summed into one), got {rows.tolist()[:10]}")
-
-
 def lazy_adam_step(
     params: dict[str, Array], grads: dict[str, Array | RowSparseGrad], state: AdamState, cfg: AdamConfig
 ) -> tuple[dict[str, Array], AdamState]:
@@ -205,7 +172,7 @@ def lazy_adam_step(
             if value.shape != p.shape or value.dtype != p.dtype:
                 raise ValueError(f"{label}: expected shape {p.shape} and dtype {p.dtype} like the param, "
                                  f"got {value.shape} {value.dtype}")
-        _check_rows(f"grads[{name!r}]", grads[name], p.shape, p.dtype)
+        require_row_sparse(f"grads[{name!r}]", grads[name], p.shape, p.dtype)
     new_params, new_state = adam_step(dense_params, dense_grads, dense_state, cfg)
     step = state.step + 1
     for name in sorted(sparse):

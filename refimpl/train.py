@@ -32,7 +32,8 @@ import numpy as np
 
 from refimpl._check import Array, IntArray, require_choice, require_int, require_positive_int, require_real
 from refimpl.models._params import Params
-from refimpl.optim import AdamConfig, RowSparseGrad, adam_init, adam_step, lazy_adam_step
+from refimpl.nn.row_sparse import RowSparseGrad
+from refimpl.optim import AdamConfig, adam_init, adam_step, lazy_adam_step
 from refimpl.progress import Bar, task
 
 __all__ = [

@@ -17,7 +17,8 @@ import refimpl.models.ulim as ulim
 from refimpl.cases._base import Tensors
 from refimpl.cases.optim import run_lazy_adam_steps
 from refimpl.conformance import reference_adapter, run_conformance
-from refimpl.optim import AdamConfig, AdamState, RowSparseGrad, adam_init, adam_step, lazy_adam_step
+from refimpl.nn.row_sparse import RowSparseGrad
+from refimpl.optim import AdamConfig, AdamState, adam_init, adam_step, lazy_adam_step
 from refimpl.train import TrainConfig, fit
 from tests.test_ulim import ITEM_CATEGORY, tiny_instance
 

@@ -26,7 +26,8 @@ import numpy as np
 
 from refimpl._check import Array
 from refimpl.cases._base import Builder, CaseSpec, CaseTensors, Config, Result, Tensors
-from refimpl.optim import AdamConfig, AdamState, RowSparseGrad, adam_step, lazy_adam_step
+from refimpl.nn.row_sparse import RowSparseGrad
+from refimpl.optim import AdamConfig, AdamState, adam_step, lazy_adam_step
 
 SPEC = "spec/optim.md"
 PARAMS = ("w", "b")

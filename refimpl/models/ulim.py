@@ -71,9 +71,9 @@ from refimpl.nn.attention import (
 )
 from refimpl.nn.embedding import EmbeddingCache, embedding_backward, embedding_forward
 from refimpl.nn.pooling import PoolCache, masked_mean_pool_backward, masked_mean_pool_forward
+from refimpl.nn.row_sparse import RowSparseGrad
 from refimpl.nn.sampled_softmax import sampled_softmax_backward, sampled_softmax_forward
 from refimpl.nn.ulim_loss import UlimLossConfig, ulim_loss_backward, ulim_loss_forward
-from refimpl.optim import RowSparseGrad
 
 __all__ = [
     "ULIMBatch",

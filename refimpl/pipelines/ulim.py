@@ -36,7 +36,7 @@ from refimpl.models import youtube_dnn as ytdnn
 from refimpl.models._params import Params
 from refimpl.models.umi import UserBatch, draw_initial_logits
 from refimpl.nn.multi_interest_readout import ReadoutConfig
-from refimpl.optim import RowSparseGrad
+from refimpl.nn.row_sparse import RowSparseGrad
 from refimpl.pipelines.evaluation import EvalConfig, Routes, Serving, build_index, search_hit_rates
 from refimpl.pipelines.inputs import (
     LONG_INPUTS,

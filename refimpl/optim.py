@@ -13,13 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refimpl._check import Array, Shapes, require_int, require_real
+from refimpl._check import Array, Shapes, require_finite_array, require_int, require_real
+from refimpl.nn.row_sparse import RowSparseGrad, require_row_sparse
 
 __all__ = [
     "AdamConfig",
     "AdamState",
     "adam_init",
     "adam_step",
+    "lazy_adam_step",
 ]
 
 
@@ -86,31 +88,107 @@ def adam_step(
         if (state.v[name] < 0).any():
             raise ValueError(f"state.v[{name!r}]: a second moment is >= 0, got a negative entry")
     step = state.step + 1
-    correction1 = 1.0 - cfg.beta1**step
-    correction2 = 1.0 - cfg.beta2**step
     new_params: dict[str, Array] = {}
     m: dict[str, Array] = {}
     v: dict[str, Array] = {}
     for name, p in params.items():
-        g = grads[name]
-        # The module docstring's operations in its order, written in place into the five arrays
-        # this update allocates (m_t, v_t, two scratch arrays, p_t): with table-sized params each
-        # temporary costs a pass over memory. Bit for bit the numbers of the one-line formulas.
-        # m_t = b1 m_{t-1} + (1 - b1) g_t
-        m[name] = cfg.beta1 * state.m[name]
-        update = (1 - cfg.beta1) * g
-        m[name] += update
-        # v_t = b2 v_{t-1} + (1 - b2) g_t^2
-        v[name] = cfg.beta2 * state.v[name]
-        np.multiply((1 - cfg.beta2), g, out=update)
-        update *= g
-        v[name] += update
-        # p_t = p_{t-1} - lr * (m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t)) + eps)
-        denominator = np.divide(v[name], correction2)
-        np.sqrt(denominator, out=denominator)
-        denominator += cfg.eps
-        np.divide(m[name], correction1, out=update)
-        update *= cfg.lr
-        update /= denominator
-        new_params[name] = p - update
+        new_params[name], m[name], v[name] = _adam_update(p, grads[name], state.m[name], state.v[name], step, cfg)
     return new_params, AdamState(step=step, m=m, v=v)
+
+
+def _adam_update(
+    p: Array, g: Array, m_prev: Array, v_prev: Array, step: int, cfg: AdamConfig
+) -> tuple[Array, Array, Array]:
+    """(p_t, m_t, v_t) of the module docstring for one array (a whole param, or the rows a lazy
+    update gathered), as new arrays."""
+    correction1 = 1.0 - cfg.beta1**step
+    correction2 = 1.0 - cfg.beta2**step
+    # The module docstring's operations in its order, written in place into the five arrays
+    # this update allocates (m_t, v_t, two scratch arrays, p_t): with table-sized params each
+    # temporary costs a pass over memory. Bit for bit the numbers of the one-line formulas.
+    # m_t = b1 m_{t-1} + (1 - b1) g_t
+    m = cfg.beta1 * m_prev
+    update = (1 - cfg.beta1) * g
+    m += update
+    # v_t = b2 v_{t-1} + (1 - b2) g_t^2
+    v = cfg.beta2 * v_prev
+    np.multiply((1 - cfg.beta2), g, out=update)
+    update *= g
+    v += update
+    # p_t = p_{t-1} - lr * (m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t)) + eps)
+    denominator = np.divide(v, correction2)
+    np.sqrt(denominator, out=denominator)
+    denominator += cfg.eps
+    np.divide(m, correction1, out=update)
+    update *= cfg.lr
+    update /= denominator
+    return p - update, m, v
+
+
+def lazy_adam_step(
+    params: dict[str, Array], grads: dict[str, Array | RowSparseGrad], state: AdamState, cfg: AdamConfig
+) -> tuple[dict[str, Array], AdamState]:
+    """One lazy Adam update (as torch.optim.SparseAdam and TensorFlow's LazyAdam): a param whose
+    gradient is a RowSparseGrad updates only the rows listed, by the module docstring's equations
+    at step t = state.step + 1; every other row keeps its value and both moments. A param with a
+    dense gradient gets `adam_step`'s update, bit for bit.
+
+    How it differs from dense Adam: dense Adam gives an absent row g_t = 0, so it decays the row's
+    moments (m_t = b1 m_{t-1}, v_t = b2 v_{t-1}) and still moves it by lr m_hat / (sqrt(v_hat) + eps)
+    after its last gradient; lazy Adam leaves the row alone until its next gradient. The two agree
+    on a row until its first gradient, and everywhere when every row is present at every step.
+    Its cost grows with the rows of the batch, not the table: for large embedding tables
+    (spec/optim.md#lazy-adam).
+
+    The row-sparse params and their moments are updated IN PLACE (the returned dicts hold the same
+    arrays): a copy would cost the table-sized pass this update exists to avoid; copy them first
+    to keep the old values. Checks: every gradient, and for a row-sparse param the shape and dtype
+    of the param and its moments and the finiteness (and v >= 0) of the rows it reads; the rows it
+    does not read are not scanned.
+    """
+    if set(grads) != set(params):
+        missing = sorted(set(params) - set(grads))
+        extra = sorted(set(grads) - set(params))
+        raise ValueError(f"grads: keys must match params (missing {missing}, unexpected {extra})")
+    sparse = {name for name, g in grads.items() if isinstance(g, RowSparseGrad)}
+    dense_params = {name: p for name, p in params.items() if name not in sparse}
+    dense_state = AdamState(
+        step=state.step,
+        m={name: m for name, m in state.m.items() if name not in sparse},
+        v={name: v for name, v in state.v.items() if name not in sparse},
+    )
+    dense_grads: dict[str, Array] = {name: g for name, g in grads.items() if not isinstance(g, RowSparseGrad)}
+    for name in sorted(sparse):
+        for moments in ("m", "v"):
+            if name not in getattr(state, moments):
+                raise ValueError(f"state.{moments}: keys must match params ({sorted(params)})")
+        p = params[name]
+        for label, value in ((f"params[{name!r}]", p), (f"state.m[{name!r}]", state.m[name]),
+                             (f"state.v[{name!r}]", state.v[name])):
+            # shape and dtype only: a finiteness scan of the table is the cost this update avoids
+            if not isinstance(value, np.ndarray) or value.dtype not in (np.float32, np.float64):
+                raise TypeError(f"{label}: expected a float32 or float64 array, got "
+                                f"{getattr(value, 'dtype', type(value).__name__)}")
+            if value.shape != p.shape or value.dtype != p.dtype:
+                raise ValueError(f"{label}: expected shape {p.shape} and dtype {p.dtype} like the param, "
+                                 f"got {value.shape} {value.dtype}")
+        require_row_sparse(f"grads[{name!r}]", grads[name], p.shape, p.dtype)
+    new_params, new_state = adam_step(dense_params, dense_grads, dense_state, cfg)
+    step = state.step + 1
+    for name in sorted(sparse):
+        grad = grads[name]
+        assert isinstance(grad, RowSparseGrad)
+        rows = grad.rows
+        p_rows, m_rows, v_rows = params[name][rows], state.m[name][rows], state.v[name][rows]
+        for label, value in ((f"params[{name!r}]", p_rows), (f"state.m[{name!r}]", m_rows),
+                             (f"state.v[{name!r}]", v_rows)):
+            require_finite_array(f"{label} (rows of grads[{name!r}].rows)", value)
+        if (v_rows < 0).any():
+            raise ValueError(f"state.v[{name!r}]: a second moment is >= 0, got a negative entry")
+        params[name][rows], state.m[name][rows], state.v[name][rows] = _adam_update(
+            p_rows, grad.values, m_rows, v_rows, step, cfg
+        )
+        new_params[name] = params[name]
+        new_state.m[name] = state.m[name]
+        new_state.v[name] = state.v[name]
+    return new_params, new_state

@@ -27,19 +27,21 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TextIO, runtime_checkable
 
 import numpy as np
 
-from refimpl._check import IntArray, require_choice, require_int, require_positive_int, require_real
+from refimpl._check import Array, IntArray, require_choice, require_int, require_positive_int, require_real
 from refimpl.models._params import Params
-from refimpl.optim import AdamConfig, adam_init, adam_step
+from refimpl.nn.row_sparse import RowSparseGrad
+from refimpl.optim import AdamConfig, adam_init, adam_step, lazy_adam_step
 from refimpl.progress import Bar, task
 
 __all__ = [
+    "OPTIMIZERS",
     "Curve",
     "LossCurve",
     "StepFn",
@@ -57,6 +59,7 @@ __all__ = [
 
 DTYPES = ("float64", "float32")  # TrainConfig.dtype
 LR_SCHEDULES = ("constant", "cosine")  # TrainConfig.lr_schedule
+OPTIMIZERS = ("adam", "lazy_adam")  # TrainConfig.optimizer (refimpl.optim)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,9 @@ class TrainConfig:
     lr_factor: float = 0.3  # what a cut multiplies the lr by
     seed: int = 0
     dtype: str = "float64"  # of ULIM's and YouTube DNN's params ("float32": the same mathematics, cheaper steps)
+    # "lazy_adam": row-sparse gradients update only their rows (refimpl.optim.lazy_adam_step,
+    # spec/optim.md#lazy-adam), so a step does not grow with the catalogue; other mathematics than "adam"
+    optimizer: str = "adam"
 
     def __post_init__(self) -> None:
         for name in ("steps", "eval_every", "patience", "validation_rows", "batch_size",
@@ -93,6 +99,7 @@ class TrainConfig:
             raise ValueError(f"cfg.lr_factor: expected a factor in (0, 1), got {self.lr_factor!r}")
         require_int("cfg.seed", self.seed, low=0)
         require_choice("cfg.dtype", self.dtype, DTYPES)
+        require_choice("cfg.optimizer", self.optimizer, OPTIMIZERS)
 
 
 def seeded_rng(seed: int, stream: int = 0) -> np.random.Generator:
@@ -222,8 +229,9 @@ def scheduled_lr(cfg: TrainConfig, step: int, cap: int, cuts: int) -> float:
     return rate
 
 
-StepFn = Callable[[Params, np.random.Generator], tuple[float, Params]]
-"""One training step: (params, the Generator to draw the batch from) -> (loss, grads)."""
+StepFn = Callable[[Params, np.random.Generator], tuple[float, Mapping[str, Array | RowSparseGrad]]]
+"""One training step: (params, the Generator to draw the batch from) -> (loss, grads); a
+row-sparse gradient (RowSparseGrad) needs TrainConfig.optimizer "lazy_adam"."""
 ValidFn = Callable[[Params], float]
 """The validation loss of params (deterministic: its random draws are made once, beforehand)."""
 
@@ -245,7 +253,9 @@ def fit(
     step's batch is drawn from `rng`. The params named in `held` keep their values for the first
     `hold_steps` steps (their gradients are ignored) and then train with an Adam state of their own
     (moments and bias correction from zero at the release). Returns the params at the lowest
-    validation loss, and the curve."""
+    validation loss, and the curve. With cfg.optimizer "lazy_adam" the update works in place on
+    copies of `params` (the caller's arrays are never written) and the best params are copied when
+    they are kept."""
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg: expected a TrainConfig, got {type(cfg).__name__}")
     if not isinstance(rng, np.random.Generator):
@@ -258,13 +268,16 @@ def fit(
     unknown = sorted(set(held) - set(params))
     if unknown:
         raise ValueError(f"held: expected names of params ({sorted(params)}), got unknown {unknown}")
+    lazy = cfg.optimizer == "lazy_adam"
+    if lazy:
+        params = _copied(params)
     # one Adam state per group: the free params, then (if any) the held ones, fresh at their release
     groups = [[n for n in params if n not in held], [n for n in params if n in held]]
     groups = [g for g in groups if g]
     states = [adam_init({n: params[n] for n in g}) for g in groups]
     frozen = len(groups) - 1 if held and hold_steps else -1  # the held group's index, if any is held
     start = time.perf_counter()
-    best_params, best_step, best = params, 0, valid_fn(params)
+    best_params, best_step, best = _copied(params) if lazy else params, 0, valid_fn(params)
     curve = Curve([], [0], [best], chance, 0, False, [cfg.lr], [])
     waited = cuts = 0
     adam = AdamConfig(lr=scheduled_lr(cfg, 1, steps, cuts))
@@ -281,8 +294,12 @@ def fit(
             for index, names in enumerate(groups):
                 if index == frozen and step <= hold_steps:
                     continue
-                part, states[index] = adam_step({n: params[n] for n in names}, {n: grads[n] for n in names},
-                                                states[index], adam)
+                group = {n: params[n] for n in names}
+                if lazy:
+                    part, states[index] = lazy_adam_step(group, {n: grads[n] for n in names}, states[index], adam)
+                else:
+                    part, states[index] = adam_step(group, _dense({n: grads[n] for n in names}), states[index],
+                                                    adam)
                 updated.update(part)
             params = updated
             curve.train.append(loss)
@@ -302,9 +319,9 @@ def fit(
                 stream.write(line + "\n")
                 stream.flush()
             if valid < best - cfg.min_improvement:
-                best_params, best_step, best, waited = params, step, valid, 0
+                best_params, best_step, best, waited = _copied(params) if lazy else params, step, valid, 0
             elif valid < best:
-                best_params, best_step, best = params, step, valid
+                best_params, best_step, best = _copied(params) if lazy else params, step, valid
                 waited += 1
             else:
                 waited += 1
@@ -316,3 +333,17 @@ def fit(
                 curve.cut_steps.append(step)
                 adam = AdamConfig(lr=scheduled_lr(cfg, min(step + 1, steps), steps, cuts))
     return best_params, replace(curve, best_step=best_step)
+
+
+def _copied(params: Params) -> Params:
+    """A copy of every array: lazy Adam writes into the arrays it is given."""
+    return {name: value.copy() for name, value in params.items()}
+
+
+def _dense(grads: Mapping[str, Array | RowSparseGrad]) -> Params:
+    """The gradients as arrays, for dense Adam; a row-sparse one is refused by name."""
+    sparse = sorted(name for name, g in grads.items() if isinstance(g, RowSparseGrad))
+    if sparse:
+        raise TypeError(f"grads: {sparse} are row-sparse (RowSparseGrad); cfg.optimizer 'adam' "
+                        f"updates dense gradients, 'lazy_adam' row-sparse ones")
+    return {name: g for name, g in grads.items() if not isinstance(g, RowSparseGrad)}

@@ -1,4 +1,5 @@
-"""Golden cases and the reference adapter of the Adam optimiser, `adam` (spec/optim.md).
+"""Golden cases and the reference adapters of the Adam optimiser, `adam`, and of lazy Adam,
+`lazy_adam` (spec/optim.md).
 
 Adam has no backward: a case holds parameters, a fixed sequence of T gradients (one per step,
 given, not recomputed from the parameters), the moments it starts from and the step count; it
@@ -12,6 +13,9 @@ outputs `new_w`, `new_b`, `new_m_w`, `new_v_w`, `new_m_b`, `new_v_b`; intermedia
 number of updates already made (0 for fresh moments).
 Two cases hold second moments near 1e-17 (gradients of 1e-7 to 1e-9): their float64 atol is
 1e-24, so those moments are checked relative to their size, not drowned in an absolute 1e-9.
+`lazy_adam` adds the input `present_w` (T, V) bool: the rows of `w` (V, D) whose gradient is given
+at step t (their rows of `grad_w[t]`; the other rows of `grad_w[t]` are zero and not read); `b`'s
+gradient is dense.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import numpy as np
 
 from refimpl._check import Array
 from refimpl.cases._base import Builder, CaseSpec, CaseTensors, Config, Result, Tensors
-from refimpl.optim import AdamConfig, AdamState, adam_step
+from refimpl.nn.row_sparse import RowSparseGrad
+from refimpl.optim import AdamConfig, AdamState, adam_step, lazy_adam_step
 
 SPEC = "spec/optim.md"
 PARAMS = ("w", "b")
@@ -61,7 +66,45 @@ def run_adam_steps(inputs: Tensors, params: Tensors, config: Config, step: AdamS
     return Result(outputs=outputs, grads={}, intermediates=intermediates)
 
 
-COMPONENTS = {"adam": adam_reference}
+def lazy_adam_reference(inputs: Tensors, params: Tensors, config: Config, upstream: Tensors) -> Result:
+    return run_lazy_adam_steps(inputs, params, config, lazy_adam_step)
+
+
+LazyAdamStepFn = Callable[
+    [dict[str, Array], dict[str, Array | RowSparseGrad], AdamState, AdamConfig],
+    tuple[dict[str, Array], AdamState],
+]
+"""refimpl.optim.lazy_adam_step's signature."""
+
+
+def run_lazy_adam_steps(inputs: Tensors, params: Tensors, config: Config, step: LazyAdamStepFn) -> Result:
+    """The case's T lazy updates: `w`'s gradient row-sparse over the rows `present_w[t]` marks.
+    Works on copies (lazy Adam updates in place) and stores copies of every intermediate."""
+    cfg = AdamConfig(lr=config["lr"], beta1=config["beta1"], beta2=config["beta2"], eps=config["eps"])
+    state = AdamState(
+        step=int(config["step"]),
+        m={name: inputs[f"m_{name}"].copy() for name in PARAMS},
+        v={name: inputs[f"v_{name}"].copy() for name in PARAMS},
+    )
+    current = {name: params[name].copy() for name in PARAMS}
+    steps = inputs["grad_w"].shape[0]
+    intermediates: Tensors = {}
+    for t in range(steps):
+        rows = np.flatnonzero(inputs["present_w"][t])
+        grads: dict[str, Array | RowSparseGrad] = {
+            "w": RowSparseGrad(rows, inputs["grad_w"][t][rows]), "b": inputs["grad_b"][t],
+        }
+        current, state = step(current, grads, state, cfg)
+        if t < steps - 1:
+            intermediates.update({f"{name}_after_step{t + 1}": current[name].copy() for name in PARAMS})
+    outputs = {f"new_{name}": current[name].copy() for name in PARAMS}
+    for name in PARAMS:
+        outputs[f"new_m_{name}"] = state.m[name].copy()
+        outputs[f"new_v_{name}"] = state.v[name].copy()
+    return Result(outputs=outputs, grads={}, intermediates=intermediates)
+
+
+COMPONENTS = {"adam": adam_reference, "lazy_adam": lazy_adam_reference}
 
 
 def _config(lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, step: int = 0) -> Config:
@@ -125,6 +168,27 @@ def _resumed(rng: np.random.Generator) -> CaseTensors:
     )
 
 
+def _rows_come_and_go(rng: np.random.Generator) -> CaseTensors:
+    """Three steps on w (5, 2): rows {0, 1, 2}, then {1}, then {1, 3}. Rows 0 and 2 carry momentum
+    into steps 2 and 3 without a gradient (dense Adam would move them; lazy Adam does not), row 3
+    is first touched at step 3 (its bias correction is step 3's), row 4 never."""
+    present = np.zeros((3, 5), dtype=bool)
+    present[0, [0, 1, 2]] = present[1, 1] = present[2, [1, 3]] = True
+    return CaseTensors(
+        inputs={
+            "grad_w": np.where(present[:, :, None], rng.standard_normal((3, 5, 2)), 0.0),
+            "present_w": present,
+            "grad_b": rng.standard_normal((3, 2)),
+            "m_w": np.zeros((5, 2)),
+            "v_w": np.zeros((5, 2)),
+            "m_b": np.zeros(2),
+            "v_b": np.zeros(2),
+        },
+        params={"w": rng.standard_normal((5, 2)), "b": rng.standard_normal(2)},
+        upstream={},
+    )
+
+
 CASES = (
     CaseSpec(
         "adam",
@@ -167,5 +231,13 @@ CASES = (
         _config(),
         _fresh((2, 3), 3, 3, grad_scale=1e-7),
         atol=1e-24,
+    ),
+    CaseSpec(
+        "lazy_adam",
+        "rows_come_and_go",
+        "Three lazy steps on w (5, 2), rows {0,1,2} then {1} then {1,3}, b dense; lr=0.01.",
+        f"{SPEC}#lazy-adam",
+        _config(lr=0.01),
+        _rows_come_and_go,
     ),
 )

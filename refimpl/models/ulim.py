@@ -25,6 +25,7 @@ Params are a flat `dict[str, Array]` so that refimpl.optim.adam_step updates the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -70,6 +71,7 @@ from refimpl.nn.attention import (
 )
 from refimpl.nn.embedding import EmbeddingCache, embedding_backward, embedding_forward
 from refimpl.nn.pooling import PoolCache, masked_mean_pool_backward, masked_mean_pool_forward
+from refimpl.nn.row_sparse import RowSparseGrad
 from refimpl.nn.sampled_softmax import sampled_softmax_backward, sampled_softmax_forward
 from refimpl.nn.ulim_loss import UlimLossConfig, ulim_loss_backward, ulim_loss_forward
 
@@ -88,6 +90,7 @@ __all__ = [
 ]
 
 LONG_ENCODERS = ("target", "self")
+ITEM_TABLE_GRADS = ("dense", "rows")  # ulim_loss_and_grads(item_table_grad=...)
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,28 @@ def ulim_init(rng: np.random.Generator, cfg: ULIMConfig, dtype: Any = np.float64
 
 def check_params(params: Params, cfg: ULIMConfig) -> Shapes:
     return check_param_shapes(params, param_shapes(cfg), "ULIM")
+
+
+def _check_params_but_item_values(params: Params, cfg: ULIMConfig) -> None:
+    """`check_params`, except that the item table's values are not scanned (its names, shape and
+    dtype are checked): a training step checks the rows it reads instead, so that its cost does
+    not grow with the catalogue (a finiteness scan of a 10^6-row table costs more than the step)."""
+    shapes = param_shapes(cfg)
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params: expected a dict of arrays, got {type(params).__name__}")
+    missing, extra = sorted(set(shapes) - set(params)), sorted(set(params) - set(shapes))
+    if missing or extra:
+        raise ValueError(f"params: the ULIM parameters are {list(shapes)}; missing {missing}, unexpected {extra}")
+    rest = {name: shape for name, shape in shapes.items() if name != "item_table"}
+    bound = check_param_shapes({name: params[name] for name in rest}, rest, "ULIM")
+    table = params["item_table"]
+    if not isinstance(table, np.ndarray):
+        raise TypeError(f"item_table: expected a numpy array, got {type(table).__name__}")
+    if table.shape != shapes["item_table"]:
+        raise ValueError(f"item_table: expected shape {shapes['item_table']}, got {table.shape}")
+    if table.dtype != bound.float_dtype:
+        raise TypeError(f"item_table: dtype {table.dtype} differs from {bound.float_dtype} of "
+                        f"{bound.float_dtype_source}; a component computes in one dtype")
 
 
 @dataclass(frozen=True)
@@ -309,9 +334,10 @@ class ULIMLoss:
     loss: float
     long_loss: float
     short_loss: float
-    grads: Params  # of `d_loss * loss`
+    grads: Params  # of `d_loss * loss`; without "item_table" when item_table_rows holds it
     long_user: Array  # (B, D) v_l
     short_user: Array  # (B, D) v_s
+    item_table_rows: RowSparseGrad | None = None  # item_table_grad="rows": the item table's gradient
 
 
 def _gather(
@@ -338,6 +364,7 @@ def ulim_loss_and_grads(
     cfg: ULIMConfig,
     d_loss: float = 1.0,
     short_negative_ids: IntArray | None = None,
+    item_table_grad: str = "dense",
 ) -> ULIMLoss:
     """ULIM eq. 1 over one category-homogeneous batch, and the gradient of every param.
 
@@ -349,9 +376,15 @@ def ulim_loss_and_grads(
     short_negative_ids (N',): when given, L_short scores against these (e.g. drawn from the whole
     catalogue, the pool the short-term vector searches at serving) instead of the in-category
     negatives; L_long keeps the in-category ones (spec/ulim.md#short-term-negatives).
+    item_table_grad: "dense" puts the item table's gradient in `grads` as a (I, D) array (zero
+    outside the batch's items); "rows" puts it in `item_table_rows` as a RowSparseGrad over the
+    batch's distinct items (refimpl.optim.lazy_adam_step updates those rows only). The same numbers.
+    The item table's values are checked on the rows the batch reads (a NaN elsewhere cannot reach
+    the loss); its shape and dtype, and every other param, whole.
     """
     check_config(cfg)
-    check_params(params, cfg)
+    require_choice("item_table_grad", item_table_grad, ITEM_TABLE_GRADS)
+    _check_params_but_item_values(params, cfg)
     _check_batch(batch, cfg.num_items)
     require_ids("positive_ids", positive_ids, cfg.num_items, ("B",))
     if positive_ids.shape[0] != batch.short_items.shape[0]:
@@ -370,10 +403,19 @@ def ulim_loss_and_grads(
         negative_ids,
         np.zeros(0, dtype=np.int64) if short_negative_ids is None else short_negative_ids,
     ]
-    # The tower runs once per distinct item of the batch (not per use, not per catalogue item):
-    # the same numbers as the catalogue tower, at a cost that does not grow with the catalogue.
+    # The tower runs once per distinct item of the batch (not per use, not per catalogue item),
+    # on those rows of the item table gathered first: the same numbers as the catalogue tower, at
+    # a cost that does not grow with the catalogue (no table-sized scan, gradient or lookup).
     used, where = np.unique(np.concatenate([p.reshape(-1) for p in parts]), return_inverse=True)
-    catalogue, tower = item_tower_forward(params, used, item_category[used].astype(np.int64))
+    item_rows = params["item_table"][used]  # (U, D)
+    finite = np.isfinite(item_rows).all(axis=1)
+    if not finite.all():
+        item = int(used[np.argmin(finite)])
+        raise ValueError(f"item_table: expected finite values, got {params['item_table'][item].tolist()} in row "
+                         f"{item} (an item the batch reads)")
+    catalogue, tower = item_tower_forward(
+        {**params, "item_table": item_rows}, np.arange(used.size), item_category[used].astype(np.int64)
+    )
     splits = np.cumsum([p.size for p in parts])[:-1]
     (short_emb, long_emb, positive, negatives, short_negatives), lookup = _gather(
         catalogue, [w.reshape(p.shape) for w, p in zip(np.split(where, splits), parts, strict=True)]
@@ -415,8 +457,16 @@ def ulim_loss_and_grads(
         loss_grads.negatives,
         np.zeros_like(short_negatives) if short_negative_ids is None else d_short_negatives,
     ])
-    add_grads(grads, item_tower_backward(tower, embedding_backward(lookup, d_rows)))
-    return ULIMLoss(float(loss), long_loss, short_loss, grads, v_l, v_s)
+    tower_grads = item_tower_backward(tower, embedding_backward(lookup, d_rows))
+    # the tower's "item_table" gradient is of the gathered rows: row j is item used[j]'s
+    rows = RowSparseGrad(used, tower_grads["item_table"])
+    if item_table_grad == "rows":
+        del tower_grads["item_table"]
+    else:
+        tower_grads["item_table"] = rows.to_dense(cfg.num_items)
+    add_grads(grads, tower_grads)
+    return ULIMLoss(float(loss), long_loss, short_loss, grads, v_l, v_s,
+                    rows if item_table_grad == "rows" else None)
 
 
 def encode_for_serving(

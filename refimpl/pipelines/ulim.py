@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -36,6 +36,7 @@ from refimpl.models import youtube_dnn as ytdnn
 from refimpl.models._params import Params
 from refimpl.models.umi import UserBatch, draw_initial_logits
 from refimpl.nn.multi_interest_readout import ReadoutConfig
+from refimpl.nn.row_sparse import RowSparseGrad
 from refimpl.pipelines.evaluation import EvalConfig, Routes, Serving, build_index, search_hit_rates
 from refimpl.pipelines.inputs import (
     LONG_INPUTS,
@@ -200,10 +201,12 @@ def _ulim_validation(
     ])
 
     def valid_fn(p: Params) -> float:
+        # "rows": the loss only is read, so no (I, D) gradient is built
         return _row_weighted([
             (ulim_model.ulim_loss_and_grads(
                 p, b, pos, neg, c, log.item_category, model_cfg,
-                short_negative_ids=None if short_negatives == "in_category" else short).loss,
+                short_negative_ids=None if short_negatives == "in_category" else short,
+                item_table_grad="rows").loss,
              pos.size)
             for b, pos, neg, c, short in prepared
         ])
@@ -225,7 +228,8 @@ def train_ulim(
     """ULIM (or an ablation: long_encoder="self", or long_input="recent_half") trained with ULIM
     eq. 1 on category-homogeneous batches with shared in-category negatives; with
     short_negatives="catalogue" L_short scores against N negatives drawn uniformly from the whole
-    catalogue instead (spec/ulim.md#short-term-negatives)."""
+    catalogue instead (spec/ulim.md#short-term-negatives). With cfg.optimizer "lazy_adam" the item
+    table's gradient is row-sparse and lazy Adam updates only the batch's items (spec/optim.md#lazy-adam)."""
     _check_inputs(interactions, split, seq, cfg)
     require_choice("short_negatives", short_negatives, SHORT_NEGATIVES)
     require_choice("long_input", long_input, LONG_INPUTS)
@@ -239,7 +243,7 @@ def train_ulim(
     batching = BatchingConfig(batch_size=cfg.batch_size, num_negatives=cfg.num_negatives)
     queue: list[tuple[Samples, IntArray, int]] = []
 
-    def step(p: Params, rng: np.random.Generator) -> tuple[float, Params]:
+    def step(p: Params, rng: np.random.Generator) -> tuple[float, Mapping[str, Array | RowSparseGrad]]:
         if not queue:  # the next eval_every batches' worth of rows, category-homogeneous
             chosen = train.take(random_rows(train.size, cfg.eval_every * cfg.batch_size, rng))
             queue.extend((chosen.take(b.sample_index), b.negative_ids, b.category) for b in category_batches(
@@ -250,8 +254,11 @@ def train_ulim(
         out = ulim_model.ulim_loss_and_grads(
             p, ulim_batch(log, rows, seq, long_input), rows.targets, negatives, category,
             log.item_category, model_cfg, short_negative_ids=short,
+            item_table_grad="rows" if cfg.optimizer == "lazy_adam" else "dense",
         )
-        return out.loss, out.grads
+        if out.item_table_rows is None:
+            return out.loss, out.grads
+        return out.loss, {**out.grads, "item_table": out.item_table_rows}
 
     start = time.perf_counter()
     valid_fn, chance = _ulim_validation(log, valid, seq, cfg, model_cfg, short_negatives, long_input)

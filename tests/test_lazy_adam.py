@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_ulim import ITEM_CATEGORY, tiny_instance
 
 import refimpl.models.ulim as ulim
 from refimpl.cases._base import Tensors
@@ -20,7 +21,6 @@ from refimpl.conformance import reference_adapter, run_conformance
 from refimpl.nn.row_sparse import RowSparseGrad
 from refimpl.optim import AdamConfig, AdamState, adam_init, adam_step, lazy_adam_step
 from refimpl.train import TrainConfig, fit
-from tests.test_ulim import ITEM_CATEGORY, tiny_instance
 
 Array = np.ndarray[Any, Any]
 Grads = dict[str, Any]

@@ -262,3 +262,52 @@ def test_negative_control_the_lazy_adam_golden_catches_dense_adam_at_step_2() ->
     adapter["lazy_adam"] = dense
     (result,) = run_conformance(adapter, components=["lazy_adam"]).results
     assert result.status == "fail" and result.first_divergent_intermediate == "w_after_step2"
+
+
+def test_a_refused_step_writes_nothing() -> None:
+    # every row-sparse param is checked before the first row is written: a bad second table must not
+    # leave the first updated in place (the negative control: the first table moves when both are good)
+    def run(bad: bool) -> tuple[bool, bool]:
+        params = {"a": np.ones((3, 2)), "z": np.ones((3, 2))}
+        state = adam_init(params)
+        params["z"][2, 0] = np.nan if bad else 1.0
+        grads: Grads = {"a": RowSparseGrad(np.array([1]), np.ones((1, 2))),
+                        "z": RowSparseGrad(np.array([2]), np.ones((1, 2)))}
+        try:
+            lazy_adam_step(params, grads, state, AdamConfig())
+        except ValueError as error:
+            assert "params['z']" in str(error) and "row 2" in str(error)
+        return bool((params["a"] != 1.0).any()), bool(state.m["a"].any())
+
+    assert run(bad=True) == (False, False)
+    assert run(bad=False) == (True, True)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda p, g, s: lazy_adam_step(p, g, s, {"lr": 0.1}), TypeError, "cfg: expected an AdamConfig"),  # type: ignore[arg-type]
+    (lambda p, g, s: lazy_adam_step(p, g, None, AdamConfig()), TypeError, "state: expected an AdamState"),  # type: ignore[arg-type]
+    (lambda p, g, s: adam_step(p, {"t": np.ones((3, 2))}, s, {"lr": 0.1}), TypeError, "cfg: expected"),  # type: ignore[arg-type]
+    (lambda p, g, s: lazy_adam_step({"t": np.ones(3)}, {"t": RowSparseGrad(np.array([0]), np.ones(1))},
+                                    adam_init({"t": np.ones(3)}), AdamConfig()), None, None),
+    (lambda p, g, s: lazy_adam_step({"t": np.array(1.0)}, {"t": RowSparseGrad(np.array([0]), np.ones(1))},
+                                    adam_init({"t": np.array(1.0)}), AdamConfig()), ValueError,
+     r"params\['t'\]: a row-sparse gradient needs a table with rows"),
+])
+def test_bad_configs_states_and_tables_are_refused_by_name(call: Any, error: Any, match: Any) -> None:
+    params = {"t": np.ones((3, 2))}
+    grads: Grads = {"t": RowSparseGrad(np.array([0]), np.ones((1, 2)))}
+    if error is None:  # the control: a 1-d table's rows are scalars, a fine row-sparse update
+        call(params, grads, adam_init(params))
+        return
+    with pytest.raises(error, match=match):
+        call(params, grads, adam_init(params))
+
+
+def test_a_read_only_table_is_refused_before_any_write() -> None:
+    params = {"t": np.ones((3, 2)), "u": np.ones((3, 2))}
+    state = adam_init(params)
+    params["u"].setflags(write=False)
+    grads: Grads = {name: RowSparseGrad(np.array([0]), np.ones((1, 2))) for name in ("t", "u")}
+    with pytest.raises(ValueError, match=r"params\['u'\]: lazy Adam writes its rows in place; got a read-only array"):
+        lazy_adam_step(params, grads, state, AdamConfig())
+    assert (params["t"] == 1.0).all()

@@ -12,7 +12,7 @@ import pytest
 
 from refimpl.cli import main as cli_main
 from refimpl.data.synthetic_profiles import PROFILE_QUICK_CONFIG, generate_profile_data
-from refimpl.demos.umi import QUICK, scaled_cutoffs
+from refimpl.demos.umi import QUICK, run, scaled_cutoffs
 from refimpl.models.umi import umi_init
 from refimpl.optim import AdamConfig, adam_init, adam_step
 from refimpl.pipelines.umi import (
@@ -200,3 +200,31 @@ def test_fit_refuses_bad_params_and_losses_by_name(params: object, step_loss: ob
         return
     with pytest.raises(error, match=match):
         run()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--seeds", "0"], "--seeds: expected a positive integer, got 0"),
+    (["--seeds", "-1"], "--seeds: expected a positive integer, got -1"),
+    (["--jobs", "0"], "--jobs: expected a positive integer, got 0"),
+    (["--steps", "0"], "--steps: expected a positive integer, got 0"),
+    (["--negatives", "-2"], "--negatives: expected a positive integer, got -2"),
+    (["--out", "{tmp}/no/such/folder/x.json"], "--out: no folder {tmp}/no/such/folder to write into"),
+    (["--plot", "{tmp}/no/x.png"], "--plot: no folder {tmp}/no to write into"),
+    (["--data", "{tmp}", "--format", "movielens-1m"], "--data: {tmp}/ratings.dat: no such file"),
+])
+def test_bad_flags_are_refused_by_name_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        flags: list[str], message: str) -> None:
+    argv = ["demo", "umi", "--quick", "--quiet", "--out", str(tmp_path / "x.json"),
+            *(flag.replace("{tmp}", str(tmp_path)) for flag in flags)]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"refimpl: error: {message.replace('{tmp}', str(tmp_path))}" in err
+    assert "seed 0:" not in err  # refused before the data is generated
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_run_refuses_no_seeds_and_bad_jobs() -> None:
+    with pytest.raises(ValueError, match=r"cfg.seeds: expected at least one seed, got \(\)"):
+        run(replace(QUICK, seeds=()), stream=None)
+    with pytest.raises(ValueError, match="jobs: expected a positive integer, got 0"):
+        run(QUICK, stream=None, jobs=0)

@@ -193,6 +193,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs per version with --against")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for flag, value, low in (("--repeats", args.repeats, 1), ("--profile-steps", args.profile_steps, 1),
+                             ("--top", args.top, 1), ("--rounds", args.rounds, 1), ("--curve", args.curve, 0)):
+        if value < low:  # a median of no repeats, a share of no profiled time
+            parser.error(f"{flag}: expected an integer >= {low}, got {value}")
     models = tuple(args.models)
     if args.json:
         print(json.dumps(_run_json(args, models)))

@@ -197,6 +197,10 @@ def main(argv: list[str]) -> int:
                              ("--top", args.top, 1), ("--rounds", args.rounds, 1), ("--curve", args.curve, 0)):
         if value < low:  # a median of no repeats, a share of no profiled time
             parser.error(f"{flag}: expected an integer >= {low}, got {value}")
+    if args.against and subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "rev-parse",
+                                        "--verify", "--quiet", f"{args.against}^{{commit}}"],
+                                       capture_output=True).returncode:
+        parser.error(f"--against: no git revision {args.against!r} in this repository")
     models = tuple(args.models)
     if args.json:
         print(json.dumps(_run_json(args, models)))

@@ -9,6 +9,7 @@ Pure: `adam_step` returns new params and a new state and leaves its arguments un
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,7 @@ class AdamState:
 
 def adam_init(params: dict[str, Array]) -> AdamState:
     """Zero moments for every parameter, step 0."""
+    _require_dict("params", params)
     for name, p in params.items():
         Shapes().check_float(f"params[{name!r}]", p, tuple(np.shape(p)))
     return AdamState(
@@ -65,7 +67,7 @@ def adam_step(
     params: dict[str, Array], grads: dict[str, Array], state: AdamState, cfg: AdamConfig
 ) -> tuple[dict[str, Array], AdamState]:
     """One Adam update of every parameter; `grads` must have exactly the keys of `params`."""
-    _require_config_and_state(cfg, state)
+    _require_config_and_state(cfg, state, params, grads)
     if set(grads) != set(params):
         missing = sorted(set(params) - set(grads))
         extra = sorted(set(grads) - set(params))
@@ -148,7 +150,7 @@ def lazy_adam_step(
     does not read are not scanned. Every check comes before the first write: a refused step leaves
     every array as it was.
     """
-    _require_config_and_state(cfg, state)
+    _require_config_and_state(cfg, state, params, grads)
     if set(grads) != set(params):
         missing = sorted(set(params) - set(grads))
         extra = sorted(set(grads) - set(params))
@@ -209,9 +211,16 @@ def lazy_adam_step(
     return new_params, new_state
 
 
-def _require_config_and_state(cfg: AdamConfig, state: AdamState) -> None:
-    """An AdamConfig and an AdamState, by name (not an AttributeError deep in the update)."""
+def _require_dict(name: str, value: object) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name}: expected a dict keyed by param name, got {type(value).__name__}")
+
+
+def _require_config_and_state(cfg: AdamConfig, state: AdamState, params: object, grads: object) -> None:
+    """An AdamConfig, an AdamState and dicts, by name (not an AttributeError deep in the update)."""
     if not isinstance(cfg, AdamConfig):
         raise TypeError(f"cfg: expected an AdamConfig, got {type(cfg).__name__}")
     if not isinstance(state, AdamState):
         raise TypeError(f"state: expected an AdamState, got {type(state).__name__}")
+    for name, value in (("params", params), ("grads", grads), ("state.m", state.m), ("state.v", state.v)):
+        _require_dict(name, value)

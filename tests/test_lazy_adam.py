@@ -287,6 +287,11 @@ def test_a_refused_step_writes_nothing() -> None:
     (lambda p, g, s: lazy_adam_step(p, g, s, {"lr": 0.1}), TypeError, "cfg: expected an AdamConfig"),  # type: ignore[arg-type]
     (lambda p, g, s: lazy_adam_step(p, g, None, AdamConfig()), TypeError, "state: expected an AdamState"),  # type: ignore[arg-type]
     (lambda p, g, s: adam_step(p, {"t": np.ones((3, 2))}, s, {"lr": 0.1}), TypeError, "cfg: expected"),  # type: ignore[arg-type]
+    (lambda p, g, s: lazy_adam_step(None, g, s, AdamConfig()), TypeError, "params: expected a dict"),  # type: ignore[arg-type]
+    (lambda p, g, s: adam_step(p, None, s, AdamConfig()), TypeError, "grads: expected a dict"),  # type: ignore[arg-type]
+    (lambda p, g, s: lazy_adam_step(p, g, AdamState(0, None, None), AdamConfig()), TypeError,  # type: ignore[arg-type]
+     "state.m: expected a dict"),
+    (lambda p, g, s: adam_init([np.ones(2)]), TypeError, "params: expected a dict"),  # type: ignore[arg-type]
     (lambda p, g, s: lazy_adam_step({"t": np.ones(3)}, {"t": RowSparseGrad(np.array([0]), np.ones(1))},
                                     adam_init({"t": np.ones(3)}), AdamConfig()), None, None),
     (lambda p, g, s: lazy_adam_step({"t": np.array(1.0)}, {"t": RowSparseGrad(np.array([0]), np.ones(1))},

@@ -210,6 +210,8 @@ def test_fit_refuses_bad_params_and_losses_by_name(params: object, step_loss: ob
     (["--negatives", "-2"], "--negatives: expected a positive integer, got -2"),
     (["--out", "{tmp}/no/such/folder/x.json"], "--out: no folder {tmp}/no/such/folder to write into"),
     (["--plot", "{tmp}/no/x.png"], "--plot: no folder {tmp}/no to write into"),
+    (["--out", "{tmp}"], "--out: expected a file to write, got '{tmp}'"),
+    (["--out", ""], "--out: expected a file to write, got ''"),
     (["--data", "{tmp}", "--format", "movielens-1m"], "--data: {tmp}/ratings.dat: no such file"),
 ])
 def test_bad_flags_are_refused_by_name_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str],

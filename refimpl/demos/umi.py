@@ -447,6 +447,8 @@ def main(argv: list[str]) -> int:
     cfg = config_for(args)
     for flag, path in (("--out", args.out), ("--plot", args.plot)):
         # a run takes minutes: a file it cannot write is refused before it starts
+        if path is not None and (path == "" or Path(path).is_dir()):
+            raise ValueError(f"{flag}: expected a file to write, got {path!r}")
         if path and not Path(path).parent.is_dir():
             raise ValueError(f"{flag}: no folder {Path(path).parent} to write into")
     log = None

@@ -299,16 +299,17 @@ def fit(
             if set(grads) != set(params):
                 raise ValueError(f"step_fn: expected gradients keyed as the params ({sorted(params)}), "
                                  f"got {sorted(grads)}")
+            # every gradient's kind at every step, a held param's too: not first at its release
+            dense = None if lazy else _dense(grads)
             updated = dict(params)
             for index, names in enumerate(groups):
                 if index == frozen and step <= hold_steps:
                     continue
                 group = {n: params[n] for n in names}
-                if lazy:
+                if dense is None:
                     part, states[index] = lazy_adam_step(group, {n: grads[n] for n in names}, states[index], adam)
                 else:
-                    part, states[index] = adam_step(group, _dense({n: grads[n] for n in names}), states[index],
-                                                    adam)
+                    part, states[index] = adam_step(group, {n: dense[n] for n in names}, states[index], adam)
                 updated.update(part)
             params = updated
             curve.train.append(loss)

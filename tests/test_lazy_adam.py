@@ -192,6 +192,16 @@ def test_fit_with_adam_refuses_a_row_sparse_gradient_by_name() -> None:
         _quadratic_fit("adam", row_sparse=True)
 
 
+def test_fit_with_adam_refuses_a_row_sparse_gradient_of_a_held_param_at_the_first_step() -> None:
+    # the held param's gradient was only read at its release (never, with hold_steps >= steps)
+    def step(p: dict[str, Array], rng: np.random.Generator) -> tuple[float, dict[str, Any]]:
+        return 0.0, {"free": np.ones(1), "table": RowSparseGrad(np.array([0]), np.ones((1, 2)))}
+
+    with pytest.raises(TypeError, match=r"grads: \['table'\] are row-sparse"):
+        fit("toy", {"free": np.zeros(1), "table": np.zeros((3, 2))}, step, lambda p: 0.0, 1.0,
+            TrainConfig(steps=2), 2, np.random.default_rng(0), stream=None, held=("table",), hold_steps=5)
+
+
 def test_optimizer_is_checked() -> None:
     with pytest.raises(ValueError, match="cfg.optimizer"):
         TrainConfig(optimizer="sgd")

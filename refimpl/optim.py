@@ -9,11 +9,12 @@ Pure: `adam_step` returns new params and a new state and leaves its arguments un
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from refimpl._check import Array, Shapes, require_finite_array, require_int, require_real
+from refimpl._check import Array, IntArray, Shapes, require_int, require_real
 from refimpl.nn.row_sparse import RowSparseGrad, require_row_sparse
 
 __all__ = [
@@ -52,6 +53,7 @@ class AdamState:
 
 def adam_init(params: dict[str, Array]) -> AdamState:
     """Zero moments for every parameter, step 0."""
+    _require_dict("params", params)
     for name, p in params.items():
         Shapes().check_float(f"params[{name!r}]", p, tuple(np.shape(p)))
     return AdamState(
@@ -65,6 +67,7 @@ def adam_step(
     params: dict[str, Array], grads: dict[str, Array], state: AdamState, cfg: AdamConfig
 ) -> tuple[dict[str, Array], AdamState]:
     """One Adam update of every parameter; `grads` must have exactly the keys of `params`."""
+    _require_config_and_state(cfg, state, params, grads)
     if set(grads) != set(params):
         missing = sorted(set(params) - set(grads))
         extra = sorted(set(grads) - set(params))
@@ -144,8 +147,10 @@ def lazy_adam_step(
     arrays): a copy would cost the table-sized pass this update exists to avoid; copy them first
     to keep the old values. Checks: every gradient, and for a row-sparse param the shape and dtype
     of the param and its moments and the finiteness (and v >= 0) of the rows it reads; the rows it
-    does not read are not scanned.
+    does not read are not scanned. Every check comes before the first write: a refused step leaves
+    every array as it was.
     """
+    _require_config_and_state(cfg, state, params, grads)
     if set(grads) != set(params):
         missing = sorted(set(params) - set(grads))
         extra = sorted(set(grads) - set(params))
@@ -158,6 +163,8 @@ def lazy_adam_step(
         v={name: v for name, v in state.v.items() if name not in sparse},
     )
     dense_grads: dict[str, Array] = {name: g for name, g in grads.items() if not isinstance(g, RowSparseGrad)}
+    # every check before the first write: a refused step leaves every array as it was
+    gathered: dict[str, tuple[IntArray, Array, Array, Array, Array]] = {}
     for name in sorted(sparse):
         for moments in ("m", "v"):
             if name not in getattr(state, moments):
@@ -172,23 +179,48 @@ def lazy_adam_step(
             if value.shape != p.shape or value.dtype != p.dtype:
                 raise ValueError(f"{label}: expected shape {p.shape} and dtype {p.dtype} like the param, "
                                  f"got {value.shape} {value.dtype}")
-        require_row_sparse(f"grads[{name!r}]", grads[name], p.shape, p.dtype)
-    new_params, new_state = adam_step(dense_params, dense_grads, dense_state, cfg)
-    step = state.step + 1
-    for name in sorted(sparse):
+            if value.ndim == 0:
+                raise ValueError(f"{label}: a row-sparse gradient needs a table with rows (ndim >= 1), "
+                                 f"got shape {value.shape}")
+            if not value.flags.writeable:
+                raise ValueError(f"{label}: lazy Adam writes its rows in place; got a read-only array")
         grad = grads[name]
+        require_row_sparse(f"grads[{name!r}]", grad, p.shape, p.dtype)
         assert isinstance(grad, RowSparseGrad)
         rows = grad.rows
-        p_rows, m_rows, v_rows = params[name][rows], state.m[name][rows], state.v[name][rows]
+        p_rows, m_rows, v_rows = p[rows], state.m[name][rows], state.v[name][rows]
         for label, value in ((f"params[{name!r}]", p_rows), (f"state.m[{name!r}]", m_rows),
                              (f"state.v[{name!r}]", v_rows)):
-            require_finite_array(f"{label} (rows of grads[{name!r}].rows)", value)
+            bad = ~np.isfinite(value)
+            if bad.any():
+                where = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise ValueError(f"{label} (rows of grads[{name!r}].rows): expected finite values, got "
+                                 f"{value[where]} in row {int(rows[where[0]])} at {where[1:]}")
         if (v_rows < 0).any():
             raise ValueError(f"state.v[{name!r}]: a second moment is >= 0, got a negative entry")
+        gathered[name] = (rows, grad.values, p_rows, m_rows, v_rows)
+    new_params, new_state = adam_step(dense_params, dense_grads, dense_state, cfg)
+    step = state.step + 1
+    for name, (rows, values, p_rows, m_rows, v_rows) in gathered.items():
         params[name][rows], state.m[name][rows], state.v[name][rows] = _adam_update(
-            p_rows, grad.values, m_rows, v_rows, step, cfg
+            p_rows, values, m_rows, v_rows, step, cfg
         )
         new_params[name] = params[name]
         new_state.m[name] = state.m[name]
         new_state.v[name] = state.v[name]
     return new_params, new_state
+
+
+def _require_dict(name: str, value: object) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name}: expected a dict keyed by param name, got {type(value).__name__}")
+
+
+def _require_config_and_state(cfg: AdamConfig, state: AdamState, params: object, grads: object) -> None:
+    """An AdamConfig, an AdamState and dicts, by name (not an AttributeError deep in the update)."""
+    if not isinstance(cfg, AdamConfig):
+        raise TypeError(f"cfg: expected an AdamConfig, got {type(cfg).__name__}")
+    if not isinstance(state, AdamState):
+        raise TypeError(f"state: expected an AdamState, got {type(state).__name__}")
+    for name, value in (("params", params), ("grads", grads), ("state.m", state.m), ("state.v", state.v)):
+        _require_dict(name, value)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TextIO, runtime_checkable
@@ -255,7 +255,7 @@ def fit(
     (moments and bias correction from zero at the release). Returns the params at the lowest
     validation loss, and the curve. With cfg.optimizer "lazy_adam" the update works in place on
     copies of `params` (the caller's arrays are never written) and the best params are copied when
-    they are kept."""
+    they are kept. A loss from `step_fn` that is not a finite real number is refused at its step."""
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg: expected a TrainConfig, got {type(cfg).__name__}")
     if not isinstance(rng, np.random.Generator):
@@ -263,7 +263,12 @@ def fit(
     steps = require_positive_int("steps", steps)
     require_real("chance", chance)
     hold_steps = require_int("hold_steps", hold_steps, low=0)
-    if isinstance(held, str) or not all(isinstance(n, str) for n in held):
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params: expected a dict of arrays, got {type(params).__name__}")
+    if isinstance(held, str) or not isinstance(held, Iterable):
+        raise TypeError(f"held: expected a collection of param names, got {held!r}")
+    held = tuple(held)  # read once: a generator would be empty by the time the groups are formed
+    if not all(isinstance(n, str) for n in held):
         raise TypeError(f"held: expected a collection of param names, got {held!r}")
     unknown = sorted(set(held) - set(params))
     if unknown:
@@ -287,19 +292,24 @@ def fit(
             if cfg.lr_schedule != "constant":
                 adam = AdamConfig(lr=scheduled_lr(cfg, step, steps, cuts))
             loss, grads = step_fn(params, rng)
+            if isinstance(loss, bool) or not isinstance(loss, int | float | np.integer | np.floating):
+                raise TypeError(f"step_fn: expected a real loss at step {step}, got {loss!r}")
+            if not np.isfinite(loss):
+                raise ValueError(f"step_fn: expected a finite loss at step {step}, got {loss!r}")
             if set(grads) != set(params):
                 raise ValueError(f"step_fn: expected gradients keyed as the params ({sorted(params)}), "
                                  f"got {sorted(grads)}")
+            # every gradient's kind at every step, a held param's too: not first at its release
+            dense = None if lazy else _dense(grads)
             updated = dict(params)
             for index, names in enumerate(groups):
                 if index == frozen and step <= hold_steps:
                     continue
                 group = {n: params[n] for n in names}
-                if lazy:
+                if dense is None:
                     part, states[index] = lazy_adam_step(group, {n: grads[n] for n in names}, states[index], adam)
                 else:
-                    part, states[index] = adam_step(group, _dense({n: grads[n] for n in names}), states[index],
-                                                    adam)
+                    part, states[index] = adam_step(group, {n: dense[n] for n in names}, states[index], adam)
                 updated.update(part)
             params = updated
             curve.train.append(loss)

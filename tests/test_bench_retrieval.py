@@ -69,3 +69,23 @@ def test_a_file_without_the_trained_vectors_is_refused(tmp_path: Path) -> None:
     np.savez(path, item_vectors=np.zeros((3, 32), np.float32))
     with pytest.raises(KeyError, match="item_category"):
         _tool("bench_retrieval").trained_workload(str(path), 5)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--k", "7"], "--k: expected at most --categories (6) routes, got 7"),
+    (["--eval-every", "0"], "--eval-every: expected a positive integer, got 0"),
+    (["--items", "-5"], "--items: expected a positive integer, got -5"),
+    (["--seed", "-1"], "--seed: expected an integer >= 0, got -1"),
+    (["--out", "{tmp}/v"], "--out: expected a path ending in .npz, got '{tmp}/v'"),
+    (["--out", "{tmp}/no/v.npz"], "--out: no folder {tmp}/no to write into"),
+])
+def test_trained_vectors_refuses_bad_flags_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           flags: list[str], message: str) -> None:
+    # --k above --categories wrote fewer routes than the message claimed; --out without .npz was
+    # written as OUT.npz and reported as OUT; a missing folder failed after the training
+    argv = ["--items", "600", "--categories", "6", "--users", "40", "--steps", "2", "--out", str(tmp_path / "v.npz"),
+            *(flag.replace("{tmp}", str(tmp_path)) for flag in flags)]
+    with pytest.raises(SystemExit) as stop:
+        _tool("ulim_trained_vectors").main(argv)
+    assert stop.value.code == 2
+    assert message.replace("{tmp}", str(tmp_path)) in capsys.readouterr().err

@@ -192,6 +192,16 @@ def test_fit_with_adam_refuses_a_row_sparse_gradient_by_name() -> None:
         _quadratic_fit("adam", row_sparse=True)
 
 
+def test_fit_with_adam_refuses_a_row_sparse_gradient_of_a_held_param_at_the_first_step() -> None:
+    # the held param's gradient was only read at its release (never, with hold_steps >= steps)
+    def step(p: dict[str, Array], rng: np.random.Generator) -> tuple[float, dict[str, Any]]:
+        return 0.0, {"free": np.ones(1), "table": RowSparseGrad(np.array([0]), np.ones((1, 2)))}
+
+    with pytest.raises(TypeError, match=r"grads: \['table'\] are row-sparse"):
+        fit("toy", {"free": np.zeros(1), "table": np.zeros((3, 2))}, step, lambda p: 0.0, 1.0,
+            TrainConfig(steps=2), 2, np.random.default_rng(0), stream=None, held=("table",), hold_steps=5)
+
+
 def test_optimizer_is_checked() -> None:
     with pytest.raises(ValueError, match="cfg.optimizer"):
         TrainConfig(optimizer="sgd")
@@ -262,3 +272,57 @@ def test_negative_control_the_lazy_adam_golden_catches_dense_adam_at_step_2() ->
     adapter["lazy_adam"] = dense
     (result,) = run_conformance(adapter, components=["lazy_adam"]).results
     assert result.status == "fail" and result.first_divergent_intermediate == "w_after_step2"
+
+
+def test_a_refused_step_writes_nothing() -> None:
+    # every row-sparse param is checked before the first row is written: a bad second table must not
+    # leave the first updated in place (the negative control: the first table moves when both are good)
+    def run(bad: bool) -> tuple[bool, bool]:
+        params = {"a": np.ones((3, 2)), "z": np.ones((3, 2))}
+        state = adam_init(params)
+        params["z"][2, 0] = np.nan if bad else 1.0
+        grads: Grads = {"a": RowSparseGrad(np.array([1]), np.ones((1, 2))),
+                        "z": RowSparseGrad(np.array([2]), np.ones((1, 2)))}
+        try:
+            lazy_adam_step(params, grads, state, AdamConfig())
+        except ValueError as error:
+            assert "params['z']" in str(error) and "row 2" in str(error)
+        return bool((params["a"] != 1.0).any()), bool(state.m["a"].any())
+
+    assert run(bad=True) == (False, False)
+    assert run(bad=False) == (True, True)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda p, g, s: lazy_adam_step(p, g, s, {"lr": 0.1}), TypeError, "cfg: expected an AdamConfig"),  # type: ignore[arg-type]
+    (lambda p, g, s: lazy_adam_step(p, g, None, AdamConfig()), TypeError, "state: expected an AdamState"),  # type: ignore[arg-type]
+    (lambda p, g, s: adam_step(p, {"t": np.ones((3, 2))}, s, {"lr": 0.1}), TypeError, "cfg: expected"),  # type: ignore[arg-type]
+    (lambda p, g, s: lazy_adam_step(None, g, s, AdamConfig()), TypeError, "params: expected a dict"),  # type: ignore[arg-type]
+    (lambda p, g, s: adam_step(p, None, s, AdamConfig()), TypeError, "grads: expected a dict"),  # type: ignore[arg-type]
+    (lambda p, g, s: lazy_adam_step(p, g, AdamState(0, None, None), AdamConfig()), TypeError,  # type: ignore[arg-type]
+     "state.m: expected a dict"),
+    (lambda p, g, s: adam_init([np.ones(2)]), TypeError, "params: expected a dict"),  # type: ignore[arg-type]
+    (lambda p, g, s: lazy_adam_step({"t": np.ones(3)}, {"t": RowSparseGrad(np.array([0]), np.ones(1))},
+                                    adam_init({"t": np.ones(3)}), AdamConfig()), None, None),
+    (lambda p, g, s: lazy_adam_step({"t": np.array(1.0)}, {"t": RowSparseGrad(np.array([0]), np.ones(1))},
+                                    adam_init({"t": np.array(1.0)}), AdamConfig()), ValueError,
+     r"params\['t'\]: a row-sparse gradient needs a table with rows"),
+])
+def test_bad_configs_states_and_tables_are_refused_by_name(call: Any, error: Any, match: Any) -> None:
+    params = {"t": np.ones((3, 2))}
+    grads: Grads = {"t": RowSparseGrad(np.array([0]), np.ones((1, 2)))}
+    if error is None:  # the control: a 1-d table's rows are scalars, a fine row-sparse update
+        call(params, grads, adam_init(params))
+        return
+    with pytest.raises(error, match=match):
+        call(params, grads, adam_init(params))
+
+
+def test_a_read_only_table_is_refused_before_any_write() -> None:
+    params = {"t": np.ones((3, 2)), "u": np.ones((3, 2))}
+    state = adam_init(params)
+    params["u"].setflags(write=False)
+    grads: Grads = {name: RowSparseGrad(np.array([0]), np.ones((1, 2))) for name in ("t", "u")}
+    with pytest.raises(ValueError, match=r"params\['u'\]: lazy Adam writes its rows in place; got a read-only array"):
+        lazy_adam_step(params, grads, state, AdamConfig())
+    assert (params["t"] == 1.0).all()

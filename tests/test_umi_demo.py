@@ -12,7 +12,7 @@ import pytest
 
 from refimpl.cli import main as cli_main
 from refimpl.data.synthetic_profiles import PROFILE_QUICK_CONFIG, generate_profile_data
-from refimpl.demos.umi import QUICK, scaled_cutoffs
+from refimpl.demos.umi import QUICK, run, scaled_cutoffs
 from refimpl.models.umi import umi_init
 from refimpl.optim import AdamConfig, adam_init, adam_step
 from refimpl.pipelines.umi import (
@@ -159,3 +159,74 @@ def test_fit_refuses_a_bad_hold(held: object, hold_steps: int, error: type[Excep
         fit("fake", {"gate": np.zeros(1)}, lambda p, _: (0.0, {"gate": np.ones(1)}), lambda p: 0.0, 1.0,
             TrainConfig(steps=2), 2, np.random.default_rng(0), stream=None, held=held,  # type: ignore[arg-type]
             hold_steps=hold_steps)
+
+
+@pytest.mark.parametrize(("held", "error", "match"), [
+    (None, TypeError, "held: expected a collection of param names, got None"),
+    (3, TypeError, "held: expected a collection of param names, got 3"),
+    ((name for name in ["nope"]), ValueError, r"held: expected names of params \(\['gate'\]\), got unknown \['nope'\]"),
+])
+def test_fit_refuses_a_held_that_is_not_names_of_params(held: object, error: type[Exception], match: str) -> None:
+    # a generator of names is read once: the check must not consume what the run then reads
+    with pytest.raises(error, match=match):
+        fit("fake", {"gate": np.zeros(1)}, lambda p, _: (0.0, {"gate": np.ones(1)}), lambda p: 0.0, 1.0,
+            TrainConfig(steps=2), 2, np.random.default_rng(0), stream=None, held=held,  # type: ignore[arg-type]
+            hold_steps=1)
+
+
+def test_a_generator_of_held_names_holds_them() -> None:
+    losses = iter(range(100, 0, -1))  # falling: the last params are kept
+    params, _ = fit("fake", {"free": np.zeros(1), "gate": np.zeros(1)},
+                    lambda p, _: (0.0, {"free": np.ones(1), "gate": np.ones(1)}), lambda p: float(next(losses)),
+                    1.0, TrainConfig(steps=2, eval_every=1, lr=0.1), 2, np.random.default_rng(0), stream=None,
+                    held=(name for name in ["gate"]), hold_steps=5)
+    assert params["gate"][0] == 0.0 and params["free"][0] != 0.0
+
+
+@pytest.mark.parametrize(("params", "step_loss", "error", "match"), [
+    ([np.zeros(1)], 0.0, TypeError, "params: expected a dict of arrays, got list"),
+    ({"gate": np.zeros(1)}, float("nan"), ValueError, "step_fn: expected a finite loss at step 1, got nan"),
+    ({"gate": np.zeros(1)}, "0.5", TypeError, "step_fn: expected a real loss at step 1, got '0.5'"),
+    ({"gate": np.zeros(1)}, 0.5, None, None),  # the control
+])
+def test_fit_refuses_bad_params_and_losses_by_name(params: object, step_loss: object, error: type[Exception] | None,
+                                                   match: str | None) -> None:
+    def run() -> None:
+        fit("fake", params, lambda p, _: (step_loss, {"gate": np.ones(1)}),  # type: ignore[arg-type, return-value]
+            lambda p: 0.0, 1.0, TrainConfig(steps=2, eval_every=2), 2, np.random.default_rng(0), stream=None)
+
+    if error is None:
+        run()
+        return
+    with pytest.raises(error, match=match):
+        run()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--seeds", "0"], "--seeds: expected a positive integer, got 0"),
+    (["--seeds", "-1"], "--seeds: expected a positive integer, got -1"),
+    (["--jobs", "0"], "--jobs: expected a positive integer, got 0"),
+    (["--steps", "0"], "--steps: expected a positive integer, got 0"),
+    (["--negatives", "-2"], "--negatives: expected a positive integer, got -2"),
+    (["--out", "{tmp}/no/such/folder/x.json"], "--out: no folder {tmp}/no/such/folder to write into"),
+    (["--plot", "{tmp}/no/x.png"], "--plot: no folder {tmp}/no to write into"),
+    (["--out", "{tmp}"], "--out: expected a file to write, got '{tmp}'"),
+    (["--out", ""], "--out: expected a file to write, got ''"),
+    (["--data", "{tmp}", "--format", "movielens-1m"], "--data: {tmp}/ratings.dat: no such file"),
+])
+def test_bad_flags_are_refused_by_name_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        flags: list[str], message: str) -> None:
+    argv = ["demo", "umi", "--quick", "--quiet", "--out", str(tmp_path / "x.json"),
+            *(flag.replace("{tmp}", str(tmp_path)) for flag in flags)]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"refimpl: error: {message.replace('{tmp}', str(tmp_path))}" in err
+    assert "seed 0:" not in err  # refused before the data is generated
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_run_refuses_no_seeds_and_bad_jobs() -> None:
+    with pytest.raises(ValueError, match=r"cfg.seeds: expected at least one seed, got \(\)"):
+        run(replace(QUICK, seeds=()), stream=None)
+    with pytest.raises(ValueError, match="jobs: expected a positive integer, got 0"):
+        run(QUICK, stream=None, jobs=0)

@@ -193,6 +193,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs per version with --against")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for flag, value, low in (("--repeats", args.repeats, 1), ("--profile-steps", args.profile_steps, 1),
+                             ("--top", args.top, 1), ("--rounds", args.rounds, 1), ("--curve", args.curve, 0)):
+        if value < low:  # a median of no repeats, a share of no profiled time
+            parser.error(f"{flag}: expected an integer >= {low}, got {value}")
+    if args.against and subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "rev-parse",
+                                        "--verify", "--quiet", f"{args.against}^{{commit}}"],
+                                       capture_output=True).returncode:
+        parser.error(f"--against: no git revision {args.against!r} in this repository")
     models = tuple(args.models)
     if args.json:
         print(json.dumps(_run_json(args, models)))

@@ -19,6 +19,7 @@ import argparse
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -48,7 +49,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="lazy_adam: only the batch's rows of the item table update (spec/optim.md#lazy-adam); "
                         "a step then costs the same at 10^6 items as at 10^5")
     p.add_argument("--out", required=True, help="the .npz to write")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # refused by name before the data is generated and the model trained (minutes at 10^6 items)
+    for flag in ("items", "categories", "users", "k", "steps", "eval_every"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')}: expected a positive integer, got {getattr(args, flag)}")
+    if args.seed < 0:
+        p.error(f"--seed: expected an integer >= 0, got {args.seed}")
+    if args.k > args.categories:
+        p.error(f"--k: expected at most --categories ({args.categories}) routes, got {args.k}")
+    out = Path(args.out)
+    if out.suffix != ".npz":  # numpy would write OUT.npz, not the file named
+        p.error(f"--out: expected a path ending in .npz, got {args.out!r}")
+    if not out.parent.is_dir():
+        p.error(f"--out: no folder {out.parent} to write into")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

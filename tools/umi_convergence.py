@@ -19,7 +19,14 @@ from dataclasses import fields, replace
 
 from refimpl.data.synthetic_profiles import generate_profile_data
 from refimpl.demos.umi import DEFAULT, scaled_cutoffs
-from refimpl.pipelines.umi import MODEL_NAMES, UMIPipelineConfig, evaluate, prepare, train_model
+from refimpl.pipelines.umi import (
+    MODEL_NAMES,
+    UMIPipelineConfig,
+    evaluate,
+    prepare,
+    train_model,
+    validate_pipeline_config,
+)
 
 
 def cpu_seconds() -> float:
@@ -28,28 +35,53 @@ def cpu_seconds() -> float:
 
 
 def overridden(base: UMIPipelineConfig, settings: list[str]) -> UMIPipelineConfig:
-    """`base` with each FIELD=VALUE of `settings` applied, VALUE read as the field's current type."""
-    kinds = {f.name: type(getattr(base, f.name)) for f in fields(base)}
+    """`base` with each FIELD=VALUE of `settings` applied, VALUE read as the field's current type (a
+    tuple as comma-separated integers); the result validated. A bad setting exits naming it."""
+    current = {f.name: getattr(base, f.name) for f in fields(base)}
     changes: dict[str, object] = {}
     for setting in settings:
-        name, _, value = setting.partition("=")
-        if name not in kinds:
-            raise SystemExit(f"--set: unknown field {name!r}; fields: {sorted(kinds)}")
-        changes[name] = kinds[name](value)
-    return replace(base, **changes)
+        name, equals, value = setting.partition("=")
+        if not equals:
+            raise SystemExit(f"--set: expected FIELD=VALUE, got {setting!r}")
+        if name not in current:
+            raise SystemExit(f"--set: unknown field {name!r}; fields: {sorted(current)}")
+        kind = type(current[name])
+        try:
+            if kind is tuple:
+                changes[name] = tuple(int(v) for v in value.split(","))
+            else:
+                changes[name] = str(value) if current[name] is None else kind(value)
+        except ValueError:
+            wanted = {int: "an integer", float: "a real number", tuple: "comma-separated integers"}.get(kind, "a value")
+            raise SystemExit(f"--set {setting}: expected {wanted} for {name}") from None
+    cfg = replace(base, **changes)
+    try:
+        validate_pipeline_config(cfg)
+    except (TypeError, ValueError) as error:
+        raise SystemExit(f"--set: {error}") from None
+    return cfg
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default=",".join(MODEL_NAMES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--users", type=int, default=DEFAULT.data.num_users)
     parser.add_argument("--items", type=int, default=DEFAULT.data.num_items)
     parser.add_argument("--set", action="append", default=[], dest="settings", metavar="FIELD=VALUE")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    # refused before any data is generated or model trained
+    for flag in ("users", "items"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag}: expected a positive integer, got {getattr(args, flag)}")
+    if args.seed < 0:
+        parser.error(f"--seed: expected an integer >= 0, got {args.seed}")
+    unknown = [name for name in args.models.split(",") if name not in MODEL_NAMES]
+    if unknown:
+        parser.error(f"--models: unknown {unknown}; the models are {','.join(MODEL_NAMES)}")
+    cfg = overridden(replace(DEFAULT.pipeline, seed=args.seed, cutoffs=scaled_cutoffs(args.items)), args.settings)
     log = generate_profile_data(replace(DEFAULT.data, num_users=args.users, num_items=args.items,
                                         seed=args.seed)).interactions
-    cfg = overridden(replace(DEFAULT.pipeline, seed=args.seed, cutoffs=scaled_cutoffs(args.items)), args.settings)
     prepared = prepare(log, cfg)
     print(f"seed {args.seed}, {args.users} users; cap {cfg.steps}, lr {cfg.lr} (cuts {cfg.lr_cuts} x "
           f"{cfg.lr_factor}), validation every {cfg.eval_every}, patience {cfg.patience}, batch {cfg.batch_size}")

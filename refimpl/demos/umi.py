@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from refimpl._check import require_positive_int
 from refimpl.data.interactions import Interactions
 from refimpl.data.loaders import load_movielens_1m
 from refimpl.data.synthetic_profiles import (
@@ -247,6 +248,9 @@ def run(cfg: DemoConfig, log: Interactions | None = None, stream: TextIO | None 
         jobs: int = 1) -> DemoRun:
     """Every seed's every training as one job (in `jobs` processes, so the busiest process does about
     1/jobs of the work: each job is deterministic alone), then the tables and the claims."""
+    if not isinstance(cfg.seeds, tuple) or not cfg.seeds:
+        raise ValueError(f"cfg.seeds: expected at least one seed, got {cfg.seeds!r}")
+    jobs = require_positive_int("jobs", jobs)
     start = time.perf_counter()
     result = DemoRun(config=asdict(cfg), seeds=[])
     logs = {seed: _seed_logs(cfg, seed, log) for seed in cfg.seeds}
@@ -422,6 +426,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def config_for(args: argparse.Namespace) -> DemoConfig:
+    # refused by the flag's name before any data is generated
+    for flag in ("seeds", "steps", "negatives", "jobs"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag}: expected a positive integer, got {value}")
     cfg = QUICK if args.quick else DEFAULT
     if args.seeds is not None:
         cfg = replace(cfg, seeds=tuple(range(args.seeds)))
@@ -436,11 +445,20 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     set_quiet(args.quiet)
     cfg = config_for(args)
+    for flag, path in (("--out", args.out), ("--plot", args.plot)):
+        # a run takes minutes: a file it cannot write is refused before it starts
+        if path is not None and (path == "" or Path(path).is_dir()):
+            raise ValueError(f"{flag}: expected a file to write, got {path!r}")
+        if path and not Path(path).parent.is_dir():
+            raise ValueError(f"{flag}: no folder {Path(path).parent} to write into")
     log = None
     if args.data is not None:
         if args.format != "movielens-1m":
             raise ValueError(f"--format: --data needs a file format, one of {FORMATS[1:]}, got {args.format!r}")
-        log = load_movielens_1m(args.data)
+        try:
+            log = load_movielens_1m(args.data)
+        except FileNotFoundError as error:
+            raise ValueError(f"--data: {error}") from None
         # a loaded log's every event is a target: the planted data's behaviour types are its own
         cfg = replace(cfg, pipeline=replace(cfg.pipeline, cutoffs=scaled_cutoffs(log.num_items),
                                             target_behaviour=None))

@@ -200,3 +200,25 @@ def test_without_ablations_table_2_and_its_claims_are_omitted_and_table_1_is_who
     assert "Table 2 (ablations): not run" in demo.format_report(result)
     assert demo.config_for(demo._parser().parse_args(["--ablations"])).ablations
     assert not demo.DEFAULT.ablations
+
+
+@pytest.mark.parametrize(("demo_name", "flags", "message"), [
+    ("ulim", ["--seeds", "0"], "--seeds: expected a positive integer, got 0"),
+    ("ulim", ["--jobs", "0"], "--jobs: expected a positive integer, got 0"),
+    ("ulim", ["--threads", "0"], "--threads: expected a positive integer, got 0"),
+    ("ulim", ["--items", "-5"], "--items: expected a positive integer, got -5"),
+    ("ulim", ["--out", "{tmp}/no/such/folder/x.json"], "--out: no folder {tmp}/no/such/folder to write into"),
+    ("ulim", ["--plot", "{tmp}"], "--plot: expected a file to write, got '{tmp}'"),
+    ("ifa", ["--seeds", "-1"], "--seeds: expected a positive integer, got -1"),
+    ("ifa", ["--patience", "0"], "--patience: expected a positive integer, got 0"),
+    ("ifa", ["--out", ""], "--out: expected a file to write, got ''"),
+    ("ifa", ["--out", "{tmp}/no/x.json"], "--out: no folder {tmp}/no to write into"),
+])
+def test_bad_flags_are_refused_by_name_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        demo_name: str, flags: list[str], message: str) -> None:
+    argv = ["demo", demo_name, "--quick", "--quiet", "--out", str(tmp_path / "x.json"),
+            *(flag.replace("{tmp}", str(tmp_path)) for flag in flags)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"refimpl: error: {message.replace('{tmp}', str(tmp_path))}" in err
+    assert not (tmp_path / "x.json").exists()  # refused before the run

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from refimpl._check import require_int, require_positive_int, require_real
 from refimpl.data.requests import RequestConfig, RequestData, generate_requests
+from refimpl.demos._flags import refuse_bad_flags
 from refimpl.pipelines.ifa import (
     OBJECTIVES,
     RANKERS,
@@ -293,6 +294,8 @@ def main(argv: list[str]) -> int:
     """`refimpl demo ifa`; returns the exit status."""
     args = _parser().parse_args(argv)
     set_quiet(args.quiet)
+    refuse_bad_flags(args, counts=("seeds", "steps", "patience", "users", "length", "jobs", "threads"),
+                     outputs=("out",))
     cfg = config_for(args)
     with blas_threads(args.threads):
         result = run(cfg, jobs=args.jobs)

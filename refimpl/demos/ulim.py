@@ -40,6 +40,7 @@ from refimpl.data.interactions import Interactions, from_synthetic
 from refimpl.data.loaders import FORMATS, load_interactions
 from refimpl.data.protocols import DEFAULT_SEEN_POLICY, SEEN_POLICIES, SeenItems, Split, leave_last_out
 from refimpl.data.synthetic import QUICK_CONFIG, SyntheticConfig, SyntheticData, generate
+from refimpl.demos._flags import refuse_bad_flags
 from refimpl.demos._report import SeedsRun, SeedTables
 from refimpl.diagnostics import item_agreement, taste_agreement
 from refimpl.models import ulim as ulim_model
@@ -729,6 +730,7 @@ def main(argv: list[str]) -> int:
     set_quiet(args.quiet)
     if (args.data is None) != (args.data_format is None):
         parser.error("--data and --format go together")
+    refuse_bad_flags(args, counts=("seeds", "users", "items", "steps", "jobs", "threads"), outputs=("out", "plot"))
     cfg = config_for(args)
     with blas_threads(args.threads):
         result = run(cfg, jobs=args.jobs)

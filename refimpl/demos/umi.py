@@ -36,6 +36,7 @@ from refimpl.data.synthetic_profiles import (
     corrupt_profiles,
     generate_profile_data,
 )
+from refimpl.demos._flags import refuse_bad_flags
 from refimpl.demos._report import SeedsRun, SeedTables
 from refimpl.pipelines.registry import evaluate, train
 from refimpl.pipelines.umi import (
@@ -426,11 +427,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def config_for(args: argparse.Namespace) -> DemoConfig:
-    # refused by the flag's name before any data is generated
-    for flag in ("seeds", "steps", "negatives", "jobs"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ValueError(f"--{flag}: expected a positive integer, got {value}")
     cfg = QUICK if args.quick else DEFAULT
     if args.seeds is not None:
         cfg = replace(cfg, seeds=tuple(range(args.seeds)))
@@ -444,13 +440,8 @@ def config_for(args: argparse.Namespace) -> DemoConfig:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     set_quiet(args.quiet)
+    refuse_bad_flags(args, counts=("seeds", "steps", "negatives", "jobs"), outputs=("out", "plot"))
     cfg = config_for(args)
-    for flag, path in (("--out", args.out), ("--plot", args.plot)):
-        # a run takes minutes: a file it cannot write is refused before it starts
-        if path is not None and (path == "" or Path(path).is_dir()):
-            raise ValueError(f"{flag}: expected a file to write, got {path!r}")
-        if path and not Path(path).parent.is_dir():
-            raise ValueError(f"{flag}: no folder {Path(path).parent} to write into")
     log = None
     if args.data is not None:
         if args.format != "movielens-1m":

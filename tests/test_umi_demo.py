@@ -96,7 +96,8 @@ def test_serving_never_returns_a_seen_item_and_the_negative_control_does() -> No
 
 @pytest.mark.parametrize(("field", "value"), [("num_interests", 0), ("lr", 0.0), ("cutoffs", ()),
                                               ("seen", "dropped"), ("max_length", 2.5), ("seed", -1),
-                                              ("attention_hold", -1), ("lr_cuts", -1), ("lr_factor", 1.0)])
+                                              ("attention_hold", -1), ("lr_cuts", -1), ("lr_factor", 1.0),
+                                              ("dtype", "float16"), ("dtype", np.float32)])
 def test_pipeline_config_is_validated(field: str, value: object) -> None:
     with pytest.raises((ValueError, TypeError), match=f"cfg.{field}"):
         validate_pipeline_config(replace(UMIPipelineConfig(), **{field: value}))

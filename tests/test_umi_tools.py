@@ -26,8 +26,9 @@ def _tool(name: str) -> ModuleType:
 
 def test_set_reads_each_field_as_its_type() -> None:
     cfg = _tool("umi_convergence").overridden(DEFAULT.pipeline, ["steps=1500", "lr_factor=0.5", "cutoffs=5,20",
-                                                                 "seen=kept"])
-    assert (cfg.steps, cfg.lr_factor, cfg.cutoffs, cfg.seen) == (1500, 0.5, (5, 20), "kept")
+                                                                 "seen=kept", "dtype=float32", "batch_size=64"])
+    assert (cfg.steps, cfg.lr_factor, cfg.cutoffs, cfg.seen, cfg.dtype, cfg.batch_size) == (1500, 0.5, (5, 20), "kept",
+                                                                                             "float32", 64)
 
 
 @pytest.mark.parametrize(("setting", "message"), [
@@ -37,6 +38,7 @@ def test_set_reads_each_field_as_its_type() -> None:
     ("lr_factor=1.5", "--set: cfg.lr_factor: expected a factor in (0, 1), got 1.5"),
     ("attention_hold=-1", "--set: cfg.attention_hold: expected an integer >= 0, got -1"),
     ("nope=1", "--set: unknown field 'nope'"),
+    ("dtype=float16", "--set: cfg.dtype: expected one of ('float64', 'float32'), got 'float16'"),
 ])
 def test_bad_set_values_are_refused_by_name(setting: str, message: str) -> None:
     with pytest.raises(SystemExit, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -1,11 +1,11 @@
 """Where does each UMI-demo model stop, and what does it cost? (spec/umi.md, "Convergence")
 
 Trains models of `refimpl demo umi` on one seed's data with the demo's settings, or with some of
-them overridden (`--set lr_cuts=2 --set steps=1200`: fields of UMIPipelineConfig; `--users`,
-`--items`: the data's; the cut-offs scale with the catalogue), and prints per model the step it
-stopped at, whether the rule or the cap stopped it, the best step, the best validation loss next
-to the learned-nothing level, HitRate@N, the CPU seconds and the validation curve (* after a
-validation that cut the learning rate).
+them overridden (`--set lr_cuts=2 --set steps=1200 --set dtype=float32 --set batch_size=64`: fields
+of UMIPipelineConfig; `--users`, `--items`: the data's; the cut-offs scale with the catalogue), and
+prints per model the step it stopped at, whether the rule or the cap stopped it, the best step, the
+best validation loss next to the learned-nothing level, HitRate@N, the CPU seconds and the
+validation curve (* after a validation that cut the learning rate).
 
     PYTHONPATH=. OPENBLAS_NUM_THREADS=1 python tools/umi_convergence.py [--models MIND,UMI] [--seed 0]
         [--set FIELD=VALUE ...] [--users U] [--items I]
@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
                                         seed=args.seed)).interactions
     prepared = prepare(log, cfg)
     print(f"seed {args.seed}, {args.users} users; cap {cfg.steps}, lr {cfg.lr} (cuts {cfg.lr_cuts} x "
-          f"{cfg.lr_factor}), validation every {cfg.eval_every}, patience {cfg.patience}, batch {cfg.batch_size}")
+          f"{cfg.lr_factor}), validation every {cfg.eval_every}, patience {cfg.patience}, batch {cfg.batch_size}, "
+          f"{cfg.dtype}")
     print(f"{'model':<16}{'stopped':>8}{'by':>5}{'best':>6}{'valid':>8}{'chance':>8}"
           + "".join(f"{'HR@' + str(n):>8}" for n in cfg.cutoffs) + f"{'CPU s':>7}  validation curve")
     total = 0.0

@@ -18,6 +18,10 @@ under UMI's protocol on any `Interactions` with profile fields.
 - Targets: every event, or only the events of behaviour `target_behaviour` (then the others are
   history only: training rows end at an eligible event, a held-out user's targets are its eligible
   events after the history, the validation row's target the first of them).
+- Precision: `dtype` "float64" (the default) or "float32": every model's params are drawn as in
+  float64 and cast at init, the batches' float arrays (the routing logits' initialisation) drawn in
+  float64 and cast; the components keep that dtype through forward, backward and Adam (a cheaper
+  step: spec/umi.md, "Convergence").
 - Metrics: HitRate@N (UMI eq. 15) and Precision@N (eq. 16) in percent, per cut-off.
 - Non-learned baselines from the training events: global popularity, and each user's category
   shares times in-category popularity.
@@ -49,7 +53,7 @@ from refimpl.nn.capsule_routing import CapsuleRoutingConfig
 from refimpl.nn.max_interest_score import max_interest_score_forward
 from refimpl.nn.multi_interest_readout import ReadoutConfig
 from refimpl.progress import track
-from refimpl.train import Curve, TrainConfig, chance_sampled_softmax, fit, training_record
+from refimpl.train import DTYPES, Curve, TrainConfig, chance_sampled_softmax, fit, training_record
 
 __all__ = [
     "BASELINES",
@@ -109,6 +113,7 @@ class UMIPipelineConfig:
     seed: int = 0  # the user split, the init and the batches
     attention_bias: float = 3.0  # UMI's UGANet output bias at init: behaviours start open (a_i ~ 0.95)
     attention_hold: int = 150  # UMI's first steps with UGANet's params held at their init (spec/umi.md)
+    dtype: str = "float64"  # of every model's params and the batches' float arrays; or "float32"
 
 
 def validate_pipeline_config(cfg: UMIPipelineConfig) -> None:
@@ -131,6 +136,7 @@ def validate_pipeline_config(cfg: UMIPipelineConfig) -> None:
     if cfg.target_behaviour is not None and not isinstance(cfg.target_behaviour, str):
         raise TypeError(f"cfg.target_behaviour: expected a behaviour name or None, got {cfg.target_behaviour!r}")
     require_int("cfg.seed", cfg.seed, low=0)
+    require_choice("cfg.dtype", cfg.dtype, DTYPES)
 
 
 @dataclass(frozen=True)
@@ -275,7 +281,7 @@ def _user_batch(prepared: Prepared, users: IntArray, starts: IntArray, ends: Int
                 rng: np.random.Generator) -> UserBatch:
     items, mask = _windows(prepared.interactions, starts, ends, cfg.max_length)
     return UserBatch(items, mask, prepared.profile_ids[users],
-                     draw_initial_logits(rng, users.shape[0], cfg.max_length, cfg.num_interests))
+                     draw_initial_logits(rng, users.shape[0], cfg.max_length, cfg.num_interests, dtype=cfg.dtype))
 
 
 @dataclass(frozen=True)
@@ -367,7 +373,7 @@ def _train_config(cfg: UMIPipelineConfig) -> TrainConfig:
                        min_improvement=cfg.min_improvement, validation_rows=cfg.validation_rows,
                        batch_size=cfg.batch_size, num_negatives=cfg.num_negatives, dim=cfg.dim,
                        num_interests=cfg.num_interests, lr=cfg.lr, lr_cuts=cfg.lr_cuts, lr_factor=cfg.lr_factor,
-                       seed=cfg.seed)
+                       seed=cfg.seed, dtype=cfg.dtype)
 
 
 def train_model(name: str, prepared: Prepared, cfg: UMIPipelineConfig,
@@ -378,6 +384,9 @@ def train_model(name: str, prepared: Prepared, cfg: UMIPipelineConfig,
     check_prepared(prepared)
     rng = np.random.Generator(np.random.PCG64(cfg.seed))
     model = _build(name, prepared, cfg, rng)
+    if cfg.dtype != "float64":
+        # drawn in float64 then cast: a float32 run starts from the float64 run's numbers, rounded
+        model = replace(model, params={n: p.astype(cfg.dtype) for n, p in model.params.items()})
     log = prepared.interactions
     num_negatives = min(cfg.num_negatives, log.num_items)
     owner = log.event_users()

@@ -351,9 +351,9 @@ def _copied(params: Params) -> Params:
 
 
 def _dense(grads: Mapping[str, Array | RowSparseGrad]) -> Params:
-    """The gradients as arrays, for dense Adam; a row-sparse one is refused by name."""
+    """step_fn's gradients as arrays, for dense Adam; a row-sparse one is refused, naming step_fn."""
     sparse = sorted(name for name, g in grads.items() if isinstance(g, RowSparseGrad))
     if sparse:
-        raise TypeError(f"grads: {sparse} are row-sparse (RowSparseGrad); cfg.optimizer 'adam' "
-                        f"updates dense gradients, 'lazy_adam' row-sparse ones")
+        raise TypeError(f"step_fn: the gradients of {sparse} are row-sparse (RowSparseGrad); cfg.optimizer "
+                        f"'adam' updates dense gradients, 'lazy_adam' row-sparse ones")
     return {name: g for name, g in grads.items() if not isinstance(g, RowSparseGrad)}

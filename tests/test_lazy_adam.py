@@ -188,7 +188,7 @@ def test_fit_with_lazy_adam_and_dense_gradients_is_fit_with_adam() -> None:
 
 
 def test_fit_with_adam_refuses_a_row_sparse_gradient_by_name() -> None:
-    with pytest.raises(TypeError, match=r"grads: \['table'\] are row-sparse"):
+    with pytest.raises(TypeError, match=r"step_fn: the gradients of \['table'\] are row-sparse"):
         _quadratic_fit("adam", row_sparse=True)
 
 
@@ -197,7 +197,7 @@ def test_fit_with_adam_refuses_a_row_sparse_gradient_of_a_held_param_at_the_firs
     def step(p: dict[str, Array], rng: np.random.Generator) -> tuple[float, dict[str, Any]]:
         return 0.0, {"free": np.ones(1), "table": RowSparseGrad(np.array([0]), np.ones((1, 2)))}
 
-    with pytest.raises(TypeError, match=r"grads: \['table'\] are row-sparse"):
+    with pytest.raises(TypeError, match=r"step_fn: the gradients of \['table'\] are row-sparse"):
         fit("toy", {"free": np.zeros(1), "table": np.zeros((3, 2))}, step, lambda p: 0.0, 1.0,
             TrainConfig(steps=2), 2, np.random.default_rng(0), stream=None, held=("table",), hold_steps=5)
 

@@ -172,13 +172,31 @@ def mask_bias(mask: BoolArray, dtype: np.dtype[Any]) -> Array:
     return bias
 
 
+_SHORT_AXIS = 8
+"""A last axis up to this long (capsule routing's K interests) takes its row maximum slice by slice."""
+
+
+def _row_max(scores: Array) -> Array:
+    """max over the last axis, keepdims. numpy reduces a short last axis at a call per row, so up
+    to _SHORT_AXIS entries the maximum is taken over the slices instead: the same numbers (a maximum
+    is exact in any order). initial=-inf: a zero-length axis (no keys at all) is an all-masked row,
+    not an error."""
+    width = scores.shape[-1]
+    if not 0 < width <= _SHORT_AXIS:
+        row_max: Array = np.max(scores, axis=-1, keepdims=True, initial=-np.inf)
+        return row_max
+    row_max = scores[..., :1].copy()
+    for k in range(1, width):
+        np.maximum(row_max, scores[..., k:k + 1], out=row_max)
+    return row_max
+
+
 def _softmax_in_place(scores: Array, row_valid: BoolArray | None = None) -> Array:
     """Softmax over the last axis of scores whose masked entries are -inf, overwriting them (the
     attention kernel's (B, H, Q, L) arrays are its largest: no temporaries of their size).
     A row of -inf only (every entry masked, or no entry at all) gives zeros, and so does every row
     where `row_valid` (broadcast to scores.shape[:-1] + (1,)) is False."""
-    # initial=-inf: a zero-length axis (no keys at all) is an all-masked row, not an error.
-    row_max = np.max(scores, axis=-1, keepdims=True, initial=-np.inf)
+    row_max = _row_max(scores)
     scores -= np.where(np.isfinite(row_max), row_max, 0)
     np.exp(scores, out=scores)
     total = scores.sum(axis=-1, keepdims=True)

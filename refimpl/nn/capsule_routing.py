@@ -37,7 +37,7 @@ import numpy as np
 
 from refimpl._check import Array, BoolArray, Shapes, require_choice, require_positive_int
 from refimpl.nn._upstream import check_upstream
-from refimpl.nn.attention import softmax_backward
+from refimpl.nn.attention import masked_softmax, softmax_backward
 
 __all__ = [
     "SQUASH_EPS",
@@ -139,21 +139,10 @@ def squash_backward(z: Array, d_v: Array) -> Array:
 
 
 def softmax_interests(logits: Array) -> Array:
-    """Softmax over the last axis (interests), max-shifted: c_k = exp(b_k - m) / sum_j exp(b_j - m),
-    m = max_j b_j. The same numbers, bit for bit, as `refimpl.nn.attention.masked_softmax` with
-    every interest valid (tests/test_capsule_routing.py holds them equal), written for K a few
-    interests: numpy's max over a last axis of 3 entries costs a call per row, so the row maximum
-    is taken over the K slices instead (a maximum is exact in any order). Named so the routing
-    loop's one softmax can be found (and, in the negative-control tests, replaced) in one place."""
-    peak = logits[..., 0].copy()  # (..., ) the row maximum m
-    for k in range(1, logits.shape[-1]):
-        np.maximum(peak, logits[..., k], out=peak)
-    # a row whose maximum is not finite is shifted by 0, as masked_softmax does
-    shifted = logits - np.where(np.isfinite(peak), peak, 0)[..., None]
-    np.exp(shifted, out=shifted)
-    total = shifted.sum(axis=-1, keepdims=True)
-    shifted /= np.where(total > 0, total, np.inf)
-    return shifted
+    """Softmax over the last axis (interests): the attention kernel's max-shifted softmax with
+    every interest valid. Named so the routing loop's one softmax can be found (and, in the
+    negative-control tests, replaced) in one place."""
+    return masked_softmax(logits, np.ones(logits.shape[-1:], dtype=bool))
 
 
 def _validate(

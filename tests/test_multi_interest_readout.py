@@ -277,3 +277,33 @@ def test_negative_control_chosen_interest_check_catches_a_gradient_spread_over_e
     check = test_gradient_reaches_only_the_chosen_interests.hypothesis.inner_test  # type: ignore[attr-defined]
     with pytest.raises(AssertionError):
         check(seed=0, shared=True, mode="standard")
+
+
+def _per_row(x: Mapping[str, Arr], negatives: Arr) -> dict[str, Arr]:
+    """`x` with `negatives` (N, D) repeated for every row: the per-row path on the same items."""
+    b = x["interests"].shape[0]
+    return {**x, "negatives": np.broadcast_to(negatives, (b, *negatives.shape)).copy(),
+            "negative_ids": np.broadcast_to(x["negative_ids"], (b, x["negative_ids"].shape[0])).copy()}
+
+
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 4), n=st.integers(1, 6), hit=st.booleans(),
+       mode=st.sampled_from(["standard", "harder_negatives"]), dtype=st.sampled_from([np.float32, np.float64]))
+def test_shared_negatives_equal_the_per_row_path(seed: int, k: int, n: int, hit: bool, mode: str,
+                                                 dtype: Any) -> None:
+    """Shared negatives (N, D) score and back-propagate by matrix products; the per-row path (B, N, D)
+    by element-wise sums: the same loss and gradients (d_negatives summed over the rows) to round-off.
+    Negative control: the per-row path on other items (the negatives rolled by one) differs."""
+    x = _draw(seed, 5, k, n, 4, shared=True, hit=hit, dtype=dtype)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+
+    def run(inputs: Mapping[str, Arr]) -> tuple[Arr, ...]:
+        loss, cache = _readout(inputs, mode)
+        grads = multi_interest_readout_backward(cache, np.ones((), dtype=dtype))
+        d_negatives = grads.negatives if grads.negatives.ndim == 2 else grads.negatives.sum(axis=0)
+        return loss, grads.interests, grads.positive, d_negatives
+
+    for shared_value, per_row_value in zip(run(x), run(_per_row(x, x["negatives"])), strict=True):
+        np.testing.assert_allclose(shared_value, per_row_value, rtol=tol, atol=tol)
+    assume(n > 1 and not np.allclose(x["negatives"], np.roll(x["negatives"], 1, axis=0)))
+    rolled = run(_per_row(x, np.roll(x["negatives"], 1, axis=0)))
+    assert not all(np.allclose(a, b, rtol=tol, atol=tol) for a, b in zip(run(x), rolled, strict=True))

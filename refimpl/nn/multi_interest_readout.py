@@ -83,7 +83,10 @@ class ReadoutGrads:
 def interest_scores(interests: Array, negatives: Array) -> Array:
     """<v_bk, e_bn> for every row, negative and interest: (B, N, K)."""
     if negatives.ndim == 2:
-        scores: Array = np.einsum("bkd,nd->bnk", interests, negatives)
+        # shared negatives: one (B K, D) @ (D, N) product, where einsum would loop entry by entry
+        b, k, d = interests.shape
+        by_interest = interests.reshape(b * k, d) @ negatives.T  # (B K, N)
+        scores: Array = by_interest.reshape(b, k, negatives.shape[0]).transpose(0, 2, 1)
     else:
         scores = np.einsum("bkd,bnd->bnk", interests, negatives)
     return scores
@@ -143,19 +146,23 @@ def multi_interest_readout_backward(cache: ReadoutCache, d_loss: Array | float) 
         cache.logit_loss.cache, d_loss, cache.temperature, cache.positive_q, cache.negative_q, cache.shared
     )
     interests = cache.interests
-    b, k, _ = interests.shape
+    b, k, d = interests.shape
+    n = d_neg_score.shape[1]
     rows = np.arange(b)
     # in the forward pass this was: chosen_negative = negative_scores[b, n, negative_interests[b, n]],
     # negative_scores = interests . negatives: each score routes its gradient to one interest
     negative_routing = d_neg_score[:, :, None] * (
         cache.negative_interests[:, :, None] == np.arange(k)
-    )
-    chosen_vectors = interests[rows[:, None], cache.negative_interests]  # (B, N, D)
+    )  # (B, N, K): d s_bn at k = k_bn, 0 elsewhere
     if cache.shared:
-        d_interests = np.einsum("bnk,nd->bkd", negative_routing, cache.negatives)
-        d_negatives: Array = np.einsum("bn,bnd->nd", d_neg_score, chosen_vectors)
+        # d v_bk = sum_n routing_bnk e_n and d e_n = sum_{b,k} routing_bnk v_bk: two matrix
+        # products over (B K) rows (BLAS), where einsum would loop entry by entry
+        by_interest = negative_routing.transpose(0, 2, 1).reshape(b * k, n)  # (B K, N)
+        d_interests = (by_interest @ cache.negatives).reshape(b, k, d)
+        d_negatives: Array = by_interest.T @ interests.reshape(b * k, d)
     else:
         d_interests = np.einsum("bnk,bnd->bkd", negative_routing, cache.negatives)
+        chosen_vectors = interests[rows[:, None], cache.negative_interests]  # (B, N, D)
         d_negatives = d_neg_score[:, :, None] * chosen_vectors
     # in the forward pass this was: chosen_positive = interests[b, positive_interest[b]] . positive[b]
     d_interests[rows, cache.positive_interest] += d_pos_score[:, None] * cache.positive

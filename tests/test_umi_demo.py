@@ -12,7 +12,7 @@ import pytest
 
 from refimpl.cli import main as cli_main
 from refimpl.data.synthetic_profiles import PROFILE_QUICK_CONFIG, generate_profile_data
-from refimpl.demos.umi import QUICK, run, scaled_cutoffs
+from refimpl.demos.umi import DEFAULT, QUICK, _parser, config_for, run, scaled_cutoffs
 from refimpl.models.umi import umi_init
 from refimpl.optim import AdamConfig, adam_init, adam_step
 from refimpl.pipelines.umi import (
@@ -120,7 +120,9 @@ def test_the_attention_is_held_at_its_init_for_the_first_steps(hold: int) -> Non
     trained = train_model("UMI", prepared, cfg, stream=None)
     assert trained.curve.best_step > 0  # the returned params are trained ones, not the init
     init = umi_init(np.random.Generator(np.random.PCG64(cfg.seed)), umi_config("UMI", prepared, cfg))
-    held = all(np.array_equal(trained.params[name], init[name]) for name in init if name.startswith("uga_"))
+    # the pipeline draws in float64 and casts to cfg.dtype (the demo's float32)
+    held = all(np.array_equal(trained.params[name], init[name].astype(cfg.dtype))
+               for name in init if name.startswith("uga_"))
     assert held == (hold >= trained.curve.best_step)
     assert not np.array_equal(trained.params["item_table"], init["item_table"])
 
@@ -231,3 +233,13 @@ def test_run_refuses_no_seeds_and_bad_jobs() -> None:
         run(replace(QUICK, seeds=()), stream=None)
     with pytest.raises(ValueError, match="jobs: expected a positive integer, got 0"):
         run(QUICK, stream=None, jobs=0)
+
+
+def test_dtype_flag_overrides_the_float32_default(capsys: pytest.CaptureFixture[str]) -> None:
+    assert DEFAULT.pipeline.dtype == "float32"
+    assert config_for(_parser().parse_args([])).pipeline.dtype == "float32"
+    assert config_for(_parser().parse_args(["--dtype", "float64"])).pipeline.dtype == "float64"
+    with pytest.raises(SystemExit) as refused:
+        _parser().parse_args(["--dtype", "float16"])
+    assert refused.value.code == 2
+    assert "argument --dtype: invalid choice: 'float16'" in capsys.readouterr().err

@@ -25,8 +25,9 @@ through every iteration, including the logit updates and the initial logits.
 
 Detached, with w_ij = a_i c_ij constant, z_j = sum_i w_ij W_j e_i is linear in W and in e, and
 d_u_ij = w_ij d_z_j, so the gradients are taken in an order that never forms the (B, L, K, D_out)
-tensor d_u: d_W_j = sum_b (sum_i w_bij e_bi) d_z_bj^T (the items pooled per interest first) and
-d_e_bi = sum_j w_bij (W_j d_z_bj) (d_z mapped back per interest first); see `_frozen_map_backward`.
+tensor d_u: d_W_j = sum_b (sum_i w_bij e_bi)^T d_z_bj (the items pooled per interest first) and
+d_e_bi = sum_j w_bij (d_z_bj W_j^T) (d_z mapped back per interest first), in the row-vector
+convention of the code (u_ij = e_i @ W_j); see `_frozen_map_backward`.
 The exact mode adds terms to d_u from every iteration and builds it.
 
 Edge cases: a padded item (mask False) enters every sum with weight 0, whatever its item weight,
@@ -246,13 +247,13 @@ def _aggregate_backward(
 
 
 def _frozen_map_backward(W: Array, items: Array, weights: Array, d_sums: Array) -> tuple[Array, Array]:
-    """(d_W, d_items) of z_j = sum_i w_ij W_j e_i for constant weights w (B, L, K) and d_z (B, K, D_out).
+    """(d_W, d_items) of z_j = sum_i w_ij e_i @ W_j for constant weights w (B, L, K) and d_z (B, K, D_out).
 
     The same numbers as `map_items_backward` of d_u_ij = w_ij d_z_j, up to round-off, but summed
-    in an order that never forms that (B, L, K, D_out) tensor:
-        d_W_j  = sum_b (sum_i w_bij e_bi) d_z_bj^T    the items pooled per interest first, (B, K, D_in)
-        d_e_bi = sum_j w_bij (W_j d_z_bj)             d_z mapped back per interest first, (B, K, D_in)
-    With a shared map W_j = W: d_W = sum_{b,j} (sum_i w_bij e_bi) d_z_bj^T, d_e_bi = sum_j w_bij (W d_z_bj).
+    in an order that never forms that (B, L, K, D_out) tensor (e, d_z row vectors):
+        d_W_j  = sum_b (sum_i w_bij e_bi)^T d_z_bj    the items pooled per interest first, (B, K, D_in)
+        d_e_bi = sum_j w_bij (d_z_bj W_j^T)           d_z mapped back per interest first, (B, K, D_in)
+    With a shared map W_j = W: d_W = sum_{b,j} (sum_i w_bij e_bi)^T d_z_bj, d_e_bi = sum_j w_bij (d_z_bj W^T).
     """
     b, k, d_out = d_sums.shape
     d_in = items.shape[2]

@@ -23,6 +23,13 @@ c^{t-1} are constants for the gradient, so the gradient is that of `frozen_routi
 c = c^{t-1} and initial_logits get a zero gradient. `detach_routing=False`: the exact gradient
 through every iteration, including the logit updates and the initial logits.
 
+Detached, with w_ij = a_i c_ij constant, z_j = sum_i w_ij W_j e_i is linear in W and in e, and
+d_u_ij = w_ij d_z_j, so the gradients are taken in an order that never forms the (B, L, K, D_out)
+tensor d_u: d_W_j = sum_b (sum_i w_bij e_bi)^T d_z_bj (the items pooled per interest first) and
+d_e_bi = sum_j w_bij (d_z_bj W_j^T) (d_z mapped back per interest first), in the row-vector
+convention of the code (u_ij = e_i @ W_j); see `_frozen_map_backward`.
+The exact mode adds terms to d_u from every iteration and builds it.
+
 Edge cases: a padded item (mask False) enters every sum with weight 0, whatever its item weight,
 and gets exactly zero gradient; an all-padded row has z = 0, interests 0 and a finite (zero)
 gradient (the 1e-9 keeps the square root away from 0). The coefficients are stored for every
@@ -239,6 +246,32 @@ def _aggregate_backward(
     return d_mapped, d_item_weights, d_coefficients
 
 
+def _frozen_map_backward(W: Array, items: Array, weights: Array, d_sums: Array) -> tuple[Array, Array]:
+    """(d_W, d_items) of z_j = sum_i w_ij e_i @ W_j for constant weights w (B, L, K) and d_z (B, K, D_out).
+
+    The same numbers as `map_items_backward` of d_u_ij = w_ij d_z_j, up to round-off, but summed
+    in an order that never forms that (B, L, K, D_out) tensor (e, d_z row vectors):
+        d_W_j  = sum_b (sum_i w_bij e_bi)^T d_z_bj    the items pooled per interest first, (B, K, D_in)
+        d_e_bi = sum_j w_bij (d_z_bj W_j^T)           d_z mapped back per interest first, (B, K, D_in)
+    With a shared map W_j = W: d_W = sum_{b,j} (sum_i w_bij e_bi)^T d_z_bj, d_e_bi = sum_j w_bij (d_z_bj W^T).
+    """
+    b, k, d_out = d_sums.shape
+    d_in = items.shape[2]
+    pooled = weights.transpose(0, 2, 1) @ items  # (B, K, L) @ (B, L, D_in) -> (B, K, D_in)
+    d_w: Array
+    if W.ndim == 2:
+        # (D_in, B K) @ (B K, D_out): the sum over rows and interests in one product
+        d_w = pooled.reshape(b * k, d_in).T @ d_sums.reshape(b * k, d_out)
+        mapped_back = d_sums @ W.T  # (B, K, D_out) @ (D_out, D_in)
+    else:
+        # per interest j: (D_in, B) @ (B, D_out)
+        d_w = pooled.transpose(1, 2, 0) @ d_sums.transpose(1, 0, 2)  # (K, D_in, D_out)
+        # per interest j: (B, D_out) @ (D_out, D_in), back to (B, K, D_in)
+        mapped_back = (d_sums.transpose(1, 0, 2) @ W.transpose(0, 2, 1)).transpose(1, 0, 2)
+    d_items: Array = weights @ mapped_back  # (B, L, K) @ (B, K, D_in) -> (B, L, D_in)
+    return d_w, d_items
+
+
 def capsule_routing_forward(
     params: CapsuleRoutingParams,
     items: Array,
@@ -276,19 +309,38 @@ def capsule_routing_forward(
 
 def capsule_routing_backward(cache: CapsuleRoutingCache, d_interests: Array) -> CapsuleRoutingGrads:
     """Gradients of W, items, item_weights and initial_logits for upstream d_interests
-    (B, K, D_out). The loop walks the iterations backwards, r = t-1 .. 0; `d_next_logits` carries
-    d b^{r+1} from iteration r+1 down to iteration r (zero at r = t-1: b^t is never computed)."""
+    (B, K, D_out). Detached: the last iteration only, with its coefficients constant. Exact: the
+    loop walks the iterations backwards, r = t-1 .. 0; `d_next_logits` carries d b^{r+1} from
+    iteration r+1 down to iteration r (zero at r = t-1: b^t is never computed)."""
     last_sums = cache.sums[-1]
     d_interests = check_upstream("d_interests", d_interests, last_sums.shape, last_sums.dtype)
     cfg, mapped, item_weights = cache.cfg, cache.mapped, cache.item_weights
-    # d u and d a are allocated by the last iteration's terms (for the detached gradient the only
-    # ones): no zero-filled (B, L, K, D_out) array and no pass adding onto it
+    if cfg.detach_routing:
+        # c^{t-1} is a constant: only the last iteration's v^{t-1} = squash(z^{t-1}) and
+        # z^{t-1}_j = sum_i a_i c_ij W_j e_i are inverted, and no gradient reaches the logits
+        coefficients = cache.coefficients[-1]
+        d_sums = squash_backward(last_sums, d_interests)
+        d_w, d_items = _frozen_map_backward(cache.W, cache.items, item_weights[:, :, None] * coefficients, d_sums)
+        d_item_weights = np.sum(coefficients * agreement(mapped, d_sums), axis=-1)  # sum_j c_ij (u_ij . d_z_j)
+        d_initial_logits = np.zeros(coefficients.shape, dtype=mapped.dtype)
+    else:
+        d_w, d_items, d_item_weights, d_initial_logits = _exact_backward(cache, d_interests)
+    # in the forward pass this was: a_i = item_weights_i if mask_i else 0
+    d_item_weights = np.where(cache.mask, d_item_weights, 0).astype(d_item_weights.dtype, copy=False)
+    return CapsuleRoutingGrads(
+        W=d_w, items=d_items, item_weights=d_item_weights, initial_logits=d_initial_logits
+    )
+
+
+def _exact_backward(cache: CapsuleRoutingCache, d_interests: Array) -> tuple[Array, Array, Array, Array]:
+    """(d_W, d_items, d_a, d_initial_logits) through every iteration, r = t-1 .. 0."""
+    cfg, mapped, item_weights = cache.cfg, cache.mapped, cache.item_weights
+    # d u and d a are allocated by the last iteration's terms: no zero-filled (B, L, K, D_out)
+    # array and no pass adding onto it
     d_mapped = d_item_weights = np.empty(0, dtype=mapped.dtype)
     d_interest = d_interests  # d v^r, starting at r = t-1 with the upstream gradient
     d_next_logits = np.zeros(cache.logits[0].shape, dtype=mapped.dtype)  # d b^{r+1}
-    # detached: c^{t-1} is a constant, so only the last iteration's z^{t-1} and v^{t-1} are inverted
-    first_inverted = cfg.iterations - 1 if cfg.detach_routing else 0
-    for r in range(cfg.iterations - 1, first_inverted - 1, -1):
+    for r in range(cfg.iterations - 1, -1, -1):
         # in the forward pass this was: v^r = squash(z^r)
         d_sums = squash_backward(cache.sums[r], d_interest)
         # in the forward pass this was: z^r_j = sum_i a_i c^r_ij u_ij
@@ -298,8 +350,6 @@ def capsule_routing_backward(cache: CapsuleRoutingCache, d_interests: Array) -> 
         else:
             d_mapped += d_u
             d_item_weights += d_a
-        if cfg.detach_routing:  # c^{t-1} is a constant: nothing flows into the logits
-            continue
         # in the forward pass this was: c^r = softmax_interests(b^r)
         d_logits = softmax_backward(cache.coefficients[r], d_coefficients)  # d b^r, from c^r
         if cfg.update == "accumulate":
@@ -310,15 +360,10 @@ def capsule_routing_backward(cache: CapsuleRoutingCache, d_interests: Array) -> 
             d_mapped += d_logits[..., None] * cache.interests[r - 1][:, None, :, :]
             d_interest = interest_sums(mapped, d_logits)  # d v^{r-1}
         d_next_logits = d_logits  # iteration r-1 sees d b^r as its d b^{r+1}
-    # in the forward pass this was: b^0 = initial_logits; detached, no gradient reaches it
-    d_initial_logits = np.zeros_like(d_next_logits) if cfg.detach_routing else d_next_logits
     # in the forward pass this was: u_ij = W_j e_i
     d_w, d_items = map_items_backward(cache.W, cache.items, d_mapped)
-    # in the forward pass this was: a_i = item_weights_i if mask_i else 0
-    d_item_weights = np.where(cache.mask, d_item_weights, 0).astype(d_item_weights.dtype, copy=False)
-    return CapsuleRoutingGrads(
-        W=d_w, items=d_items, item_weights=d_item_weights, initial_logits=d_initial_logits
-    )
+    # in the forward pass this was: b^0 = initial_logits
+    return d_w, d_items, d_item_weights, d_next_logits
 
 
 def frozen_routing_forward(

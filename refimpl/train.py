@@ -86,6 +86,10 @@ class TrainConfig:
     # "lazy_adam": row-sparse gradients update only their rows (refimpl.optim.lazy_adam_step,
     # spec/optim.md#lazy-adam), so a step does not grow with the catalogue; other mathematics than "adam"
     optimizer: str = "adam"
+    # > 0: the validation loss, the stopping rule and the params returned read an exponential moving
+    # average of the trained params (Polyak averaging; TF's ExponentialMovingAverage(decay)), whose
+    # loss does not jump with each step's noise (spec/demo.md#training); 0: the trained params
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "eval_every", "patience", "validation_rows", "batch_size",
@@ -100,6 +104,8 @@ class TrainConfig:
         require_int("cfg.seed", self.seed, low=0)
         require_choice("cfg.dtype", self.dtype, DTYPES)
         require_choice("cfg.optimizer", self.optimizer, OPTIMIZERS)
+        if not 0.0 <= require_real("cfg.ema_decay", self.ema_decay) < 1.0:
+            raise ValueError(f"cfg.ema_decay: expected a decay in [0, 1) (0: no average), got {self.ema_decay!r}")
 
 
 def seeded_rng(seed: int, stream: int = 0) -> np.random.Generator:
@@ -252,7 +258,9 @@ def fit(
     """Adam steps of `step_fn` under the stopping rule of TrainConfig, at most `steps`; every
     step's batch is drawn from `rng`. The params named in `held` keep their values for the first
     `hold_steps` steps (their gradients are ignored) and then train with an Adam state of their own
-    (moments and bias correction from zero at the release). Returns the params at the lowest
+    (moments and bias correction from zero at the release). With cfg.ema_decay = d > 0 every
+    measurement reads the moving average of the trained params, a_1 = p_1, a_t = d a_{t-1} + (1 - d)
+    p_t (the trained params themselves when d = 0). Returns the measured params at the lowest
     validation loss, and the curve. With cfg.optimizer "lazy_adam" the update works in place on
     copies of `params` (the caller's arrays are never written) and the best params are copied when
     they are kept. A loss from `step_fn` that is not a finite real number is refused at its step."""
@@ -285,6 +293,7 @@ def fit(
     best_params, best_step, best = _copied(params) if lazy else params, 0, valid_fn(params)
     curve = Curve([], [0], [best], chance, 0, False, [cfg.lr], [])
     waited = cuts = 0
+    averaged: Params = {}  # the moving average of the trained params (cfg.ema_decay > 0), from step 1
     adam = AdamConfig(lr=scheduled_lr(cfg, 1, steps, cuts))
     # a bar on a terminal (its status the latest report line); off a terminal one line per measurement
     with nullcontext(Bar()) if stream is None else task(name, total=steps, unit="step", stream=stream) as bar:
@@ -312,11 +321,14 @@ def fit(
                     part, states[index] = adam_step(group, {n: dense[n] for n in names}, states[index], adam)
                 updated.update(part)
             params = updated
+            if cfg.ema_decay:
+                averaged = _moving_average(averaged, params, cfg.ema_decay)
             curve.train.append(loss)
             bar.advance()
             if step % cfg.eval_every and step != steps:
                 continue
-            valid = valid_fn(params)
+            measured = averaged if cfg.ema_decay else params
+            valid = valid_fn(measured)
             curve.valid_steps.append(step)
             curve.valid.append(valid)
             curve.lr.append(adam.lr)
@@ -329,9 +341,9 @@ def fit(
                 stream.write(line + "\n")
                 stream.flush()
             if valid < best - cfg.min_improvement:
-                best_params, best_step, best, waited = _copied(params) if lazy else params, step, valid, 0
+                best_params, best_step, best, waited = _copied(measured) if lazy else measured, step, valid, 0
             elif valid < best:
-                best_params, best_step, best = _copied(params) if lazy else params, step, valid
+                best_params, best_step, best = _copied(measured) if lazy else measured, step, valid
                 waited += 1
             else:
                 waited += 1
@@ -343,6 +355,14 @@ def fit(
                 curve.cut_steps.append(step)
                 adam = AdamConfig(lr=scheduled_lr(cfg, min(step + 1, steps), steps, cuts))
     return best_params, replace(curve, best_step=best_step)
+
+
+def _moving_average(averaged: Params, params: Params, decay: float) -> Params:
+    """d a + (1 - d) p per param, as new arrays; a copy of `params` when there is no average yet
+    (`averaged` empty: lazy Adam writes into `params`)."""
+    if not averaged:
+        return _copied(params)
+    return {name: decay * averaged[name] + (1.0 - decay) * value for name, value in params.items()}
 
 
 def _copied(params: Params) -> Params:

@@ -114,6 +114,7 @@ class UMIPipelineConfig:
     attention_bias: float = 3.0  # UMI's UGANet output bias at init: behaviours start open (a_i ~ 0.95)
     attention_hold: int = 150  # UMI's first steps with UGANet's params held at their init (spec/umi.md)
     dtype: str = "float64"  # of every model's params and the batches' float arrays; or "float32"
+    ema_decay: float = 0.0  # > 0: validation and the params kept read the moving average (refimpl.train.fit)
 
 
 def validate_pipeline_config(cfg: UMIPipelineConfig) -> None:
@@ -137,6 +138,8 @@ def validate_pipeline_config(cfg: UMIPipelineConfig) -> None:
         raise TypeError(f"cfg.target_behaviour: expected a behaviour name or None, got {cfg.target_behaviour!r}")
     require_int("cfg.seed", cfg.seed, low=0)
     require_choice("cfg.dtype", cfg.dtype, DTYPES)
+    if not 0.0 <= require_real("cfg.ema_decay", cfg.ema_decay) < 1.0:
+        raise ValueError(f"cfg.ema_decay: expected a decay in [0, 1) (0: no average), got {cfg.ema_decay!r}")
 
 
 @dataclass(frozen=True)
@@ -373,7 +376,7 @@ def _train_config(cfg: UMIPipelineConfig) -> TrainConfig:
                        min_improvement=cfg.min_improvement, validation_rows=cfg.validation_rows,
                        batch_size=cfg.batch_size, num_negatives=cfg.num_negatives, dim=cfg.dim,
                        num_interests=cfg.num_interests, lr=cfg.lr, lr_cuts=cfg.lr_cuts, lr_factor=cfg.lr_factor,
-                       seed=cfg.seed, dtype=cfg.dtype)
+                       seed=cfg.seed, dtype=cfg.dtype, ema_decay=cfg.ema_decay)
 
 
 def train_model(name: str, prepared: Prepared, cfg: UMIPipelineConfig,

@@ -112,3 +112,17 @@ def test_tiny_hand_case_matches_the_spec_numbers() -> None:
     assert d_x.tolist() == [[0.5, 0.5]]
     assert grads.W.tolist() == [[1.0, -1.0, 0.5], [2.0, -2.0, 1.0]]
     assert grads.b.tolist() == [1.0, -1.0, 0.5]
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape"), [((2, 4, 3), (3, 0)), ((2, 0), (0, 2)), ((0, 4, 3), (3, 2))])
+def test_zero_widths_and_rows_give_empty_results_not_numpy_reshape_errors(x_shape: tuple[int, ...],
+                                                                          w_shape: tuple[int, int]) -> None:
+    """A zero-width layer or an empty batch: y (..., D_out) and every gradient keep their shapes (the
+    leading axes folded into rows by count, not by -1, which a zero width leaves undetermined)."""
+    x, W = np.ones(x_shape), np.ones(w_shape)
+    y, cache = linear_forward(LinearParams(W, np.zeros(w_shape[1])), x)
+    assert y.shape == (*x_shape[:-1], w_shape[1])
+    grads, d_x = linear_backward(cache, np.ones_like(y))
+    assert d_x.shape == x.shape and grads.W.shape == W.shape and grads.b.shape == (w_shape[1],)
+    rows = int(np.prod(x_shape[:-1]))
+    np.testing.assert_array_equal(grads.W, np.full(w_shape, float(rows)))  # ones times ones, summed over rows

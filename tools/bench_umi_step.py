@@ -1,10 +1,11 @@
 """Measure the CPU cost of one training step of every model of the UMI demo, and where it goes.
 
-At the demo's default shapes (`refimpl.demos.umi.DEFAULT`: its data config, seed 0; T = 20, K = 3,
-batch 128, N = 50 negatives, D = 32), for each model of `refimpl.pipelines.umi.MODEL_NAMES`, one
-training step is what `refimpl.train.fit` runs per step: the model's loss and gradients (forward,
-readout, backward) then `refimpl.optim.adam_step`. The batches (histories, profiles, routing-logit
-initialisation, positives, negatives) are drawn as the pipeline draws them, before timing.
+At the demo's default shapes and precision (`refimpl.demos.umi.DEFAULT`: its data config, seed 0;
+T = 20, K = 3, batch 128, N = 50 negatives, D = 32, float32; `--dtype float64` for the other), for
+each model of `refimpl.pipelines.umi.MODEL_NAMES`, one training step is what `refimpl.train.fit` runs
+per step: the model's loss and gradients (forward, readout, backward) then `refimpl.optim.adam_step`.
+The params are drawn in float64 and cast, as the pipeline does; the batches (histories, profiles,
+routing-logit initialisation, positives, negatives) are drawn as the pipeline draws them, before timing.
 
 - Time: CPU seconds of the process (`time.process_time`) per step, median and min of interleaved
   repeats (one repeat runs one step of every model, so a noisy moment hits all of them), BLAS
@@ -56,14 +57,18 @@ from refimpl.threads import blas_threads  # noqa: E402
 Batch = tuple[UserBatch, np.ndarray, np.ndarray]
 
 
+PIPELINE = DEFAULT.pipeline
+"""The pipeline config measured: the demo's, with `--dtype` applied (set by `main`)."""
+
+
 def _setup(seed: int) -> Prepared:
     log = generate_profile_data(DEFAULT.data).interactions
-    return prepare(log, replace(DEFAULT.pipeline, seed=seed))
+    return prepare(log, replace(PIPELINE, seed=seed))
 
 
 def _draw(prepared: Prepared, rng: np.random.Generator) -> Batch:
     """One training batch as `refimpl.pipelines.umi.train_model`'s step draws it."""
-    cfg = DEFAULT.pipeline
+    cfg = PIPELINE
     log = prepared.interactions
     rows = rng.choice(prepared.train_ends.shape[0], size=min(cfg.batch_size, prepared.train_ends.shape[0]),
                       replace=False)
@@ -79,10 +84,11 @@ class _Runner:
 
     def __init__(self, name: str, prepared: Prepared, batches: list[Batch]) -> None:
         rng = np.random.Generator(np.random.PCG64(0))
-        self.model: _Model = _build(name, prepared, DEFAULT.pipeline, rng)
-        self.params: Params = self.model.params
+        self.model: _Model = _build(name, prepared, PIPELINE, rng)
+        # drawn in float64 and cast, as refimpl.pipelines.umi.train_model does
+        self.params: Params = {n: p.astype(PIPELINE.dtype) for n, p in self.model.params.items()}
         self.state: AdamState = adam_init(self.params)
-        self.adam = AdamConfig(lr=DEFAULT.pipeline.lr)
+        self.adam = AdamConfig(lr=PIPELINE.lr)
         self.batches = batches
         self.taken = 0
 
@@ -173,7 +179,8 @@ def _export(rev: str, into: Path) -> None:
 
 def _child(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "BENCH_UMI_STEP_CODE": str(path), "OPENBLAS_NUM_THREADS": "1"}
-    command = [sys.executable, __file__, "--json", "--repeats", str(args.repeats), "--models", *args.models]
+    command = [sys.executable, __file__, "--json", "--repeats", str(args.repeats), "--dtype", args.dtype,
+               "--models", *args.models]
     if args.curve:
         command += ["--curve", str(args.curve)]
     done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
@@ -191,8 +198,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--curve", type=int, default=0, metavar="STEPS", help="exact loss curves, not timings")
     parser.add_argument("--against", metavar="REV", help="also run git revision REV and compare")
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs per version with --against")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default=DEFAULT.pipeline.dtype,
+                        help=f"the params' and arrays' precision (default the demo's, {DEFAULT.pipeline.dtype})")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    global PIPELINE
+    PIPELINE = replace(DEFAULT.pipeline, dtype=args.dtype)
     for flag, value, low in (("--repeats", args.repeats, 1), ("--profile-steps", args.profile_steps, 1),
                              ("--top", args.top, 1), ("--rounds", args.rounds, 1), ("--curve", args.curve, 0)):
         if value < low:  # a median of no repeats, a share of no profiled time
@@ -226,7 +237,7 @@ def main(argv: list[str]) -> int:
             return 0
         merged = {label: {name: [t for run in result for t in run["timings"][name]] for name in models}
                   for label, result in runs.items()}
-        print(f"CPU ms per training step (loss + gradients + Adam), 1 thread, median (min) of "
+        print(f"CPU ms per training step (loss + gradients + Adam), {args.dtype}, 1 thread, median (min) of "
               f"{args.repeats * args.rounds} interleaved repeats in {args.rounds} alternating runs")
         print(f"{'model':<15} {args.against:>16} {'worktree':>16} {'ratio':>6}")
         for name in models:
@@ -240,7 +251,8 @@ def main(argv: list[str]) -> int:
                 print(name, " ".join(lines))
             return 0
         times = timings(args.repeats, models)
-        print(f"CPU ms per training step (loss + gradients + Adam), 1 thread, {args.repeats} interleaved repeats")
+        print(f"CPU ms per training step (loss + gradients + Adam), {args.dtype}, 1 thread, {args.repeats} "
+              "interleaved repeats")
         print(f"{'model':<15} {'median':>8} {'min':>8}")
         for name in models:
             print(f"{name:<15} {statistics.median(times[name]):>8.2f} {min(times[name]):>8.2f}")

@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from refimpl.cli import main as cli_main
 from refimpl.data.synthetic_profiles import PROFILE_QUICK_CONFIG, generate_profile_data
-from refimpl.demos.umi import DEFAULT, QUICK, _parser, config_for, run, scaled_cutoffs
+from refimpl.demos.umi import DEFAULT, LONGEST_FIRST, QUICK, _parser, config_for, run, scaled_cutoffs
 from refimpl.models.umi import umi_init
 from refimpl.optim import AdamConfig, adam_init, adam_step
 from refimpl.pipelines.umi import (
+    MODEL_NAMES,
     POPULARITY,
     UMIPipelineConfig,
     evaluate,
@@ -243,3 +245,22 @@ def test_dtype_flag_overrides_the_float32_default(capsys: pytest.CaptureFixture[
         _parser().parse_args(["--dtype", "float16"])
     assert refused.value.code == 2
     assert "argument --dtype: invalid choice: 'float16'" in capsys.readouterr().err
+
+
+def test_the_pool_order_names_every_model_once() -> None:
+    assert sorted(LONGEST_FIRST) == sorted(MODEL_NAMES)
+
+
+def test_two_processes_report_what_one_does() -> None:
+    """The pool is handed the trainings longest first; the report keeps the seeds' and models' order
+    and every number (each job is deterministic alone). Negative control: another seed differs."""
+    cfg = replace(QUICK, seeds=(0, 1), models=("DSSM", "MIND", "UMI"))
+
+    def numbers(result: Any) -> list[Any]:
+        return [(s.seed, [(table, list(rows.items())) for table, rows in s.tables.items()],
+                 [(n, {k: v for k, v in r.items() if k != "seconds"}) for n, r in s.training.items()])
+                for s in result.seeds]  # lists: the order is compared too
+
+    alone = numbers(run(cfg, stream=None, jobs=1))
+    assert numbers(run(cfg, stream=None, jobs=2)) == alone
+    assert numbers(run(replace(cfg, seeds=(0, 2)), stream=None, jobs=1)) != alone

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refimpl._check import Array, IntArray, Shapes, require_int, require_real
+from refimpl._check import Array, IntArray, Shapes, require_finite_array, require_int, require_real
 from refimpl.nn.row_sparse import RowSparseGrad, require_row_sparse
 
 __all__ = [
@@ -90,6 +90,16 @@ def adam_step(
             shapes.check_float(label, value, dims)
         if (state.v[name] < 0).any():
             raise ValueError(f"state.v[{name!r}]: a second moment is >= 0, got a negative entry")
+    return adam_update(params, grads, state, cfg)
+
+
+def adam_update(
+    params: dict[str, Array], grads: dict[str, Array], state: AdamState, cfg: AdamConfig
+) -> tuple[dict[str, Array], AdamState]:
+    """`adam_step` unchecked (the same numbers), for a caller that checked its params and state once
+    and checks each step's gradients (`check_gradients`), as `refimpl.train.fit` does: the state is
+    the previous update's and the params its result, so a check of every moment every step (four
+    scans of each param-sized array) would find nothing new."""
     step = state.step + 1
     new_params: dict[str, Array] = {}
     m: dict[str, Array] = {}
@@ -97,6 +107,23 @@ def adam_step(
     for name, p in params.items():
         new_params[name], m[name], v[name] = _adam_update(p, grads[name], state.m[name], state.v[name], step, cfg)
     return new_params, AdamState(step=step, m=m, v=v)
+
+
+def check_gradients(params: Mapping[str, Array], grads: Mapping[str, object]) -> None:
+    """Every param has a gradient: a finite array of its shape and dtype (errors name grads[name])."""
+    if set(grads) != set(params):
+        missing = sorted(set(params) - set(grads))
+        extra = sorted(set(grads) - set(params))
+        raise ValueError(f"grads: keys must match params (missing {missing}, unexpected {extra})")
+    for name, p in params.items():
+        label, g = f"grads[{name!r}]", grads[name]
+        if not isinstance(g, np.ndarray):
+            raise TypeError(f"{label}: expected a numpy array, got {type(g).__name__}")
+        if g.shape != p.shape:
+            raise ValueError(f"{label}: expected shape {p.shape} like the param, got {g.shape}")
+        if g.dtype != p.dtype:
+            raise TypeError(f"{label}: dtype {g.dtype} differs from the param's {p.dtype}")
+        require_finite_array(label, g)
 
 
 def _adam_update(

@@ -37,7 +37,7 @@ import numpy as np
 from refimpl._check import Array, IntArray, require_choice, require_int, require_positive_int, require_real
 from refimpl.models._params import Params
 from refimpl.nn.row_sparse import RowSparseGrad
-from refimpl.optim import AdamConfig, adam_init, adam_step, lazy_adam_step
+from refimpl.optim import AdamConfig, adam_init, adam_update, check_gradients, lazy_adam_step
 from refimpl.progress import Bar, task
 
 __all__ = [
@@ -318,7 +318,10 @@ def fit(
                 if dense is None:
                     part, states[index] = lazy_adam_step(group, {n: grads[n] for n in names}, states[index], adam)
                 else:
-                    part, states[index] = adam_step(group, {n: dense[n] for n in names}, states[index], adam)
+                    # the params and states were checked at their init (adam_init) and are the
+                    # previous update's since; the gradients are new every step
+                    check_gradients(group, {n: dense[n] for n in names})
+                    part, states[index] = adam_update(group, {n: dense[n] for n in names}, states[index], adam)
                 updated.update(part)
             params = updated
             if cfg.ema_decay:

@@ -12,10 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from refimpl import optim
 from refimpl.cases._base import Tensors
 from refimpl.cases.optim import CASES, run_adam_steps
 from refimpl.conformance import reference_adapter, run_conformance
 from refimpl.optim import AdamConfig, AdamState, adam_init, adam_step
+from refimpl.train import TrainConfig, fit
 
 Array = np.ndarray[Any, Any]
 Step = Callable[[dict[str, Array], dict[str, Array], AdamState, AdamConfig], tuple[dict[str, Array], AdamState]]
@@ -182,3 +184,36 @@ def test_negative_control_goldens_catch_a_missing_bias_correction() -> None:
     # at step 1 and the runner must point at step 2
     assert failing["adam/five_steps"].first_divergent_intermediate == "w_after_step2"
     assert failing["adam/small_gradients"].first_divergent_intermediate == "w_after_step1"
+
+
+def test_the_unchecked_update_is_adam_step_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    params = {"w": rng.standard_normal((3, 4)), "b": rng.standard_normal(4).astype(np.float32)}
+    state = adam_init(params)
+    cfg = AdamConfig(lr=0.01)
+    for _ in range(3):
+        grads = {name: rng.standard_normal(p.shape).astype(p.dtype) for name, p in params.items()}
+        checked, checked_state = adam_step(params, grads, state, cfg)
+        unchecked, state = optim.adam_update(params, grads, state, cfg)
+        for name in params:
+            np.testing.assert_array_equal(checked[name], unchecked[name])
+            np.testing.assert_array_equal(checked_state.v[name], state.v[name])
+        params = unchecked
+
+
+@pytest.mark.parametrize(("grad", "error", "message"), [
+    (np.array([1.0, np.nan]), ValueError, r"grads\['w'\]: expected finite values, got nan at position \(1,\)"),
+    (np.ones(3), ValueError, r"grads\['w'\]: expected shape \(2,\) like the param, got \(3,\)"),
+    (np.ones(2, dtype=np.float32), TypeError, r"grads\['w'\]: dtype float32 differs from the param's float64"),
+    ([1.0, 2.0], TypeError, r"grads\['w'\]: expected a numpy array, got list"),
+])
+def test_fit_checks_every_steps_gradient(grad: object, error: type[Exception], message: str) -> None:
+    """fit updates by the unchecked kernel after checking the gradients; a bad one is refused by name
+    at its step. Negative control: a finite gradient of the right shape and dtype trains."""
+    def run(g: object) -> None:
+        fit("fake", {"w": np.zeros(2)}, lambda p, _: (0.0, {"w": g}), lambda p: 1.0, 1.0,
+            TrainConfig(steps=3, eval_every=1, patience=5), 3, np.random.default_rng(0), stream=None)
+
+    run(np.ones(2))
+    with pytest.raises(error, match=message):
+        run(grad)

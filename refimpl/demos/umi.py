@@ -97,7 +97,7 @@ DEFAULT_DATA = ProfileDataConfig(num_users=6_000, num_items=800, num_categories=
 DEFAULT = DemoConfig(
     data=DEFAULT_DATA,
     pipeline=UMIPipelineConfig(max_length=20, num_negatives=50, lr=0.01, steps=5_000, eval_every=100, patience=2,
-                               lr_cuts=1, cutoffs=scaled_cutoffs(DEFAULT_DATA.num_items),
+                               min_improvement=0.005, lr_cuts=1, cutoffs=scaled_cutoffs(DEFAULT_DATA.num_items),
                                target_behaviour=INTEREST_BEHAVIOUR, dtype="float32", ema_decay=0.99),
 )
 """The default run (spec/umi.md#demo): 6,000 users (about 560 test users a seed: test users cost no

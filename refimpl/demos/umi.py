@@ -104,12 +104,13 @@ DEFAULT = DemoConfig(
 training), 800 items in 10 categories x 2 styles x 2 audiences, 30-60 events each, 70% of them a
 co-user's; T = 20, K = 3, batch 128 (the paper's), N = 50 negatives and lr 0.01 (the paper's 5 and
 0.005 leave every model at its learned-nothing level within the budget: measured, spec/umi.md); every
-model trained until the rule stops it (a validation every 100 steps, patience 2, one lr cut by 0.3
-first), the cap of 3,500 steps a guard that no training reaches (the latest stop measured: 3,000);
-float32 (a quarter cheaper than float64 and the same models to within a seed's spread: spec/umi.md,
-"Convergence"), which keeps the 36 trainings of 3 seeds within 5 minutes on 2 cores; only the user's
-own events are targets (the co-user's are history only); cut-offs 10/50/300 scaled to the catalogue
-(2/11/65 of 800 items)."""
+model trained until the rule stops it: a validation every 100 steps of the params' moving average
+(ema_decay 0.99: the raw params' loss jumps between measurements and stopped some seeds on a jump),
+patience 2 with min_improvement 0.005 nats, one lr cut by 0.3 first, the cap of 5,000 steps a guard
+no training reaches; float32 (a quarter cheaper a step than float64, the same models to within a
+seed's spread); 428 s of CPU for the 36 trainings of 3 seeds on 2 processes (spec/umi.md,
+"Convergence"); only the user's own events are targets (the co-user's are history only); cut-offs
+10/50/300 scaled to the catalogue (2/11/65 of 800 items)."""
 
 QUICK = DemoConfig(
     data=replace(PROFILE_QUICK_CONFIG, num_users=200),

@@ -53,6 +53,8 @@ def test_bad_set_values_are_refused_by_name(setting: str, message: str) -> None:
     ("bench_umi_step", ["--profile-steps", "0"], "--profile-steps: expected an integer >= 1, got 0"),
     ("bench_umi_step", ["--curve", "-3"], "--curve: expected an integer >= 0, got -3"),
     ("bench_umi_step", ["--against", "no-such-rev"], "--against: no git revision 'no-such-rev' in this repository"),
+    ("bench_umi_step", ["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+    ("umi_cell_oracle", ["--seeds", "0", "-1"], "--seeds: expected seeds >= 0, got [0, -1]"),
 ])
 def test_tools_refuse_bad_options_before_any_work(tool: str, argv: list[str], message: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:

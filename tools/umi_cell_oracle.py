@@ -47,10 +47,12 @@ def oracle_hit_rates(seed: int) -> dict[int, float]:
     return _metrics(prepared, scores, cfg).hit_rate
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if any(seed < 0 for seed in args.seeds):
+        parser.error(f"--seeds: expected seeds >= 0, got {args.seeds}")
     rows = {seed: oracle_hit_rates(seed) for seed in args.seeds}
     cutoffs = sorted(next(iter(rows.values())))
     print("own-event cell share x in-cell popularity, HitRate@N (%) per seed")

@@ -5,7 +5,8 @@ under UMI's protocol on any `Interactions` with profile fields.
   80/10/10; training users' events all train; a held-out user's first 90% of events are the history
   (truncated to the last T), the last 10% the targets.
 - Training: every model by `refimpl.train.fit` (the one rule: validation loss on the validation
-  users' first targets, early stopping, the learned-nothing level) with the same budget, width D,
+  users' first targets, of the params' moving average when `ema_decay` > 0, early stopping, the
+  learned-nothing level) with the same budget, width D,
   batch, learning rate, number of negatives N (sampled uniformly from the catalogue, shared by a
   batch, as a sampled softmax does) and interests K. A training row is a training event with at
   least one earlier event, its history the T events before it.

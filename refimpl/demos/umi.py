@@ -108,7 +108,7 @@ model trained until the rule stops it: a validation every 100 steps of the param
 (ema_decay 0.99: the raw params' loss jumps between measurements and stopped some seeds on a jump),
 patience 2 with min_improvement 0.005 nats, one lr cut by 0.3 first, the cap of 5,000 steps a guard
 no training reaches; float32 (a quarter cheaper a step than float64, the same models to within a
-seed's spread); 428 s of CPU for the 36 trainings of 3 seeds on 2 processes (spec/umi.md,
+seed's spread); 428-505 s of CPU for the 36 trainings of 3 seeds on 2 processes (spec/umi.md,
 "Convergence"); only the user's own events are targets (the co-user's are history only); cut-offs
 10/50/300 scaled to the catalogue (2/11/65 of 800 items)."""
 

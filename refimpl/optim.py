@@ -68,10 +68,7 @@ def adam_step(
 ) -> tuple[dict[str, Array], AdamState]:
     """One Adam update of every parameter; `grads` must have exactly the keys of `params`."""
     _require_config_and_state(cfg, state, params, grads)
-    if set(grads) != set(params):
-        missing = sorted(set(params) - set(grads))
-        extra = sorted(set(grads) - set(params))
-        raise ValueError(f"grads: keys must match params (missing {missing}, unexpected {extra})")
+    _require_same_keys(params, grads)
     for moments in ("m", "v"):
         if set(getattr(state, moments)) != set(params):
             raise ValueError(f"state.{moments}: keys must match params ({sorted(params)})")
@@ -111,10 +108,7 @@ def adam_update(
 
 def check_gradients(params: Mapping[str, Array], grads: Mapping[str, object]) -> None:
     """Every param has a gradient: a finite array of its shape and dtype (errors name grads[name])."""
-    if set(grads) != set(params):
-        missing = sorted(set(params) - set(grads))
-        extra = sorted(set(grads) - set(params))
-        raise ValueError(f"grads: keys must match params (missing {missing}, unexpected {extra})")
+    _require_same_keys(params, grads)
     for name, p in params.items():
         label, g = f"grads[{name!r}]", grads[name]
         if not isinstance(g, np.ndarray):
@@ -178,10 +172,7 @@ def lazy_adam_step(
     every array as it was.
     """
     _require_config_and_state(cfg, state, params, grads)
-    if set(grads) != set(params):
-        missing = sorted(set(params) - set(grads))
-        extra = sorted(set(grads) - set(params))
-        raise ValueError(f"grads: keys must match params (missing {missing}, unexpected {extra})")
+    _require_same_keys(params, grads)
     sparse = {name for name, g in grads.items() if isinstance(g, RowSparseGrad)}
     dense_params = {name: p for name, p in params.items() if name not in sparse}
     dense_state = AdamState(
@@ -236,6 +227,13 @@ def lazy_adam_step(
         new_state.m[name] = state.m[name]
         new_state.v[name] = state.v[name]
     return new_params, new_state
+
+
+def _require_same_keys(params: Mapping[str, object], grads: Mapping[str, object]) -> None:
+    if set(grads) != set(params):
+        missing = sorted(set(params) - set(grads))
+        extra = sorted(set(grads) - set(params))
+        raise ValueError(f"grads: keys must match params (missing {missing}, unexpected {extra})")
 
 
 def _require_dict(name: str, value: object) -> None:

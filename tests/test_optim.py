@@ -199,6 +199,9 @@ def test_the_unchecked_update_is_adam_step_bit_for_bit() -> None:
             np.testing.assert_array_equal(checked[name], unchecked[name])
             np.testing.assert_array_equal(checked_state.v[name], state.v[name])
         params = unchecked
+    # negative control: the comparison tells updates apart (another learning rate differs)
+    other, _ = optim.adam_update(params, grads, state, AdamConfig(lr=0.02))
+    assert not np.array_equal(other["w"], optim.adam_update(params, grads, state, cfg)[0]["w"])
 
 
 @pytest.mark.parametrize(("grad", "error", "message"), [

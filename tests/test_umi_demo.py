@@ -255,6 +255,8 @@ def test_two_processes_report_what_one_does() -> None:
     """The pool is handed the trainings longest first; the report keeps the seeds' and models' order
     and every number (each job is deterministic alone). Negative control: another seed differs."""
     cfg = replace(QUICK, seeds=(0, 1), models=("DSSM", "MIND", "UMI"))
+    # the pool's order differs from the report's, so a report in the pool's order would fail below
+    assert sorted(cfg.models, key=LONGEST_FIRST.index) != list(cfg.models)
 
     def numbers(result: Any) -> list[Any]:
         return [(s.seed, [(table, list(rows.items())) for table, rows in s.tables.items()],

@@ -54,7 +54,7 @@ from refimpl.nn.capsule_routing import CapsuleRoutingConfig
 from refimpl.nn.max_interest_score import max_interest_score_forward
 from refimpl.nn.multi_interest_readout import ReadoutConfig
 from refimpl.progress import track
-from refimpl.train import DTYPES, Curve, TrainConfig, chance_sampled_softmax, fit, training_record
+from refimpl.train import Curve, TrainConfig, chance_sampled_softmax, fit, training_record
 
 __all__ = [
     "BASELINES",
@@ -119,17 +119,15 @@ class UMIPipelineConfig:
 
 
 def validate_pipeline_config(cfg: UMIPipelineConfig) -> None:
-    """Refuse a config the pipeline cannot honour, naming the field."""
-    for name in ("max_length", "num_interests", "num_negatives", "batch_size", "dim", "profile_dim", "steps",
-                 "eval_every", "patience", "validation_rows"):
+    """Refuse a config the pipeline cannot honour, naming the field. The training fields (the
+    budget, the rule, Adam's lr, the dtype) are TrainConfig's, checked by it under the same names."""
+    if not isinstance(cfg, UMIPipelineConfig):
+        raise TypeError(f"cfg: expected a UMIPipelineConfig, got {type(cfg).__name__}")
+    for name in ("max_length", "profile_dim"):
         require_positive_int(f"cfg.{name}", getattr(cfg, name))
-    require_real("cfg.lr", cfg.lr, low=0.0, low_open=True)
+    _train_config(cfg)
     require_real("cfg.attention_bias", cfg.attention_bias)
     require_int("cfg.attention_hold", cfg.attention_hold, low=0)
-    require_real("cfg.min_improvement", cfg.min_improvement, low=0.0)
-    require_int("cfg.lr_cuts", cfg.lr_cuts, low=0)
-    if not 0.0 < require_real("cfg.lr_factor", cfg.lr_factor) < 1.0:
-        raise ValueError(f"cfg.lr_factor: expected a factor in (0, 1), got {cfg.lr_factor!r}")
     if not isinstance(cfg.cutoffs, tuple) or not cfg.cutoffs:
         raise ValueError(f"cfg.cutoffs: expected a non-empty tuple of positive integers, got {cfg.cutoffs!r}")
     for n in cfg.cutoffs:
@@ -137,10 +135,6 @@ def validate_pipeline_config(cfg: UMIPipelineConfig) -> None:
     require_choice("cfg.seen", cfg.seen, SEEN)
     if cfg.target_behaviour is not None and not isinstance(cfg.target_behaviour, str):
         raise TypeError(f"cfg.target_behaviour: expected a behaviour name or None, got {cfg.target_behaviour!r}")
-    require_int("cfg.seed", cfg.seed, low=0)
-    require_choice("cfg.dtype", cfg.dtype, DTYPES)
-    if not 0.0 <= require_real("cfg.ema_decay", cfg.ema_decay) < 1.0:
-        raise ValueError(f"cfg.ema_decay: expected a decay in [0, 1) (0: no average), got {cfg.ema_decay!r}")
 
 
 @dataclass(frozen=True)
